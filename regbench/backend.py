@@ -1,0 +1,76 @@
+"""Choose the Keras backend and device before Keras is imported, and make its ops deterministic."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from regbench.config import BACKENDS
+from regbench.errors import UsageError
+
+DEVICES = ("auto", "cpu", "gpu")
+_BACKEND_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def select_backend(backend: str, device: str) -> str:
+    """Set up `backend` on `device` ('auto', 'cpu', 'gpu'); return the device used ('cpu'/'gpu').
+
+    Must run before the first `import keras` of the process: Keras reads KERAS_BACKEND once.
+    """
+    # 1. Check the request against what this process and this machine can do.
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if importlib.util.find_spec(_BACKEND_MODULE[backend]) is None:
+        extra = " (pip install 'regbench[jax]')" if backend == "jax" else ""
+        raise UsageError(f"backend {backend!r} is not installed{extra}")
+    if "keras" in sys.modules:
+        loaded = sys.modules["keras"].backend.backend()
+        if loaded != backend:
+            raise UsageError(
+                f"Keras is already loaded with backend {loaded!r} in this process; "
+                f"run --backend {backend} in a new process"
+            )
+    # 2. Hide the GPU before the backend starts, or ask the backend for deterministic kernels.
+    os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ info and error chatter
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        if backend == "jax":
+            os.environ["JAX_PLATFORMS"] = "cpu"
+    if backend == "jax":
+        os.environ.setdefault("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
+    # 3. Start the backend and see which device it got.
+    used = "gpu" if _gpu_visible(backend) else "cpu"
+    if device == "gpu" and used != "gpu":
+        raise UsageError(f"--device gpu: backend {backend!r} sees no GPU here; use --device auto or cpu")
+    _make_deterministic(backend)
+    return used
+
+
+def _gpu_visible(backend: str) -> bool:
+    """Return whether `backend` sees a GPU."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _make_deterministic(backend: str) -> None:
+    """Turn on the backend's deterministic ops, so a rerun reproduces a run exactly."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+        tf.get_logger().setLevel("ERROR")  # one retracing warning per new model is expected here
+    elif backend == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)

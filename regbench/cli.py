@@ -1,0 +1,171 @@
+"""The `regbench` command line: parse and check options, call one library function, echo paths."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from regbench import __version__
+from regbench.backend import DEVICES, select_backend
+from regbench.config import (
+    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, OPTIMIZERS, RunConfig,
+)
+from regbench.errors import UsageError
+from regbench.techniques import BASELINE, TECHNIQUES, parse_param_overrides, parse_setting, resolve_params
+
+DEFAULT_STORE = Path("results/regbench.sqlite")
+
+
+class _Commands(click.Group):
+    """A group whose every error is one line on stderr with exit status 2 (no traceback)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as error:
+            click.echo(f"Error: {error.format_message()}", err=True)
+            sys.exit(error.exit_code)
+        except UsageError as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(130)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+class _IntList(click.ParamType):
+    """A comma-separated list of integers, each at least `minimum`."""
+
+    name = "N,N,..."
+
+    def __init__(self, minimum: int):
+        self.minimum = minimum
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            numbers = tuple(int(part) for part in str(value).split(","))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers, e.g. 1024,1024", param, ctx)
+        if any(number < self.minimum for number in numbers):
+            self.fail(f"{value!r} has a value below {self.minimum}; each must be >= {self.minimum}", param, ctx)
+        if len(set(numbers)) != len(numbers) and param.name == "seed_list":
+            self.fail(f"{value!r} repeats a seed", param, ctx)
+        return numbers
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="regbench")
+def cli():
+    """Paired regularization benchmarks on real MNIST with Keras."""
+
+
+@cli.command()
+@click.option("--technique", "techniques", required=True, metavar="SETTING[,SETTING...]",
+              help="Technique(s) to compare with the baseline: 'dropout', 'dropout+l2', 'dropout,l2,batchnorm'.")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Set a technique parameter, e.g. rate=0.3 or l2=1e-3 (repeatable; see `regbench list`).")
+@click.option("--seeds", type=click.IntRange(1, 1000), default=None, help="Number of seeds 0..N-1 [default: 3].")
+@click.option("--seed-list", type=_IntList(0), default=None, help="Explicit seeds, e.g. 0,4,7.")
+@click.option("--epochs", type=click.IntRange(1, 10_000), default=10, show_default=True, help="Maximum epochs.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per step.")
+@click.option("--train-size", type=click.IntRange(100, 50_000), default=None,
+              help="Stratified subset of the 50k training images [default: all].")
+@click.option("--architecture", type=click.Choice(ARCHITECTURES), default="mlp", show_default=True)
+@click.option("--hidden", type=_IntList(1), default=None,
+              help="Hidden dense widths [default: 128,64 for mlp; 128 for the cnn's head].")
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu", show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
+@click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,
+              help="Learning rate [default: 1e-3; 1e-2 for sgd].")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Momentum (sgd, rmsprop) [default: 0].")
+@click.option("--nesterov", is_flag=True, help="Nesterov momentum (sgd).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="tensorflow", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--data", type=click.Path(dir_okay=False), default=None,
+              help="mnist.npz in Keras' layout [default: $REGBENCH_DATA, then ~/.keras/datasets/mnist.npz].")
+@click.option("--out", type=click.Path(), default=None, help="Output directory [default: results/compare-SETTINGS].")
+@click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
+              help="SQLite run store shared by all invocations.")
+def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
+            activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store):
+    """Train baseline and treated models pairwise over seeds; write tables, plots and a manifest."""
+    # 1. Check every option that needs no data or backend.
+    settings = [parse_setting(text) for text in techniques.split(",") if text.strip()]
+    if not settings or any(names == (BASELINE,) for names in settings):
+        raise UsageError("--technique needs at least one technique other than 'none' (the baseline is always run)")
+    settings = list(dict.fromkeys(settings))
+    overrides = parse_param_overrides(params, settings)
+    if seeds is not None and seed_list is not None:
+        raise UsageError("--seeds and --seed-list exclude each other; give one")
+    if momentum is not None and optimizer not in ("sgd", "rmsprop"):
+        raise UsageError(f"--momentum applies to sgd and rmsprop, not {optimizer}")
+    if nesterov and optimizer != "sgd":
+        raise UsageError(f"--nesterov applies to sgd, not {optimizer}")
+    names = ["+".join(setting) for setting in settings]
+    base = RunConfig(
+        architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
+        optimizer=optimizer, lr=lr or DEFAULT_LR[optimizer], momentum=momentum or 0.0, nesterov=nesterov,
+        epochs=epochs, batch_size=batch_size, backend=backend,
+    )
+    # 2. Start the backend (before Keras is imported), then hand over to the runner.
+    used_device = select_backend(backend, device)
+    from regbench.runner import CompareRequest, run_compare
+
+    request = CompareRequest(
+        settings=tuple((name, resolve_params(setting, overrides)) for name, setting in zip(names, settings)),
+        seeds=seed_list or tuple(range(seeds or 3)),
+        base=base,
+        train_size=train_size,
+        out=Path(out or f"results/compare-{'_'.join(names)}"),
+        store=Path(store),
+        data=data,
+        command=shlex.join(["regbench", *sys.argv[1:]]),
+    )
+    outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True))
+    click.echo(format_summary(outcome.summary))
+    click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; wrote {len(outcome.files)} files to {request.out}/")
+
+
+def format_summary(summary) -> str:
+    """Render the summary table for the console: means, SDs and the paired difference with its CI."""
+    lines = [f"{'technique':<22} {'runs':>4} {'test acc %':>14} {'gap %':>12} {'epochs':>6} "
+             f"{'s/epoch':>7} {'paired diff, pp [95% CI]':>30}"]
+    for _, row in summary.iterrows():
+        diff = ""
+        if row["technique"] != BASELINE:
+            diff = f"{row['test_accuracy_diff'] * 100:+.2f} [{row['diff_ci_low'] * 100:+.2f}, " \
+                   f"{row['diff_ci_high'] * 100:+.2f}] n={int(row['pairs'])}"
+        lines.append(
+            f"{row['technique']:<22} {row['runs']:>4} "
+            f"{row['test_accuracy_mean'] * 100:>7.2f} ±{row['test_accuracy_sd'] * 100:>5.2f} "
+            f"{row['gap_mean'] * 100:>5.2f} ±{row['gap_sd'] * 100:>5.2f} {row['epochs_run_mean']:>6.1f} "
+            f"{row['seconds_per_epoch_mean']:>7.2f} {diff:>30}"
+        )
+    return "\n".join(lines)
+
+
+@cli.command(name="list")
+def list_choices():
+    """List techniques with their parameters and defaults, architectures, optimizers and backends."""
+    click.echo("Techniques (combine with '+', compare several with ','; set parameters with --param NAME=VALUE):")
+    for technique in TECHNIQUES.values():
+        click.echo(f"  {technique.name:<15} {technique.summary}")
+        for param in technique.params:
+            click.echo(f"  {'':<15}   {param.name}={param.default:g}  ({param.kind.__name__}, "
+                       f"{param.allowed()}) {param.help}")
+    click.echo("Architectures:")
+    click.echo("  mlp             784-128-64-10 dense net (widths via --hidden), softmax output")
+    click.echo("  cnn             two conv(3x3)+max-pool blocks (32, 64 filters), dense head (--hidden, default 128)")
+    click.echo("Optimizers (default learning rate):")
+    for name in OPTIMIZERS:
+        click.echo(f"  {name:<15} lr {DEFAULT_LR[name]:g}")
+    click.echo(f"Backends: {', '.join(BACKENDS)} (default tensorflow); devices: {', '.join(DEVICES)}")

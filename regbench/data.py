@@ -1,0 +1,182 @@
+"""Load, validate, split and subset MNIST (the only module that reads data)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from regbench.errors import UsageError
+
+EXPECTED_KEYS = ("x_train", "y_train", "x_test", "y_test")
+VALIDATION_SIZE = 10_000  # images held out of the 60k training set
+DATA_SEED = 20_240_601  # fixes the validation split and every --train-size subset
+MIN_TRAIN_SIZE = 100
+MAX_TRAIN_SIZE = 50_000
+KERAS_CACHE = Path("~/.keras/datasets/mnist.npz")
+
+
+@dataclass(frozen=True)
+class Mnist:
+    """MNIST as loaded: uint8 images (N, 28, 28) and uint8 labels, plus where it came from."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str  # path (or 'keras download') the arrays came from
+    fingerprint: str  # sha256 of the arrays' bytes; part of every run's identity
+
+
+@dataclass(frozen=True)
+class Split:
+    """The protocol's three sets, as float32 images in [0, 1] and int32 labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def validate_arrays(arrays: dict, source: str) -> None:
+    """Raise UsageError naming `source` unless `arrays` hold MNIST in Keras' layout."""
+    missing = [key for key in EXPECTED_KEYS if key not in arrays]
+    if missing:
+        raise UsageError(
+            f"{source}: missing key(s) {', '.join(missing)}; expected {', '.join(EXPECTED_KEYS)}"
+        )
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) == 0:
+            raise UsageError(f"{source}: x_{part} has shape {x.shape}; expected (N, 28, 28) with N > 0")
+        if x.dtype != np.uint8:
+            raise UsageError(f"{source}: x_{part} has dtype {x.dtype}; expected uint8 pixels 0..255")
+        if y.ndim != 1 or len(y) != len(x):
+            raise UsageError(
+                f"{source}: y_{part} has shape {y.shape}; expected ({len(x)},) to match x_{part}"
+            )
+        if not np.issubdtype(y.dtype, np.integer) or len(y) and (y.min() < 0 or y.max() > 9):
+            raise UsageError(f"{source}: y_{part} must hold integer labels 0..9")
+
+
+def read_npz(path: Path) -> Mnist:
+    """Read and validate an mnist.npz file; every problem becomes a UsageError naming the file."""
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory; expected an mnist.npz file")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
+        raise UsageError(f"{path}: not a readable .npz file ({error})") from None
+    validate_arrays(arrays, str(path))
+    return _mnist_from_arrays(arrays, str(path))
+
+
+def _mnist_from_arrays(arrays: dict, source: str) -> Mnist:
+    """Wrap validated arrays, fingerprinting their contents."""
+    digest = hashlib.sha256()
+    for key in EXPECTED_KEYS:
+        digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+    return Mnist(
+        *(np.asarray(arrays[key]) for key in EXPECTED_KEYS),
+        source=source,
+        fingerprint=digest.hexdigest()[:16],
+    )
+
+
+def _download_with_keras() -> Mnist:
+    """Fetch MNIST through keras.datasets (needs internet)."""
+    import keras
+
+    (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    validate_arrays(arrays, "keras.datasets.mnist.load_data()")
+    return _mnist_from_arrays(arrays, "keras.datasets.mnist.load_data()")
+
+
+def load_mnist(path: str | os.PathLike | None = None) -> Mnist:
+    """Find and load MNIST: `path`, then $REGBENCH_DATA, then Keras' cache, then a download.
+
+    An explicit path or $REGBENCH_DATA that is broken is an error at once (the user
+    asked for that file). Keras' cache is used only if its content is valid. The
+    download is skipped when $REGBENCH_OFFLINE is set (tests set it).
+    """
+    if path is not None:
+        return read_npz(Path(path).expanduser())
+    if os.environ.get("REGBENCH_DATA"):
+        return read_npz(Path(os.environ["REGBENCH_DATA"]).expanduser())
+    tried = ["--data PATH (not given)", "$REGBENCH_DATA (not set)"]
+    cache = KERAS_CACHE.expanduser()
+    try:
+        return read_npz(cache)
+    except UsageError as error:
+        tried.append(f"{cache} ({str(error).removeprefix(str(cache) + ': ')})")
+    if os.environ.get("REGBENCH_OFFLINE"):
+        tried.append("download (skipped: $REGBENCH_OFFLINE is set)")
+    else:
+        try:
+            return _download_with_keras()
+        except Exception as error:  # any network or keras failure ends the search
+            tried.append(f"keras.datasets.mnist.load_data() ({type(error).__name__}: {error})")
+    raise UsageError(
+        "MNIST not found; tried " + "; ".join(tried)
+        + ". Pass --data PATH or set REGBENCH_DATA to an mnist.npz in Keras' layout"
+    )
+
+
+def stratified_indices(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Pick `size` indices whose class shares match `labels`' (largest remainders), sorted."""
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * size / len(labels)
+    per_class = np.floor(exact).astype(int)
+    shortfall = size - per_class.sum()
+    per_class[np.argsort(-(exact - per_class), kind="stable")[:shortfall]] += 1
+    chosen = [
+        rng.choice(np.flatnonzero(labels == cls), take, replace=False)
+        for cls, take in zip(classes, per_class)
+    ]
+    return np.sort(np.concatenate(chosen))
+
+
+def validation_size(n_train_images: int) -> int:
+    """Return how many training images the protocol holds out: 10,000 of 60k (a sixth of a smaller file)."""
+    return min(VALIDATION_SIZE, n_train_images // 6)
+
+
+def split_mnist(mnist: Mnist, train_size: int | None = None) -> Split:
+    """Hold out a stratified validation set, then take a stratified --train-size subset of the rest."""
+    # 1. The validation split is fixed by DATA_SEED alone, so it never depends on train_size.
+    rng = np.random.default_rng(DATA_SEED)
+    val_index = stratified_indices(mnist.y_train, validation_size(len(mnist.y_train)), rng)
+    rest = np.setdiff1d(np.arange(len(mnist.y_train)), val_index)
+    # 2. The training subset comes from its own stream, so each size is one fixed subset.
+    available = len(rest)
+    if train_size is not None and train_size != available:
+        if not MIN_TRAIN_SIZE <= train_size <= available:
+            raise UsageError(
+                f"--train-size {train_size} is out of range; allowed {MIN_TRAIN_SIZE}..{available} "
+                f"for {mnist.source}"
+            )
+        subset_rng = np.random.default_rng([DATA_SEED, train_size])
+        rest = rest[stratified_indices(mnist.y_train[rest], train_size, subset_rng)]
+    return Split(
+        x_train=_as_float(mnist.x_train[rest]),
+        y_train=mnist.y_train[rest].astype(np.int32),
+        x_val=_as_float(mnist.x_train[val_index]),
+        y_val=mnist.y_train[val_index].astype(np.int32),
+        x_test=_as_float(mnist.x_test),
+        y_test=mnist.y_test.astype(np.int32),
+    )
+
+
+def _as_float(images: np.ndarray) -> np.ndarray:
+    """Scale uint8 pixels to float32 in [0, 1]."""
+    return images.astype(np.float32) / np.float32(255.0)

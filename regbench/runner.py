@@ -1,0 +1,174 @@
+"""Plan paired runs (arms x seeds), skip finished ones, train the rest, write the comparison."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import keras
+import pandas as pd
+
+from regbench import plots, stats
+from regbench.config import RunConfig
+from regbench.data import Split, load_mnist, split_mnist
+from regbench.errors import UsageError
+from regbench.store import RunStore, prepare_output_dir, write_outputs
+from regbench.techniques import BASELINE
+from regbench.train import train_run
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    """One `regbench compare`: the arms, the seeds, the shared run settings and where to write."""
+
+    settings: tuple[tuple[str, tuple], ...]  # (canonical technique setting, its parameter values)
+    seeds: tuple[int, ...]  # one pair per seed
+    base: RunConfig  # every field but technique, technique_params, seed, train_size, device and data
+    train_size: int | None  # --train-size, or None for every training image
+    out: Path  # the comparison's output directory
+    store: Path  # the SQLite run store shared by all invocations
+    data: str | None  # --data PATH, or None for the look-up order
+    command: str  # the command line, for the manifest
+
+
+@dataclass(frozen=True)
+class CompareOutcome:
+    """What a comparison produced: its summary table and the files written."""
+
+    summary: pd.DataFrame
+    files: list[Path]
+    trained: int  # runs trained by this invocation
+    reused: int  # runs found finished in the store
+
+
+def plan_runs(request: CompareRequest) -> list[RunConfig]:
+    """Return the runs of a comparison, seed by seed, each seed's baseline first."""
+    arms = [(BASELINE, ()), *request.settings]
+    return [
+        replace(request.base, technique=technique, technique_params=params, seed=seed)
+        for seed in request.seeds
+        for technique, params in arms
+    ]
+
+
+class _Progress:
+    """Echo one line per epoch with where the sweep stands and an estimate of what remains."""
+
+    def __init__(self, todo: list[RunConfig], echo: Callable[[str], None]):
+        self.todo, self.echo = todo, echo
+        self.started = time.perf_counter()
+        self.epochs_done = 0
+        self.index = 0
+
+    def start_run(self, index: int) -> None:
+        self.index = index
+
+    def epoch_done(self, row: dict) -> None:
+        self.epochs_done += 1
+        config = self.todo[self.index]
+        remaining_epochs = config.epochs - row["epoch"] + sum(c.epochs for c in self.todo[self.index + 1:])
+        per_epoch = (time.perf_counter() - self.started) / self.epochs_done
+        self.echo(
+            f"[run {self.index + 1}/{len(self.todo)}] {config.technique} seed {config.seed} "
+            f"epoch {row['epoch']}/{config.epochs}: train ce {row['train_crossentropy']:.4f} "
+            f"acc {row['train_accuracy']:.4f} | val ce {row['val_crossentropy']:.4f} "
+            f"acc {row['val_accuracy']:.4f} | {row['seconds']:.1f}s | "
+            f"at most ~{_duration(remaining_epochs * per_epoch)} left"
+        )
+
+
+def _duration(seconds: float) -> str:
+    """Format seconds as e.g. '1h02m', '3m05s' or '12s'."""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None]) -> CompareOutcome:
+    """Train what is missing of `request` and write its tables, figures and manifest."""
+    # 1. Check everything a user can get wrong before any training.
+    mnist = load_mnist(request.data)
+    split = split_mnist(mnist, request.train_size)
+    if request.base.batch_size > len(split.y_train):
+        raise UsageError(
+            f"--batch-size {request.base.batch_size} is larger than the training set "
+            f"({len(split.y_train)} images); allowed 1..{len(split.y_train)}"
+        )
+    out = prepare_output_dir(request.out)
+    store = RunStore(request.store)
+    base = replace(request.base, train_size=len(split.y_train), device=device, data=mnist.fingerprint)
+    configs = plan_runs(replace(request, base=base))
+    # 2. Train only the runs the store does not hold yet; each is stored the moment it ends.
+    finished = store.finished([c.run_id for c in configs])
+    todo = [c for c in configs if c.run_id not in finished]
+    echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {request.store}, "
+         f"{len(todo)} to train on {base.backend}/{device} with {len(split.y_train)} training images")
+    _train_missing(todo, split, store, echo)
+    # 3. Build the comparison from the store.
+    runs, epochs = store.load([c.run_id for c in configs])
+    techniques = [technique for technique, _ in request.settings]
+    summary = stats.summarize(runs, techniques)
+    title = _title(base, len(request.seeds))
+    figures = {
+        "val_accuracy": plots.validation_accuracy_curves(epochs, techniques, title),
+        "crossentropy": plots.crossentropy_curves(epochs, techniques, title),
+        "paired_test_accuracy": plots.paired_differences_plot(summary, title),
+    }
+    manifest = _manifest(request, base, mnist.source, runs)
+    files = write_outputs(out, {"runs": runs, "epochs": epochs, "summary": summary}, figures, manifest)
+    return CompareOutcome(summary, files, trained=len(todo), reused=len(configs) - len(todo))
+
+
+def _train_missing(todo: list[RunConfig], split: Split, store: RunStore, echo) -> None:
+    """Train and store each run of `todo`; Ctrl-C keeps the finished ones and says how to resume."""
+    progress = _Progress(todo, echo)
+    for index, config in enumerate(todo):
+        progress.start_run(index)
+        try:
+            result = train_run(config, split, on_epoch=progress.epoch_done)
+        except KeyboardInterrupt:
+            echo(f"interrupted: {index} of {len(todo)} runs stored, the run in progress is lost; "
+                 "rerun the same command to train the remaining ones")
+            raise
+        store.save(config, result.record, result.epochs)
+        if result.record["status"] != "ok":
+            echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
+                 f"{result.record['diverged_epoch']}: stored, left out of the statistics")
+
+
+def _title(base: RunConfig, seeds: int) -> str:
+    """Say what was compared, on what: model, data size, optimizer and seeds."""
+    widths = "-".join(str(w) for w in base.hidden)
+    return (f"{base.architecture} {widths} {base.activation}, {base.train_size:,} MNIST training images, "
+            f"{seeds} seeds; {base.optimizer} lr {base.lr:g}, batch {base.batch_size}")
+
+
+def _manifest(request: CompareRequest, base: RunConfig, source: str, runs) -> dict:
+    """Record the command, the full configuration, versions, device and date."""
+    packages = ["regbench", "keras", "numpy", "pandas", "scipy", "matplotlib", "click", base.backend]
+    versions = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {
+        "command": request.command,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": {k: v for k, v in asdict(base).items() if k not in ("technique", "technique_params", "seed")},
+        "techniques": {technique: dict(params) for technique, params in request.settings},
+        "seeds": list(request.seeds),
+        "data": {"source": source, "fingerprint": base.data},
+        "device": {"kind": base.device, "keras_backend": keras.backend.backend(),
+                   "platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "versions": versions,
+        "run_ids": {t: list(runs.loc[runs["technique"] == t, "run_id"]) for t in runs["technique"].unique()},
+        "python_executable": sys.executable,
+    }

@@ -1,0 +1,153 @@
+"""The only module that writes results: the SQLite run store and a comparison's output files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import tempfile
+from contextlib import closing
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from regbench.config import RunConfig
+from regbench.errors import UsageError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    config      TEXT NOT NULL,  -- RunConfig as JSON
+    record      TEXT NOT NULL,  -- the flat run record as JSON
+    epochs      TEXT NOT NULL,  -- list of per-epoch rows as JSON
+    status      TEXT NOT NULL,  -- ok | diverged
+    finished_at TEXT NOT NULL   -- UTC, ISO 8601
+)
+"""
+
+
+def _json(value) -> str:
+    """Serialize with NaN stored as null (strict JSON)."""
+    return json.dumps(_nan_to_none(value), allow_nan=False)
+
+
+def _nan_to_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(item) for item in value]
+    return value
+
+
+class RunStore:
+    """Finished runs in one SQLite file; each run is stored in one transaction the moment it ends."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as db, db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version not in (0, SCHEMA_VERSION):
+                    raise UsageError(
+                        f"{self.path}: run store has schema version {version}; this regbench "
+                        f"reads version {SCHEMA_VERSION}. Use another --store path"
+                    )
+                db.execute(_SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as error:
+            raise UsageError(f"{self.path}: not a usable run store ({error})") from None
+        except OSError as error:
+            raise UsageError(f"{self.path}: cannot create the run store ({error.strerror})") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60)
+        db.execute("PRAGMA journal_mode = WAL")
+        return db
+
+    def finished(self, run_ids: list[str]) -> set[str]:
+        """Return which of `run_ids` are already stored."""
+        with closing(self._connect()) as db:
+            marks = ",".join("?" * len(run_ids))
+            rows = db.execute(f"SELECT run_id FROM runs WHERE run_id IN ({marks})", run_ids)
+            return {row[0] for row in rows}
+
+    def save(self, config: RunConfig, record: dict, epochs: list[dict]) -> None:
+        """Store one finished run atomically (a second save of the same run is ignored)."""
+        with closing(self._connect()) as db, db:
+            db.execute(
+                "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    config.run_id, _json(asdict(config)), _json(record), _json(epochs),
+                    record["status"], datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                ),
+            )
+
+    def load(self, run_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Return (runs, epochs) tables for `run_ids`: a row per run, and a row per run and epoch."""
+        with closing(self._connect()) as db:
+            marks = ",".join("?" * len(run_ids))
+            stored = db.execute(
+                f"SELECT run_id, config, record, epochs, finished_at FROM runs WHERE run_id IN ({marks})",
+                run_ids,
+            ).fetchall()
+        order = {run_id: index for index, run_id in enumerate(run_ids)}
+        stored.sort(key=lambda row: order[row[0]])
+        runs, epochs = [], []
+        for run_id, config, record, epoch_rows, finished_at in stored:
+            config = json.loads(config)
+            config["hidden"] = ",".join(str(width) for width in config["hidden"])
+            config["technique_params"] = " ".join(f"{name}={value:g}" for name, value in config["technique_params"])
+            runs.append({"run_id": run_id, **config, **json.loads(record), "finished_at": finished_at})
+            for row in json.loads(epoch_rows):
+                epochs.append({"run_id": run_id, "technique": config["technique"], "seed": config["seed"], **row})
+        return pd.DataFrame(runs).fillna(value=math.nan), pd.DataFrame(epochs).fillna(value=math.nan)
+
+
+def prepare_output_dir(path: str | os.PathLike) -> Path:
+    """Create `path` if needed and check it is a writable directory, before any training."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file; expected a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise UsageError(f"--out {out}: not writable ({error.strerror})") from None
+    return out
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Call write(temp_path), then rename it over `path`, so readers never see half a file."""
+    temp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
+    try:
+        write(temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.remove(temp)
+
+
+def write_outputs(out: Path, tables: dict, figures: dict, manifest: dict) -> list[Path]:
+    """Write tables as CSV, figures as PNG and the manifest as JSON into `out`; return the paths."""
+    written = []
+    for name, table in tables.items():
+        path = out / f"{name}.csv"
+        _write_atomically(path, lambda temp, table=table: table.to_csv(temp, index=False))
+        written.append(path)
+    for name, figure in figures.items():
+        path = out / f"{name}.png"
+        _write_atomically(path, lambda temp, figure=figure: figure.savefig(temp, dpi=120, format="png"))
+        written.append(path)
+    path = out / "manifest.json"
+    text = json.dumps(_nan_to_none(manifest), indent=2, allow_nan=False) + "\n"
+    _write_atomically(path, lambda temp: Path(temp).write_text(text))
+    written.append(path)
+    return written

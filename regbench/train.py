@@ -1,0 +1,184 @@
+"""Train one run -> a flat record and per-epoch rows (no files)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import numpy as np
+
+from regbench.config import RunConfig
+from regbench.data import Split
+from regbench.models import build_model
+from regbench.techniques import Regularization, regularization_for
+
+EVAL_BATCH_SIZE = 2048  # images per step when evaluating (no effect on the numbers)
+STEPS_PER_EXECUTION = 100  # training steps fused into one backend call
+NEAR_ZERO = 1e-3  # |w| below this counts as near zero
+WEIGHT_DECAY_EXCLUDED = ["bias", "gamma", "beta"]  # decay kernels only, as L1/L2 do
+
+
+@dataclass
+class RunResult:
+    """One finished run: a flat record and one row per epoch."""
+
+    record: dict
+    epochs: list[dict]
+
+
+def make_optimizer(config: RunConfig, regularization: Regularization) -> keras.optimizers.Optimizer:
+    """Build the run's Keras optimizer, with the technique's decoupled weight decay if any."""
+    options = {"learning_rate": config.lr}
+    if regularization.weight_decay is not None:
+        options["weight_decay"] = regularization.weight_decay
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(momentum=config.momentum, nesterov=config.nesterov, **options)
+    elif config.optimizer == "rmsprop":
+        optimizer = keras.optimizers.RMSprop(momentum=config.momentum, **options)
+    elif config.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(**options)
+    elif config.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(**options)
+    else:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}")
+    optimizer.exclude_from_weight_decay(var_names=WEIGHT_DECAY_EXCLUDED)
+    return optimizer
+
+
+def compile_model(config: RunConfig) -> tuple[keras.Model, list[keras.callbacks.Callback]]:
+    """Build and compile the run's model; return it with its technique callbacks."""
+    regularization = regularization_for(config.technique, config.technique_params)
+    model = build_model(config, regularization)
+    model.compile(
+        optimizer=make_optimizer(config, regularization),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            keras.metrics.SparseCategoricalCrossentropy(name="crossentropy"),
+        ],
+        steps_per_execution=STEPS_PER_EXECUTION,
+    )
+    callbacks = []
+    if regularization.early_stopping_patience is not None:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_crossentropy",  # the data loss, not val_loss (which holds any penalty)
+                mode="min",
+                patience=regularization.early_stopping_patience,
+                min_delta=regularization.early_stopping_min_delta,
+                restore_best_weights=True,
+            )
+        )
+    return model, callbacks
+
+
+def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Return the order in which a run of `seed` visits its `n` training images in `epoch`."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Return (cross-entropy, accuracy) of `model` in inference mode; the penalty is left out."""
+    logs = model.evaluate(x, y, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
+    return float(logs["crossentropy"]), float(logs["accuracy"])
+
+
+def penalty(model: keras.Model) -> float:
+    """Return the weight penalty (sum of regularization losses) at the current weights."""
+    return float(sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses))
+
+
+def weight_statistics(model: keras.Model) -> dict:
+    """Return norms and concentration of every kernel's weights taken together."""
+    kernels = [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+    values = np.abs(np.concatenate([keras.ops.convert_to_numpy(k).ravel() for k in kernels]))
+    top = max(1, int(math.ceil(0.01 * values.size)))
+    total = values.sum()
+    return {
+        "weights_l1": float(total),
+        "weights_l2": float(np.sqrt(np.sum(values.astype(np.float64) ** 2))),
+        "weights_max_abs": float(values.max()),
+        "weights_near_zero_fraction": float(np.mean(values < NEAR_ZERO)),
+        "weights_top1pct_share": float(np.sort(values)[-top:].sum() / total) if total else math.nan,
+    }
+
+
+def train_run(
+    config: RunConfig,
+    split: Split,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> RunResult:
+    """Train `config` on `split` and measure it; `on_epoch` sees each epoch row as it ends."""
+    # 1. Same seed -> same global state; layers and batches are seeded explicitly as well.
+    keras.utils.set_random_seed(config.seed)
+    model, callbacks = compile_model(config)
+    for callback in callbacks:
+        callback.set_model(model)
+        callback.on_train_begin()
+    # 2. One fit call per epoch, on batches in an order this module controls.
+    rows, status, diverged_epoch = [], "ok", None
+    for epoch in range(config.epochs):
+        order = batch_order(config.seed, epoch, len(split.y_train))
+        started = time.perf_counter()
+        history = model.fit(
+            split.x_train[order], split.y_train[order],
+            batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0,
+        )
+        seconds = time.perf_counter() - started
+        train_ce = float(history.history["crossentropy"][0])
+        row = {
+            "epoch": epoch + 1,
+            "train_crossentropy": train_ce,
+            "train_accuracy": float(history.history["accuracy"][0]),
+            "penalty": penalty(model),
+            "seconds": seconds,
+        }
+        if not math.isfinite(train_ce) or not math.isfinite(float(history.history["loss"][0])):
+            status, diverged_epoch = "diverged", epoch + 1
+            row.update(val_crossentropy=math.nan, val_accuracy=math.nan)
+            rows.append(row)
+            break
+        row["val_crossentropy"], row["val_accuracy"] = evaluate(model, split.x_val, split.y_val)
+        rows.append(row)
+        if on_epoch:
+            on_epoch(row)
+        # 3. Keras' own EarlyStopping decides when to stop (and restores the best weights at the end).
+        for callback in callbacks:
+            callback.on_epoch_end(epoch, {"val_crossentropy": row["val_crossentropy"]})
+        if model.stop_training:
+            break
+    for callback in callbacks:
+        callback.on_train_end()
+    return RunResult(_run_record(model, split, rows, status, diverged_epoch), rows)
+
+
+def _run_record(model, split: Split, rows: list[dict], status: str, diverged_epoch) -> dict:
+    """Measure the final (or restored best) weights on the test and training sets."""
+    record = {
+        "status": status,
+        "diverged_epoch": diverged_epoch,
+        "epochs_run": len(rows),
+        "best_epoch": _best_epoch(rows),
+        "train_seconds": float(sum(row["seconds"] for row in rows)),
+        "seconds_per_epoch": float(np.mean([row["seconds"] for row in rows])),
+        "parameter_count": int(model.count_params()),
+        "final_penalty": penalty(model) if status == "ok" else math.nan,
+    }
+    if status == "ok":
+        record["test_crossentropy"], record["test_accuracy"] = evaluate(model, split.x_test, split.y_test)
+        record["train_crossentropy"], record["train_accuracy"] = evaluate(model, split.x_train, split.y_train)
+        record["gap"] = record["train_accuracy"] - record["test_accuracy"]
+    else:
+        for key in ("test_crossentropy", "test_accuracy", "train_crossentropy", "train_accuracy", "gap"):
+            record[key] = math.nan
+    record.update(weight_statistics(model))
+    return record
+
+
+def _best_epoch(rows: list[dict]) -> int | None:
+    """Return the 1-based epoch with the lowest validation cross-entropy."""
+    finite = [row for row in rows if math.isfinite(row["val_crossentropy"])]
+    return min(finite, key=lambda row: row["val_crossentropy"])["epoch"] if finite else None
