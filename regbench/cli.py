@@ -83,7 +83,7 @@ def cli():
               help="Hidden dense widths [default: 128,64 for mlp; 128 for the cnn's head].")
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu", show_default=True)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
-@click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,
+@click.option("--lr", type=click.FloatRange(0, 1e6, min_open=True), default=None,
               help="Learning rate [default: 1e-3; 1e-2 for sgd].")
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Momentum (sgd, rmsprop) [default: 0].")

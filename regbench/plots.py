@@ -71,12 +71,16 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     axes = figure.subplots()
     positions = np.arange(len(treated))[::-1]
     for position, (_, row) in zip(positions, treated.iterrows()):
-        mean = row["test_accuracy_diff"] * 100
-        low, high = row["diff_ci_low"] * 100, row["diff_ci_high"] * 100
-        error = [[mean - low], [high - mean]] if np.isfinite(low) else None
+        if pd.isna(row["test_accuracy_diff"]):
+            axes.annotate("no successful pair", (0, position), xytext=(6, 0), textcoords="offset points",
+                          va="center", color=colours[row["technique"]])
+            continue
+        mean = float(row["test_accuracy_diff"]) * 100
+        low, high = float(row["diff_ci_low"]) * 100, float(row["diff_ci_high"]) * 100
+        error = [[mean - low], [high - mean]] if pd.notna(low) else None  # no interval from one pair
         axes.errorbar(mean, position, xerr=error, fmt="o", color=colours[row["technique"]], capsize=4)
     axes.axvline(0, color="black", linewidth=1)
-    axes.set_yticks(positions, [f"{t} ({n} pairs)" for t, n in zip(treated["technique"], treated["pairs"])])
+    axes.set_yticks(positions, [f"{t} ({n} pair{'' if n == 1 else 's'})" for t, n in zip(treated["technique"], treated["pairs"])])
     axes.set_ylim(-0.7, len(treated) - 0.3)
     axes.set(xlabel="test accuracy: technique minus baseline, same seed (percentage points; 95% t-interval)")
     figure.suptitle(f"Paired test-accuracy difference\n{title}", fontsize="medium")

@@ -107,7 +107,19 @@ class RunStore:
             runs.append({"run_id": run_id, **config, **json.loads(record), "finished_at": finished_at})
             for row in json.loads(epoch_rows):
                 epochs.append({"run_id": run_id, "technique": config["technique"], "seed": config["seed"], **row})
-        return pd.DataFrame(runs).fillna(value=math.nan), pd.DataFrame(epochs).fillna(value=math.nan)
+        return _frame(runs), _frame(epochs)
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    """Build a table whose numeric columns are numeric even where JSON stored NaN as null."""
+    frame = pd.DataFrame(rows)
+    for column in frame.columns:
+        values = frame[column].dropna()
+        if frame[column].dtype == object and all(
+            isinstance(value, (int, float)) and not isinstance(value, bool) for value in values
+        ):
+            frame[column] = pd.to_numeric(frame[column])
+    return frame
 
 
 def prepare_output_dir(path: str | os.PathLike) -> Path:

@@ -1,0 +1,42 @@
+"""Shared fixtures: the small real MNIST subset, offline data look-up, a CLI runner."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+SMALL_MNIST = Path(__file__).parent / "data" / "mnist-small.npz"
+
+# Set before anything imports Keras: the in-process backend is TensorFlow, and nothing downloads.
+os.environ["KERAS_BACKEND"] = "tensorflow"
+os.environ["REGBENCH_OFFLINE"] = "1"
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+os.environ.pop("REGBENCH_DATA", None)
+
+
+@pytest.fixture(autouse=True)
+def offline_home(tmp_path, monkeypatch):
+    """Give every test an empty home (no Keras cache) and the small subset as $REGBENCH_DATA."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("REGBENCH_DATA", str(SMALL_MNIST))
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from regbench.data import read_npz
+
+    return read_npz(SMALL_MNIST)
+
+
+@pytest.fixture(scope="session")
+def split(mnist):
+    from regbench.data import split_mnist
+
+    return split_mnist(mnist, train_size=300)
+
+
+@pytest.fixture
+def runner():
+    from click.testing import CliRunner
+
+    return CliRunner()

@@ -1,0 +1,125 @@
+"""The command line, through click's CliRunner on the small real subset."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from regbench import __version__
+from regbench.cli import cli
+
+TINY = ["--train-size", "200", "--epochs", "1", "--seeds", "2"]
+FILES = {"runs.csv", "epochs.csv", "summary.csv", "manifest.json",
+         "val_accuracy.png", "crossentropy.png", "paired_test_accuracy.png"}
+
+
+def compare(runner, tmp_path, *args, out="out"):
+    return runner.invoke(cli, ["compare", *args, "--out", str(tmp_path / out),
+                               "--store", str(tmp_path / "store.sqlite")])
+
+
+def test_compare_writes_every_output_and_a_rerun_trains_nothing(runner, tmp_path):
+    first = compare(runner, tmp_path, "--technique", "dropout", *TINY)
+    assert first.exit_code == 0, first.output
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} == FILES
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4 and sorted(runs["technique"]) == ["dropout", "dropout", "none", "none"]
+    for column in ("test_accuracy", "test_crossentropy", "train_accuracy", "gap", "best_epoch", "epochs_run",
+                   "train_seconds", "parameter_count", "weights_l1", "weights_l2", "weights_max_abs",
+                   "weights_near_zero_fraction", "weights_top1pct_share", "status", "seed", "lr", "batch_size"):
+        assert runs[column].notna().all(), column
+    epochs = pd.read_csv(out / "epochs.csv")
+    assert set(epochs.columns) >= {"train_crossentropy", "train_accuracy", "val_crossentropy", "val_accuracy",
+                                   "penalty", "seconds"}
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["technique"]) == ["none", "dropout"]
+    assert summary.loc[1, "pairs"] == 2 and summary.loc[1, "diff_ci_low"] <= summary.loc[1, "diff_ci_high"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"].startswith("regbench compare") or manifest["command"]
+    assert manifest["config"]["train_size"] == 200 and manifest["seeds"] == [0, 1]
+    assert {"python", "keras", "numpy", "tensorflow", "regbench"} <= set(manifest["versions"])
+    assert manifest["device"]["kind"] == "cpu" and manifest["techniques"] == {"dropout": {"input_rate": 0.0, "rate": 0.5}}
+    assert "4 runs trained, 0 reused" in first.stdout
+    assert "[run 4/4] dropout seed 1 epoch 1/1" in first.stderr and "left" in first.stderr
+
+    again = compare(runner, tmp_path, "--technique", "dropout", *TINY)
+    assert again.exit_code == 0 and "0 runs trained, 4 reused" in again.stdout
+    assert again.stdout.splitlines()[:3] == first.stdout.splitlines()[:3]  # the same summary table
+
+    shared = compare(runner, tmp_path, "--technique", "dropout,l2", *TINY, out="two")
+    assert shared.exit_code == 0 and "2 runs trained, 4 reused" in shared.stdout  # one baseline per seed
+
+
+def test_diverging_runs_are_stored_as_diverged_and_the_sweep_goes_on(runner, tmp_path):
+    result = compare(runner, tmp_path, "--technique", "l2", "--optimizer", "sgd", "--lr", "5000",
+                     "--train-size", "200", "--epochs", "2", "--seeds", "1")
+    assert result.exit_code == 0, result.output
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert set(runs["status"]) == {"diverged"} and set(runs["diverged_epoch"]) == {1}
+    assert "diverged at epoch 1" in result.stderr
+    assert pd.read_csv(tmp_path / "out" / "summary.csv")["diverged"].tolist() == [1, 1]
+
+
+def test_list_version_and_help(runner):
+    listing = runner.invoke(cli, ["list"])
+    assert listing.exit_code == 0
+    for text in ("dropout", "rate=0.5", "l2=0.0001", "patience=3", "c=3", "weight-decay", "wd=0.0001",
+                 "mlp", "cnn", "adamw", "tensorflow"):
+        assert text in listing.output
+    assert runner.invoke(cli, ["--version"]).output.strip() == f"regbench, version {__version__}"
+    help_text = runner.invoke(cli, ["compare", "--help"])
+    assert help_text.exit_code == 0 and "--technique" in help_text.output and "--seed-list" in help_text.output
+
+
+BAD_INPUTS = [
+    (["--technique", "dropuot"], "did you mean 'dropout'"),
+    (["--technique", "none"], "at least one technique"),
+    (["--technique", "dropout", "--param", "rte=0.3"], "did you mean 'rate'"),
+    (["--technique", "dropout", "--param", "rate=1.5"], "allowed 0 <= rate < 1"),
+    (["--technique", "l2", "--param", "l2=-1"], "allowed 0 <= l2"),
+    (["--technique", "dropout", "--epochs", "0"], "'--epochs'"),
+    (["--technique", "dropout", "--epochs", "ten"], "'--epochs'"),
+    (["--technique", "dropout", "--batch-size", "0"], "'--batch-size'"),
+    (["--technique", "dropout", "--train-size", "200", "--batch-size", "500"], "larger than the training set"),
+    (["--technique", "dropout", "--train-size", "50"], "'--train-size'"),
+    (["--technique", "dropout", "--train-size", "3000"], "allowed 100..2500"),
+    (["--technique", "dropout", "--architecture", "resnet"], "'--architecture'"),
+    (["--technique", "dropout", "--hidden", "0,10"], "each must be >= 1"),
+    (["--technique", "dropout", "--hidden", "wide"], "comma-separated list of integers"),
+    (["--technique", "dropout", "--optimizer", "adagrad"], "'--optimizer'"),
+    (["--technique", "dropout", "--momentum", "0.9"], "--momentum applies to sgd and rmsprop"),
+    (["--technique", "dropout", "--optimizer", "sgd", "--momentum", "1.5"], "'--momentum'"),
+    (["--technique", "dropout", "--nesterov"], "--nesterov applies to sgd"),
+    (["--technique", "dropout", "--lr", "0"], "'--lr'"),
+    (["--technique", "dropout", "--seeds", "0"], "'--seeds'"),
+    (["--technique", "dropout", "--seeds", "2", "--seed-list", "1,2"], "exclude each other"),
+    (["--technique", "dropout", "--seed-list", "1,1"], "repeats a seed"),
+    (["--technique", "dropout", "--backend", "theano"], "'--backend'"),
+    (["--technique", "dropout", "--device", "tpu"], "'--device'"),
+    (["--technique", "dropout", "--data", "/nonexistent/mnist.npz"], "no such file"),
+    (["--epochs", "1"], "Missing option '--technique'"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(runner, tmp_path, args, message):
+    result = compare(runner, tmp_path, *args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "store.sqlite").exists()
+
+
+def test_bad_data_files_and_output_paths_exit_2(runner, tmp_path):
+    not_npz = tmp_path / "mnist.npz"
+    not_npz.write_text("hello")
+    result = compare(runner, tmp_path, "--technique", "dropout", "--data", str(not_npz))
+    assert result.exit_code == 2 and "not a readable .npz" in result.stderr
+    out_file = tmp_path / "taken"
+    out_file.write_text("x")
+    result = runner.invoke(cli, ["compare", "--technique", "dropout", "--out", str(out_file),
+                                 "--store", str(tmp_path / "store.sqlite")])
+    assert result.exit_code == 2 and "is a file" in result.stderr
+    assert not (tmp_path / "store.sqlite").exists()

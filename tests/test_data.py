@@ -1,0 +1,123 @@
+"""Data: validation of what was loaded, the look-up order, and the stratified split."""
+
+import numpy as np
+import pytest
+
+from regbench.data import (
+    DATA_SEED, load_mnist, read_npz, split_mnist, stratified_indices, validation_size,
+)
+from regbench.errors import UsageError
+
+
+def _write(path, **overrides):
+    rng = np.random.default_rng(0)
+    arrays = dict(
+        x_train=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
+        y_train=np.arange(60, dtype=np.uint8) % 10,
+        x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        y_test=np.arange(20, dtype=np.uint8) % 10,
+    )
+    arrays.update(overrides)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return path
+
+
+def test_small_subset_is_real_mnist_in_keras_layout(mnist):
+    assert mnist.x_train.shape == (3000, 28, 28) and mnist.x_train.dtype == np.uint8
+    assert mnist.x_test.shape == (500, 28, 28)
+    assert set(np.unique(mnist.y_train)) == set(range(10))
+    assert mnist.x_train.max() == 255 and mnist.x_train.min() == 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"y_test": None}, "missing key(s) y_test"),
+        ({"x_train": np.zeros((60, 28, 27), np.uint8)}, "x_train has shape (60, 28, 27)"),
+        ({"x_test": np.zeros((20, 28, 28), np.float32)}, "x_test has dtype float32"),
+        ({"y_train": np.full(60, 10, np.uint8)}, "labels 0..9"),
+        ({"y_train": np.zeros(59, np.uint8)}, "y_train has shape (59,)"),
+    ],
+)
+def test_wrong_contents_name_the_file_and_the_problem(tmp_path, overrides, message):
+    path = _write(tmp_path / "bad.npz", **overrides)
+    with pytest.raises(UsageError) as error:
+        read_npz(path)
+    assert message in str(error.value) and str(path) in str(error.value)
+
+
+def test_missing_truncated_and_non_npz_files_are_clear_errors(tmp_path):
+    good = _write(tmp_path / "good.npz")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(good.read_bytes()[:500])
+    text = tmp_path / "text.npz"
+    text.write_text("not an archive")
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    for path, message in [
+        (tmp_path / "absent.npz", "no such file"),
+        (truncated, "not a readable .npz"),
+        (text, "not a readable .npz"),
+        (empty, "not a readable .npz"),
+        (tmp_path, "is a directory"),
+    ]:
+        with pytest.raises(UsageError, match=message):
+            read_npz(path)
+
+
+def test_lookup_prefers_explicit_path_then_env_then_keras_cache(tmp_path, monkeypatch):
+    explicit = _write(tmp_path / "explicit.npz")
+    env = _write(tmp_path / "env.npz")
+    cache = tmp_path / "home" / ".keras" / "datasets" / "mnist.npz"
+    cache.parent.mkdir(parents=True)
+    _write(cache)
+    monkeypatch.setenv("REGBENCH_DATA", str(env))
+    assert load_mnist(explicit).source == str(explicit)
+    assert load_mnist().source == str(env)
+    monkeypatch.delenv("REGBENCH_DATA")
+    assert load_mnist().source == str(cache)
+
+
+def test_lookup_failure_names_every_place_tried(tmp_path, monkeypatch):
+    monkeypatch.delenv("REGBENCH_DATA")
+    cache = tmp_path / "home" / ".keras" / "datasets" / "mnist.npz"
+    cache.parent.mkdir(parents=True)
+    cache.write_text("garbage")  # the cache is checked by content, not trusted
+    with pytest.raises(UsageError) as error:
+        load_mnist()
+    message = str(error.value)
+    for place in ("--data PATH", "$REGBENCH_DATA", str(cache), "not a readable .npz", "download (skipped"):
+        assert place in message
+
+
+def test_stratified_indices_keep_class_shares():
+    labels = np.repeat(np.arange(10), [100 + 10 * k for k in range(10)])
+    chosen = stratified_indices(labels, 290, np.random.default_rng(1))
+    counts = np.bincount(labels[chosen], minlength=10)
+    expected = 290 * np.bincount(labels) / len(labels)
+    assert len(chosen) == len(set(chosen)) == 290
+    assert np.all(np.abs(counts - expected) < 1)
+
+
+def test_split_holds_out_a_fixed_stratified_validation_set(mnist):
+    full = split_mnist(mnist)
+    small = split_mnist(mnist, train_size=300)
+    assert len(full.y_val) == validation_size(3000) == 500
+    assert len(full.y_train) == 2500 and len(small.y_train) == 300
+    np.testing.assert_array_equal(full.x_val, small.x_val)  # the validation set ignores --train-size
+    np.testing.assert_array_equal(small.x_train, split_mnist(mnist, train_size=300).x_train)
+    assert np.abs(np.bincount(small.y_train) / 300 - np.bincount(mnist.y_train) / 3000).max() < 0.01
+    assert full.x_train.dtype == np.float32 and 0.0 <= full.x_train.min() and full.x_train.max() == 1.0
+    # no training image is also a validation image
+    val_rows = {row.tobytes() for row in full.x_val}
+    assert not any(row.tobytes() in val_rows for row in full.x_train)
+
+
+def test_validation_size_is_ten_thousand_of_the_full_sixty_thousand():
+    assert validation_size(60_000) == 10_000 and DATA_SEED
+
+
+@pytest.mark.parametrize("size", [99, 2501])
+def test_train_size_out_of_range_says_the_allowed_range(mnist, size):
+    with pytest.raises(UsageError, match=r"allowed 100\.\.2500"):
+        split_mnist(mnist, train_size=size)

@@ -1,0 +1,93 @@
+"""Pairing and determinism: same initial weights, same batches, same numbers on a rerun."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from regbench.models import build_model
+from regbench.techniques import regularization_for
+from regbench.train import batch_order, train_run
+from helpers import config_for
+
+TIMING_FIELDS = {"train_seconds", "seconds_per_epoch", "seconds"}
+
+
+def initial_kernels(setting: str, seed: int = 0, **fields):
+    config = config_for(setting, seed=seed, **fields)
+    model = build_model(config, regularization_for(config.technique, config.technique_params))
+    return [layer.get_weights() for layer in model.layers if hasattr(layer, "kernel")]
+
+
+@pytest.mark.parametrize("setting", ["dropout", "batchnorm", "batchnorm+dropout", "l2"])
+@pytest.mark.parametrize("architecture, hidden", [("mlp", (128, 64)), ("cnn", (32,))])
+def test_shared_layers_start_from_the_same_weights(setting, architecture, hidden):
+    baseline = initial_kernels("none", architecture=architecture, hidden=hidden)
+    treated = initial_kernels(setting, architecture=architecture, hidden=hidden)
+    assert len(baseline) == len(treated)
+    for base_weights, treated_weights in zip(baseline, treated):
+        for base, other in zip(base_weights, treated_weights):
+            np.testing.assert_array_equal(base, other)
+
+
+def test_seeds_give_different_initial_weights_and_batch_orders():
+    assert not np.array_equal(initial_kernels("none", seed=0)[0][0], initial_kernels("none", seed=1)[0][0])
+    assert not np.array_equal(batch_order(0, 0, 500), batch_order(1, 0, 500))
+    assert not np.array_equal(batch_order(0, 0, 500), batch_order(0, 1, 500))
+    np.testing.assert_array_equal(batch_order(3, 2, 500), batch_order(3, 2, 500))
+    assert sorted(batch_order(3, 2, 500)) == list(range(500))
+
+
+def without_timing(result):
+    record = {k: v for k, v in result.record.items() if k not in TIMING_FIELDS}
+    epochs = [{k: v for k, v in row.items() if k not in TIMING_FIELDS} for row in result.epochs]
+    return record, epochs
+
+
+def test_a_rerun_reproduces_a_run_exactly(split):
+    config = config_for("dropout+l2", epochs=2, seed=5)
+    assert without_timing(train_run(config, split)) == without_timing(train_run(config, split))
+
+
+def test_dropout_run_differs_from_its_baseline(split):
+    baseline = train_run(config_for("none"), split)
+    dropout = train_run(config_for("dropout"), split)
+    assert baseline.record["test_crossentropy"] != dropout.record["test_crossentropy"]
+
+
+def run_cli(*args, cwd: Path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("KERAS_BACKEND", None)
+    return subprocess.run([sys.executable, "-m", "regbench", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_jax_backend_pairs_and_reproduces_across_processes(tmp_path):
+    pytest.importorskip("jax")
+    args = ["compare", "--technique", "l2", "--param", "l2=0", "--backend", "jax", "--device", "cpu",
+            "--train-size", "200", "--epochs", "2", "--seeds", "1"]
+    tables = []
+    for attempt in ("a", "b"):
+        done = run_cli(*args, "--out", str(tmp_path / attempt), "--store", str(tmp_path / f"{attempt}.sqlite"),
+                       cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        tables.append(pd.read_csv(tmp_path / attempt / "runs.csv"))
+    numbers = ["test_accuracy", "test_crossentropy", "train_crossentropy", "weights_l2", "best_epoch"]
+    pd.testing.assert_frame_equal(tables[0][numbers], tables[1][numbers])  # same numbers in a new process
+    first = tables[0].set_index("technique")
+    assert first.loc["l2", "test_crossentropy"] == first.loc["none", "test_crossentropy"]  # l2=0 is the baseline
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert manifest["device"]["keras_backend"] == "jax" and set(first["backend"]) == {"jax"}
+
+
+def test_torch_backend_runs_where_installed(tmp_path):
+    pytest.importorskip("torch")
+    done = run_cli("compare", "--technique", "dropout", "--backend", "torch", "--train-size", "200",
+                   "--epochs", "1", "--seeds", "1", "--out", str(tmp_path / "t"),
+                   "--store", str(tmp_path / "t.sqlite"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
