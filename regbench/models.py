@@ -91,4 +91,4 @@ def build_model(config: RunConfig, regularization: Regularization) -> keras.Mode
         x = builder.hidden(x, builder.dense(units))
         x = builder.dropout(x, regularization.dropout_rate)
     outputs = builder.dense(NUM_CLASSES, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name=f"{config.architecture}_{config.technique}")
+    return keras.Model(inputs, outputs, name=f"{config.architecture}_{config.technique.replace('+', '_and_')}")

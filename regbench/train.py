@@ -16,7 +16,7 @@ from regbench.models import build_model
 from regbench.techniques import Regularization, regularization_for
 
 EVAL_BATCH_SIZE = 2048  # images per step when evaluating (no effect on the numbers)
-STEPS_PER_EXECUTION = 100  # training steps fused into one backend call
+STEPS_PER_EXECUTION = 100  # training steps fused into one backend call (torch allows only 1)
 NEAR_ZERO = 1e-3  # |w| below this counts as near zero
 WEIGHT_DECAY_EXCLUDED = ["bias", "gamma", "beta"]  # decay kernels only, as L1/L2 do
 
@@ -59,7 +59,7 @@ def compile_model(config: RunConfig) -> tuple[keras.Model, list[keras.callbacks.
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             keras.metrics.SparseCategoricalCrossentropy(name="crossentropy"),
         ],
-        steps_per_execution=STEPS_PER_EXECUTION,
+        steps_per_execution=1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION,
     )
     callbacks = []
     if regularization.early_stopping_patience is not None:
