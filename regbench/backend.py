@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -43,17 +44,36 @@ def select_backend(backend: str, device: str) -> str:
     # 3. Start the backend and see which device it got.
     used = "gpu" if _gpu_visible(backend) else "cpu"
     if device == "gpu" and used != "gpu":
-        raise UsageError(f"--device gpu: backend {backend!r} sees no GPU here; use --device auto or cpu")
+        raise UsageError(
+            f"--device gpu: backend {backend!r} sees no GPU here (is its GPU build installed?); "
+            "use --device auto or cpu"
+        )
     _make_deterministic(backend)
     return used
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence what native libraries write straight to file descriptor 2 (Python errors still raise)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _gpu_visible(backend: str) -> bool:
     """Return whether `backend` sees a GPU."""
     if backend == "tensorflow":
-        import tensorflow as tf
+        with _native_stderr_silenced():  # TensorFlow's start-up chatter (oneDNN, CUDA probes)
+            import tensorflow as tf
 
-        return bool(tf.config.list_physical_devices("GPU"))
+            gpus = tf.config.list_physical_devices("GPU")
+        return bool(gpus)
     if backend == "jax":
         import jax
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+import pandas as pd
 
 from regbench import __version__
 from regbench.backend import DEVICES, select_backend
@@ -137,20 +138,30 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
 
 def format_summary(summary) -> str:
     """Render the summary table for the console: means, SDs and the paired difference with its CI."""
-    lines = [f"{'technique':<22} {'runs':>4} {'test acc %':>14} {'gap %':>12} {'epochs':>6} "
-             f"{'s/epoch':>7} {'paired diff, pp [95% CI]':>30}"]
+    lines = [f"{'technique':<22} {'runs':>4} {'test acc %':>14} {'gap %':>14} {'epochs':>6} "
+             f"{'s/epoch':>7}  paired test-acc diff, pp [95% CI]"]
     for _, row in summary.iterrows():
         diff = ""
-        if row["technique"] != BASELINE:
-            diff = f"{row['test_accuracy_diff'] * 100:+.2f} [{row['diff_ci_low'] * 100:+.2f}, " \
-                   f"{row['diff_ci_high'] * 100:+.2f}] n={int(row['pairs'])}"
+        if row["technique"] != BASELINE and pd.notna(row["test_accuracy_diff"]):
+            interval = (f"[{row['diff_ci_low'] * 100:+.2f}, {row['diff_ci_high'] * 100:+.2f}]"
+                        if pd.notna(row["diff_ci_low"]) else "[no interval from one pair]")
+            diff = f"{row['test_accuracy_diff'] * 100:+.2f} {interval} n={int(row['pairs'])}"
+        elif row["technique"] != BASELINE:
+            diff = "no successful pair"
         lines.append(
-            f"{row['technique']:<22} {row['runs']:>4} "
-            f"{row['test_accuracy_mean'] * 100:>7.2f} ±{row['test_accuracy_sd'] * 100:>5.2f} "
-            f"{row['gap_mean'] * 100:>5.2f} ±{row['gap_sd'] * 100:>5.2f} {row['epochs_run_mean']:>6.1f} "
-            f"{row['seconds_per_epoch_mean']:>7.2f} {diff:>30}"
+            f"{row['technique']:<22} {row['runs']:>4} {_mean_sd(row, 'test_accuracy', 100):>14} "
+            f"{_mean_sd(row, 'gap', 100):>14} {row['epochs_run_mean']:>6.1f} "
+            f"{row['seconds_per_epoch_mean']:>7.2f}  {diff}"
         )
+    if summary["diverged"].sum():
+        lines.append(f"{summary['diverged'].sum()} diverged run(s) left out of the statistics (see runs.csv)")
     return "\n".join(lines)
+
+
+def _mean_sd(row, metric: str, scale: float) -> str:
+    """Format 'mean ± sd' (just the mean when there is no SD)."""
+    mean, sd = row[f"{metric}_mean"] * scale, row[f"{metric}_sd"] * scale
+    return f"{mean:.2f} ± {sd:.2f}" if pd.notna(sd) else f"{mean:.2f}"
 
 
 @cli.command(name="list")

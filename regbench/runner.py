@@ -11,7 +11,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-import keras
 import pandas as pd
 
 from regbench import plots, stats
@@ -166,7 +165,7 @@ def _manifest(request: CompareRequest, base: RunConfig, source: str, runs) -> di
         "techniques": {technique: dict(params) for technique, params in request.settings},
         "seeds": list(request.seeds),
         "data": {"source": source, "fingerprint": base.data},
-        "device": {"kind": base.device, "keras_backend": keras.backend.backend(),
+        "device": {"kind": base.device, "keras_backend": base.backend,
                    "platform": platform.platform(), "processor": platform.processor() or platform.machine()},
         "versions": versions,
         "run_ids": {t: list(runs.loc[runs["technique"] == t, "run_id"]) for t in runs["technique"].unique()},

@@ -58,7 +58,16 @@ def test_diverging_runs_are_stored_as_diverged_and_the_sweep_goes_on(runner, tmp
     runs = pd.read_csv(tmp_path / "out" / "runs.csv")
     assert set(runs["status"]) == {"diverged"} and set(runs["diverged_epoch"]) == {1}
     assert "diverged at epoch 1" in result.stderr
+    assert "no successful pair" in result.stdout and "2 diverged run(s) left out" in result.stdout
     assert pd.read_csv(tmp_path / "out" / "summary.csv")["diverged"].tolist() == [1, 1]
+
+
+def test_one_seed_gives_a_difference_but_no_interval(runner, tmp_path):
+    result = compare(runner, tmp_path, "--technique", "dropout", "--train-size", "200", "--epochs", "1",
+                     "--seed-list", "7")
+    assert result.exit_code == 0, result.output
+    assert "[no interval from one pair] n=1" in result.stdout
+    assert pd.read_csv(tmp_path / "out" / "runs.csv")["seed"].tolist() == [7, 7]
 
 
 def test_list_version_and_help(runner):
