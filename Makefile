@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow clean
+REFERENCE := --technique all,dropout+l2,batchnorm+dropout --seeds 5 --backend jax --out results
+
+.PHONY: install run report test test-slow clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +20,10 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/regbench compare --technique dropout
+
+# The reference suite on full MNIST (needs $$REGBENCH_DATA or --data); reuses finished runs.
+report: $(STAMP)
+	$(BIN)/regbench compare $(REFERENCE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -18,6 +18,7 @@ from regbench.errors import UsageError
 from regbench.techniques import BASELINE, TECHNIQUES, parse_param_overrides, parse_setting, resolve_params
 
 DEFAULT_STORE = Path("results/regbench.sqlite")
+ALL_ALONE = [name for name in TECHNIQUES if name != BASELINE]  # what `--technique all` expands to
 
 
 class _Commands(click.Group):
@@ -70,7 +71,8 @@ def cli():
 
 @cli.command()
 @click.option("--technique", "techniques", required=True, metavar="SETTING[,SETTING...]",
-              help="Technique(s) to compare with the baseline: 'dropout', 'dropout+l2', 'dropout,l2,batchnorm'.")
+              help="Technique(s) to compare with the baseline: 'dropout', 'dropout+l2', 'dropout,l2,batchnorm'; "
+                   "'all' is every technique alone.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Set a technique parameter, e.g. rate=0.3 or l2=1e-3 (repeatable; see `regbench list`).")
 @click.option("--seeds", type=click.IntRange(1, 1000), default=None, help="Number of seeds 0..N-1 [default: 3].")
@@ -100,7 +102,9 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
             activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store):
     """Train baseline and treated models pairwise over seeds; write tables, plots and a manifest."""
     # 1. Check every option that needs no data or backend.
-    settings = [parse_setting(text) for text in techniques.split(",") if text.strip()]
+    texts = [text.strip() for text in techniques.split(",") if text.strip()]
+    texts = [name for text in texts for name in (ALL_ALONE if text == "all" else [text])]
+    settings = [parse_setting(text) for text in texts]
     if not settings or any(names == (BASELINE,) for names in settings):
         raise UsageError("--technique needs at least one technique other than 'none' (the baseline is always run)")
     settings = list(dict.fromkeys(settings))
@@ -139,13 +143,13 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
 def format_summary(summary) -> str:
     """Render the summary table for the console: means, SDs and the paired difference with its CI."""
     lines = [f"{'technique':<22} {'runs':>4} {'test acc %':>14} {'gap %':>14} {'epochs':>6} "
-             f"{'s/epoch':>7}  paired test-acc diff, pp [95% CI]"]
+             f"{'s/epoch':>7}  paired test-acc diff, pp [95% CI]  verdict"]
     for _, row in summary.iterrows():
         diff = ""
         if row["technique"] != BASELINE and pd.notna(row["test_accuracy_diff"]):
             interval = (f"[{row['diff_ci_low'] * 100:+.2f}, {row['diff_ci_high'] * 100:+.2f}]"
                         if pd.notna(row["diff_ci_low"]) else "[no interval from one pair]")
-            diff = f"{row['test_accuracy_diff'] * 100:+.2f} {interval} n={int(row['pairs'])}"
+            diff = f"{row['test_accuracy_diff'] * 100:+.2f} {interval} n={int(row['pairs'])}  {row['verdict']}"
         elif row["technique"] != BASELINE:
             diff = "no successful pair"
         lines.append(
@@ -162,6 +166,17 @@ def _mean_sd(row, metric: str, scale: float) -> str:
     """Format 'mean ± sd' (just the mean when there is no SD)."""
     mean, sd = row[f"{metric}_mean"] * scale, row[f"{metric}_sd"] * scale
     return f"{mean:.2f} ± {sd:.2f}" if pd.notna(sd) else f"{mean:.2f}"
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+def report(directory):
+    """Re-render REPORT.md, report.html, statistics and figures of a compare output DIRECTORY."""
+    from regbench.report import rebuild_report
+
+    summary, files = rebuild_report(directory)
+    click.echo(format_summary(summary))
+    click.echo(f"wrote {len(files)} files to {directory}/ (REPORT.md, report.html)")
 
 
 @cli.command(name="list")

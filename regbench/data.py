@@ -15,6 +15,7 @@ from regbench.errors import UsageError
 EXPECTED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 VALIDATION_SIZE = 10_000  # images held out of the 60k training set
 DATA_SEED = 20_240_601  # fixes the validation split and every --train-size subset
+MONITOR_SIZE = 10_000  # training images evaluated in inference mode after every epoch
 MIN_TRAIN_SIZE = 100
 MAX_TRAIN_SIZE = 50_000
 KERAS_CACHE = Path("~/.keras/datasets/mnist.npz")
@@ -42,6 +43,8 @@ class Split:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    x_monitor: np.ndarray  # training images evaluated after each epoch (all, or a stratified 10k)
+    y_monitor: np.ndarray
 
 
 def validate_arrays(arrays: dict, source: str) -> None:
@@ -167,6 +170,7 @@ def split_mnist(mnist: Mnist, train_size: int | None = None) -> Split:
             )
         subset_rng = np.random.default_rng([DATA_SEED, train_size])
         rest = rest[stratified_indices(mnist.y_train[rest], train_size, subset_rng)]
+    monitor = rest[_monitor_index(mnist.y_train[rest])]
     return Split(
         x_train=_as_float(mnist.x_train[rest]),
         y_train=mnist.y_train[rest].astype(np.int32),
@@ -174,7 +178,16 @@ def split_mnist(mnist: Mnist, train_size: int | None = None) -> Split:
         y_val=mnist.y_train[val_index].astype(np.int32),
         x_test=_as_float(mnist.x_test),
         y_test=mnist.y_test.astype(np.int32),
+        x_monitor=_as_float(mnist.x_train[monitor]),
+        y_monitor=mnist.y_train[monitor].astype(np.int32),
     )
+
+
+def _monitor_index(labels: np.ndarray) -> np.ndarray:
+    """Return the training rows evaluated every epoch: all of them, or a fixed stratified 10k."""
+    if len(labels) <= MONITOR_SIZE:
+        return np.arange(len(labels))
+    return stratified_indices(labels, MONITOR_SIZE, np.random.default_rng([DATA_SEED, len(labels)]))
 
 
 def _as_float(images: np.ndarray) -> np.ndarray:

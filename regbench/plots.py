@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -9,7 +11,9 @@ from matplotlib.ticker import MaxNLocator
 
 from regbench.techniques import BASELINE
 
-_PALETTE = ("#4d4d4d", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
+_PALETTE = ("#4d4d4d", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+            "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8")
+_BAND = "mean over seeds\n(band: min to max)"
 
 
 def arm_colours(techniques: list[str]) -> dict[str, str]:
@@ -24,65 +28,149 @@ def _mean_band(epochs: pd.DataFrame, technique: str, column: str) -> pd.DataFram
     return arm.groupby("epoch")[column].agg(["mean", "min", "max"])
 
 
-def validation_accuracy_curves(epochs: pd.DataFrame, techniques: list[str], title: str) -> Figure:
-    """Plot validation accuracy per epoch for each arm: mean over seeds, band from min to max."""
-    figure = Figure(figsize=(8.5, 4.5), layout="constrained")
-    axes = figure.subplots()
+def _curve(axes, epochs: pd.DataFrame, technique: str, column: str, colour: str, scale=1.0, **style):
+    """Draw one arm's mean curve of `column` with its min-max band."""
+    band = _mean_band(epochs, technique, column) * scale
+    axes.plot(band.index, band["mean"], color=colour, **style)
+    axes.fill_between(band.index, band["min"], band["max"], color=colour, alpha=0.15, linewidth=0)
+
+
+def _epoch_axes(axes) -> None:
+    """Grid the axes and keep epoch ticks whole."""
+    axes.grid(alpha=0.3)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+
+
+def _style_legend(axes) -> None:
+    """Add the two line-style entries that every learning-curve legend explains."""
+    axes.plot([], [], "k-", label="validation (solid)")
+    axes.plot([], [], "k--", label="training, inference mode (dashed)")
+
+
+def learning_curves(epochs: pd.DataFrame, techniques: list[str], title: str) -> Figure:
+    """Plot validation (solid) and training (dashed) accuracy and cross-entropy per epoch, per arm."""
+    figure = Figure(figsize=(12, 5.6), layout="constrained")
+    accuracy, crossentropy = figure.subplots(1, 2)
     for technique, colour in arm_colours(techniques).items():
-        band = _mean_band(epochs, technique, "val_accuracy")
-        axes.plot(band.index, band["mean"] * 100, color=colour, marker="o", markersize=3, label=technique)
-        axes.fill_between(band.index, band["min"] * 100, band["max"] * 100, color=colour, alpha=0.2)
-    axes.set(xlabel="epoch", ylabel="validation accuracy (%)")
-    _finish(figure, axes, f"Validation accuracy per epoch\n{title}")
-    axes.legend(title="mean over seeds\n(band: min to max)", loc="upper left", bbox_to_anchor=(1.01, 1))
+        _curve(accuracy, epochs, technique, "val_accuracy", colour, 100, marker="o", markersize=3, label=technique)
+        _curve(accuracy, epochs, technique, "train_inference_accuracy", colour, 100, linestyle="--")
+        _curve(crossentropy, epochs, technique, "val_crossentropy", colour, marker="o", markersize=3)
+        _curve(crossentropy, epochs, technique, "train_inference_crossentropy", colour, linestyle="--")
+    accuracy.set(ylabel="accuracy (%)", title="Accuracy")
+    crossentropy.set(ylabel="cross-entropy (nats; penalty excluded)", title="Cross-entropy")
+    for axes in (accuracy, crossentropy):
+        _epoch_axes(axes)
+    _style_legend(accuracy)
+    handles, labels = accuracy.get_legend_handles_labels()
+    figure.legend(handles, labels, title=_BAND.replace("\n", " "), loc="outside lower center",
+                  ncols=min(6, len(labels)), fontsize="small")
+    figure.suptitle(f"Learning curves\n{title}", fontsize="medium")
     return figure
 
 
-def _finish(figure: Figure, axes, title: str) -> None:
-    """Title the figure, grid the axes and keep epoch ticks whole."""
-    figure.suptitle(title, fontsize="medium")
-    axes.grid(alpha=0.3)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def crossentropy_curves(epochs: pd.DataFrame, techniques: list[str], title: str) -> Figure:
-    """Plot training (dashed) and validation (solid) cross-entropy per epoch for each arm."""
-    figure = Figure(figsize=(8.5, 4.5), layout="constrained")
+def gap_curves(epochs: pd.DataFrame, techniques: list[str], title: str) -> Figure:
+    """Plot the generalization gap per epoch (training minus validation accuracy) for each arm."""
+    figure = Figure(figsize=(9, 4.5), layout="constrained")
     axes = figure.subplots()
+    epochs = epochs.assign(gap=epochs["train_inference_accuracy"] - epochs["val_accuracy"])
     for technique, colour in arm_colours(techniques).items():
-        for column, style in (("train_crossentropy", "--"), ("val_crossentropy", "-")):
-            band = _mean_band(epochs, technique, column)
-            label = technique if column == "val_crossentropy" else None
-            axes.plot(band.index, band["mean"], linestyle=style, color=colour, label=label)
-            axes.fill_between(band.index, band["min"], band["max"], color=colour, alpha=0.12)
-    axes.plot([], [], "k-", label="validation (solid)")
-    axes.plot([], [], "k--", label="training (dashed)")
-    axes.set(xlabel="epoch", ylabel="cross-entropy (nats; penalty excluded)")
-    _finish(figure, axes, f"Training vs validation cross-entropy per epoch\n{title}")
-    axes.legend(title="mean over seeds\n(band: min to max)", loc="upper left", bbox_to_anchor=(1.01, 1))
+        _curve(axes, epochs, technique, "gap", colour, 100, marker="o", markersize=3, label=technique)
+    axes.axhline(0, color="black", linewidth=0.8)
+    axes.set(ylabel="training minus validation accuracy (percentage points)")
+    _epoch_axes(axes)
+    axes.legend(title=_BAND, loc="upper left", bbox_to_anchor=(1.01, 1))
+    figure.suptitle(f"Generalization gap per epoch (training accuracy in inference mode)\n{title}",
+                    fontsize="medium")
     return figure
 
 
 def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
-    """Plot each technique's mean paired test-accuracy difference with its 95% CI, zero marked."""
+    """Forest plot: each technique's mean paired test-accuracy difference with its 95% CIs, zero marked."""
     treated = summary[summary["technique"] != BASELINE].reset_index(drop=True)
     colours = arm_colours(list(treated["technique"]))
-    figure = Figure(figsize=(8.5, 2.2 + 0.5 * len(treated)), layout="constrained")
+    figure = Figure(figsize=(9, 2.2 + 0.5 * len(treated)), layout="constrained")
     axes = figure.subplots()
     positions = np.arange(len(treated))[::-1]
     for position, (_, row) in zip(positions, treated.iterrows()):
+        colour = colours[row["technique"]]
         if pd.isna(row["test_accuracy_diff"]):
             axes.annotate("no successful pair", (0, position), xytext=(6, 0), textcoords="offset points",
-                          va="center", color=colours[row["technique"]])
+                          va="center", color=colour)
             continue
         mean = float(row["test_accuracy_diff"]) * 100
-        low, high = float(row["diff_ci_low"]) * 100, float(row["diff_ci_high"]) * 100
-        error = [[mean - low], [high - mean]] if pd.notna(low) else None  # no interval from one pair
-        axes.errorbar(mean, position, xerr=error, fmt="o", color=colours[row["technique"]], capsize=4)
+        for low, high, offset, style in (("diff_ci_low", "diff_ci_high", 0.12, "-"),
+                                         ("diff_boot_low", "diff_boot_high", -0.12, ":")):
+            if low in row and pd.notna(row[low]):  # one pair gives no interval
+                span = [[mean - float(row[low]) * 100], [float(row[high]) * 100 - mean]]
+                bars = axes.errorbar(mean, position + offset, xerr=span, fmt="none", ecolor=colour, capsize=3)
+                bars[-1][0].set_linestyle(style)
+        axes.plot(mean, position, "o", color=colour)
+        if "verdict" in row and isinstance(row["verdict"], str):
+            axes.annotate(row["verdict"], (mean, position), xytext=(0, 9), textcoords="offset points",
+                          ha="center", fontsize="small", color=colour)
     axes.axvline(0, color="black", linewidth=1)
-    axes.set_yticks(positions, [f"{t} ({n} pair{'' if n == 1 else 's'})" for t, n in zip(treated["technique"], treated["pairs"])])
+    labels = [f"{t} ({n} pair{'' if n == 1 else 's'})" for t, n in zip(treated["technique"], treated["pairs"])]
+    axes.set_yticks(positions, labels)
     axes.set_ylim(-0.7, len(treated) - 0.3)
-    axes.set(xlabel="test accuracy: technique minus baseline, same seed (percentage points; 95% t-interval)")
+    axes.set(xlabel="test accuracy: technique minus baseline, same seed (percentage points)\n"
+                    "bars: 95% t-interval (solid, upper) and paired bootstrap (dotted, lower)")
     figure.suptitle(f"Paired test-accuracy difference\n{title}", fontsize="medium")
     axes.grid(axis="x", alpha=0.3)
+    return figure
+
+
+def weight_histograms(weights: pd.DataFrame, runs: pd.DataFrame, techniques: list[str], title: str) -> Figure:
+    """Plot the |w| histogram of every arm's final kernels (summed over seeds; log-scaled counts)."""
+    arms = list(arm_colours(techniques).items())
+    columns = min(3, len(arms))
+    rows = math.ceil(len(arms) / columns)
+    figure = Figure(figsize=(4.2 * columns, 2.9 * rows + 0.8), layout="constrained")
+    grid = np.atleast_1d(figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).ravel()
+    for axes, (technique, colour) in zip(grid, arms):
+        arm = weights[weights["technique"] == technique]
+        counts = arm.groupby(["bin_low", "bin_high"])["count"].sum().reset_index()
+        stats = runs[(runs["technique"] == technique) & (runs["status"] == "ok")]
+        label = (f"max |w| {stats['weights_max_abs'].mean():.2f}\n"
+                 f"|w| < 1e-3: {stats['weights_near_zero_fraction'].mean() * 100:.1f}%")
+        if len(counts):
+            edges = np.maximum(counts["bin_low"].to_numpy(), 1e-7)  # the [0, 1e-6) bin starts at 1e-7 on a log axis
+            widths = counts["bin_high"].to_numpy() - edges
+            axes.bar(edges, counts["count"], width=widths, align="edge", color=colour, alpha=0.8, label=label)
+        else:
+            axes.text(0.5, 0.5, "no histogram stored", transform=axes.transAxes, ha="center")
+        axes.set(xscale="log", yscale="log", title=technique)
+        axes.legend(loc="upper left", fontsize="small", handlelength=0, handletextpad=0)
+        axes.grid(alpha=0.3)
+    for axes in grid[len(arms):]:
+        axes.set_visible(False)
+    figure.supxlabel("|w| of kernel weights (log scale; the first bin holds |w| < 1e-6)")
+    figure.supylabel("weights, summed over seeds (log scale)")
+    figure.suptitle(f"Final kernel weight magnitudes per arm\n{title}", fontsize="medium")
+    return figure
+
+
+def cost_plot(summary: pd.DataFrame, runs: pd.DataFrame, title: str) -> Figure:
+    """Plot time per epoch and total training time per arm, relative to the baseline."""
+    ok = runs[runs["status"] == "ok"]
+    techniques = list(summary["technique"])
+    colours = arm_colours(techniques)
+    figure = Figure(figsize=(11, 1.8 + 0.45 * len(techniques)), layout="constrained")
+    panels = figure.subplots(1, 2, sharey=True)
+    positions = np.arange(len(techniques))[::-1]
+    for axes, column, label in ((panels[0], "seconds_per_epoch", "time per epoch"),
+                                (panels[1], "train_seconds", "total training time")):
+        means = ok.groupby("technique")[column].mean().reindex(techniques)
+        ratios = means / means[BASELINE]
+        axes.barh(positions, ratios, color=[colours[t] for t in techniques], alpha=0.85)
+        for position, ratio, seconds in zip(positions, ratios, means):
+            if pd.notna(ratio):
+                axes.annotate(f"{ratio:.2f}x ({seconds:.1f} s)", (ratio, position), xytext=(4, 0),
+                              textcoords="offset points", va="center", fontsize="small")
+        axes.axvline(1, color="black", linewidth=1)
+        axes.set(xlabel=f"{label} relative to the baseline (x)", title=label.capitalize())
+        axes.set_xlim(0, max(1.0, float(np.nanmax(ratios))) * 1.35)
+        axes.grid(axis="x", alpha=0.3)
+    panels[0].set_yticks(positions, techniques)
+    figure.suptitle(f"Cost: training time per arm (mean over seeds)\n{title}", fontsize="medium")
     return figure

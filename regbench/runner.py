@@ -13,11 +13,11 @@ from typing import Callable
 
 import pandas as pd
 
-from regbench import plots, stats
 from regbench.config import RunConfig
 from regbench.data import Split, load_mnist, split_mnist
 from regbench.errors import UsageError
-from regbench.store import RunStore, prepare_output_dir, write_outputs
+from regbench.report import write_comparison
+from regbench.store import RunStore, prepare_output_dir
 from regbench.techniques import BASELINE
 from regbench.train import train_run
 
@@ -110,18 +110,10 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {request.store}, "
          f"{len(todo)} to train on {base.backend}/{device} with {len(split.y_train)} training images")
     _train_missing(todo, split, store, echo)
-    # 3. Build the comparison from the store.
-    runs, epochs = store.load([c.run_id for c in configs])
-    techniques = [technique for technique, _ in request.settings]
-    summary = stats.summarize(runs, techniques)
-    title = _title(base, len(request.seeds))
-    figures = {
-        "val_accuracy": plots.validation_accuracy_curves(epochs, techniques, title),
-        "crossentropy": plots.crossentropy_curves(epochs, techniques, title),
-        "paired_test_accuracy": plots.paired_differences_plot(summary, title),
-    }
-    manifest = _manifest(request, base, mnist.source, runs)
-    files = write_outputs(out, {"runs": runs, "epochs": epochs, "summary": summary}, figures, manifest)
+    # 3. Build the comparison, its figures and its report from the store.
+    tables = store.load([c.run_id for c in configs])
+    manifest = _manifest(request, base, mnist.source, tables.runs)
+    summary, files = write_comparison(out, tables, manifest)
     return CompareOutcome(summary, files, trained=len(todo), reused=len(configs) - len(todo))
 
 
@@ -140,13 +132,6 @@ def _train_missing(todo: list[RunConfig], split: Split, store: RunStore, echo) -
         if result.record["status"] != "ok":
             echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
                  f"{result.record['diverged_epoch']}: stored, left out of the statistics")
-
-
-def _title(base: RunConfig, seeds: int) -> str:
-    """Say what was compared, on what: model, data size, optimizer and seeds."""
-    widths = "-".join(str(w) for w in base.hidden)
-    return (f"{base.architecture} {widths} {base.activation}, {base.train_size:,} MNIST training images, "
-            f"{seeds} seeds; {base.optimizer} lr {base.lr:g}, batch {base.batch_size}")
 
 
 def _manifest(request: CompareRequest, base: RunConfig, source: str, runs) -> dict:

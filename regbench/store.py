@@ -8,13 +8,13 @@ import os
 import sqlite3
 import tempfile
 from contextlib import closing
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from regbench.config import RunConfig
+from regbench.config import WEIGHT_BIN_EDGES, RunConfig
 from regbench.errors import UsageError
 
 SCHEMA_VERSION = 1
@@ -43,6 +43,15 @@ def _nan_to_none(value):
     if isinstance(value, (list, tuple)):
         return [_nan_to_none(item) for item in value]
     return value
+
+
+@dataclass(frozen=True)
+class RunTables:
+    """The stored results of a set of runs, as flat tables."""
+
+    runs: pd.DataFrame  # a row per run: configuration and record
+    epochs: pd.DataFrame  # a row per run and epoch
+    weights: pd.DataFrame  # a row per run and |w| histogram bin: bin_low <= |w| < bin_high, count
 
 
 class RunStore:
@@ -89,8 +98,8 @@ class RunStore:
                 ),
             )
 
-    def load(self, run_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Return (runs, epochs) tables for `run_ids`: a row per run, and a row per run and epoch."""
+    def load(self, run_ids: list[str]) -> RunTables:
+        """Return the tables of `run_ids`: a row per run, per run and epoch, per run and |w| bin."""
         with closing(self._connect()) as db:
             marks = ",".join("?" * len(run_ids))
             stored = db.execute(
@@ -99,15 +108,20 @@ class RunStore:
             ).fetchall()
         order = {run_id: index for index, run_id in enumerate(run_ids)}
         stored.sort(key=lambda row: order[row[0]])
-        runs, epochs = [], []
+        runs, epochs, weights = [], [], []
         for run_id, config, record, epoch_rows, finished_at in stored:
-            config = json.loads(config)
+            config, record = json.loads(config), json.loads(record)
             config["hidden"] = ",".join(str(width) for width in config["hidden"])
             config["technique_params"] = " ".join(f"{name}={value:g}" for name, value in config["technique_params"])
-            runs.append({"run_id": run_id, **config, **json.loads(record), "finished_at": finished_at})
-            for row in json.loads(epoch_rows):
-                epochs.append({"run_id": run_id, "technique": config["technique"], "seed": config["seed"], **row})
-        return _frame(runs), _frame(epochs)
+            key = {"run_id": run_id, "technique": config["technique"], "seed": config["seed"]}
+            histogram = record.pop("weight_histogram", None) or []
+            runs.append({"run_id": run_id, **config, **record, "finished_at": finished_at})
+            epochs.extend({**key, **row} for row in json.loads(epoch_rows))
+            weights.extend(
+                {**key, "bin_low": WEIGHT_BIN_EDGES[index], "bin_high": WEIGHT_BIN_EDGES[index + 1], "count": count}
+                for index, count in enumerate(histogram)
+            )
+        return RunTables(_frame(runs), _frame(epochs), _frame(weights))
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -147,19 +161,39 @@ def _write_atomically(path: Path, write) -> None:
             os.remove(temp)
 
 
-def write_outputs(out: Path, tables: dict, figures: dict, manifest: dict) -> list[Path]:
-    """Write tables as CSV, figures as PNG and the manifest as JSON into `out`; return the paths."""
+def write_outputs(out: Path, tables: dict, images: dict, manifest: dict, texts: dict | None = None) -> list[Path]:
+    """Write tables as CSV, PNG images, text files and the manifest as JSON into `out`; return the paths."""
     written = []
     for name, table in tables.items():
         path = out / f"{name}.csv"
         _write_atomically(path, lambda temp, table=table: table.to_csv(temp, index=False))
         written.append(path)
-    for name, figure in figures.items():
+    for name, data in images.items():
         path = out / f"{name}.png"
-        _write_atomically(path, lambda temp, figure=figure: figure.savefig(temp, dpi=120, format="png"))
+        _write_atomically(path, lambda temp, data=data: Path(temp).write_bytes(data))
         written.append(path)
-    path = out / "manifest.json"
-    text = json.dumps(_nan_to_none(manifest), indent=2, allow_nan=False) + "\n"
-    _write_atomically(path, lambda temp: Path(temp).write_text(text))
-    written.append(path)
+    texts = {**(texts or {}), "manifest.json": json.dumps(_nan_to_none(manifest), indent=2, allow_nan=False) + "\n"}
+    for name, text in texts.items():
+        path = out / name
+        _write_atomically(path, lambda temp, text=text: Path(temp).write_text(text, encoding="utf-8"))
+        written.append(path)
     return written
+
+
+def read_comparison(directory: Path) -> tuple[RunTables, dict]:
+    """Read a compare output directory back: its run tables and manifest, or a UsageError saying what is wrong."""
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: not a directory; expected the output directory of `regbench compare`")
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+        tables = RunTables(*(pd.read_csv(directory / f"{name}.csv") for name in ("runs", "epochs", "weights")))
+    except FileNotFoundError as error:
+        raise UsageError(f"{directory}: missing {Path(error.filename).name}; "
+                         "expected the output directory of `regbench compare`") from None
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise UsageError(f"{directory}: damaged results ({type(error).__name__}: {error})") from None
+    missing = [key for key in ("config", "techniques", "seeds", "run_ids", "data", "device", "versions")
+               if key not in manifest]
+    if missing:
+        raise UsageError(f"{directory}/manifest.json: missing {', '.join(missing)}; written by another regbench?")
+    return tables, manifest

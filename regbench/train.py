@@ -10,7 +10,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from regbench.config import RunConfig
+from regbench.config import WEIGHT_BIN_EDGES, RunConfig
 from regbench.data import Split
 from regbench.models import build_model
 from regbench.techniques import Regularization, regularization_for
@@ -97,7 +97,9 @@ def weight_statistics(model: keras.Model) -> dict:
     values = np.abs(np.concatenate([keras.ops.convert_to_numpy(k).ravel() for k in kernels]))
     top = max(1, int(math.ceil(0.01 * values.size)))
     total = values.sum()
+    clipped = np.minimum(values, WEIGHT_BIN_EDGES[-1])
     return {
+        "weight_histogram": np.histogram(clipped, bins=WEIGHT_BIN_EDGES)[0].tolist(),
         "weights_l1": float(total),
         "weights_l2": float(np.sqrt(np.sum(values.astype(np.float64) ** 2))),
         "weights_max_abs": float(values.max()),
@@ -138,10 +140,14 @@ def train_run(
         }
         if not math.isfinite(train_ce) or not math.isfinite(float(history.history["loss"][0])):
             status, diverged_epoch = "diverged", epoch + 1
-            row.update(val_crossentropy=math.nan, val_accuracy=math.nan)
+            row.update(val_crossentropy=math.nan, val_accuracy=math.nan,
+                       train_inference_crossentropy=math.nan, train_inference_accuracy=math.nan)
             rows.append(row)
             break
         row["val_crossentropy"], row["val_accuracy"] = evaluate(model, split.x_val, split.y_val)
+        row["train_inference_crossentropy"], row["train_inference_accuracy"] = evaluate(
+            model, split.x_monitor, split.y_monitor
+        )
         rows.append(row)
         if on_epoch:
             on_epoch(row)

@@ -24,7 +24,8 @@ def test_saved_runs_load_back_as_flat_rows(tmp_path):
     store.save(first, RECORD, EPOCHS)
     store.save(second, {**RECORD, "test_accuracy": 0.8}, EPOCHS[:1])
     assert store.finished([first.run_id, second.run_id, "missing"]) == {first.run_id, second.run_id}
-    runs, epochs = store.load([second.run_id, first.run_id])
+    tables = store.load([second.run_id, first.run_id])
+    runs, epochs = tables.runs, tables.epochs
     assert list(runs["run_id"]) == [second.run_id, first.run_id]  # in the order asked
     assert list(runs["technique_params"]) == ["input_rate=0 rate=0.25", ""]
     assert list(runs["test_accuracy"]) == [0.8, 0.9] and math.isnan(runs["gap"][0])
@@ -36,7 +37,7 @@ def test_saving_a_run_twice_keeps_one_copy(tmp_path):
     config = config_for("none")
     store.save(config, RECORD, EPOCHS)
     store.save(config, {**RECORD, "test_accuracy": 0.1}, EPOCHS)
-    runs, _ = store.load([config.run_id])
+    runs = store.load([config.run_id]).runs
     assert len(runs) == 1 and runs["test_accuracy"][0] == 0.9
 
 

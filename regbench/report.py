@@ -1,0 +1,256 @@
+"""REPORT.md and a self-contained report.html from a comparison's tables and figures."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import markdown
+import pandas as pd
+from matplotlib.figure import Figure
+
+from regbench import plots, stats
+from regbench.store import RunTables, read_comparison, write_outputs
+from regbench.techniques import BASELINE
+
+FIGURE_CAPTIONS = {
+    "learning_curves": "Validation (solid) and training (dashed, inference mode) accuracy and cross-entropy per epoch.",
+    "gap_curves": "Generalization gap per epoch: training minus validation accuracy.",
+    "paired_test_accuracy": "Paired test-accuracy difference to the baseline with its 95% intervals (forest plot).",
+    "weight_histograms": "Final kernel weight magnitudes per arm, with max |w| and the share of near-zero weights.",
+    "cost": "Training time per epoch and in total, relative to the baseline.",
+}
+
+
+def write_comparison(out: Path, tables: RunTables, manifest: dict) -> tuple[pd.DataFrame, list[Path]]:
+    """Compute statistics, draw figures and write every table, figure and report of a comparison."""
+    techniques = list(manifest["techniques"])
+    effects = stats.paired_effects(tables.runs, techniques)
+    summary = stats.summarize(tables.runs, techniques, effects)
+    epochs_table = stats.best_and_final_epochs(tables.epochs)
+    title = comparison_title(manifest)
+    figures = {
+        "learning_curves": plots.learning_curves(tables.epochs, techniques, title),
+        "gap_curves": plots.gap_curves(tables.epochs, techniques, title),
+        "paired_test_accuracy": plots.paired_differences_plot(summary, title),
+        "weight_histograms": plots.weight_histograms(tables.weights, tables.runs, techniques, title),
+        "cost": plots.cost_plot(summary, tables.runs, title),
+    }
+    images = {name: _png(figure) for name, figure in figures.items()}
+    body = report_markdown(manifest, tables.runs, summary, effects, epochs_table)
+    texts = {
+        "REPORT.md": body.replace("](figure:", "]("),
+        "report.html": report_html(body, images, title),
+    }
+    files = write_outputs(
+        out,
+        {"runs": tables.runs, "epochs": tables.epochs, "weights": tables.weights, "summary": summary,
+         "effects": effects, "best_and_final_epochs": epochs_table},
+        images, manifest, texts,
+    )
+    return summary, files
+
+
+def rebuild_report(directory: str | Path) -> tuple[pd.DataFrame, list[Path]]:
+    """Re-render the statistics, figures and reports of a compare output directory."""
+    tables, manifest = read_comparison(Path(directory))
+    return write_comparison(Path(directory), tables, manifest)
+
+
+def comparison_title(manifest: dict) -> str:
+    """Say what was compared, on what: model, data size, optimizer and seeds."""
+    config = manifest["config"]
+    widths = "-".join(str(width) for width in config["hidden"])
+    return (f"{config['architecture']} {widths} {config['activation']}, {config['train_size']:,} MNIST "
+            f"training images, {len(manifest['seeds'])} seeds; {config['optimizer']} lr {config['lr']:g}, "
+            f"batch {config['batch_size']}, {config['epochs']} epochs max, {config['backend']}/{config['device']}")
+
+
+def _png(figure: Figure) -> bytes:
+    """Render a figure as PNG bytes."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _pp(value, signed: bool = True) -> str:
+    """Format a fraction as percentage points ('+0.12'), or an en dash when missing."""
+    return "–" if pd.isna(value) else f"{value * 100:{'+' if signed else ''}.2f}"
+
+
+def _p(value) -> str:
+    """Format a p-value."""
+    return "–" if pd.isna(value) else ("<0.0001" if value < 1e-4 else f"{value:.4f}")
+
+
+def _number(value, digits: int = 2) -> str:
+    return "–" if pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """Render a Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_table(summary: pd.DataFrame) -> str:
+    """Render the summary: one row per arm with effects, intervals, p-values and verdicts."""
+    rows = []
+    for _, row in summary.iterrows():
+        arm = [row["technique"], f"{row['runs']}" + (f" ({row['diverged']} diverged)" if row["diverged"] else ""),
+               f"{_pp(row['test_accuracy_mean'], False)} ± {_pp(row['test_accuracy_sd'], False)}"]
+        if row["technique"] == BASELINE:
+            rows.append(arm + ["(baseline)"] + [""] * 8 + [f"{_number(row['time_ratio'])}x"])
+            continue
+        rows.append(arm + [
+            _pp(row["test_accuracy_diff"]),
+            f"[{_pp(row['diff_ci_low'])}, {_pp(row['diff_ci_high'])}]",
+            f"[{_pp(row['diff_boot_low'])}, {_pp(row['diff_boot_high'])}]",
+            _p(row["t_p"]), _p(row["wilcoxon_p"]), _p(row["holm_p"]), _number(row["cohens_dz"]),
+            f"**{row['verdict']}**", _pp(row["gap_diff"]), f"{_number(row['time_ratio'])}x",
+        ])
+    header = ["technique", "runs", "test acc % (mean ± SD)", "Δ test acc (pp)", "95% CI (t)", "95% CI (bootstrap)",
+              "p (paired t)", "p (Wilcoxon)", "p (Holm)", "d_z", "verdict", "Δ gap (pp)", "time/epoch"]
+    return _table(header, rows)
+
+
+def technique_paragraph(row: pd.Series, params: dict) -> str:
+    """Say in plain words what the numbers show for one technique."""
+    setting = ", ".join(f"{name}={value:g}" for name, value in params.items())
+    name = f"**{row['technique']}**" + (f" ({setting})" if setting else "")
+    if pd.isna(row["test_accuracy_diff"]) or row["pairs"] < 2:
+        return (f"{name}: fewer than 2 successful pairs ({row['pairs']}), so no interval or test can be given; "
+                "run more seeds.")
+    text = (f"{name}: over {row['pairs']} paired seeds, test accuracy changed by {_pp(row['test_accuracy_diff'])} "
+            f"percentage points (95% CI {_pp(row['diff_ci_low'])} to {_pp(row['diff_ci_high'])}; paired bootstrap "
+            f"{_pp(row['diff_boot_low'])} to {_pp(row['diff_boot_high'])}; paired t-test p = {_p(row['t_p'])}, "
+            f"Holm-adjusted p = {_p(row['holm_p'])}, Wilcoxon p = {_p(row['wilcoxon_p'])}; "
+            f"d_z = {_number(row['cohens_dz'])}). ")
+    if row["verdict"] in ("helps", "hurts"):
+        text += f"Verdict: it **{row['verdict']}** on this setup. "
+    elif row["diff_sd"] == 0 and row["test_accuracy_diff"] == 0:
+        text += ("Verdict: **no detectable effect**: every pair gave exactly the same test accuracy, so at this "
+                 "strength the technique changed nothing the test set can see. ")
+    else:
+        detectable = row["min_detectable_effect"]
+        needed = row["seeds_needed"]
+        text += (f"Verdict: **no detectable effect** (the Holm-adjusted test does not reject 0). With this spread, "
+                 f"{row['pairs']} pairs detect a true difference of {_pp(detectable, False)} points with 80% power; ")
+        text += (f"about {needed} seeds would detect one as large as the observed {_pp(row['test_accuracy_diff'])}. "
+                 if pd.notna(needed) else "the observed difference is too small to settle with up to 1,000 seeds. ")
+    text += (f"The generalization gap changed by {_pp(row['gap_diff'])} points, and an epoch took "
+             f"{_number(row['time_ratio'])}x the baseline's time.")
+    return text
+
+
+def report_markdown(manifest: dict, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame,
+                    epochs_table: pd.DataFrame) -> str:
+    """Write the whole report in Markdown; figures are linked as 'figure:NAME.png'."""
+    techniques = list(manifest["techniques"])
+    config = manifest["config"]
+    treated = summary[summary["technique"] != BASELINE]
+    paragraphs = [technique_paragraph(row, manifest["techniques"][row["technique"]]) for _, row in treated.iterrows()]
+    other_effects = effects[effects["metric"] != stats.PRIMARY]
+    effect_rows = [[row["technique"], row["metric"], f"{row['pairs']}", _number(row["diff_mean"], 4),
+                    f"[{_number(row['t_ci_low'], 4)}, {_number(row['t_ci_high'], 4)}]", _p(row["t_p"]),
+                    _p(row["holm_p"]), row["verdict"]] for _, row in other_effects.iterrows()]
+    epoch_rows = [[row["technique"], _number(row["best_epoch"], 1), _pp(row["best_val_accuracy"], False),
+                   _number(row["best_val_crossentropy"], 4), _number(row["final_epoch"], 1),
+                   _pp(row["final_val_accuracy"], False), _number(row["final_val_crossentropy"], 4)]
+                  for _, row in epochs_table.iterrows()]
+    setup_rows = [[key, f"`{value}`"] for key, value in config.items()]
+    setup_rows += [["seeds", f"`{manifest['seeds']}`"], ["data", f"`{manifest['data']['source']}` "
+                   f"(fingerprint `{manifest['data']['fingerprint']}`)"],
+                   ["device", f"`{manifest['device']}`"], ["versions", f"`{manifest['versions']}`"],
+                   ["date", manifest["date"]], ["command", f"`{manifest['command']}`"]]
+    technique_rows = [[name, ", ".join(f"{k}={v:g}" for k, v in params.items()) or "–"]
+                      for name, params in manifest["techniques"].items()]
+    run_rows = [[technique, ", ".join(f"`{run_id}`" for run_id in ids)] for technique, ids in manifest["run_ids"].items()]
+    diverged = runs[runs["status"] != "ok"]
+    diverged_note = (f"\n\n{len(diverged)} run(s) diverged (loss became NaN or infinite) and are left out of every "
+                     f"statistic: " + ", ".join(f"`{r.run_id}` ({r.technique}, seed {r.seed}, epoch "
+                                                 f"{r.diverged_epoch:g})" for r in diverged.itertuples())
+                     if len(diverged) else "")
+    figures = "\n\n".join(f"![{caption}](figure:{name}.png)\n\n*{caption}*" for name, caption in FIGURE_CAPTIONS.items())
+    return f"""# regbench: {', '.join(techniques)} against the baseline
+
+{comparison_title(manifest)}.
+
+Each technique is compared with the baseline pairwise: for every seed both models start from
+the same initial weights in every layer they share and see the same mini-batches in the same
+order. Δ is technique minus baseline per seed, averaged over pairs; intervals are 95%; p-values
+are two-sided; Holm corrects the paired t-test p-values across the {len(techniques)} technique(s)
+of this comparison; d_z is the mean paired difference over its SD. A verdict of "helps" or "hurts"
+needs a Holm-adjusted p below 0.05. Test numbers are for the final weights (or, with early
+stopping, the restored best ones); the compared loss is the data cross-entropy, without any penalty.
+
+## Summary
+
+{summary_table(summary)}
+
+## What the numbers say
+
+{chr(10).join(f"- {paragraph}" for paragraph in paragraphs)}{diverged_note}
+
+## Figures
+
+{figures}
+
+## Best epoch and final epoch
+
+Validation numbers at the epoch of lowest validation cross-entropy and at the last epoch run,
+averaged over seeds (early stopping and overfitting make them differ).
+
+{_table(["technique", "best epoch", "val acc % at best", "val CE at best", "final epoch", "val acc % at final",
+         "val CE at final"], epoch_rows)}
+
+## Other paired effects
+
+Differences are technique minus baseline in the metric's own unit (fractions for accuracy and gap,
+nats for cross-entropy, epochs, seconds).
+
+{_table(["technique", "metric", "pairs", "Δ mean", "95% CI (t)", "p (t)", "p (Holm)", "verdict"], effect_rows)}
+
+## Setup
+
+{_table(["setting", "value"], setup_rows)}
+
+Techniques and their parameters:
+
+{_table(["technique", "parameters"], technique_rows)}
+
+## Runs behind each row
+
+Every number above is computed from these stored runs (`runs.csv`, `epochs.csv`, `weights.csv`).
+
+{_table(["arm", "run ids"], run_rows)}
+"""
+
+
+def report_html(body: str, images: dict[str, bytes], title: str) -> str:
+    """Render the Markdown report as one HTML page with its figures embedded (no external references)."""
+    for name, data in images.items():
+        body = body.replace(f"](figure:{name}.png)", f"](data:image/png;base64,{base64.b64encode(data).decode()})")
+    content = markdown.markdown(body, extensions=["tables"])
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>regbench report: {html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; line-height: 1.45; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }}
+th {{ background: #f3f3f3; }}
+img {{ max-width: 100%; border: 1px solid #eee; }}
+code {{ font-size: 0.85em; word-break: break-all; }}
+</style>
+</head>
+<body>
+{content}
+</body>
+</html>
+"""
