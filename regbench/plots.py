@@ -137,10 +137,10 @@ def weight_histograms(weights: pd.DataFrame, runs: pd.DataFrame, techniques: lis
             edges = np.maximum(counts["bin_low"].to_numpy(), 1e-7)  # the [0, 1e-6) bin starts at 1e-7 on a log axis
             widths = counts["bin_high"].to_numpy() - edges
             axes.bar(edges, counts["count"], width=widths, align="edge", color=colour, alpha=0.8, label=label)
+            axes.legend(loc="upper left", fontsize="small", handlelength=0, handletextpad=0)
         else:
             axes.text(0.5, 0.5, "no histogram stored", transform=axes.transAxes, ha="center")
         axes.set(xscale="log", yscale="log", title=technique)
-        axes.legend(loc="upper left", fontsize="small", handlelength=0, handletextpad=0)
         axes.grid(alpha=0.3)
     for axes in grid[len(arms):]:
         axes.set_visible(False)

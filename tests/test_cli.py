@@ -1,6 +1,7 @@
 """The command line, through click's CliRunner on the small real subset."""
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -9,8 +10,9 @@ from regbench import __version__
 from regbench.cli import cli
 
 TINY = ["--train-size", "200", "--epochs", "1", "--seeds", "2"]
-FILES = {"runs.csv", "epochs.csv", "summary.csv", "manifest.json",
-         "val_accuracy.png", "crossentropy.png", "paired_test_accuracy.png"}
+FILES = {"runs.csv", "epochs.csv", "weights.csv", "summary.csv", "effects.csv", "best_and_final_epochs.csv",
+         "manifest.json", "REPORT.md", "report.html", "learning_curves.png", "gap_curves.png",
+         "paired_test_accuracy.png", "weight_histograms.png", "cost.png"}
 
 
 def compare(runner, tmp_path, *args, out="out"):
@@ -49,6 +51,35 @@ def test_compare_writes_every_output_and_a_rerun_trains_nothing(runner, tmp_path
 
     shared = compare(runner, tmp_path, "--technique", "dropout,l2", *TINY, out="two")
     assert shared.exit_code == 0 and "2 runs trained, 4 reused" in shared.stdout  # one baseline per seed
+
+
+def test_report_rebuilds_a_self_contained_html_and_markdown_report(runner, tmp_path):
+    assert compare(runner, tmp_path, "--technique", "dropout,l2", *TINY).exit_code == 0
+    out = tmp_path / "out"
+    (out / "report.html").unlink()
+    (out / "REPORT.md").unlink()
+    result = runner.invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrote 14 files" in result.stdout and "dropout" in result.stdout
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 5
+    assert not re.search(r"(src|href)=\"(?!data:)", page) and "http" not in page.replace("http-equiv", "")
+    markdown = (out / "REPORT.md").read_text()
+    for text in ("## Summary", "p (Wilcoxon)", "p (Holm)", "95% CI (bootstrap)", "verdict", "## Setup",
+                 "## Runs behind each row", "(learning_curves.png)", "**dropout** (input_rate=0, rate=0.5)"):
+        assert text in markdown, text
+    runs = pd.read_csv(out / "runs.csv")
+    assert all(run_id in markdown for run_id in runs["run_id"])  # every row traceable to its runs
+    weights = pd.read_csv(out / "weights.csv")
+    assert set(weights.groupby("run_id")["count"].sum()) == {784 * 128 + 128 * 64 + 64 * 10}  # every kernel weight
+
+
+def test_report_on_a_wrong_directory_exits_2(runner, tmp_path):
+    result = runner.invoke(cli, ["report", str(tmp_path / "absent")])
+    assert result.exit_code == 2 and "not a directory" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(cli, ["report", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and "missing manifest.json" in result.stderr
 
 
 def test_diverging_runs_are_stored_as_diverged_and_the_sweep_goes_on(runner, tmp_path):

@@ -4,58 +4,101 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from regbench.config import WEIGHT_BIN_EDGES
 from regbench.plots import (
-    arm_colours, crossentropy_curves, paired_differences_plot, validation_accuracy_curves,
+    arm_colours, cost_plot, gap_curves, learning_curves, paired_differences_plot, weight_histograms,
 )
 
 TECHNIQUES = ["dropout", "l2"]
+ARMS = ["none", *TECHNIQUES]
 
 
 def epochs_table():
     rng = np.random.default_rng(0)
     rows = []
-    for technique in ["none", *TECHNIQUES]:
+    for technique in ARMS:
         for seed in range(3):
             for epoch in range(1, 6):
-                rows.append({"technique": technique, "seed": seed, "epoch": epoch,
+                rows.append({"technique": technique, "seed": seed, "epoch": epoch, "run_id": f"{technique}{seed}",
                              "val_accuracy": 0.9 + 0.01 * epoch + rng.normal(0, 0.002),
-                             "train_crossentropy": 1 / epoch, "val_crossentropy": 1.2 / epoch})
+                             "train_inference_accuracy": 0.92 + 0.012 * epoch,
+                             "train_inference_crossentropy": 1 / epoch, "val_crossentropy": 1.2 / epoch})
     return pd.DataFrame(rows)
+
+
+def runs_table():
+    return pd.DataFrame([
+        {"technique": t, "seed": s, "status": "ok", "seconds_per_epoch": 2.0 + i, "train_seconds": 20.0 + 10 * i,
+         "weights_max_abs": 0.5, "weights_near_zero_fraction": 0.01}
+        for i, t in enumerate(ARMS) for s in range(3)
+    ])
+
+
+def weights_table():
+    counts = np.arange(len(WEIGHT_BIN_EDGES) - 1)
+    return pd.DataFrame([
+        {"technique": t, "seed": s, "bin_low": WEIGHT_BIN_EDGES[b], "bin_high": WEIGHT_BIN_EDGES[b + 1],
+         "count": int(counts[b])}
+        for t in ["none", "dropout"] for s in range(2) for b in range(len(counts))
+    ])
 
 
 def summary_table():
     return pd.DataFrame({
-        "technique": ["none", "dropout", "l2"], "pairs": pd.array([pd.NA, 3, 1], dtype="Int64"),
+        "technique": ARMS, "pairs": pd.array([pd.NA, 3, 1], dtype="Int64"),
         "test_accuracy_diff": [np.nan, 0.004, -0.001],
         "diff_ci_low": [np.nan, 0.001, np.nan], "diff_ci_high": [np.nan, 0.007, np.nan],
+        "diff_boot_low": [np.nan, 0.002, np.nan], "diff_boot_high": [np.nan, 0.006, np.nan],
+        "verdict": [np.nan, "helps", "cannot tell (fewer than 2 successful pairs)"],
     })
 
 
-def legend_texts(figure):
-    return [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+def legend_texts(legend):
+    return [text.get_text() for text in legend.get_texts()]
 
 
-def test_validation_accuracy_curves_show_each_arm():
-    figure = validation_accuracy_curves(epochs_table(), TECHNIQUES, "tiny")
-    assert isinstance(figure, Figure) and len(figure.axes) == 1
-    assert legend_texts(figure) == ["none", "dropout", "l2"]
-    assert figure.axes[0].get_ylabel() == "validation accuracy (%)"
+def test_learning_curves_show_accuracy_and_crossentropy_for_each_arm():
+    figure = learning_curves(epochs_table(), TECHNIQUES, "tiny")
+    assert isinstance(figure, Figure) and len(figure.axes) == 2
+    assert [axes.get_title() for axes in figure.axes] == ["Accuracy", "Cross-entropy"]
+    assert legend_texts(figure.legends[0]) == ARMS + ["validation (solid)", "training, inference mode (dashed)"]
+    assert len(figure.axes[1].get_lines()) == 2 * len(ARMS)  # validation and training per arm
     assert "tiny" in figure._suptitle.get_text()
 
 
-def test_crossentropy_curves_show_train_and_validation():
-    figure = crossentropy_curves(epochs_table(), TECHNIQUES, "tiny")
-    texts = legend_texts(figure)
-    assert texts[:3] == ["none", "dropout", "l2"] and "training (dashed)" in texts
-    assert len(figure.axes[0].get_lines()) == 2 * 3 + 2
+def test_gap_curves_plot_training_minus_validation_per_arm():
+    figure = gap_curves(epochs_table(), TECHNIQUES, "tiny")
+    axes = figure.axes[0]
+    assert legend_texts(axes.get_legend()) == ARMS
+    assert "percentage points" in axes.get_ylabel()
+    first = axes.get_lines()[0].get_ydata()
+    assert np.allclose(first, [2.0 + 0.2 * e for e in range(1, 6)], atol=0.5)  # about 2 points + 0.2 per epoch
 
 
-def test_paired_differences_plot_marks_zero_and_labels_pairs():
+def test_forest_plot_marks_zero_and_labels_pairs_and_verdicts():
     figure = paired_differences_plot(summary_table(), "tiny")
-    labels = [tick.get_text() for tick in figure.axes[0].get_yticklabels()]
-    assert labels == ["dropout (3 pairs)", "l2 (1 pair)"]
-    assert any(list(line.get_xdata()) == [0, 0] for line in figure.axes[0].get_lines())
-    assert "percentage points" in figure.axes[0].get_xlabel()
+    axes = figure.axes[0]
+    assert [tick.get_text() for tick in axes.get_yticklabels()] == ["dropout (3 pairs)", "l2 (1 pair)"]
+    assert any(list(line.get_xdata()) == [0, 0] for line in axes.get_lines())
+    assert "helps" in [text.get_text() for text in axes.texts]
+    assert "bootstrap" in axes.get_xlabel()
+
+
+def test_weight_histograms_have_a_log_panel_per_arm_with_stats_in_the_legend():
+    figure = weight_histograms(weights_table(), runs_table(), TECHNIQUES, "tiny")
+    visible = [axes for axes in figure.axes if axes.get_visible()]
+    assert [axes.get_title() for axes in visible] == ARMS
+    assert all(axes.get_xscale() == "log" and axes.get_yscale() == "log" for axes in visible)
+    assert "max |w| 0.50" in legend_texts(visible[0].get_legend())[0]
+    assert [text.get_text() for text in visible[2].texts] == ["no histogram stored"]  # l2 has none here
+
+
+def test_cost_plot_gives_ratios_to_the_baseline():
+    summary = summary_table()
+    figure = cost_plot(summary, runs_table(), "tiny")
+    per_epoch = figure.axes[0]
+    assert [text.get_text() for text in per_epoch.texts] == ["1.00x (2.0 s)", "1.50x (3.0 s)", "2.00x (4.0 s)"]
+    assert "relative to the baseline" in per_epoch.get_xlabel()
 
 
 def test_colours_are_stable_across_figures():

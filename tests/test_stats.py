@@ -5,7 +5,12 @@ import math
 import pandas as pd
 import pytest
 
-from regbench.stats import mean_confidence_interval, paired_differences, summarize
+from scipy import stats as scipy_stats
+
+from regbench.stats import (
+    EFFECT_METRICS, best_and_final_epochs, bootstrap_interval, holm, mean_confidence_interval, min_detectable_effect,
+    paired_differences, paired_effects, paired_tests, power, seeds_needed, summarize,
+)
 
 
 def runs_table(baseline, treated, technique="dropout", statuses=None):
@@ -13,6 +18,7 @@ def runs_table(baseline, treated, technique="dropout", statuses=None):
     for seed, (base, other) in enumerate(zip(baseline, treated)):
         for name, value in (("none", base), (technique, other)):
             rows.append({"technique": name, "seed": seed, "test_accuracy": value, "gap": 0.01,
+                         "test_crossentropy": 1 - value,
                          "epochs_run": 10, "seconds_per_epoch": 2.0, "status": "ok"})
     table = pd.DataFrame(rows)
     for (technique_name, seed), status in (statuses or {}).items():
@@ -54,3 +60,64 @@ def test_summary_leaves_diverged_runs_and_their_pairs_out():
     assert summary.loc["dropout", "test_accuracy_diff"] == pytest.approx(0.025)
     assert summary.loc["dropout", "test_accuracy_mean"] == pytest.approx(0.935)
     assert summary.loc["none", "test_accuracy_sd"] == pytest.approx(0.01)
+
+
+def test_holm_matches_a_hand_computed_step_down():
+    # sorted p: 0.005 (x4) = 0.02, 0.01 (x3) = 0.03, 0.03 (x2) = 0.06, 0.04 (x1) = 0.04 -> raised to 0.06
+    adjusted = holm(pd.Series([0.01, 0.04, 0.03, math.nan, 0.005]))
+    assert adjusted.round(10).tolist()[:3] == [0.03, 0.06, 0.06] and adjusted.iloc[4] == pytest.approx(0.02)
+    assert math.isnan(adjusted.iloc[3])
+    assert holm(pd.Series([0.6, 0.9])).tolist() == [1.0, 1.0]
+
+
+def test_power_and_smallest_detectable_effect_match_published_values():
+    # G*Power, paired t-test, alpha 0.05 two-sided, power 0.8: n = 10 needs d_z = 0.9948; n = 34 detects 0.5
+    assert min_detectable_effect(1.0, 10) == pytest.approx(0.9948, abs=2e-3)
+    assert power(0.5, 34) == pytest.approx(0.8078, abs=2e-3)
+    assert seeds_needed(0.005, 0.01) == 34
+    assert seeds_needed(0.0, 0.01) is None and math.isnan(min_detectable_effect(0.01, 1))
+
+
+def test_bootstrap_is_reproducible_and_brackets_the_mean():
+    values = pd.Series([0.012, 0.008, 0.015, 0.004, 0.011])
+    low, high = bootstrap_interval(values)
+    assert (low, high) == bootstrap_interval(values)
+    assert low < values.mean() < high and values.min() <= low and high <= values.max()
+
+
+def test_paired_tests_use_scipy_and_handle_degenerate_pairs():
+    t_p, wilcoxon_p = paired_tests(pd.Series([0.01, 0.02, 0.015, 0.03, 0.012]))
+    assert wilcoxon_p == pytest.approx(0.0625)  # exact: all 5 differences positive -> 2 / 2**5
+    assert t_p == pytest.approx(scipy_stats.ttest_1samp([0.01, 0.02, 0.015, 0.03, 0.012], 0).pvalue)
+    assert paired_tests(pd.Series([0.0, 0.0, 0.0]))[0] == 1.0
+    assert all(math.isnan(p) for p in paired_tests(pd.Series([0.01])))
+
+
+def test_verdicts_follow_the_numbers():
+    helps = runs_table([0.90, 0.91, 0.92, 0.90, 0.91], [0.93, 0.94, 0.95, 0.93, 0.935], technique="dropout")
+    hurts = runs_table([0.90, 0.91, 0.92, 0.90, 0.91], [0.85, 0.86, 0.88, 0.84, 0.86], technique="l2")
+    unclear = runs_table([0.90, 0.91, 0.92, 0.90, 0.91], [0.91, 0.905, 0.925, 0.905, 0.915], technique="l1")
+    table = pd.concat([helps, hurts[hurts["technique"] == "l2"], unclear[unclear["technique"] == "l1"]])
+    summary = summarize(table, ["dropout", "l2", "l1"]).set_index("technique")
+    assert summary.loc["dropout", "verdict"] == "helps" and summary.loc["l2", "verdict"] == "hurts"
+    assert summary.loc["l1", "verdict"] == "no detectable effect"
+    assert summary.loc["l1", "seeds_needed"] > 5 and summary.loc["l1", "min_detectable_effect"] > 0
+    assert summary.loc["dropout", "holm_p"] >= summary.loc["dropout", "t_p"]
+    single = summarize(runs_table([0.9], [0.95]), ["dropout"]).set_index("technique")
+    assert single.loc["dropout", "verdict"].startswith("cannot tell")
+
+
+def test_effects_cover_every_metric_for_every_technique():
+    table = runs_table([0.90, 0.92, 0.91], [0.93, 0.94, 0.92])
+    table["test_crossentropy"] = 0.3
+    effects = paired_effects(table, ["dropout"])
+    assert list(effects["metric"]) == list(EFFECT_METRICS)
+    assert effects.set_index("metric").loc["gap", "diff_mean"] == 0.0
+
+
+def test_best_and_final_epochs_differ_when_validation_loss_turns_up():
+    epochs = pd.DataFrame({"run_id": ["a"] * 3, "technique": ["none"] * 3, "epoch": [1, 2, 3],
+                           "val_accuracy": [0.90, 0.95, 0.94], "val_crossentropy": [0.3, 0.2, 0.25]})
+    row = best_and_final_epochs(epochs).iloc[0]
+    assert (row["best_epoch"], row["best_val_accuracy"]) == (2, 0.95)
+    assert (row["final_epoch"], row["final_val_accuracy"]) == (3, 0.94)
