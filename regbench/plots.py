@@ -127,19 +127,20 @@ def weight_histograms(weights: pd.DataFrame, runs: pd.DataFrame, techniques: lis
     rows = math.ceil(len(arms) / columns)
     figure = Figure(figsize=(4.2 * columns, 2.9 * rows + 0.8), layout="constrained")
     grid = np.atleast_1d(figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False)).ravel()
+    ok = runs[runs["status"] == "ok"]
     for axes, (technique, colour) in zip(grid, arms):
-        arm = weights[weights["technique"] == technique]
+        arm = weights[(weights["technique"] == technique) & weights["run_id"].isin(ok["run_id"])]
         counts = arm.groupby(["bin_low", "bin_high"])["count"].sum().reset_index()
-        stats = runs[(runs["technique"] == technique) & (runs["status"] == "ok")]
+        stats = ok[ok["technique"] == technique]
         label = (f"max |w| {stats['weights_max_abs'].mean():.2f}\n"
                  f"|w| < 1e-3: {stats['weights_near_zero_fraction'].mean() * 100:.1f}%")
-        if len(counts):
+        if counts["count"].sum() > 0:
             edges = np.maximum(counts["bin_low"].to_numpy(), 1e-7)  # the [0, 1e-6) bin starts at 1e-7 on a log axis
             widths = counts["bin_high"].to_numpy() - edges
             axes.bar(edges, counts["count"], width=widths, align="edge", color=colour, alpha=0.8, label=label)
-            axes.legend(loc="upper left", fontsize="small", handlelength=0, handletextpad=0)
+            axes.legend(loc="upper right", fontsize="small", handlelength=0, handletextpad=0)
         else:
-            axes.text(0.5, 0.5, "no histogram stored", transform=axes.transAxes, ha="center")
+            axes.text(0.5, 0.5, "no successful run with a histogram", transform=axes.transAxes, ha="center")
         axes.set(xscale="log", yscale="log", title=technique)
         axes.grid(alpha=0.3)
     for axes in grid[len(arms):]:
@@ -169,7 +170,7 @@ def cost_plot(summary: pd.DataFrame, runs: pd.DataFrame, title: str) -> Figure:
                               textcoords="offset points", va="center", fontsize="small")
         axes.axvline(1, color="black", linewidth=1)
         axes.set(xlabel=f"{label} relative to the baseline (x)", title=label.capitalize())
-        axes.set_xlim(0, max(1.0, float(np.nanmax(ratios))) * 1.35)
+        axes.set_xlim(0, max([1.0, *ratios.dropna()]) * 1.35)
         axes.grid(axis="x", alpha=0.3)
     panels[0].set_yticks(positions, techniques)
     figure.suptitle(f"Cost: training time per arm (mean over seeds)\n{title}", fontsize="medium")

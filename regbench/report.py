@@ -85,7 +85,14 @@ def _p(value) -> str:
     return "–" if pd.isna(value) else ("<0.0001" if value < 1e-4 else f"{value:.4f}")
 
 
+def _p_equals(value) -> str:
+    """Write 'p = 0.0123' or 'p < 0.0001'."""
+    text = _p(value)
+    return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
 def _number(value, digits: int = 2) -> str:
+    """Format a number, or an en dash when missing."""
     return "–" if pd.isna(value) else f"{value:.{digits}f}"
 
 
@@ -126,8 +133,8 @@ def technique_paragraph(row: pd.Series, params: dict) -> str:
                 "run more seeds.")
     text = (f"{name}: over {row['pairs']} paired seeds, test accuracy changed by {_pp(row['test_accuracy_diff'])} "
             f"percentage points (95% CI {_pp(row['diff_ci_low'])} to {_pp(row['diff_ci_high'])}; paired bootstrap "
-            f"{_pp(row['diff_boot_low'])} to {_pp(row['diff_boot_high'])}; paired t-test p = {_p(row['t_p'])}, "
-            f"Holm-adjusted p = {_p(row['holm_p'])}, Wilcoxon p = {_p(row['wilcoxon_p'])}; "
+            f"{_pp(row['diff_boot_low'])} to {_pp(row['diff_boot_high'])}; paired t-test {_p_equals(row['t_p'])}, "
+            f"Holm-adjusted {_p_equals(row['holm_p'])}, Wilcoxon {_p_equals(row['wilcoxon_p'])}; "
             f"d_z = {_number(row['cohens_dz'])}). ")
     if row["verdict"] in ("helps", "hurts"):
         text += f"Verdict: it **{row['verdict']}** on this setup. "
@@ -169,6 +176,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, summary: pd.DataFrame, e
     technique_rows = [[name, ", ".join(f"{k}={v:g}" for k, v in params.items()) or "–"]
                       for name, params in manifest["techniques"].items()]
     run_rows = [[technique, ", ".join(f"`{run_id}`" for run_id in ids)] for technique, ids in manifest["run_ids"].items()]
+    pairs = int(summary["pairs"].max()) if summary["pairs"].notna().any() else 0
     diverged = runs[runs["status"] != "ok"]
     diverged_note = (f"\n\n{len(diverged)} run(s) diverged (loss became NaN or infinite) and are left out of every "
                      f"statistic: " + ", ".join(f"`{r.run_id}` ({r.technique}, seed {r.seed}, epoch "
@@ -184,7 +192,9 @@ the same initial weights in every layer they share and see the same mini-batches
 order. Δ is technique minus baseline per seed, averaged over pairs; intervals are 95%; p-values
 are two-sided; Holm corrects the paired t-test p-values across the {len(techniques)} technique(s)
 of this comparison; d_z is the mean paired difference over its SD. A verdict of "helps" or "hurts"
-needs a Holm-adjusted p below 0.05. Test numbers are for the final weights (or, with early
+needs a Holm-adjusted p below 0.05. With {pairs} pairs the Wilcoxon signed-rank test cannot give a
+p-value below {2 / 2 ** pairs:.4g} (all differences of one sign), so it confirms direction but is weak at
+this size. Test numbers are for the final weights (or, with early
 stopping, the restored best ones); the compared loss is the data cross-entropy, without any penalty.
 
 ## Summary

@@ -66,9 +66,11 @@ class _Progress:
         self.index = 0
 
     def start_run(self, index: int) -> None:
+        """Note that run `index` of the to-do list starts."""
         self.index = index
 
     def epoch_done(self, row: dict) -> None:
+        """Echo the epoch's numbers and the time left, estimated from the epochs so far."""
         self.epochs_done += 1
         config = self.todo[self.index]
         remaining_epochs = config.epochs - row["epoch"] + sum(c.epochs for c in self.todo[self.index + 1:])

@@ -208,4 +208,4 @@ def best_and_final_epochs(epochs: pd.DataFrame) -> pd.DataFrame:
          final.groupby("technique", sort=False)[columns].mean().add_prefix("final_")],
         axis=1,
     )
-    return table.reset_index()
+    return table.reindex(epochs["technique"].unique()).reset_index()  # arms in the comparison's order

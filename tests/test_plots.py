@@ -28,7 +28,8 @@ def epochs_table():
 
 def runs_table():
     return pd.DataFrame([
-        {"technique": t, "seed": s, "status": "ok", "seconds_per_epoch": 2.0 + i, "train_seconds": 20.0 + 10 * i,
+        {"technique": t, "seed": s, "run_id": f"{t}{s}", "status": "ok", "seconds_per_epoch": 2.0 + i,
+         "train_seconds": 20.0 + 10 * i,
          "weights_max_abs": 0.5, "weights_near_zero_fraction": 0.01}
         for i, t in enumerate(ARMS) for s in range(3)
     ])
@@ -37,7 +38,8 @@ def runs_table():
 def weights_table():
     counts = np.arange(len(WEIGHT_BIN_EDGES) - 1)
     return pd.DataFrame([
-        {"technique": t, "seed": s, "bin_low": WEIGHT_BIN_EDGES[b], "bin_high": WEIGHT_BIN_EDGES[b + 1],
+        {"technique": t, "seed": s, "run_id": f"{t}{s}", "bin_low": WEIGHT_BIN_EDGES[b],
+         "bin_high": WEIGHT_BIN_EDGES[b + 1],
          "count": int(counts[b])}
         for t in ["none", "dropout"] for s in range(2) for b in range(len(counts))
     ])
@@ -90,7 +92,7 @@ def test_weight_histograms_have_a_log_panel_per_arm_with_stats_in_the_legend():
     assert [axes.get_title() for axes in visible] == ARMS
     assert all(axes.get_xscale() == "log" and axes.get_yscale() == "log" for axes in visible)
     assert "max |w| 0.50" in legend_texts(visible[0].get_legend())[0]
-    assert [text.get_text() for text in visible[2].texts] == ["no histogram stored"]  # l2 has none here
+    assert [text.get_text() for text in visible[2].texts] == ["no successful run with a histogram"]  # none for l2
 
 
 def test_cost_plot_gives_ratios_to_the_baseline():
