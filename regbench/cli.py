@@ -100,7 +100,7 @@ def cli():
               help="SQLite run store shared by all invocations.")
 def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store):
-    """Train baseline and treated models pairwise over seeds; write tables, plots and a manifest."""
+    """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     texts = [text.strip() for text in techniques.split(",") if text.strip()]
     texts = [name for text in texts for name in (ALL_ALONE if text == "all" else [text])]
