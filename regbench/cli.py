@@ -179,6 +179,33 @@ def report(directory):
     click.echo(f"wrote {len(files)} files to {directory}/ (REPORT.md, report.html)")
 
 
+@cli.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
+              help="The run store the comparison was made from.")
+@click.option("--rerun", type=click.IntRange(0), default=0, show_default=True,
+              help="Also retrain this many random stored runs and compare every number but timings.")
+@click.option("--data", type=click.Path(dir_okay=False), default=None, help="mnist.npz, for --rerun.")
+def verify(directory, store, rerun, data):
+    """Recompute a compare DIRECTORY's runs and summary from the store; exit 1 if anything differs."""
+    from regbench.store import read_comparison
+
+    _, manifest = read_comparison(Path(directory))
+    if not Path(store).is_file():
+        raise UsageError(f"--store {store}: no such run store; pass the --store the comparison used")
+    select_backend(manifest["config"]["backend"], manifest["config"]["device"])
+    from regbench.verify import verify_comparison
+
+    problems = verify_comparison(Path(directory), Path(store), rerun, data, echo=lambda line: click.echo(line, err=True))
+    for problem in problems:
+        click.echo(f"DIFFERS: {problem}")
+    if problems:
+        click.echo(f"{directory}: {len(problems)} difference(s) from the store")
+        sys.exit(1)
+    reran = f", and {rerun} retrained run(s) reproduced exactly" if rerun else ""
+    click.echo(f"{directory}: verified, every row matches the store{reran}")
+
+
 @cli.command(name="list")
 def list_choices():
     """List techniques with their parameters and defaults, architectures, optimizers and backends."""

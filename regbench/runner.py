@@ -21,6 +21,8 @@ from regbench.store import RunStore, prepare_output_dir
 from regbench.techniques import BASELINE
 from regbench.train import train_run
 
+CLAIM_POLL_SECONDS = 2.0  # how often to look again for runs another process is training
+
 
 @dataclass(frozen=True)
 class CompareRequest:
@@ -43,7 +45,7 @@ class CompareOutcome:
     summary: pd.DataFrame
     files: list[Path]
     trained: int  # runs trained by this invocation
-    reused: int  # runs found finished in the store
+    reused: int  # runs found in the store (finished earlier, or by another process meanwhile)
 
 
 def plan_runs(request: CompareRequest) -> list[RunConfig]:
@@ -111,29 +113,50 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     todo = [c for c in configs if c.run_id not in finished]
     echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {request.store}, "
          f"{len(todo)} to train on {base.backend}/{device} with {len(split.y_train)} training images")
-    _train_missing(todo, split, store, echo)
+    trained = _train_missing(todo, split, store, echo)
     # 3. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
     manifest = _manifest(request, base, mnist.source, tables.runs)
     summary, files = write_comparison(out, tables, manifest)
-    return CompareOutcome(summary, files, trained=len(todo), reused=len(configs) - len(todo))
+    return CompareOutcome(summary, files, trained=trained, reused=len(configs) - trained)
 
 
-def _train_missing(todo: list[RunConfig], split: Split, store: RunStore, echo) -> None:
-    """Train and store each run of `todo`; Ctrl-C keeps the finished ones and says how to resume."""
+def _train_missing(todo: list[RunConfig], split: Split, store: RunStore, echo) -> int:
+    """Train and store each run of `todo` that no other process is training; return how many.
+
+    Runs claimed by another live process are left to it and waited for; Ctrl-C keeps every
+    finished run and says how to resume.
+    """
     progress = _Progress(todo, echo)
-    for index, config in enumerate(todo):
-        progress.start_run(index)
-        try:
-            result = train_run(config, split, on_epoch=progress.epoch_done)
-        except KeyboardInterrupt:
-            echo(f"interrupted: {index} of {len(todo)} runs stored, the run in progress is lost; "
-                 "rerun the same command to train the remaining ones")
-            raise
-        store.save(config, result.record, result.epochs)
-        if result.record["status"] != "ok":
-            echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
-                 f"{result.record['diverged_epoch']}: stored, left out of the statistics")
+    pending = dict(enumerate(todo))
+    trained = 0
+    while pending:
+        started = trained
+        for index, config in list(pending.items()):
+            if not store.claim(config.run_id):
+                if store.finished([config.run_id]):
+                    del pending[index]  # another process finished it
+                continue
+            progress.start_run(index)
+            try:
+                result = train_run(config, split, on_epoch=progress.epoch_done)
+                store.save(config, result.record, result.epochs)
+            except BaseException:
+                store.release(config.run_id)
+                if sys.exc_info()[0] is KeyboardInterrupt:
+                    done = len(todo) - len(pending)
+                    echo(f"interrupted: {done} of {len(todo)} runs stored, {len(pending)} left "
+                         "(the run in progress is lost); rerun the same command to resume")
+                raise
+            del pending[index]
+            trained += 1
+            if result.record["status"] != "ok":
+                echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
+                     f"{result.record['diverged_epoch']}: stored, left out of the statistics")
+        if pending and trained == started:
+            echo(f"waiting for {len(pending)} run(s) that another regbench process is training")
+            time.sleep(CLAIM_POLL_SECONDS)
+    return trained
 
 
 def _manifest(request: CompareRequest, base: RunConfig, source: str, runs) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import socket
 import sqlite3
 import tempfile
 from contextlib import closing
@@ -18,6 +20,12 @@ from regbench.config import WEIGHT_BIN_EDGES, RunConfig
 from regbench.errors import UsageError
 
 SCHEMA_VERSION = 1
+MIN_FREE_BYTES = 64 * 2**20  # free disk space needed before a sweep starts (store + reports)
+REQUIRED_COLUMNS = {
+    "runs": {"run_id", "technique", "seed", "status", "test_accuracy", "gap", "epochs_run", "seconds_per_epoch"},
+    "epochs": {"run_id", "technique", "epoch", "val_accuracy", "val_crossentropy"},
+    "weights": {"run_id", "technique", "bin_low", "bin_high", "count"},
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id      TEXT PRIMARY KEY,
@@ -26,8 +34,33 @@ CREATE TABLE IF NOT EXISTS runs (
     epochs      TEXT NOT NULL,  -- list of per-epoch rows as JSON
     status      TEXT NOT NULL,  -- ok | diverged
     finished_at TEXT NOT NULL   -- UTC, ISO 8601
+);
+CREATE TABLE IF NOT EXISTS claims (
+    run_id     TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,   -- host:pid of the process training the run
+    claimed_at TEXT NOT NULL
 )
 """
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _now() -> str:
+    """Return the UTC time as ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _owner_alive(owner: str) -> bool:
+    """Return whether the claiming process still runs (a process on another host counts as alive)."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _json(value) -> str:
@@ -68,7 +101,7 @@ class RunStore:
                         f"{self.path}: run store has schema version {version}; this regbench "
                         f"reads version {SCHEMA_VERSION}. Use another --store path"
                     )
-                db.execute(_SCHEMA)
+                db.executescript(_SCHEMA)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
             raise UsageError(f"{self.path}: not a usable run store ({error})") from None
@@ -80,6 +113,26 @@ class RunStore:
         db.execute("PRAGMA journal_mode = WAL")
         return db
 
+    def claim(self, run_id: str) -> bool:
+        """Take the right to train `run_id`; False if it is stored or a live process is training it."""
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")  # one claimer at a time
+            try:
+                if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+                    return False
+                row = db.execute("SELECT owner FROM claims WHERE run_id = ?", (run_id,)).fetchone()
+                if row and row[0] != OWNER and _owner_alive(row[0]):
+                    return False
+                db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (run_id, OWNER, _now()))
+                return True
+            finally:
+                db.execute("COMMIT")
+
+    def release(self, run_id: str) -> None:
+        """Give up this process's claim on `run_id` (after an interruption or a failure)."""
+        with closing(self._connect()) as db, db:
+            db.execute("DELETE FROM claims WHERE run_id = ? AND owner = ?", (run_id, OWNER))
+
     def finished(self, run_ids: list[str]) -> set[str]:
         """Return which of `run_ids` are already stored."""
         with closing(self._connect()) as db:
@@ -89,14 +142,34 @@ class RunStore:
 
     def save(self, config: RunConfig, record: dict, epochs: list[dict]) -> None:
         """Store one finished run atomically (a second save of the same run is ignored)."""
+        try:
+            self._insert(config, record, epochs)
+        except (sqlite3.OperationalError, OSError) as error:
+            raise UsageError(
+                f"{self.path}: cannot store run {config.run_id} ({error}); every run stored before it "
+                "is kept: free disk space and rerun the same command"
+            ) from None
+
+    def _insert(self, config: RunConfig, record: dict, epochs: list[dict]) -> None:
         with closing(self._connect()) as db, db:
             db.execute(
                 "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    config.run_id, _json(asdict(config)), _json(record), _json(epochs),
-                    record["status"], datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                ),
+                (config.run_id, _json(asdict(config)), _json(record), _json(epochs), record["status"], _now()),
             )
+            db.execute("DELETE FROM claims WHERE run_id = ?", (config.run_id,))
+
+    def configs(self, run_ids: list[str]) -> list[RunConfig]:
+        """Return the stored configurations of `run_ids`, in that order."""
+        with closing(self._connect()) as db:
+            marks = ",".join("?" * len(run_ids))
+            stored = dict(db.execute(f"SELECT run_id, config FROM runs WHERE run_id IN ({marks})", run_ids))
+        configs = []
+        for run_id in run_ids:
+            values = json.loads(stored[run_id])
+            values["hidden"] = tuple(values["hidden"])
+            values["technique_params"] = tuple(tuple(pair) for pair in values["technique_params"])
+            configs.append(RunConfig(**values))
+        return configs
 
     def load(self, run_ids: list[str]) -> RunTables:
         """Return the tables of `run_ids`: a row per run, per run and epoch, per run and |w| bin."""
@@ -137,10 +210,15 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def prepare_output_dir(path: str | os.PathLike) -> Path:
-    """Create `path` if needed and check it is a writable directory, before any training."""
+    """Check `path` is (or can be) a writable directory with room for the results, before any training."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out}: is a file; expected a directory")
+    existing = next(parent for parent in [out, *out.parents] if parent.exists())
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise UsageError(f"--out {out}: only {free / 2**20:.1f} MiB free on its disk; "
+                         f"regbench needs at least {MIN_FREE_BYTES / 2**20:.0f} MiB for its results")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out):
@@ -196,4 +274,9 @@ def read_comparison(directory: Path) -> tuple[RunTables, dict]:
                if key not in manifest]
     if missing:
         raise UsageError(f"{directory}/manifest.json: missing {', '.join(missing)}; written by another regbench?")
+    for name, required in REQUIRED_COLUMNS.items():
+        absent = required - set(getattr(tables, name).columns)
+        if absent:
+            raise UsageError(f"{directory}/{name}.csv: missing column(s) {', '.join(sorted(absent))}; "
+                             "damaged, or written by another regbench?")
     return tables, manifest

@@ -71,12 +71,18 @@ def test_jax_backend_pairs_and_reproduces_across_processes(tmp_path):
     pytest.importorskip("jax")
     args = ["compare", "--technique", "l2", "--param", "l2=0", "--backend", "jax", "--device", "cpu",
             "--train-size", "200", "--epochs", "2", "--seeds", "1"]
-    tables = []
-    for attempt in ("a", "b"):
-        done = run_cli(*args, "--out", str(tmp_path / attempt), "--store", str(tmp_path / f"{attempt}.sqlite"),
-                       cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-        tables.append(pd.read_csv(tmp_path / attempt / "runs.csv"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("KERAS_BACKEND", None)
+    processes = [  # two separate processes, at once
+        subprocess.Popen([sys.executable, "-m", "regbench", *args, "--out", str(tmp_path / attempt),
+                          "--store", str(tmp_path / f"{attempt}.sqlite")],
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for attempt in ("a", "b")
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    tables = [pd.read_csv(tmp_path / attempt / "runs.csv") for attempt in ("a", "b")]
     numbers = ["test_accuracy", "test_crossentropy", "train_crossentropy", "weights_l2", "best_epoch"]
     pd.testing.assert_frame_equal(tables[0][numbers], tables[1][numbers])  # same numbers in a new process
     first = tables[0].set_index("technique")

@@ -1,12 +1,7 @@
-"""The run store: atomic saves, resume after a kill, nothing duplicated, clear errors."""
+"""The run store: atomic saves, claims, nothing duplicated, clear errors."""
 
 import math
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -78,31 +73,42 @@ def test_outputs_are_written_whole_with_no_temporary_files_left(tmp_path):
     assert len(paths) == 2
 
 
-def stored_runs(path):
-    if not path.exists():
-        return []
-    with sqlite3.connect(path, timeout=30) as db:
-        return [row[0] for row in db.execute("SELECT run_id FROM runs")]
+def test_claims_keep_two_processes_off_the_same_run(tmp_path):
+    import os
+    import socket
+
+    store = RunStore(tmp_path / "store.sqlite")
+    config = config_for("none")
+    with sqlite3.connect(store.path) as db:  # a live process (our parent) holds the claim
+        db.execute("INSERT INTO claims VALUES (?, ?, 'now')", (config.run_id, f"{socket.gethostname()}:{os.getppid()}"))
+    assert not store.claim(config.run_id)
+    with sqlite3.connect(store.path) as db:  # its process is gone: the claim is stale and taken over
+        db.execute("UPDATE claims SET owner = ?", (f"{socket.gethostname()}:{2**22 + 12345}",))
+    assert store.claim(config.run_id) and store.claim(config.run_id)  # ours now, and again
+    store.save(config, RECORD, EPOCHS)
+    assert not store.claim(config.run_id)  # stored: nobody trains it again
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
 
 
-def test_a_killed_compare_resumes_with_nothing_lost_or_duplicated(tmp_path):
-    store = tmp_path / "store.sqlite"
-    command = [sys.executable, "-m", "regbench", "compare", "--technique", "dropout", "--train-size", "300",
-               "--epochs", "3", "--seeds", "2", "--store", str(store), "--out", str(tmp_path / "out")]
-    # 1. Kill the sweep as soon as its first run is stored.
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not stored_runs(store) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    stored_before = stored_runs(store)
-    assert 1 <= len(stored_before) < 4
-    # 2. The same command finishes only what is missing.
-    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert f"{4 - len(stored_before)} runs trained, {len(stored_before)} reused" in done.stdout
-    after = stored_runs(store)
-    assert len(after) == len(set(after)) == 4 and set(stored_before) <= set(after)
-    with sqlite3.connect(store) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+def test_a_failed_save_is_a_clear_error_that_keeps_earlier_runs(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "store.sqlite")
+    first, second = config_for("none"), config_for("none", seed=1)
+    store.save(first, RECORD, EPOCHS)
+
+    def disk_full(*args):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_insert", disk_full)
+    with pytest.raises(UsageError, match="disk is full.*every run stored before it is kept"):
+        store.save(second, RECORD, EPOCHS)
+    assert store.finished([first.run_id, second.run_id]) == {first.run_id}
+
+
+def test_too_little_free_space_is_refused_before_training(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 10 * 2**20))
+    with pytest.raises(UsageError, match="only 10.0 MiB free"):
+        prepare_output_dir(tmp_path / "out")
+    assert not (tmp_path / "out").exists()

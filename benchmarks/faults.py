@@ -1,0 +1,139 @@
+"""Fault benchmark at full size: kill a real sweep again and again, feed every bad input, print a table.
+
+Usage (REGBENCH_DATA set to the full mnist.npz):
+    python benchmarks/faults.py [--kills 20] [--seed 0] [--work DIR]
+
+1. An uninterrupted sweep (3 arms x 2 seeds, 2 epochs, full MNIST) gives the reference runs.
+2. The same sweep on a fresh store is killed `--kills` times (SIGKILL or SIGINT, chosen at
+   random, at a random moment), and rerun after each kill until it completes; at the end every
+   run must be stored exactly once and equal the reference's numbers.
+3. Every bad input of tests/test_cli.py's table is tried against the full data: each must exit
+   2 with one line and leave the store untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEP = ["compare", "--technique", "dropout,l2", "--seeds", "2", "--epochs", "2", "--backend", "jax"]
+NUMBERS = ["run_id", "status", "test_accuracy", "test_crossentropy", "train_accuracy", "weights_l2", "best_epoch"]
+
+
+def regbench(*args: str) -> list[str]:
+    """Return the command line that runs regbench with this interpreter."""
+    return [sys.executable, "-m", "regbench", *args]
+
+
+def stored_runs(store: Path) -> list[str]:
+    """Return the run ids in a store (none if it does not exist yet)."""
+    if not store.exists():
+        return []
+    with sqlite3.connect(store, timeout=30) as db:
+        try:
+            return [row[0] for row in db.execute("SELECT run_id FROM runs")]
+        except sqlite3.OperationalError:
+            return []
+
+
+def runs_table(out: Path) -> pd.DataFrame:
+    """Return the comparable numbers of a comparison's runs."""
+    return pd.read_csv(out / "runs.csv")[NUMBERS].sort_values("run_id").reset_index(drop=True)
+
+
+def kill_loop(work: Path, kills: int, rng: random.Random) -> dict:
+    """Kill the sweep `kills` times, rerunning after each; return what survived."""
+    store, out = work / "killed.sqlite", work / "killed"
+    command = regbench(*SWEEP, "--store", str(store), "--out", str(out))
+    survived, signals = 0, {"SIGKILL": 0, "SIGINT": 0}
+    for number in range(1, kills + 1):
+        before = len(stored_runs(store))
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(4, 20))
+        kill = rng.choice([signal.SIGKILL, signal.SIGINT])
+        if process.poll() is None:
+            os.kill(process.pid, kill)
+            signals[kill.name] += 1
+        process.wait()
+        after = stored_runs(store)
+        survived += len(after) == len(set(after)) and len(after) >= before
+        print(f"kill {number}/{kills}: {kill.name}, runs stored {before} -> {len(after)}", flush=True)
+    final = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    return {"final_exit": final.returncode, "survived": survived, "signals": signals, "store": store, "out": out}
+
+
+def bad_inputs(work: Path) -> tuple[int, int]:
+    """Try every bad input of the CLI test table; return (tried, clear errors)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_cli import BAD_INPUTS
+
+    store = work / "untouched.sqlite"
+    clear = 0
+    for args, message in BAD_INPUTS:
+        done = subprocess.run(regbench("compare", *args, "--store", str(store), "--out", str(work / "bad")),
+                              cwd=ROOT, capture_output=True, text=True)
+        lines = done.stderr.strip().splitlines()
+        ok = (done.returncode == 2 and lines and lines[-1].startswith("Error: ") and message in lines[-1]
+              and "Traceback" not in done.stderr and not store.exists() and not (work / "bad").exists())
+        clear += bool(ok)
+        print(f"bad input {' '.join(args)!r}: exit {done.returncode}, {'clear' if ok else 'NOT CLEAR'}", flush=True)
+    return len(BAD_INPUTS), clear
+
+
+def main() -> None:
+    """Run the three parts and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=None)
+    options = parser.parse_args()
+    if not os.environ.get("REGBENCH_DATA"):
+        sys.exit("set REGBENCH_DATA to the full mnist.npz")
+    work = options.work or Path(tempfile.mkdtemp(prefix="regbench-faults-"))
+    started = time.perf_counter()
+    reference = subprocess.run(regbench(*SWEEP, "--store", str(work / "reference.sqlite"), "--out",
+                                        str(work / "reference")), cwd=ROOT, capture_output=True, text=True)
+    assert reference.returncode == 0, reference.stderr
+    result = kill_loop(work, options.kills, random.Random(options.seed))
+    expected = runs_table(work / "reference")
+    stored = stored_runs(result["store"])
+    resumed = runs_table(result["out"])
+    identical = resumed.equals(expected)
+    tried, clear = bad_inputs(work)
+    with sqlite3.connect(result["store"]) as db:
+        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+    lost = len(set(expected["run_id"]) - set(stored))
+    rows = [
+        ("sweep", f"{' '.join(SWEEP)} (full MNIST, {len(expected)} runs)"),
+        ("kills", f"{options.kills} ({result['signals']['SIGKILL']} SIGKILL, {result['signals']['SIGINT']} SIGINT; "
+                  "a kill after the sweep had already finished counts as neither)"),
+        ("kills survived (store consistent after each)", f"{result['survived']}/{options.kills}"),
+        ("runs lost", str(lost)),
+        ("runs stored twice", str(len(stored) - len(set(stored)))),
+        ("final rerun exit status", str(result["final_exit"])),
+        ("resumed runs identical to an uninterrupted sweep", "yes" if identical else "NO"),
+        ("store integrity_check", integrity),
+        ("bad inputs tried", str(tried)),
+        ("clear errors (exit 2, one line, nothing written)", f"{clear}/{tried}"),
+        ("wall time", f"{time.perf_counter() - started:.1f} s"),
+    ]
+    print("\n| check | result |\n| --- | --- |")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+    failed = lost or result["final_exit"] or not identical or clear != tried or integrity != "ok"
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

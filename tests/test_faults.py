@@ -1,0 +1,142 @@
+"""Faults: killed sweeps, two sweeps on one store, damaged results, and verification against the store."""
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from regbench.cli import cli
+
+SWEEP = ["compare", "--technique", "dropout", "--train-size", "200", "--epochs", "1", "--seeds", "2"]
+NUMBERS = ["run_id", "test_accuracy", "test_crossentropy", "train_accuracy", "weights_l2", "best_epoch", "status"]
+
+
+def stored_runs(path):
+    if not path.exists():
+        return []
+    with sqlite3.connect(path, timeout=30) as db:
+        try:
+            return [row[0] for row in db.execute("SELECT run_id FROM runs")]
+        except sqlite3.OperationalError:  # the schema is being created
+            return []
+
+
+def wait_for_runs(store, count, process, limit=240):
+    deadline = time.monotonic() + limit
+    while len(stored_runs(store)) < count and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The runs of the sweep done in one go, in this process."""
+    from click.testing import CliRunner
+
+    path = tmp_path_factory.mktemp("uninterrupted")
+    data = Path(__file__).parent / "data" / "mnist-small.npz"  # module fixtures run before the autouse env
+    result = CliRunner().invoke(cli, [*SWEEP, "--out", str(path / "out"), "--store", str(path / "store.sqlite"),
+                                      "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    return pd.read_csv(path / "out" / "runs.csv")[NUMBERS].sort_values("run_id").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("kill", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_killed_sweep_resumes_to_the_same_runs_as_an_uninterrupted_one(tmp_path, uninterrupted, kill):
+    store = tmp_path / "store.sqlite"
+    command = [sys.executable, "-m", "regbench", *SWEEP, "--store", str(store), "--out", str(tmp_path / "out")]
+    # 1. Kill the sweep once its first run is stored.
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_runs(store, 1, process)
+    os.kill(process.pid, kill)
+    _, stderr = process.communicate(timeout=120)
+    stored_before = stored_runs(store)
+    assert 1 <= len(stored_before) < 4
+    if kill == signal.SIGINT:
+        assert process.returncode == 130
+        assert f"interrupted: {len(stored_before)} of 4 runs stored" in stderr
+        assert "rerun the same command to resume" in stderr and "Traceback" not in stderr
+    # 2. The same command trains only what is missing; the runs equal an uninterrupted sweep's.
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{4 - len(stored_before)} runs trained, {len(stored_before)} reused" in done.stdout
+    after = stored_runs(store)
+    assert len(after) == len(set(after)) == 4 and set(stored_before) <= set(after)
+    resumed = pd.read_csv(tmp_path / "out" / "runs.csv")[NUMBERS].sort_values("run_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(resumed, uninterrupted)
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
+
+
+def test_two_sweeps_on_one_store_share_the_work(tmp_path):
+    store = tmp_path / "store.sqlite"
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "regbench", *SWEEP, "--store", str(store), "--out", str(tmp_path / n)],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in ("a", "b")
+    ]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    trained = [int(stdout.split(" runs trained")[0].split()[-1]) for stdout, _ in outputs]
+    assert sum(trained) == 4  # no run trained by both
+    runs = stored_runs(store)
+    assert len(runs) == len(set(runs)) == 4
+    tables = [pd.read_csv(tmp_path / n / "runs.csv")[NUMBERS].sort_values("run_id").reset_index(drop=True)
+              for n in ("a", "b")]
+    pd.testing.assert_frame_equal(*tables)
+
+
+def test_verify_passes_on_a_fresh_comparison_and_catches_an_edit(runner, tmp_path):
+    out, store = tmp_path / "out", tmp_path / "store.sqlite"
+    tiny = ["compare", "--technique", "l2", "--train-size", "200", "--epochs", "1", "--seeds", "2"]
+    assert runner.invoke(cli, [*tiny, "--out", str(out), "--store", str(store)]).exit_code == 0
+    result = runner.invoke(cli, ["verify", str(out), "--store", str(store), "--rerun", "2"])
+    assert result.exit_code == 0, result.output
+    assert "verified, every row matches the store, and 2 retrained run(s) reproduced exactly" in result.stdout
+    summary = pd.read_csv(out / "summary.csv")
+    summary.loc[1, "test_accuracy_diff"] += 0.01  # a number the runs do not support
+    summary.to_csv(out / "summary.csv", index=False)
+    result = runner.invoke(cli, ["verify", str(out), "--store", str(store)])
+    assert result.exit_code == 1 and "DIFFERS: summary.csv: test_accuracy_diff of l2" in result.stdout
+    result = runner.invoke(cli, ["verify", str(out), "--store", str(tmp_path / "other.sqlite")])
+    assert result.exit_code == 2 and "no such run store" in result.stderr
+    result = runner.invoke(cli, ["verify", str(out), "--store", str(store), "--rerun", "9"])
+    assert result.exit_code == 2 and "allowed 0..4" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_comparison(tmp_path_factory):
+    """A one-seed comparison and its store, made once for the damage tests."""
+    from click.testing import CliRunner
+
+    path = tmp_path_factory.mktemp("tiny")
+    data = Path(__file__).parent / "data" / "mnist-small.npz"
+    result = CliRunner().invoke(cli, ["compare", "--technique", "l2", "--train-size", "200", "--epochs", "1",
+                                      "--seeds", "1", "--out", str(path / "out"), "--store", str(path / "s.sqlite"),
+                                      "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    return path
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda out: (out / "runs.csv").write_text("run_id,technique\nx,none\n"), "runs.csv: missing column(s)"),
+    (lambda out: (out / "epochs.csv").unlink(), "missing epochs.csv"),
+    (lambda out: (out / "manifest.json").write_text("{not json"), "damaged results"),
+    (lambda out: (out / "manifest.json").write_text("{}"), "manifest.json: missing config"),
+    (lambda out: (out / "runs.csv").write_bytes(b"\xff\xfe\x00garbage"), "damaged results"),
+], ids=["columns", "file", "json", "fields", "bytes"])
+def test_damaged_results_are_a_clear_error(runner, tmp_path, tiny_comparison, damage, message):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_comparison / "out", out)
+    damage(out)
+    for command in (["report", str(out)], ["verify", str(out), "--store", str(tiny_comparison / "s.sqlite")]):
+        result = runner.invoke(cli, command)
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert "Traceback" not in result.output
