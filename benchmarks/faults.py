@@ -7,8 +7,9 @@ Usage (REGBENCH_DATA set to the full mnist.npz):
 2. The same sweep on a fresh store is killed `--kills` times (SIGKILL or SIGINT, chosen at
    random, at a random moment), and rerun after each kill until it completes; at the end every
    run must be stored exactly once and equal the reference's numbers.
-3. Every bad input of tests/test_cli.py's table is tried against the full data: each must exit
-   2 with one line and leave the store untouched.
+3. Every bad input of tests/test_cli.py's table that is bad for the full data too (one is out of
+   range only for the tests' small file) is tried: each must exit 2 with one line and leave the
+   store untouched.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def bad_inputs(work: Path) -> tuple[int, int]:
 
     store = work / "untouched.sqlite"
     clear = 0
-    for args, message in BAD_INPUTS:
+    full_data = [(args, message) for args, message in BAD_INPUTS if "2500" not in message]  # tests' small file only
+    for args, message in full_data:
         done = subprocess.run(regbench("compare", *args, "--store", str(store), "--out", str(work / "bad")),
                               cwd=ROOT, capture_output=True, text=True)
         lines = done.stderr.strip().splitlines()
@@ -88,7 +90,7 @@ def bad_inputs(work: Path) -> tuple[int, int]:
               and "Traceback" not in done.stderr and not store.exists() and not (work / "bad").exists())
         clear += bool(ok)
         print(f"bad input {' '.join(args)!r}: exit {done.returncode}, {'clear' if ok else 'NOT CLEAR'}", flush=True)
-    return len(BAD_INPUTS), clear
+    return len(full_data), clear
 
 
 def main() -> None:
