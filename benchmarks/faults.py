@@ -60,7 +60,8 @@ def kill_loop(work: Path, kills: int, rng: random.Random) -> dict:
     survived, signals = 0, {"SIGKILL": 0, "SIGINT": 0}
     for number in range(1, kills + 1):
         before = len(stored_runs(store))
-        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
         time.sleep(rng.uniform(4, 20))
         kill = rng.choice([signal.SIGKILL, signal.SIGINT])
         if process.poll() is None:

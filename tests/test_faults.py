@@ -18,6 +18,11 @@ SWEEP = ["compare", "--technique", "dropout", "--train-size", "200", "--epochs",
 NUMBERS = ["run_id", "test_accuracy", "test_crossentropy", "train_accuracy", "weights_l2", "best_epoch", "status"]
 
 
+def default_sigint():
+    """Let the child take Ctrl-C even when this test runs in a background job (which ignores SIGINT)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def stored_runs(path):
     if not path.exists():
         return []
@@ -52,7 +57,8 @@ def test_a_killed_sweep_resumes_to_the_same_runs_as_an_uninterrupted_one(tmp_pat
     store = tmp_path / "store.sqlite"
     command = [sys.executable, "-m", "regbench", *SWEEP, "--store", str(store), "--out", str(tmp_path / "out")]
     # 1. Kill the sweep once its first run is stored.
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_sigint)
     wait_for_runs(store, 1, process)
     os.kill(process.pid, kill)
     _, stderr = process.communicate(timeout=120)
