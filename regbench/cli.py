@@ -190,13 +190,14 @@ def verify(directory, store, rerun, data):
     """Recompute a compare DIRECTORY's runs and summary from the store; exit 1 if anything differs."""
     from regbench.store import read_comparison
 
-    _, manifest = read_comparison(Path(directory))
+    written, manifest = read_comparison(Path(directory))
     if not Path(store).is_file():
         raise UsageError(f"--store {store}: no such run store; pass the --store the comparison used")
     select_backend(manifest["config"]["backend"], manifest["config"]["device"])
     from regbench.verify import verify_comparison
 
-    problems = verify_comparison(Path(directory), Path(store), rerun, data, echo=lambda line: click.echo(line, err=True))
+    problems = verify_comparison(Path(directory), written, manifest, Path(store), rerun, data,
+                                 echo=lambda line: click.echo(line, err=True))
     for problem in problems:
         click.echo(f"DIFFERS: {problem}")
     if problems:

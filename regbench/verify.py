@@ -11,7 +11,7 @@ import pandas as pd
 from regbench import stats
 from regbench.data import load_mnist, split_mnist
 from regbench.errors import UsageError
-from regbench.store import RunStore, read_comparison
+from regbench.store import RunStore, RunTables
 from regbench.train import train_run
 
 TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at",  # differ on every rerun
@@ -44,11 +44,10 @@ def _differences(name: str, written: pd.DataFrame, recomputed: pd.DataFrame, key
     return problems
 
 
-def verify_comparison(directory: Path, store_path: Path, rerun: int, data: str | None,
-                      echo: Callable[[str], None]) -> list[str]:
-    """Return every difference between `directory`'s tables and what the store says (empty: verified)."""
+def verify_comparison(directory: Path, written: RunTables, manifest: dict, store_path: Path, rerun: int,
+                      data: str | None, echo: Callable[[str], None]) -> list[str]:
+    """Return every difference between a comparison's tables and what the store says (empty: verified)."""
     # 1. Recompute the tables from the stored runs named in the manifest.
-    written, manifest = read_comparison(directory)
     run_ids = [run_id for ids in manifest["run_ids"].values() for run_id in ids]
     stored = RunStore(store_path).load(run_ids)
     problems = [f"run {run_id} is named in manifest.json but not in {store_path}"
