@@ -17,7 +17,7 @@ from regbench.config import RunConfig
 from regbench.data import Split, load_mnist, split_mnist
 from regbench.errors import UsageError
 from regbench.report import write_comparison
-from regbench.store import RunStore, prepare_output_dir
+from regbench.store import RunStore, check_output_dir
 from regbench.techniques import BASELINE
 from regbench.train import train_run
 
@@ -95,7 +95,7 @@ def _duration(seconds: float) -> str:
 
 
 def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None]) -> CompareOutcome:
-    """Train what is missing of `request` and write its tables, figures and manifest."""
+    """Train what is missing of `request` and write its tables, figures, manifest and report."""
     # 1. Check everything a user can get wrong before any training.
     mnist = load_mnist(request.data)
     split = split_mnist(mnist, request.train_size)
@@ -104,7 +104,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
             f"--batch-size {request.base.batch_size} is larger than the training set "
             f"({len(split.y_train)} images); allowed 1..{len(split.y_train)}"
         )
-    out = prepare_output_dir(request.out)
+    out = check_output_dir(request.out)
     store = RunStore(request.store)
     base = replace(request.base, train_size=len(split.y_train), device=device, data=mnist.fingerprint)
     configs = plan_runs(replace(request, base=base))

@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import sqlite3
-import tempfile
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -209,22 +208,18 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
     return frame
 
 
-def prepare_output_dir(path: str | os.PathLike) -> Path:
-    """Check `path` is (or can be) a writable directory with room for the results, before any training."""
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Check, before any training and without writing, that `path` can hold a comparison's results."""
     out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: is a file; expected a directory")
     existing = next(parent for parent in [out, *out.parents] if parent.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is a file; expected a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: {existing} is not writable")
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE_BYTES:
         raise UsageError(f"--out {out}: only {free / 2**20:.1f} MiB free on its disk; "
                          f"regbench needs at least {MIN_FREE_BYTES / 2**20:.0f} MiB for its results")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise UsageError(f"--out {out}: not writable ({error.strerror})") from None
     return out
 
 
@@ -241,6 +236,7 @@ def _write_atomically(path: Path, write) -> None:
 
 def write_outputs(out: Path, tables: dict, images: dict, manifest: dict, texts: dict | None = None) -> list[Path]:
     """Write tables as CSV, PNG images, text files and the manifest as JSON into `out`; return the paths."""
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, table in tables.items():
         path = out / f"{name}.csv"

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from regbench.errors import UsageError
-from regbench.store import RunStore, prepare_output_dir, write_outputs
+from regbench.store import RunStore, check_output_dir, write_outputs
 from helpers import config_for
 
 RECORD = {"status": "ok", "test_accuracy": 0.9, "diverged_epoch": None, "gap": math.nan}
@@ -58,10 +58,11 @@ def test_damaged_or_foreign_stores_are_clear_errors(tmp_path):
 def test_output_dir_must_be_a_writable_directory(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    with pytest.raises(UsageError, match="is a file"):
-        prepare_output_dir(a_file)
-    out = prepare_output_dir(tmp_path / "new" / "dir")
-    assert out.is_dir() and list(out.iterdir()) == []
+    for bad in (a_file, a_file / "below"):
+        with pytest.raises(UsageError, match="is a file"):
+            check_output_dir(bad)
+    out = check_output_dir(tmp_path / "new" / "dir")
+    assert not out.exists()  # checking writes nothing; the directory is made when results are written
 
 
 def test_outputs_are_written_whole_with_no_temporary_files_left(tmp_path):
@@ -110,5 +111,5 @@ def test_too_little_free_space_is_refused_before_training(tmp_path, monkeypatch)
 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 10 * 2**20))
     with pytest.raises(UsageError, match="only 10.0 MiB free"):
-        prepare_output_dir(tmp_path / "out")
+        check_output_dir(tmp_path / "out")
     assert not (tmp_path / "out").exists()
