@@ -141,9 +141,9 @@ def _train_missing(todo: list[RunConfig], split: Split, store: RunStore, echo) -
             try:
                 result = train_run(config, split, on_epoch=progress.epoch_done)
                 store.save(config, result.record, result.epochs)
-            except BaseException:
+            except BaseException as error:
                 store.release(config.run_id)
-                if sys.exc_info()[0] is KeyboardInterrupt:
+                if isinstance(error, KeyboardInterrupt):
                     done = len(todo) - len(pending)
                     echo(f"interrupted: {done} of {len(todo)} runs stored, {len(pending)} left "
                          "(the run in progress is lost); rerun the same command to resume")

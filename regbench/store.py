@@ -58,7 +58,7 @@ def _owner_alive(owner: str) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # it exists, owned by another user
     return True
 
 

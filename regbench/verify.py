@@ -49,7 +49,8 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
     """Return every difference between a comparison's tables and what the store says (empty: verified)."""
     # 1. Recompute the tables from the stored runs named in the manifest.
     run_ids = [run_id for ids in manifest["run_ids"].values() for run_id in ids]
-    stored = RunStore(store_path).load(run_ids)
+    store = RunStore(store_path)
+    stored = store.load(run_ids)
     problems = [f"run {run_id} is named in manifest.json but not in {store_path}"
                 for run_id in sorted(set(run_ids) - set(stored.runs.get("run_id", [])))]
     problems += _differences("runs.csv", written.runs, stored.runs, "run_id")
@@ -59,7 +60,7 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
     echo(f"checked {len(stored.runs)} stored runs and the summary of {len(techniques)} technique(s)")
     # 2. Retrain a few stored runs and compare every number but the timings.
     if rerun:
-        problems += _rerun(stored.runs, RunStore(store_path), rerun, data, echo)
+        problems += _rerun(stored.runs, store, rerun, data, echo)
     return problems
 
 
