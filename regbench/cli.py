@@ -69,6 +69,48 @@ def cli():
     """Paired regularization benchmarks on real MNIST with Keras."""
 
 
+def _run_options(command_defaults: bool):
+    """Return the model, data and backend options shared by `compare` and `study`.
+
+    `study` leaves the run settings unset (None) so that each study's own preset applies.
+    """
+    def default(value):
+        return value if command_defaults else None
+
+    hint = "" if command_defaults else " [default: the study's]"
+    options = [
+        click.option("--epochs", type=click.IntRange(1, 10_000), default=default(10), show_default=command_defaults,
+                     help="Maximum epochs." + hint),
+        click.option("--batch-size", type=click.IntRange(1), default=default(32), show_default=command_defaults,
+                     help="Images per step." + hint),
+        click.option("--train-size", type=click.IntRange(100, 50_000), default=None,
+                     help="Stratified subset of the 50k training images" + (hint or " [default: all]") + "."),
+        click.option("--architecture", type=click.Choice(ARCHITECTURES), default=default("mlp"),
+                     show_default=command_defaults, help=hint.strip() or None),
+        click.option("--hidden", type=_IntList(1), default=None,
+                     help="Hidden dense widths [default: 128,64 for mlp; 128 for the cnn's head]."),
+        click.option("--activation", type=click.Choice(ACTIVATIONS), default=default("relu"),
+                     show_default=command_defaults, help=hint.strip() or None),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=default("adam"),
+                     show_default=command_defaults, help=hint.strip() or None),
+        click.option("--lr", type=click.FloatRange(0, 1e6, min_open=True), default=None,
+                     help="Learning rate [default: 1e-3; 1e-2 for sgd]."),
+        click.option("--backend", type=click.Choice(BACKENDS), default="tensorflow", show_default=True),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
+        click.option("--data", type=click.Path(dir_okay=False), default=None,
+                     help="mnist.npz in Keras' layout [default: $REGBENCH_DATA, then ~/.keras/datasets/mnist.npz]."),
+        click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
+                     help="SQLite run store shared by all invocations."),
+    ]
+
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
 @cli.command()
 @click.option("--technique", "techniques", required=True, metavar="SETTING[,SETTING...]",
               help="Technique(s) to compare with the baseline: 'dropout', 'dropout+l2', 'dropout,l2,batchnorm'; "
@@ -77,27 +119,11 @@ def cli():
               help="Set a technique parameter, e.g. rate=0.3 or l2=1e-3 (repeatable; see `regbench list`).")
 @click.option("--seeds", type=click.IntRange(1, 1000), default=None, help="Number of seeds 0..N-1 [default: 3].")
 @click.option("--seed-list", type=_IntList(0), default=None, help="Explicit seeds, e.g. 0,4,7.")
-@click.option("--epochs", type=click.IntRange(1, 10_000), default=10, show_default=True, help="Maximum epochs.")
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True, help="Images per step.")
-@click.option("--train-size", type=click.IntRange(100, 50_000), default=None,
-              help="Stratified subset of the 50k training images [default: all].")
-@click.option("--architecture", type=click.Choice(ARCHITECTURES), default="mlp", show_default=True)
-@click.option("--hidden", type=_IntList(1), default=None,
-              help="Hidden dense widths [default: 128,64 for mlp; 128 for the cnn's head].")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu", show_default=True)
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True)
-@click.option("--lr", type=click.FloatRange(0, 1e6, min_open=True), default=None,
-              help="Learning rate [default: 1e-3; 1e-2 for sgd].")
 @click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Momentum (sgd, rmsprop) [default: 0].")
 @click.option("--nesterov", is_flag=True, help="Nesterov momentum (sgd).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="tensorflow", show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--data", type=click.Path(dir_okay=False), default=None,
-              help="mnist.npz in Keras' layout [default: $REGBENCH_DATA, then ~/.keras/datasets/mnist.npz].")
 @click.option("--out", type=click.Path(), default=None, help="Output directory [default: results/compare-SETTINGS].")
-@click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
-              help="SQLite run store shared by all invocations.")
+@_run_options(command_defaults=True)
 def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
@@ -166,6 +192,42 @@ def _mean_sd(row, metric: str, scale: float) -> str:
     """Format 'mean ± sd' (just the mean when there is no SD)."""
     mean, sd = row[f"{metric}_mean"] * scale, row[f"{metric}_sd"] * scale
     return f"{mean:.2f} ± {sd:.2f}" if pd.notna(sd) else f"{mean:.2f}"
+
+
+@cli.command()
+@click.argument("name", required=False, metavar="NAME|all")
+@click.option("--list", "list_only", is_flag=True, help="List the studies with their questions and exit.")
+@click.option("--quick", is_flag=True, help="A tiny configuration: a first look in seconds (and the CI test).")
+@click.option("--seeds", type=click.IntRange(1, 1000), default=None, help="Number of seeds 0..N-1 [default: the study's].")
+@click.option("--out", type=click.Path(), default=None,
+              help="Output directory [default: results/studies/NAME; with 'all', one subdirectory per study].")
+@_run_options(command_defaults=False)
+def study(name, list_only, quick, seeds, out, epochs, batch_size, train_size, architecture, hidden, activation,
+          optimizer, lr, backend, device, data, store):
+    """Run a named study (a textbook claim, measured) and write its tables, figures and REPORT.md."""
+    from regbench.studies import CATALOGUE, study_names
+
+    if list_only or not name:
+        if not list_only:
+            raise UsageError("name a study (or 'all'); `regbench study --list` lists them")
+        for study_name, (claim, question) in CATALOGUE.items():
+            click.echo(f"  {study_name:<16} \"{claim}\": {question}")
+        return
+    names = study_names(name)
+    options = {key: value for key, value in dict(
+        epochs=epochs, batch_size=batch_size, train_size=train_size, architecture=architecture, hidden=hidden,
+        activation=activation, optimizer=optimizer, lr=lr, backend=backend).items() if value is not None}
+    used_device = select_backend(backend, device)
+    from regbench.studies import run_study
+
+    for study_name in names:
+        directory = Path(out or "results/studies") / study_name if (out is None or len(names) > 1) else Path(out)
+        verdict, files = run_study(
+            study_name, options, seeds, quick, directory, Path(store), data, used_device,
+            command=shlex.join(["regbench", *sys.argv[1:]]), echo=lambda line: click.echo(line, err=True),
+        )
+        click.echo(f"{study_name}: {verdict}")
+        click.echo(f"wrote {len(files)} files to {directory}/ (REPORT.md, report.html)")
 
 
 @cli.command()

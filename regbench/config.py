@@ -14,6 +14,11 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3, "adamw": 1e-3}  # Keras' own defaults
 BACKENDS = ("tensorflow", "jax", "torch")
+VARIANTS = {  # changes to the standard model that studies need; never used by `compare`
+    "classic-dropout": "Dropout as first published: no 1/keep rescale in training, activations times keep at inference",
+    "population-bn": "BatchNormalization that normalizes with whole-training-set statistics, refreshed every epoch",
+    "test-curve": "the standard model, also measured on the test set after every epoch (for stopping-rule studies)",
+}
 WEIGHT_BIN_EDGES = np.concatenate([[0.0], np.logspace(-6, 1, 57)])  # |w| histogram; the last bin takes all above
 
 
@@ -37,9 +42,11 @@ class RunConfig:
     backend: str = "tensorflow"  # Keras backend
     device: str = "cpu"  # 'cpu' or 'gpu', as resolved
     data: str = field(default="")  # fingerprint of the MNIST arrays
+    variant: str = ""  # a study's model variant from VARIANTS; "" is the standard model
 
     @property
     def run_id(self) -> str:
-        """Return a 16-hex-digit hash of every field."""
-        canonical = json.dumps(asdict(self), sort_keys=True, default=list)
+        """Return a 16-hex-digit hash of every field (variant only when set, so older ids stay valid)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "variant" or v}
+        canonical = json.dumps(fields, sort_keys=True, default=list)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

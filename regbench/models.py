@@ -4,11 +4,41 @@ from __future__ import annotations
 
 import keras
 
-from regbench.config import RunConfig
+from regbench.config import VARIANTS, RunConfig
 from regbench.techniques import Regularization
 
 NUM_CLASSES = 10
 CNN_FILTERS = (32, 64)  # filters of the two conv+pool blocks
+
+
+class ClassicDropout(keras.layers.Dropout):
+    """Dropout as first published: kept units are not rescaled in training; inference multiplies by keep.
+
+    `scale_at_inference=False` is the classic mistake of forgetting that factor (for studies).
+    """
+
+    def __init__(self, rate, scale_at_inference: bool = True, **options):
+        super().__init__(rate, **options)
+        self.scale_at_inference = scale_at_inference
+
+    def call(self, inputs, training=False):
+        keep = 1.0 - self.rate
+        if training and self.rate > 0:
+            return super().call(inputs, training=True) * keep  # the inverted mask, times keep: mask only
+        return inputs * keep if self.scale_at_inference else inputs
+
+    def get_config(self):
+        return {**super().get_config(), "scale_at_inference": self.scale_at_inference}
+
+
+class PopulationBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization that uses its stored (population) statistics in training too: no batch noise.
+
+    The statistics are set from the whole training set by train.refresh_population_statistics.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        return super().call(inputs, training=False, mask=mask)
 
 
 def layer_seed(run_seed: int, slot: int) -> int:
@@ -52,13 +82,16 @@ class _Builder:
             return x
         self.dropouts += 1
         seed = layer_seed(self.config.seed, 1_000 + self.dropouts)
-        return keras.layers.Dropout(rate, seed=seed, name=f"dropout_{self.dropouts}")(x)
+        layer = ClassicDropout if self.config.variant == "classic-dropout" else keras.layers.Dropout
+        return layer(rate, seed=seed, name=f"dropout_{self.dropouts}")(x)
 
     def hidden(self, x, layer: keras.layers.Layer):
         """Apply a hidden Dense/Conv layer, [BatchNormalization], activation."""
         x = layer(x)
         if self.reg.batchnorm:
-            x = keras.layers.BatchNormalization(name=f"batchnorm_{self.weighted}")(x)
+            layer = (PopulationBatchNormalization if self.config.variant == "population-bn"
+                     else keras.layers.BatchNormalization)
+            x = layer(name=f"batchnorm_{self.weighted}")(x)
         return keras.layers.Activation(self.config.activation)(x)
 
     def dense(self, units: int, activation: str | None = None):
@@ -72,6 +105,8 @@ class _Builder:
 
 def build_model(config: RunConfig, regularization: Regularization) -> keras.Model:
     """Build the (uncompiled) model of `config` with `regularization` applied."""
+    if config.variant and config.variant not in VARIANTS:
+        raise ValueError(f"unknown model variant {config.variant!r}; choose from {', '.join(VARIANTS)}")
     builder = _Builder(config, regularization)
     inputs = keras.Input(shape=(28, 28), name="image")
     if config.architecture == "mlp":

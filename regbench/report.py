@@ -38,7 +38,7 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict) -> tuple[pd.D
         "weight_histograms": plots.weight_histograms(tables.weights, tables.runs, techniques, title),
         "cost": plots.cost_plot(summary, tables.runs, title),
     }
-    images = {name: _png(figure) for name, figure in figures.items()}
+    images = {name: png(figure) for name, figure in figures.items()}
     body = report_markdown(manifest, tables.runs, summary, effects, epochs_table)
     texts = {
         "REPORT.md": body.replace("](figure:", "]("),
@@ -68,7 +68,7 @@ def comparison_title(manifest: dict) -> str:
             f"batch {config['batch_size']}, {config['epochs']} epochs max, {config['backend']}/{config['device']}")
 
 
-def _png(figure: Figure) -> bytes:
+def png(figure: Figure) -> bytes:
     """Render a figure as PNG bytes."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
@@ -96,10 +96,12 @@ def _number(value, digits: int = 2) -> str:
     return "–" if pd.isna(value) else f"{value:.{digits}f}"
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    """Render a Markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """Render a Markdown table (a '|' inside a cell is escaped)."""
+    def cells(values) -> str:
+        return "| " + " | ".join(str(value).replace("|", "\\|") for value in values) + " |"
+
+    lines = [cells(header), "|" + "---|" * len(header)] + [cells(row) for row in rows]
     return "\n".join(lines)
 
 
@@ -121,7 +123,7 @@ def summary_table(summary: pd.DataFrame) -> str:
         ])
     header = ["technique", "runs", "test acc % (mean ± SD)", "Δ test acc (pp)", "95% CI (t)", "95% CI (bootstrap)",
               "p (paired t)", "p (Wilcoxon)", "p (Holm)", "d_z", "verdict", "Δ gap (pp)", "time/epoch"]
-    return _table(header, rows)
+    return markdown_table(header, rows)
 
 
 def technique_paragraph(row: pd.Series, params: dict) -> str:
@@ -214,7 +216,7 @@ stopping, the restored best ones); the compared loss is the data cross-entropy, 
 Validation numbers at the epoch of lowest validation cross-entropy and at the last epoch run,
 averaged over seeds (early stopping and overfitting make them differ).
 
-{_table(["technique", "best epoch", "val acc % at best", "val CE at best", "final epoch", "val acc % at final",
+{markdown_table(["technique", "best epoch", "val acc % at best", "val CE at best", "final epoch", "val acc % at final",
          "val CE at final"], epoch_rows)}
 
 ## Other paired effects
@@ -222,21 +224,21 @@ averaged over seeds (early stopping and overfitting make them differ).
 Differences are technique minus baseline in the metric's own unit (fractions for accuracy and gap,
 nats for cross-entropy, epochs, seconds).
 
-{_table(["technique", "metric", "pairs", "Δ mean", "95% CI (t)", "p (t)", "p (Holm)", "verdict"], effect_rows)}
+{markdown_table(["technique", "metric", "pairs", "Δ mean", "95% CI (t)", "p (t)", "p (Holm)", "verdict"], effect_rows)}
 
 ## Setup
 
-{_table(["setting", "value"], setup_rows)}
+{markdown_table(["setting", "value"], setup_rows)}
 
 Techniques and their parameters:
 
-{_table(["technique", "parameters"], technique_rows)}
+{markdown_table(["technique", "parameters"], technique_rows)}
 
 ## Runs behind each row
 
 Every number above is computed from these stored runs (`runs.csv`, `epochs.csv`, `weights.csv`).
 
-{_table(["arm", "run ids"], run_rows)}
+{markdown_table(["arm", "run ids"], run_rows)}
 """
 
 

@@ -19,7 +19,7 @@ from regbench.errors import UsageError
 from regbench.report import write_comparison
 from regbench.store import RunStore, check_output_dir
 from regbench.techniques import BASELINE
-from regbench.train import train_run
+from regbench.train import compile_model, train_run
 
 CLAIM_POLL_SECONDS = 2.0  # how often to look again for runs another process is training
 
@@ -78,15 +78,24 @@ class _Progress:
         remaining_epochs = config.epochs - row["epoch"] + sum(c.epochs for c in self.todo[self.index + 1:])
         per_epoch = (time.perf_counter() - self.started) / self.epochs_done
         self.echo(
-            f"[run {self.index + 1}/{len(self.todo)}] {config.technique} seed {config.seed} "
+            f"[run {self.index + 1}/{len(self.todo)}] {describe_run(config)} "
             f"epoch {row['epoch']}/{config.epochs}: train ce {row['train_crossentropy']:.4f} "
             f"acc {row['train_accuracy']:.4f} | val ce {row['val_crossentropy']:.4f} "
             f"acc {row['val_accuracy']:.4f} | {row['seconds']:.1f}s | "
-            f"at most ~{_duration(remaining_epochs * per_epoch)} left"
+            f"at most ~{format_duration(remaining_epochs * per_epoch)} left"
         )
 
 
-def _duration(seconds: float) -> str:
+def describe_run(config: RunConfig) -> str:
+    """Name a run in a progress line: technique, parameters, variant, seed, size and model."""
+    params = "".join(f" {name}={value:g}" for name, value in config.technique_params)
+    variant = f" [{config.variant}]" if config.variant else ""
+    widths = "-".join(map(str, config.hidden))
+    return (f"{config.technique}{params}{variant} seed {config.seed} ({config.train_size:,} images, "
+            f"batch {config.batch_size}, {config.architecture} {widths})")
+
+
+def format_duration(seconds: float) -> str:
     """Format seconds as e.g. '1h02m', '3m05s' or '12s'."""
     seconds = int(round(seconds))
     if seconds >= 3600:
@@ -113,7 +122,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     todo = [c for c in configs if c.run_id not in finished]
     echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {request.store}, "
          f"{len(todo)} to train on {base.backend}/{device} with {len(split.y_train)} training images")
-    trained = _train_missing(todo, split, store, echo)
+    trained = _train_missing(todo, lambda config: split, store, echo)
     # 3. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
     manifest = _manifest(request, base, mnist.source, tables.runs)
@@ -121,11 +130,40 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     return CompareOutcome(summary, files, trained=trained, reused=len(configs) - trained)
 
 
-def _train_missing(todo: list[RunConfig], split: Split, store: RunStore, echo) -> int:
+def train_missing(configs: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore,
+                  echo: Callable[[str], None]) -> int:
+    """Train and store the runs of `configs` the store does not hold yet, each on split_for(config)."""
+    finished = store.finished([c.run_id for c in configs])
+    todo = [c for c in configs if c.run_id not in finished]
+    if todo:
+        echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {store.path}, {len(todo)} to train")
+    return _train_missing(todo, split_for, store, echo)
+
+
+def trained_models(configs: list[RunConfig], split: Split, store: RunStore, echo: Callable[[str], None]) -> list:
+    """Return the trained Keras model of each config: loaded from kept weights, or trained (and kept) now."""
+    unkept = [c for c in configs if not store.weights_path(c.run_id).exists()]
+    finished = store.finished([c.run_id for c in unkept]) if unkept else set()
+    _train_missing([c for c in unkept if c.run_id not in finished], lambda config: split, store, echo,
+                   keep_weights=True)
+    for config in unkept:
+        if not store.weights_path(config.run_id).exists():  # stored by an earlier sweep without weights
+            echo(f"retraining stored run {config.run_id} ({config.technique} seed {config.seed}) for its weights")
+            store.save_weights(config.run_id, train_run(config, split).model)
+    models = []
+    for config in configs:
+        model, _ = compile_model(config)
+        model.load_weights(store.weights_path(config.run_id))
+        models.append(model)
+    return models
+
+
+def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, echo,
+                   keep_weights: bool = False) -> int:
     """Train and store each run of `todo` that no other process is training; return how many.
 
     Runs claimed by another live process are left to it and waited for; Ctrl-C keeps every
-    finished run and says how to resume.
+    finished run and says how to resume. `keep_weights` also keeps each trained model's weights.
     """
     progress = _Progress(todo, echo)
     pending = dict(enumerate(todo))
@@ -139,7 +177,9 @@ def _train_missing(todo: list[RunConfig], split: Split, store: RunStore, echo) -
                 continue
             progress.start_run(index)
             try:
-                result = train_run(config, split, on_epoch=progress.epoch_done)
+                result = train_run(config, split_for(config), on_epoch=progress.epoch_done)
+                if keep_weights:
+                    store.save_weights(config.run_id, result.model)
                 store.save(config, result.record, result.epochs)
             except BaseException as error:
                 store.release(config.run_id)
@@ -159,15 +199,26 @@ def _train_missing(todo: list[RunConfig], split: Split, store: RunStore, echo) -
     return trained
 
 
-def _manifest(request: CompareRequest, base: RunConfig, source: str, runs) -> dict:
-    """Record the command, the full configuration, versions, device and date."""
-    packages = ["regbench", "keras", "numpy", "pandas", "scipy", "matplotlib", "click", base.backend]
+def package_versions(backend: str) -> dict:
+    """Return the versions of Python and of every package a result depends on."""
+    packages = ["regbench", "keras", "numpy", "pandas", "scipy", "matplotlib", "click", backend]
     versions = {"python": platform.python_version()}
     for name in packages:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
+    return versions
+
+
+def device_description(base: RunConfig) -> dict:
+    """Describe where runs of `base` train: device kind, Keras backend, platform and processor."""
+    return {"kind": base.device, "keras_backend": base.backend,
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine()}
+
+
+def _manifest(request: CompareRequest, base: RunConfig, source: str, runs) -> dict:
+    """Record the command, the full configuration, versions, device and date."""
     return {
         "command": request.command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -175,9 +226,8 @@ def _manifest(request: CompareRequest, base: RunConfig, source: str, runs) -> di
         "techniques": {technique: dict(params) for technique, params in request.settings},
         "seeds": list(request.seeds),
         "data": {"source": source, "fingerprint": base.data},
-        "device": {"kind": base.device, "keras_backend": base.backend,
-                   "platform": platform.platform(), "processor": platform.processor() or platform.machine()},
-        "versions": versions,
+        "device": device_description(base),
+        "versions": package_versions(base.backend),
         "run_ids": {t: list(runs.loc[runs["technique"] == t, "run_id"]) for t in runs["technique"].unique()},
         "python_executable": sys.executable,
     }

@@ -157,6 +157,24 @@ class RunStore:
             )
             db.execute("DELETE FROM claims WHERE run_id = ?", (config.run_id,))
 
+    def weights_path(self, run_id: str) -> Path:
+        """Return where the trained weights of `run_id` are kept (for studies that inspect models)."""
+        return self.path.parent / "models" / f"{run_id}.weights.h5"
+
+    def save_weights(self, run_id: str, model) -> None:
+        """Keep the trained weights of `run_id` (Keras' .weights.h5), written atomically."""
+        path = self.weights_path(run_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{run_id}.{os.getpid()}.partial.weights.h5")  # Keras needs this suffix
+        try:
+            model.save_weights(temp)
+            os.replace(temp, path)
+        except OSError as error:
+            raise UsageError(f"{path}: cannot keep the trained weights ({error.strerror}); "
+                             "every run stored before is kept") from None
+        finally:
+            temp.unlink(missing_ok=True)
+
     def configs(self, run_ids: list[str]) -> list[RunConfig]:
         """Return the stored configurations of `run_ids`, in that order."""
         with closing(self._connect()) as db:

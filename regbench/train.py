@@ -12,7 +12,7 @@ import numpy as np
 
 from regbench.config import WEIGHT_BIN_EDGES, RunConfig
 from regbench.data import Split
-from regbench.models import build_model
+from regbench.models import PopulationBatchNormalization, build_model
 from regbench.techniques import Regularization, regularization_for
 
 EVAL_BATCH_SIZE = 2048  # images per step when evaluating (no effect on the numbers)
@@ -27,6 +27,7 @@ class RunResult:
 
     record: dict
     epochs: list[dict]
+    model: keras.Model  # the trained model (restored best weights under early stopping)
 
 
 def make_optimizer(config: RunConfig, regularization: Regularization) -> keras.optimizers.Optimizer:
@@ -108,6 +109,19 @@ def weight_statistics(model: keras.Model) -> dict:
     }
 
 
+def refresh_population_statistics(model: keras.Model, x: np.ndarray) -> None:
+    """Set every PopulationBatchNormalization layer's statistics to those of its input over `x`."""
+    layers = [layer for layer in model.layers if isinstance(layer, PopulationBatchNormalization)]
+    if not layers:
+        return
+    probe = keras.Model(model.inputs, [layer.input for layer in layers])
+    outputs = probe.predict(x, batch_size=EVAL_BATCH_SIZE, verbose=0)
+    for layer, values in zip(layers, outputs if len(layers) > 1 else [outputs]):
+        axes = tuple(range(values.ndim - 1))  # every axis but the channels
+        layer.moving_mean.assign(values.mean(axis=axes))
+        layer.moving_variance.assign(values.var(axis=axes))
+
+
 def train_run(
     config: RunConfig,
     split: Split,
@@ -123,6 +137,7 @@ def train_run(
     # 2. One fit call per epoch, on batches in an order this module controls.
     rows, status, diverged_epoch = [], "ok", None
     for epoch in range(config.epochs):
+        refresh_population_statistics(model, split.x_train)
         order = batch_order(config.seed, epoch, len(split.y_train))
         started = time.perf_counter()
         history = model.fit(
@@ -148,6 +163,8 @@ def train_run(
         row["train_inference_crossentropy"], row["train_inference_accuracy"] = evaluate(
             model, split.x_monitor, split.y_monitor
         )
+        if config.variant == "test-curve":
+            row["test_crossentropy"], row["test_accuracy"] = evaluate(model, split.x_test, split.y_test)
         rows.append(row)
         if on_epoch:
             on_epoch(row)
@@ -158,7 +175,8 @@ def train_run(
             break
     for callback in callbacks:
         callback.on_train_end()
-    return RunResult(_run_record(model, split, rows, status, diverged_epoch), rows)
+    refresh_population_statistics(model, split.x_train)  # the final weights' statistics
+    return RunResult(_run_record(model, split, rows, status, diverged_epoch), rows, model)
 
 
 def _run_record(model, split: Split, rows: list[dict], status: str, diverged_epoch) -> dict:

@@ -1,0 +1,85 @@
+"""Named studies: each turns one textbook claim about regularization into a measured experiment.
+
+This module names them without loading Keras; a study's module is imported only to run it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from regbench.config import DEFAULT_HIDDEN, DEFAULT_LR, RunConfig
+from regbench.errors import UsageError
+
+CATALOGUE = {  # name -> (the claim, the question it answers)
+    "weight-decay": ("L2 regularization is weight decay",
+                     "Do an L2 penalty and decoupled weight decay train the same weights, under SGD and under Adam?"),
+    "dropout-scaling": ("dropout behaves differently in training and testing; test-time activations must be scaled",
+                        "What do dropout's scaling rules do to activations and accuracy, and what if one is forgotten?"),
+    "batchnorm-noise": ("BatchNorm regularizes through the noise of mini-batch statistics",
+                        "How noisy are batch statistics, and does BatchNorm's benefit shrink as the batch grows?"),
+    "large-weights": ("a few neurons with very large weights: L1, L2 or dropout?",
+                      "At matched accuracy cost, which technique shrinks the largest weights, and which sparsifies?"),
+    "data-size": ("small datasets overfit more; regularization helps most there",
+                  "How do the gap and each technique's paired effect change with the training-set size?"),
+    "strength": ("too much regularization underfits",
+                 "How do test and training accuracy move as each technique's strength grows, and where is the best?"),
+    "early-stopping": ("stop when validation stops improving",
+                       "When would each stopping rule stop a long run, and what does stopping there cost or gain?"),
+    "capacity": ("complex models need more regularization",
+                 "Does the benefit of dropout and L2 grow with the number of parameters?"),
+}
+
+
+def study_names(text: str) -> list[str]:
+    """Return the studies `text` names ('all' is every one), or raise UsageError listing them."""
+    if text == "all":
+        return list(CATALOGUE)
+    if text not in CATALOGUE:
+        close = difflib.get_close_matches(text, list(CATALOGUE), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(f"unknown study {text!r}{hint}; choose from {', '.join(CATALOGUE)} or 'all'")
+    return [text]
+
+
+def base_config(preset_config: dict, options: dict, sweeps: dict, name: str) -> RunConfig:
+    """Combine a study's preset with the user's options, refusing options for what the study sweeps."""
+    clash = [option for option in options if option in sweeps]
+    if clash:
+        option = clash[0].replace("_", "-")
+        raise UsageError(f"study {name} sets --{option} itself ({sweeps[clash[0]]}); leave --{option} out")
+    values = {**preset_config, **options}
+    if "optimizer" in options and "lr" not in options:
+        values["lr"] = DEFAULT_LR[options["optimizer"]]
+    if "architecture" in options and "hidden" not in options and "hidden" not in sweeps:
+        values["hidden"] = DEFAULT_HIDDEN[options["architecture"]]
+    return RunConfig(**values)
+
+
+def run_study(name: str, options: dict, seeds: int | None, quick: bool, out: Path, store_path: Path,
+              data: str | None, device: str, command: str, echo: Callable[[str], None]) -> tuple[str, list[Path]]:
+    """Run study `name` (training only what the store lacks) and write its report; return verdict and files."""
+    from regbench.data import load_mnist
+    from regbench.store import RunStore, check_output_dir
+    from regbench.studies.common import StudyContext, write_study
+
+    module = importlib.import_module(f"regbench.studies.{name.replace('-', '_')}")
+    preset = module.QUICK if quick else module.FULL
+    base = base_config(preset.config, options, module.SWEEPS, name)
+    mnist = load_mnist(data)
+    out = check_output_dir(out)
+    context = StudyContext(
+        base=replace(base, device=device, data=mnist.fingerprint), seeds=tuple(range(seeds or preset.seeds)),
+        grid=preset.grid, quick=quick, mnist=mnist, store=RunStore(store_path), echo=echo,
+    )
+    context.split()  # a training size the data cannot give fails here, before any training
+    started = time.perf_counter()
+    claim, question = CATALOGUE[name]
+    echo(f"study {name}: {question}")
+    findings = module.run(context)
+    files = write_study(out, name, claim, question, context, findings, command, started, module.SWEEPS)
+    return findings.verdict, files

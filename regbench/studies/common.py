@@ -1,0 +1,173 @@
+"""What every study shares: its presets, the context it runs in, and how its findings are written."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from regbench import report, stats
+from regbench.config import RunConfig
+from regbench.data import Mnist, Split, split_mnist
+from regbench.runner import format_duration, device_description, package_versions, train_missing, trained_models
+from regbench.store import RunStore, RunTables, write_outputs
+from regbench.techniques import BASELINE
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A study's size: run settings (RunConfig fields), seeds, and the study's own grid values."""
+
+    config: dict  # RunConfig fields this study sets, e.g. {"train_size": 10_000}
+    seeds: int  # seeds 0..seeds-1
+    grid: dict  # the study's own values, e.g. {"rates": (0.2, 0.5, 0.8)}
+
+
+@dataclass
+class StudyContext:
+    """Where a study runs: its base configuration, seeds and grid, the data and the run store."""
+
+    base: RunConfig  # preset and user options, device and data fingerprint set
+    seeds: tuple[int, ...]
+    grid: dict
+    quick: bool
+    mnist: Mnist
+    store: RunStore
+    echo: Callable[[str], None]
+    _splits: dict = field(default_factory=dict)
+
+    def split(self, train_size: int | None = None) -> Split:
+        """Return the split for `train_size` training images (the base's size by default)."""
+        size = train_size or self.base.train_size
+        if size not in self._splits:
+            self._splits[size] = split_mnist(self.mnist, size)
+        return self._splits[size]
+
+    def configs(self, seeds: tuple[int, ...] | None = None, **changes) -> list[RunConfig]:
+        """Return the base configuration with `changes`, once per seed."""
+        return [replace(self.base, seed=seed, **changes) for seed in (seeds or self.seeds)]
+
+    def runs(self, configs: list[RunConfig]) -> RunTables:
+        """Train what the store lacks of `configs` and return their tables."""
+        configs = list(dict.fromkeys(configs))
+        train_missing(configs, lambda config: self.split(config.train_size), self.store, self.echo)
+        return self.store.load([c.run_id for c in configs])
+
+    def models(self, configs: list[RunConfig]) -> list:
+        """Return the trained Keras models of `configs` (one training size), training what is missing."""
+        sizes = {c.train_size for c in configs}
+        assert len(sizes) == 1, "models() takes configs of one training size"
+        return trained_models(configs, self.split(sizes.pop()), self.store, self.echo)
+
+
+@dataclass
+class Findings:
+    """What a study found: its verdict line, report sections, tables and figures."""
+
+    verdict: str  # one paragraph, stated from the numbers
+    body: str  # Markdown: results, tables and figure references as ![caption](figure:NAME.png)
+    tables: dict[str, pd.DataFrame]
+    figures: dict[str, Figure]
+
+
+def interval(values) -> tuple[float, float, float]:
+    """Return (mean, low, high) of paired values with the 95% t-interval (the stats module's)."""
+    return stats.mean_confidence_interval(pd.Series(values, dtype=float).dropna())
+
+
+def pp_interval(values) -> str:
+    """Format paired differences (fractions) as '+0.12 pp [−0.05, +0.29]'."""
+    mean, low, high = interval(values)
+    if np.isnan(mean):
+        return "no pairs"
+    return f"{mean * 100:+.2f} pp" + ("" if np.isnan(low) else f" [{low * 100:+.2f}, {high * 100:+.2f}]")
+
+
+def config_rows(base: RunConfig, sweeps: dict) -> list[list[str]]:
+    """Return the setup table's rows: every configuration value, or what the study sweeps instead."""
+    rows = []
+    for name, value in asdict(base).items():
+        if name in ("technique", "technique_params", "seed", "data"):
+            continue
+        shown = sweeps.get(name, value)
+        rows.append([name, ",".join(map(str, shown)) if isinstance(shown, tuple) else str(shown)])
+    return rows
+
+
+def write_study(out: Path, name: str, claim: str, question: str, context: StudyContext, findings: Findings,
+                command: str, started: float, sweeps: dict) -> list[Path]:
+    """Write a study's tables, figures, manifest, REPORT.md and report.html into `out`."""
+    wall = time.perf_counter() - started
+    runs = findings.tables["runs"]
+    images = {key: report.png(figure) for key, figure in findings.figures.items()}
+    setup = report.markdown_table(["setting", "value"], config_rows(context.base, sweeps))
+    grid = report.markdown_table(["study setting", "value"], [[k, str(v)] for k, v in context.grid.items()])
+    size = "quick (a first look; too small for conclusions)" if context.quick else "full"
+    body = f"""# Study `{name}`: {claim}
+
+**Question.** {question}
+
+**Verdict.** {findings.verdict}
+
+Size: {size}. Seeds: {", ".join(map(str, context.seeds))}. Training time of the {len(runs)} runs behind
+this report: {format_duration(runs["train_seconds"].sum())} (sum of their epochs' seconds; evaluation and start-up
+come on top). Wall time of the invocation that wrote this report: {format_duration(wall)} ({wall:.1f} s; runs
+found in the store are reused, not retrained). Command: `{command}`
+
+{findings.body}
+
+## Setup
+
+{setup}
+
+{grid}
+
+Data: {context.mnist.source} (fingerprint {context.base.data}). Runs are kept in the run store
+`{context.store.path}` and reused by every later study or comparison with the same settings.
+"""
+    manifest = {
+        "study": name, "claim": claim, "question": question, "verdict": findings.verdict,
+        "command": command, "quick": context.quick, "wall_seconds": wall,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": asdict(context.base), "seeds": list(context.seeds), "grid": context.grid,
+        "data": {"source": context.mnist.source, "fingerprint": context.base.data},
+        "device": device_description(context.base), "versions": package_versions(context.base.backend),
+    }
+    texts = {"REPORT.md": body.replace("](figure:", "]("),
+             "report.html": report.report_html(body, images, f"study {name}")}
+    return write_outputs(out, findings.tables, images, manifest, texts)
+
+
+def label_arms(runs: pd.DataFrame) -> pd.DataFrame:
+    """Return `runs` with 'technique' relabelled by its parameters (e.g. 'l2 l2=0.001'), so stats pair per arm.
+
+    The baseline keeps the label 'none' so that every arm is paired with it by seed.
+    """
+    runs = runs.copy()
+    labels = runs["technique"].where(runs["technique_params"].fillna("") == "",
+                                     runs["technique"] + " " + runs["technique_params"].fillna(""))
+    runs["arm"] = labels
+    runs["technique"] = labels.where(runs["technique"] != BASELINE, BASELINE)
+    return runs
+
+
+def arm_table(runs: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
+    """Return one row per arm: runs, test and training accuracy, gap, and the paired test-accuracy CI."""
+    rows = []
+    ok = stats.successful(runs)
+    for arm in arms:
+        mine = ok[ok["technique"] == arm]
+        paired = arm != BASELINE
+        diff, low, high = interval(stats.paired_differences(runs, "test_accuracy", arm) if paired else [])
+        train_diff = interval(stats.paired_differences(runs, "train_accuracy", arm) if paired else [])[0]
+        rows.append({"arm": arm, "runs": len(mine), "test_accuracy_mean": mine["test_accuracy"].mean(),
+                     "test_accuracy_sd": mine["test_accuracy"].std(), "train_accuracy_mean": mine["train_accuracy"].mean(),
+                     "gap_mean": mine["gap"].mean(), "test_accuracy_diff": diff, "diff_ci_low": low,
+                     "diff_ci_high": high, "train_accuracy_diff": train_diff})
+    return pd.DataFrame(rows)
