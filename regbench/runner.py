@@ -6,6 +6,7 @@ import importlib.metadata
 import platform
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,10 +17,11 @@ import pandas as pd
 from regbench.config import RunConfig
 from regbench.data import Split, load_mnist, split_mnist
 from regbench.errors import UsageError
+from regbench.models import build_model
 from regbench.report import write_comparison
 from regbench.store import RunStore, check_output_dir
-from regbench.techniques import BASELINE
-from regbench.train import compile_model, train_run
+from regbench.techniques import BASELINE, regularization_for
+from regbench.train import train_run
 
 CLAIM_POLL_SECONDS = 2.0  # how often to look again for runs another process is training
 
@@ -152,8 +154,10 @@ def trained_models(configs: list[RunConfig], split: Split, store: RunStore, echo
             store.save_weights(config.run_id, train_run(config, split).model)
     models = []
     for config in configs:
-        model, _ = compile_model(config)
-        model.load_weights(store.weights_path(config.run_id))
+        model = build_model(config, regularization_for(config.technique, config.technique_params))
+        with warnings.catch_warnings():  # the kept file also holds optimizer state, which is not needed here
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(store.weights_path(config.run_id))
         models.append(model)
     return models
 

@@ -114,7 +114,7 @@ def refresh_population_statistics(model: keras.Model, x: np.ndarray) -> None:
     layers = [layer for layer in model.layers if isinstance(layer, PopulationBatchNormalization)]
     if not layers:
         return
-    probe = keras.Model(model.inputs, [layer.input for layer in layers])
+    probe = keras.Model(model.input, [layer.input for layer in layers])
     outputs = probe.predict(x, batch_size=EVAL_BATCH_SIZE, verbose=0)
     for layer, values in zip(layers, outputs if len(layers) > 1 else [outputs]):
         axes = tuple(range(values.ndim - 1))  # every axis but the channels

@@ -1,0 +1,153 @@
+"""Studies: every study's --quick run end to end (once, shared), their oracles, and their errors."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from regbench.cli import cli
+from regbench.studies import CATALOGUE
+
+
+@pytest.fixture(scope="module")
+def quick_studies(tmp_path_factory):
+    """Run `regbench study all --quick` once on the small real subset; return its output directory."""
+    from click.testing import CliRunner
+
+    from tests.conftest import SMALL_MNIST
+
+    root = tmp_path_factory.mktemp("studies")
+    result = CliRunner().invoke(cli, ["study", "all", "--quick", "--out", str(root / "out"),
+                                      "--store", str(root / "runs.sqlite"), "--data", str(SMALL_MNIST)])
+    assert result.exit_code == 0, result.output
+    return root, result
+
+
+def test_list_names_every_study(runner):
+    result = runner.invoke(cli, ["study", "--list"])
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.output.splitlines()] == list(CATALOGUE)
+
+
+@pytest.mark.parametrize("name", list(CATALOGUE))
+def test_quick_study_writes_a_report_with_a_verdict_from_its_numbers(quick_studies, name):
+    root, result = quick_studies
+    out = root / "out" / name
+    report = (out / "REPORT.md").read_text()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert report.startswith(f"# Study `{name}`")
+    assert f"**Verdict.** {manifest['verdict']}" in report
+    assert f"{name}: {manifest['verdict']}" in result.output
+    assert any(char.isdigit() for char in manifest["verdict"])
+    assert list(out.glob("*.png")) and (out / "report.html").stat().st_size > 10_000
+    for figure in out.glob("*.png"):
+        assert f"]({figure.name})" in report
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) and (runs["status"] == "ok").all()
+    assert f"Training time of the {len(runs)} runs behind" in report
+
+
+def test_weight_decay_sgd_l2_equals_decoupled_decay_and_adam_does_not(quick_studies):
+    table = pd.read_csv(quick_studies[0] / "out" / "weight-decay" / "weight_comparison.csv")
+    sgd, adam = table[table["optimizer"] == "sgd"], table[table["optimizer"] == "adam"]
+    assert (sgd["max_relative_difference"] < 1e-4).all()
+    assert np.allclose(sgd["l2_shrink_per_step"], sgd["expected_shrink_per_step"], rtol=0, atol=1e-6)
+    assert np.allclose(sgd["wd_shrink_per_step"], sgd["expected_shrink_per_step"], rtol=0, atol=1e-6)
+    assert (adam["norm_relative_difference"] > 100 * sgd["norm_relative_difference"].max()).all()
+
+
+def test_dropout_scaling_ratios_match_theory(quick_studies):
+    table = pd.read_csv(quick_studies[0] / "out" / "dropout-scaling" / "by_rate.csv")
+    first = table[table["layer"] == 1]
+    assert np.allclose(first["inverted_train_over_inference"], 1, atol=0.05)
+    assert np.allclose(first["classic_forgot_inference_over_train"], 1 / first["keep"], rtol=0.05)
+
+
+def test_batch_mean_noise_follows_sigma_over_root_m(quick_studies):
+    table = pd.read_csv(quick_studies[0] / "out" / "batchnorm-noise" / "batch_statistics_noise.csv")
+    assert table["mean_sd_over_predicted"].between(0.75, 1.33).all()
+    assert table["mean_sd_over_sigma"].is_monotonic_decreasing
+
+
+def test_early_stopping_replay_matches_keras(quick_studies):
+    report = (quick_studies[0] / "out" / "early-stopping" / "REPORT.md").read_text()
+    assert "Real Keras EarlyStopping runs stop at the same epochs as the replay" in report
+
+
+def test_a_second_quick_run_trains_nothing(quick_studies, runner):
+    root, _ = quick_studies
+    result = runner.invoke(cli, ["study", "capacity", "--quick", "--out", str(root / "again"),
+                                 "--store", str(root / "runs.sqlite")])
+    assert result.exit_code == 0, result.output
+    assert "to train" not in result.output and "[run " not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["study", "nonsense"], "unknown study 'nonsense'"),
+    (["study", "capacty"], "did you mean 'capacity'?"),
+    (["study"], "name a study"),
+    (["study", "data-size", "--quick", "--train-size", "500"], "study data-size sets --train-size itself"),
+    (["study", "weight-decay", "--quick", "--optimizer", "sgd"], "study weight-decay sets --optimizer itself"),
+    (["study", "strength", "--train-size", "99"], "--train-size"),
+])
+def test_study_mistakes_exit_2_with_one_line(runner, tmp_path, args, message):
+    result = runner.invoke(cli, [*args, "--store", str(tmp_path / "s.sqlite")] if len(args) > 1 else args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_stopping_rules_on_a_hand_made_curve():
+    from regbench.studies.early_stopping import stop_by_generalization_loss, stop_by_patience
+
+    val = np.array([1.0, 0.8, 0.7, 0.72, 0.69, 0.75, 0.8, 0.9])
+    assert stop_by_patience(val, 1) == 4  # epoch 4 does not improve on 0.7
+    assert stop_by_patience(val, 2) == 7  # best 0.69 at epoch 5; epochs 6 and 7 do not improve
+    assert stop_by_patience(val, 10) == 8  # never fires: the last epoch
+    assert stop_by_generalization_loss(val, 2.0) == 4  # 0.72 / 0.7 - 1 = 2.9% > 2
+    assert stop_by_generalization_loss(val, 5.0) == 6  # 0.75 / 0.69 - 1 = 8.7% > 5
+
+
+def test_a_variant_leaves_the_standard_run_ids_unchanged():
+    import hashlib
+    from dataclasses import asdict
+
+    from regbench.config import RunConfig
+
+    standard = RunConfig()
+    fields = {k: v for k, v in asdict(standard).items() if k != "variant"}
+    legacy = hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:16]
+    assert standard.run_id == legacy
+    assert RunConfig(variant="classic-dropout").run_id != legacy
+
+
+def test_classic_dropout_drops_without_rescale_and_scales_by_keep_at_inference():
+    from regbench.models import ClassicDropout
+
+    layer = ClassicDropout(0.75, seed=3)
+    x = np.ones((200, 100), dtype="float32")
+    trained = np.asarray(layer(x, training=True))
+    assert set(np.unique(trained)) == {0.0, 1.0}
+    assert abs(trained.mean() - 0.25) < 0.02
+    assert np.allclose(np.asarray(layer(x, training=False)), 0.25)
+    layer.scale_at_inference = False
+    assert np.allclose(np.asarray(layer(x, training=False)), 1.0)
+
+
+def test_population_batchnorm_normalizes_with_the_training_set_statistics(split):
+    import keras
+
+    from regbench.models import PopulationBatchNormalization
+    from regbench.train import compile_model, refresh_population_statistics
+    from tests.helpers import config_for
+
+    model, _ = compile_model(config_for("batchnorm", variant="population-bn", hidden=(16,)))
+    refresh_population_statistics(model, split.x_train)
+    layer = next(layer for layer in model.layers if isinstance(layer, PopulationBatchNormalization))
+    inputs = keras.Model(model.input, layer.input).predict(split.x_train, verbose=0)
+    assert np.allclose(np.asarray(layer.moving_mean), inputs.mean(axis=0), atol=1e-5)
+    assert np.allclose(np.asarray(layer.moving_variance), inputs.var(axis=0), rtol=1e-4, atol=1e-6)
+    batch = split.x_train[:8]  # training mode uses the same statistics: no batch noise
+    assert np.allclose(np.asarray(model(batch, training=True)), np.asarray(model(batch, training=False)), atol=1e-6)
