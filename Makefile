@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 REFERENCE := --technique all,dropout+l2,batchnorm+dropout --seeds 5 --backend jax --out results
 
-.PHONY: install run report test test-slow clean
+.PHONY: install run report studies test test-slow clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ run: $(STAMP)
 # The reference suite on full MNIST (needs $$REGBENCH_DATA or --data); reuses finished runs.
 report: $(STAMP)
 	$(BIN)/regbench compare $(REFERENCE)
+
+# Every study at full size on full MNIST (needs $$REGBENCH_DATA); reuses finished runs.
+studies: $(STAMP)
+	$(BIN)/regbench study all --backend jax
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

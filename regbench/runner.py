@@ -142,16 +142,18 @@ def train_missing(configs: list[RunConfig], split_for: Callable[[RunConfig], Spl
     return _train_missing(todo, split_for, store, echo)
 
 
-def trained_models(configs: list[RunConfig], split: Split, store: RunStore, echo: Callable[[str], None]) -> list:
-    """Return the trained Keras model of each config: loaded from kept weights, or trained (and kept) now."""
+def trained_models(configs: list[RunConfig], split: Split, store: RunStore,
+                   echo: Callable[[str], None]) -> tuple[list, int]:
+    """Return each config's trained model (from kept weights, or trained and kept now) and how many were trained."""
     unkept = [c for c in configs if not store.weights_path(c.run_id).exists()]
     finished = store.finished([c.run_id for c in unkept]) if unkept else set()
-    _train_missing([c for c in unkept if c.run_id not in finished], lambda config: split, store, echo,
-                   keep_weights=True)
+    trained = _train_missing([c for c in unkept if c.run_id not in finished], lambda config: split, store, echo,
+                             keep_weights=True)
     for config in unkept:
         if not store.weights_path(config.run_id).exists():  # stored by an earlier sweep without weights
             echo(f"retraining stored run {config.run_id} ({config.technique} seed {config.seed}) for its weights")
             store.save_weights(config.run_id, train_run(config, split).model)
+            trained += 1
     models = []
     for config in configs:
         model = build_model(config, regularization_for(config.technique, config.technique_params))
@@ -159,7 +161,7 @@ def trained_models(configs: list[RunConfig], split: Split, store: RunStore, echo
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model.load_weights(store.weights_path(config.run_id))
         models.append(model)
-    return models
+    return models, trained
 
 
 def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, echo,

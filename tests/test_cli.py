@@ -43,7 +43,8 @@ def test_compare_writes_every_output_and_a_rerun_trains_nothing(runner, tmp_path
     assert {"python", "keras", "numpy", "tensorflow", "regbench"} <= set(manifest["versions"])
     assert manifest["device"]["kind"] == "cpu" and manifest["techniques"] == {"dropout": {"input_rate": 0.0, "rate": 0.5}}
     assert "4 runs trained, 0 reused" in first.stdout
-    assert "[run 4/4] dropout seed 1 epoch 1/1" in first.stderr and "left" in first.stderr
+    assert ("[run 4/4] dropout input_rate=0 rate=0.5 seed 1 (200 images, batch 32, mlp 128-64) epoch 1/1"
+            in first.stderr and "left" in first.stderr)
 
     again = compare(runner, tmp_path, "--technique", "dropout", *TINY)
     assert again.exit_code == 0 and "0 runs trained, 4 reused" in again.stdout

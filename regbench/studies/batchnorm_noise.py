@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
 from regbench import report, stats
-from regbench.studies.common import Findings, Preset, StudyContext, interval
+from regbench.studies.common import Findings, Preset, StudyContext, finish, interval
 from regbench.techniques import BASELINE
 
 FULL = Preset(
@@ -186,8 +186,4 @@ def figure(noise: pd.DataFrame, effects: pd.DataFrame) -> Figure:
                        label=label)
     right.axhline(0, color="black", linewidth=0.8)
     right.set(xscale="log", xlabel="training batch size", ylabel="Δ test accuracy (pp)", title="Paired effects")
-    for axes in (left, right):
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish(fig, [left, right])

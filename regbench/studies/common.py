@@ -15,9 +15,9 @@ from matplotlib.figure import Figure
 from regbench import report, stats
 from regbench.config import RunConfig
 from regbench.data import Mnist, Split, split_mnist
-from regbench.runner import format_duration, device_description, package_versions, train_missing, trained_models
+from regbench.runner import device_description, format_duration, package_versions, train_missing, trained_models
 from regbench.store import RunStore, RunTables, write_outputs
-from regbench.techniques import BASELINE
+from regbench.techniques import BASELINE, resolve_params
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class StudyContext:
     mnist: Mnist
     store: RunStore
     echo: Callable[[str], None]
+    trained: int = 0  # runs this invocation trained (the rest were found in the store)
     _splits: dict = field(default_factory=dict)
 
     def split(self, train_size: int | None = None) -> Split:
@@ -53,17 +54,28 @@ class StudyContext:
         """Return the base configuration with `changes`, once per seed."""
         return [replace(self.base, seed=seed, **changes) for seed in (seeds or self.seeds)]
 
+    def sweep_configs(self, sweeps: dict) -> list[RunConfig]:
+        """Return the baseline and each value of each technique's parameter, {technique: (param, values)}, per seed."""
+        configs = self.configs(technique=BASELINE, technique_params=())
+        for technique, (param, values) in sweeps.items():
+            for value in values:
+                configs += self.configs(technique=technique,
+                                        technique_params=resolve_params((technique,), {param: value}))
+        return configs
+
     def runs(self, configs: list[RunConfig]) -> RunTables:
         """Train what the store lacks of `configs` and return their tables."""
         configs = list(dict.fromkeys(configs))
-        train_missing(configs, lambda config: self.split(config.train_size), self.store, self.echo)
+        self.trained += train_missing(configs, lambda config: self.split(config.train_size), self.store, self.echo)
         return self.store.load([c.run_id for c in configs])
 
     def models(self, configs: list[RunConfig]) -> list:
         """Return the trained Keras models of `configs` (one training size), training what is missing."""
         sizes = {c.train_size for c in configs}
         assert len(sizes) == 1, "models() takes configs of one training size"
-        return trained_models(configs, self.split(sizes.pop()), self.store, self.echo)
+        models, trained = trained_models(configs, self.split(sizes.pop()), self.store, self.echo)
+        self.trained += trained
+        return models
 
 
 @dataclass
@@ -117,8 +129,8 @@ def write_study(out: Path, name: str, claim: str, question: str, context: StudyC
 
 Size: {size}. Seeds: {", ".join(map(str, context.seeds))}. Training time of the {len(runs)} runs behind
 this report: {format_duration(runs["train_seconds"].sum())} (sum of their epochs' seconds; evaluation and start-up
-come on top). Wall time of the invocation that wrote this report: {format_duration(wall)} ({wall:.1f} s; runs
-found in the store are reused, not retrained). Command: `{command}`
+come on top). The invocation that wrote this report trained {context.trained} of them and reused the rest from
+the run store, in {format_duration(wall)} of wall time ({wall:.1f} s). Command: `{command}`
 
 {findings.body}
 
@@ -133,7 +145,7 @@ Data: {context.mnist.source} (fingerprint {context.base.data}). Runs are kept in
 """
     manifest = {
         "study": name, "claim": claim, "question": question, "verdict": findings.verdict,
-        "command": command, "quick": context.quick, "wall_seconds": wall,
+        "command": command, "quick": context.quick, "wall_seconds": wall, "runs_trained": context.trained,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": asdict(context.base), "seeds": list(context.seeds), "grid": context.grid,
         "data": {"source": context.mnist.source, "fingerprint": context.base.data},
@@ -142,6 +154,15 @@ Data: {context.mnist.source} (fingerprint {context.base.data}). Runs are kept in
     texts = {"REPORT.md": body.replace("](figure:", "]("),
              "report.html": report.report_html(body, images, f"study {name}")}
     return write_outputs(out, findings.tables, images, manifest, texts)
+
+
+def finish(fig: Figure, panels) -> Figure:
+    """Give every panel a light grid and a small legend, lay the figure out, and return it."""
+    for axes in panels:
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def label_arms(runs: pd.DataFrame) -> pd.DataFrame:

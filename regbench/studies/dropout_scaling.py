@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 
 from regbench import report
 from regbench.models import ClassicDropout
-from regbench.studies.common import Findings, Preset, StudyContext, interval
+from regbench.studies.common import Findings, Preset, StudyContext, finish, interval
 from regbench.techniques import resolve_params
 
 FULL = Preset(config={"epochs": 10}, seeds=3, grid={"rates": (0.2, 0.5, 0.8), "mc_samples": 50})
@@ -196,8 +196,4 @@ def figure(summary: pd.DataFrame) -> Figure:
                                   ("classic_forgot_test_accuracy", "classic, p forgotten", "#d62728")]:
         right.plot(first["rate"], first[column] * 100, "o-", color=colour, label=label)
     right.set(xlabel="drop rate", ylabel="test accuracy (%)", title="Test accuracy by inference rule")
-    for axes in (left, right):
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return finish(fig, [left, right])

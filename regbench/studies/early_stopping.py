@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import report
-from regbench.studies.common import Findings, Preset, StudyContext, interval
+from regbench.studies.common import Findings, Preset, StudyContext, finish, interval
 from regbench.techniques import BASELINE, resolve_params
 
 FULL = Preset(config={"epochs": 50}, seeds=5,
@@ -139,7 +139,9 @@ The baseline is trained for {epochs} epochs; validation cross-entropy (which the
 replayed on the validation curve: *patience p* is Keras' EarlyStopping (stop after p epochs without a new
 lowest validation cross-entropy); *GL > α* is Prechelt's generalization loss, GL(t) = 100 (E_va(t) / E_opt(t) − 1),
 stopping at the first epoch where it exceeds α. "Restored" means the weights of the lowest validation
-cross-entropy up to the stop (Keras' restore_best_weights).
+cross-entropy up to the stop (Keras' restore_best_weights). The rules watch the validation cross-entropy
+(the protocol's data loss, as `--technique early-stopping` does); when it turns up because the model grows
+overconfident on the images it gets wrong while accuracy still rises, stopping on it gives that accuracy up.
 
 {report.markdown_table(["rule", "seeds", "stop epoch (range)", "epochs saved", "test acc % at stop",
                         "restored", "at best val epoch overall", f"at epoch {epochs}",
@@ -170,8 +172,4 @@ def figure(curves: pd.DataFrame, summary: pd.DataFrame) -> Figure:
             axes.axvline(row.stop_epoch_mean, color=colour, linestyle="--", linewidth=1, label=f"{row.rule} stops")
     left.set(xlabel="epoch", ylabel="validation cross-entropy", title="What the rules see")
     right.set(xlabel="epoch", ylabel="test accuracy (%)", title="What they never see")
-    for axes in (left, right):
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    return finish(fig, [left, right])

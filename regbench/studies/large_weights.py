@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, report, stats
-from regbench.studies.common import Findings, Preset, StudyContext, arm_table, interval, label_arms
+from regbench.studies.common import Findings, Preset, StudyContext, arm_table, finish, interval, label_arms
 from regbench.techniques import BASELINE, resolve_params
 
 # Long training on a small subset lets the baseline grow a few large weights (the situation in question).
@@ -32,12 +32,7 @@ METRICS = {  # record column -> how the report names it
 def run(context: StudyContext) -> Findings:
     """Train the baseline and every setting; match settings by accuracy cost; compare weight statistics."""
     settings = context.grid["settings"]
-    configs = context.configs(technique=BASELINE, technique_params=())
-    for technique, (param, values) in settings.items():
-        for value in values:
-            configs += context.configs(technique=technique,
-                                       technique_params=resolve_params((technique,), {param: value}))
-    tables = context.runs(configs)
+    tables = context.runs(context.sweep_configs(settings))
     runs = label_arms(tables.runs)
     arms = arm_table(runs, list(dict.fromkeys(runs["technique"])))
     chosen = choose_matched(arms, settings, context.grid["accuracy_cost_pp"] / 100)
@@ -149,10 +144,7 @@ def figure(runs: pd.DataFrame, settings: dict) -> Figure:
         axes.axhline(baseline[metric].mean(), color=colours[BASELINE], linestyle="--", label="baseline")
         axes.set(xlabel="strength step (weakest to strongest; see the table)", title=METRICS[metric])
         axes.set_xticks(range(max(len(v) for _, v in settings.values())))
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return finish(fig, panels)
 
 
 def _labels(technique: str, param: str, values) -> list[str]:

@@ -6,8 +6,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import report
-from regbench.studies.common import Findings, Preset, StudyContext, arm_table, label_arms
-from regbench.techniques import BASELINE, resolve_params
+from regbench.studies.common import Findings, Preset, StudyContext, arm_table, finish, label_arms
+from regbench.techniques import BASELINE
 
 FULL = Preset(
     config={"train_size": 10_000, "epochs": 20},  # 10k images overfit enough in 20 epochs to show both sides
@@ -25,12 +25,7 @@ SWEEPS = {}
 def run(context: StudyContext) -> Findings:
     """Train every strength of every swept technique with the baseline; find each best setting."""
     sweeps = context.grid["sweeps"]
-    configs = context.configs(technique=BASELINE, technique_params=())
-    for technique, (param, values) in sweeps.items():
-        for value in values:
-            configs += context.configs(technique=technique,
-                                       technique_params=resolve_params((technique,), {param: value}))
-    runs = label_arms(context.runs(configs).runs)
+    runs = label_arms(context.runs(context.sweep_configs(sweeps)).runs)
     table = arm_table(runs, list(dict.fromkeys(runs["technique"])))
     table["swept"] = [arm.split(" ")[0] for arm in table["arm"]]
     table["strength"] = [_strength(arm, sweeps) for arm in table["arm"]]
@@ -111,9 +106,6 @@ def figure(table: pd.DataFrame, sweeps: dict) -> Figure:
                      linestyle="--", label="baseline training")
         axes.set(xscale="linear" if technique == "dropout" else "log", xlabel=f"{technique}: {param}",
                  ylabel="accuracy (%)", title=technique)
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=8)
     for axes in axes_list[len(sweeps):]:
         axes.set_visible(False)
-    fig.tight_layout()
-    return fig
+    return finish(fig, axes_list[:len(sweeps)])

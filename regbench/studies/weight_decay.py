@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from regbench import report, stats
 from regbench.config import DEFAULT_LR, RunConfig
-from regbench.studies.common import Findings, Preset, StudyContext, interval
+from regbench.studies.common import Findings, Preset, StudyContext, finish, interval
 from regbench.techniques import BASELINE
 from regbench.train import compile_model
 
@@ -197,7 +197,4 @@ def figure(final: dict) -> Figure:
         axes.plot([low, high], [low, high], color="black", linewidth=0.8, label="equal")
         axes.set(xlabel="weight, decoupled decay run", ylabel="weight, L2 penalty run",
                  title=f"{optimizer}: ‖Δw‖/‖w‖ = {np.linalg.norm(a - b) / np.linalg.norm(b):.2e}")
-        axes.grid(alpha=0.3)
-        axes.legend()
-    fig.tight_layout()
-    return fig
+    return finish(fig, panels)
