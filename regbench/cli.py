@@ -200,7 +200,8 @@ def _mean_sd(row, metric: str, scale: float) -> str:
 @click.option("--quick", is_flag=True, help="A tiny configuration: a first look in seconds (and the CI test).")
 @click.option("--seeds", type=click.IntRange(1, 1000), default=None, help="Number of seeds 0..N-1 [default: the study's].")
 @click.option("--out", type=click.Path(), default=None,
-              help="Output directory [default: results/studies/NAME; with 'all', one subdirectory per study].")
+              help="Output directory [default: results/studies/NAME, or NAME-quick; with 'all', one "
+                   "subdirectory per study].")
 @_run_options(command_defaults=False)
 def study(name, list_only, quick, seeds, out, epochs, batch_size, train_size, architecture, hidden, activation,
           optimizer, lr, backend, device, data, store):
@@ -221,7 +222,8 @@ def study(name, list_only, quick, seeds, out, epochs, batch_size, train_size, ar
     from regbench.studies import run_study
 
     for study_name in names:
-        directory = Path(out or "results/studies") / study_name if (out is None or len(names) > 1) else Path(out)
+        folder = f"{study_name}-quick" if quick else study_name  # a quick look never overwrites full results
+        directory = Path(out or "results/studies") / folder if (out is None or len(names) > 1) else Path(out)
         verdict, files = run_study(
             study_name, options, seeds, quick, directory, Path(store), data, used_device,
             command=shlex.join(["regbench", *sys.argv[1:]]), echo=lambda line: click.echo(line, err=True),

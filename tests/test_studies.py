@@ -33,7 +33,7 @@ def test_list_names_every_study(runner):
 @pytest.mark.parametrize("name", list(CATALOGUE))
 def test_quick_study_writes_a_report_with_a_verdict_from_its_numbers(quick_studies, name):
     root, result = quick_studies
-    out = root / "out" / name
+    out = root / "out" / f"{name}-quick"
     report = (out / "REPORT.md").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert report.startswith(f"# Study `{name}`")
@@ -49,29 +49,34 @@ def test_quick_study_writes_a_report_with_a_verdict_from_its_numbers(quick_studi
 
 
 def test_weight_decay_sgd_l2_equals_decoupled_decay_and_adam_does_not(quick_studies):
-    table = pd.read_csv(quick_studies[0] / "out" / "weight-decay" / "weight_comparison.csv")
+    table = pd.read_csv(quick_studies[0] / "out" / "weight-decay-quick" / "weight_comparison.csv")
     sgd, adam = table[table["optimizer"] == "sgd"], table[table["optimizer"] == "adam"]
     assert (sgd["max_relative_difference"] < 1e-4).all()
     assert np.allclose(sgd["l2_shrink_per_step"], sgd["expected_shrink_per_step"], rtol=0, atol=1e-6)
     assert np.allclose(sgd["wd_shrink_per_step"], sgd["expected_shrink_per_step"], rtol=0, atol=1e-6)
     assert (adam["norm_relative_difference"] > 100 * sgd["norm_relative_difference"].max()).all()
+    steps = pd.read_csv(quick_studies[0] / "out" / "weight-decay-quick" / "divergence_by_step.csv")
+    sgd, adam = steps[steps["optimizer"] == "sgd"], steps[steps["optimizer"] == "adam"]
+    assert sgd["l2_vs_decay_max"].iloc[0] <= 4 * np.finfo(np.float32).eps  # one step: rounding only
+    assert (1000 * sgd["l2_vs_decay_max"].to_numpy() <= adam["l2_vs_decay_max"].to_numpy()).all()
+    assert (adam["l2_vs_decay_max"] > 100 * adam["l2_vs_ulp_control_max"]).all()  # not amplified rounding
 
 
 def test_dropout_scaling_ratios_match_theory(quick_studies):
-    table = pd.read_csv(quick_studies[0] / "out" / "dropout-scaling" / "by_rate.csv")
+    table = pd.read_csv(quick_studies[0] / "out" / "dropout-scaling-quick" / "by_rate.csv")
     first = table[table["layer"] == 1]
     assert np.allclose(first["inverted_train_over_inference"], 1, atol=0.05)
     assert np.allclose(first["classic_forgot_inference_over_train"], 1 / first["keep"], rtol=0.05)
 
 
 def test_batch_mean_noise_follows_sigma_over_root_m(quick_studies):
-    table = pd.read_csv(quick_studies[0] / "out" / "batchnorm-noise" / "batch_statistics_noise.csv")
+    table = pd.read_csv(quick_studies[0] / "out" / "batchnorm-noise-quick" / "batch_statistics_noise.csv")
     assert table["mean_sd_over_predicted"].between(0.75, 1.33).all()
     assert table["mean_sd_over_sigma"].is_monotonic_decreasing
 
 
 def test_early_stopping_replay_matches_keras(quick_studies):
-    report = (quick_studies[0] / "out" / "early-stopping" / "REPORT.md").read_text()
+    report = (quick_studies[0] / "out" / "early-stopping-quick" / "REPORT.md").read_text()
     assert "Real Keras EarlyStopping runs stop at the same epochs as the replay" in report
 
 

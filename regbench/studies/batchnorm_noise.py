@@ -130,8 +130,8 @@ def verdict(noise: pd.DataFrame, effects: pd.DataFrame, trend: dict) -> str:
         f"{noise['var_sd_over_predicted'].max():.2f}. BatchNorm − baseline test accuracy is "
         f"{_ci(first, 'bn_minus_none')} at batch {first_m} and {_ci(last, 'bn_minus_none')} at "
         f"{last_m}; the effect {direction} with the batch size ({trend['slope'] * 100:+.2f} pp per "
-        f"doubling [{trend['low'] * 100:+.2f}, {trend['high'] * 100:+.2f}]). Batch statistics minus population "
-        f"statistics (the noise removed): {noise_removed}."
+        f"doubling [{trend['low'] * 100:+.2f}, {trend['high'] * 100:+.2f}]). Batch statistics minus frozen "
+        f"population statistics (no batch noise, but also no gradient through the statistics): {noise_removed}."
     )
 
 
@@ -160,8 +160,12 @@ variance. Medians over {noise['units'].iloc[0]} units.
 
 ### Training with and without BatchNorm, and with the noise removed
 
-"population-bn" normalizes with statistics of the whole training set (recomputed before every epoch, so within
-an epoch they lag the weights) in training as in inference: the same normalization without batch noise.
+"population-bn" normalizes with statistics of the whole training set, frozen during each epoch and recomputed
+before the next, in training as in inference: the same normalization without batch noise. Frozen statistics
+also take away the gradient through the statistics, which Ioffe and Szegedy (2015, section 2) show
+BatchNorm needs (without it, gradient steps can undo the normalization); where population-bn trains much
+worse than batchnorm, that loss, not the missing noise, is the likelier cause, and this arm cannot separate
+the two.
 Trend of BatchNorm − baseline against log₂(batch size): {trend['slope'] * 100:+.3f} pp per doubling,
 95% CI [{trend['low'] * 100:+.3f}, {trend['high'] * 100:+.3f}], p = {trend['p']:.4f} ({trend['pairs']} pairs).
 

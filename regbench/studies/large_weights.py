@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -21,7 +22,9 @@ FULL = Preset(
 QUICK = Preset(config={"train_size": 200, "epochs": 2, "hidden": (32,)}, seeds=2,
                grid={"settings": {"l1": ("l1", (1e-4,)), "dropout": ("rate", (0.5,))}, "accuracy_cost_pp": 1.0})
 SWEEPS = {}
-METRICS = {  # record column -> how the report names it
+METRICS = {  # column -> how the report names it
+    "largest_unit_norm": "largest hidden unit's incoming ‖w‖₂",
+    "largest_over_median_unit": "largest / median unit ‖w‖₂",
     "weights_max_abs": "max |w|",
     "weights_top1pct_share": "share of Σ|w| in the top 1% of weights",
     "weights_near_zero_fraction": "fraction of |w| < 1e-3",
@@ -32,8 +35,11 @@ METRICS = {  # record column -> how the report names it
 def run(context: StudyContext) -> Findings:
     """Train the baseline and every setting; match settings by accuracy cost; compare weight statistics."""
     settings = context.grid["settings"]
-    tables = context.runs(context.sweep_configs(settings))
-    runs = label_arms(tables.runs)
+    configs = context.sweep_configs(settings)
+    models = context.models(configs)
+    tables = context.runs(configs)
+    units = pd.DataFrame([{"run_id": config.run_id, **unit_norms(model)} for config, model in zip(configs, models)])
+    runs = label_arms(tables.runs).merge(units, on="run_id")
     arms = arm_table(runs, list(dict.fromkeys(runs["technique"])))
     chosen = choose_matched(arms, settings, context.grid["accuracy_cost_pp"] / 100)
     effects = weight_effects(runs, chosen)
@@ -46,6 +52,13 @@ def run(context: StudyContext) -> Findings:
                                                               "the baseline and each matched setting"),
                  "weight_statistics": figure(runs, settings)},
     )
+
+
+def unit_norms(model: keras.Model) -> dict:
+    """Return the largest incoming weight norm over all hidden units, and its ratio to the median unit's."""
+    hidden = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][:-1]  # not the output
+    norms = np.concatenate([np.linalg.norm(keras.ops.convert_to_numpy(layer.kernel), axis=0) for layer in hidden])
+    return {"largest_unit_norm": float(norms.max()), "largest_over_median_unit": float(norms.max() / np.median(norms))}
 
 
 def choose_matched(arms: pd.DataFrame, settings: dict, cost: float) -> dict[str, str]:
@@ -78,19 +91,22 @@ def weight_effects(runs: pd.DataFrame, chosen: dict[str, str]) -> pd.DataFrame:
 def verdict(arms: pd.DataFrame, effects: pd.DataFrame, chosen: dict, cost_pp: float) -> str:
     """Name the technique that shrinks the largest weights most and the one that sparsifies, from the numbers."""
     max_abs = effects[effects["metric"] == "weights_max_abs"].set_index("technique")
+    unit = effects[effects["metric"] == "largest_unit_norm"].set_index("technique")
     zeros = effects[effects["metric"] == "weights_near_zero_fraction"].set_index("technique")
     share = effects[effects["metric"] == "weights_top1pct_share"].set_index("technique")
-    shrinking = max_abs[max_abs["ratio_ci_high"] < 1]
+    shrinking = unit[unit["ratio_ci_high"] < 1]
     sparsifying = zeros[zeros["ratio_ci_low"] > 1]
     cost = {t: arms.loc[arms["arm"] == arm, "test_accuracy_diff"].iloc[0] for t, arm in chosen.items()}
     listing = "; ".join(
-        f"{chosen[t]} (test acc {cost[t] * 100:+.2f} pp): max |w| ×{row.ratio:.2f} "
-        f"[{row.ratio_ci_low:.2f}, {row.ratio_ci_high:.2f}] of the baseline's {row.baseline_mean:.2f}, "
+        f"{chosen[t]} (test acc {cost[t] * 100:+.2f} pp): largest unit norm ×{row.ratio:.2f} "
+        f"[{row.ratio_ci_low:.2f}, {row.ratio_ci_high:.2f}] of the baseline's {row.baseline_mean:.2f}, max |w| "
+        f"×{max_abs.loc[t, 'ratio']:.2f} [{max_abs.loc[t, 'ratio_ci_low']:.2f}, {max_abs.loc[t, 'ratio_ci_high']:.2f}], "
         f"top-1% share {share.loc[t, 'treated_mean']:.1%} (baseline {share.loc[t, 'baseline_mean']:.1%}), "
         f"near-zero {zeros.loc[t, 'treated_mean']:.1%} (baseline {zeros.loc[t, 'baseline_mean']:.1%})"
-        for t, row in max_abs.iterrows())
-    shrinks = (f"{shrinking['ratio'].idxmin()} shrinks the largest weights most directly (max |w| "
-               f"×{shrinking['ratio'].min():.2f})" if len(shrinking) else "none shrinks max |w| significantly")
+        for t, row in unit.iterrows())
+    shrinks = (f"{shrinking['ratio'].idxmin()} shrinks the largest neurons most directly (largest unit norm "
+               f"×{shrinking['ratio'].min():.2f})" if len(shrinking)
+               else "none shrinks the largest unit's weights significantly")
     sparsifies = (f"{sparsifying['treated_mean'].idxmax()} sparsifies most "
                   f"({sparsifying['treated_mean'].max():.1%} of weights below 1e-3)" if len(sparsifying)
                   else "none raises the near-zero fraction significantly")
@@ -115,7 +131,8 @@ def body(arms: pd.DataFrame, effects: pd.DataFrame, runs: pd.DataFrame, chosen: 
 
 ![Weight statistics against strength](figure:weight_statistics.png)
 
-Every setting's weight statistics over all kernels (mean over seeds), against strength; dashed: the baseline.
+Every setting's weight statistics (mean over seeds), against strength; dashed: the baseline. A hidden unit's
+norm is the ‖w‖₂ of its incoming weights; the other statistics are over all kernels.
 
 ![Weight histograms](figure:weight_histograms.png)
 
@@ -136,7 +153,7 @@ def figure(runs: pd.DataFrame, settings: dict) -> Figure:
     colours = plots.arm_colours([BASELINE, *settings])
     fig = Figure(figsize=(15, 4.5))
     panels = fig.subplots(1, 3)
-    for axes, metric in zip(panels, ["weights_max_abs", "weights_top1pct_share", "weights_near_zero_fraction"]):
+    for axes, metric in zip(panels, ["largest_unit_norm", "weights_top1pct_share", "weights_near_zero_fraction"]):
         for technique, (param, values) in settings.items():
             means = [ok[ok["technique"] == f"{technique} {label}"][metric].mean()
                      for label in _labels(technique, param, values)]

@@ -18,14 +18,17 @@ from regbench import report, stats
 from regbench.config import DEFAULT_LR, RunConfig
 from regbench.studies.common import Findings, Preset, StudyContext, finish, interval
 from regbench.techniques import BASELINE
-from regbench.train import compile_model
+from regbench.train import batch_order, compile_model
 
-FULL = Preset(config={"epochs": 10}, seeds=3, grid={"l2": 5e-4, "optimizers": ("sgd", "adam")})
+FULL = Preset(config={"epochs": 10}, seeds=3,
+              grid={"l2": 5e-4, "optimizers": ("sgd", "adam"), "checkpoints": (1, 10, 100, 1000)})
 QUICK = Preset(config={"train_size": 300, "epochs": 1, "hidden": (32,)}, seeds=2,
-               grid={"l2": 5e-3, "optimizers": ("sgd", "adam")})
+               grid={"l2": 5e-3, "optimizers": ("sgd", "adam"), "checkpoints": (1, 5)})
 SWEEPS = {"optimizer": "sgd and adam, each at its default learning rate", "lr": "each optimizer's default"}
 ARMS = ("none", "l2", "weight-decay")
-ROUNDING_OK = 1e-4  # a max relative weight difference below this is float32 rounding, not a different method
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+ONE_STEP_ROUNDING = 4 * FLOAT32_EPS  # one step of two equal methods differs by a few roundings at most
+SEPARATION = 1_000  # the SGD pair must stay this many times closer than the Adam pair at every checkpoint
 
 
 def arm_config(context: StudyContext, optimizer: str, technique: str, seed: int, epochs: int) -> RunConfig:
@@ -54,13 +57,15 @@ def run(context: StudyContext) -> Findings:
         rows.append(compare_weights(opt, e, e * steps_per_epoch, models[l2_config], models[wd_config],
                                     compile_model(l2_config)[0], dead, context.grid["l2"], l2_config.lr))
     weights = pd.DataFrame(rows)
+    context.echo("training the L2, decay and 1-ulp control models step by step from one start")
+    steps = pd.DataFrame([row for opt in optimizers for row in divergence(context, opt)])
     accuracy = accuracy_table(runs, optimizers, epochs)
     final = {opt: (models[arm_config(context, opt, "l2", seed, epochs)],
                    models[arm_config(context, opt, "weight-decay", seed, epochs)]) for opt in optimizers}
     return Findings(
-        verdict=verdict(weights, accuracy, context.grid["l2"], epochs),
-        body=body(weights, accuracy, context.grid["l2"], int(dead.sum()), epochs),
-        tables={"runs": runs, "weight_comparison": weights, "accuracy": accuracy},
+        verdict=verdict(weights, steps, accuracy, context.grid["l2"], epochs),
+        body=body(weights, steps, accuracy, context.grid["l2"], int(dead.sum()), epochs),
+        tables={"runs": runs, "weight_comparison": weights, "divergence_by_step": steps, "accuracy": accuracy},
         figures={"l2_vs_decoupled_weights": figure(final)},
     )
 
@@ -68,6 +73,37 @@ def run(context: StudyContext) -> Findings:
 def _kernels(model: keras.Model) -> list[np.ndarray]:
     """Return every trainable weight of `model` as a numpy array."""
     return [keras.ops.convert_to_numpy(weight) for weight in model.trainable_weights]
+
+
+def relative_difference(a: keras.Model, b: keras.Model) -> tuple[float, float]:
+    """Return max |a − b| / max |b| and ‖a − b‖ / ‖b‖ over every trainable weight."""
+    diff = np.concatenate([(x - y).ravel() for x, y in zip(_kernels(a), _kernels(b))])
+    scale = np.concatenate([y.ravel() for y in _kernels(b)])
+    return float(np.abs(diff).max() / np.abs(scale).max()), float(np.linalg.norm(diff) / np.linalg.norm(scale))
+
+
+def divergence(context: StudyContext, optimizer: str) -> list[dict]:
+    """Train L2, decay and L2 from initial weights moved by one float32 ulp on the same batches; compare.
+
+    The ulp-moved copy is the control: how far float32 rounding alone carries two runs of one method apart.
+    """
+    split, batch, seed = context.split(), context.base.batch_size, context.seeds[0]
+    l2_config, wd_config = (arm_config(context, optimizer, arm, seed, 1) for arm in ("l2", "weight-decay"))
+    l2, wd, control = compile_model(l2_config)[0], compile_model(wd_config)[0], compile_model(l2_config)[0]
+    control.set_weights([np.nextafter(w, np.float32(np.inf)) for w in control.get_weights()])
+    order = batch_order(seed, 0, len(split.y_train))
+    x, y = split.x_train[order], split.y_train[order]
+    checkpoints = [n for n in context.grid["checkpoints"] if n * batch <= len(y)]
+    rows, done = [], 0
+    for steps in checkpoints:
+        for model in (l2, wd, control):
+            model.fit(x[done * batch:steps * batch], y[done * batch:steps * batch], batch_size=batch, epochs=1,
+                      shuffle=False, verbose=0)
+        done = steps
+        (decay_max, decay_norm), (control_max, control_norm) = relative_difference(l2, wd), relative_difference(l2, control)
+        rows.append({"optimizer": optimizer, "steps": steps, "l2_vs_decay_max": decay_max, "l2_vs_decay_norm": decay_norm,
+                     "l2_vs_ulp_control_max": control_max, "l2_vs_ulp_control_norm": control_norm})
+    return rows
 
 
 def _first_kernel(model: keras.Model) -> np.ndarray:
@@ -79,15 +115,12 @@ def _first_kernel(model: keras.Model) -> np.ndarray:
 def compare_weights(optimizer: str, epochs: int, steps: int, l2_model, wd_model, initial, dead: np.ndarray,
                     k: float, lr: float) -> dict:
     """Measure how far the L2 and decoupled weights are apart, and the per-step shrink of dead-pixel weights."""
-    a, b = _kernels(l2_model), _kernels(wd_model)
-    diff = np.concatenate([(x - y).ravel() for x, y in zip(a, b)])
-    scale = np.concatenate([y.ravel() for y in b])
+    max_difference, norm_difference = relative_difference(l2_model, wd_model)
     start = _first_kernel(initial)[dead]
     ends = {"l2": _first_kernel(l2_model)[dead], "wd": _first_kernel(wd_model)[dead]}
     usable = np.abs(start) > 1e-3  # weights far enough from zero for a ratio
     row = {"optimizer": optimizer, "epochs": epochs, "steps": steps, "learning_rate": lr,
-           "max_relative_difference": float(np.abs(diff).max() / np.abs(scale).max()),
-           "norm_relative_difference": float(np.linalg.norm(diff) / np.linalg.norm(scale)),
+           "max_relative_difference": max_difference, "norm_relative_difference": norm_difference,
            "dead_pixel_weights": int(usable.sum()), "expected_shrink_per_step": 1 - lr * 2 * k,
            "expected_remaining": (1 - lr * 2 * k) ** steps}
     for name, end in ends.items():
@@ -119,30 +152,49 @@ def _ci(row, mean: str, low: str, high: str) -> str:
     return f"{row[mean] * 100:+.3f} pp [{row[low] * 100:+.3f}, {row[high] * 100:+.3f}]"
 
 
-def verdict(weights: pd.DataFrame, accuracy: pd.DataFrame, k: float, epochs: int) -> str:
+def _rounding_level(steps: pd.DataFrame, optimizer: str, reference: str) -> bool:
+    """Say whether `optimizer`'s pair differs by rounding after one step and stays SEPARATION times closer than
+    `reference`'s pair at every checkpoint."""
+    mine, other = (steps[steps["optimizer"] == name].set_index("steps") for name in (optimizer, reference))
+    one_step = mine["l2_vs_decay_max"].iloc[0] <= ONE_STEP_ROUNDING
+    return bool(one_step and (SEPARATION * mine["l2_vs_decay_max"] <= other["l2_vs_decay_max"]).all())
+
+
+def verdict(weights: pd.DataFrame, steps: pd.DataFrame, accuracy: pd.DataFrame, k: float, epochs: int) -> str:
     """State from the measured differences whether L2 equals decay under SGD and not under Adam."""
     sgd = weights[(weights["optimizer"] == "sgd") & (weights["epochs"] == epochs)].iloc[0]
     adam = weights[(weights["optimizer"] == "adam") & (weights["epochs"] == epochs)].iloc[0]
+    sgd_steps, adam_steps = (steps[steps["optimizer"] == opt] for opt in ("sgd", "adam"))
+    first, last = sgd_steps.iloc[0], sgd_steps.iloc[-1]
+    adam_last = adam_steps.iloc[-1]
     acc = accuracy.set_index("optimizer")
-    same = sgd["max_relative_difference"] < ROUNDING_OK
+    same = _rounding_level(steps, "sgd", "adam")
     return (
         f"Under SGD (lr {sgd['learning_rate']:g}), L2 with Keras factor k = {k:g} (λ/2m; λ/m = {2 * k:g}) and "
-        f"decoupled decay wd = {2 * k:g} end {sgd['steps']:,} steps apart by at most "
-        f"{sgd['max_relative_difference']:.2e} of the largest weight (‖Δw‖/‖w‖ = {sgd['norm_relative_difference']:.2e}): "
-        f"{'the same weights up to float32 rounding' if same else 'not the same weights'}. Weights on always-blank "
-        f"pixels shrink by {sgd['l2_shrink_per_step']:.9f} (L2) and {sgd['wd_shrink_per_step']:.9f} (decay) per step; "
+        f"decoupled decay wd = {2 * k:g} from the same start on the same batches differ by "
+        f"{first['l2_vs_decay_max']:.1e} of the largest weight after {first['steps']} step (float32 epsilon "
+        f"{FLOAT32_EPS:.1e}); accumulated rounding grows it to {last['l2_vs_decay_max']:.1e} after "
+        f"{last['steps']:,} steps (one float32 ulp added to the start grows to {last['l2_vs_ulp_control_max']:.1e} "
+        f"over the same steps) and {sgd['max_relative_difference']:.1e} after all {sgd['steps']:,}, against "
+        f"{adam_steps.set_index('steps').loc[last['steps'], 'l2_vs_decay_max']:.1e} for the Adam pair after "
+        f"{last['steps']:,}: {'the same method up to float32 rounding' if same else 'more than rounding'}. Weights on always-blank pixels "
+        f"shrink by {sgd['l2_shrink_per_step']:.9f} (L2) and {sgd['wd_shrink_per_step']:.9f} (decay) per step; "
         f"1 − ηλ/m = {sgd['expected_shrink_per_step']:.9f}. Test accuracy L2 − decoupled: "
-        f"{_ci(acc.loc['sgd'], 'l2_minus_decoupled', 'ci_low', 'ci_high')}. Under Adam the same pair ends "
-        f"‖Δw‖/‖w‖ = {adam['norm_relative_difference']:.2f} apart: blank-pixel weights keep "
-        f"{adam['wd_remaining']:.1%} of their size under decoupled decay (predicted {adam['expected_remaining']:.1%}) "
-        f"but {adam['l2_remaining']:.1%} under L2, whose gradient Adam rescales; test accuracy L2 − decoupled "
-        f"{_ci(acc.loc['adam'], 'l2_minus_decoupled', 'ci_low', 'ci_high')}. L2 is weight decay for SGD only, "
-        f"which is why AdamW decouples it."
+        f"{_ci(acc.loc['sgd'], 'l2_minus_decoupled', 'ci_low', 'ci_high')}. Under Adam the pair is "
+        f"{adam_last['l2_vs_decay_max']:.1e} apart after {adam_last['steps']:,} steps (control "
+        f"{adam_last['l2_vs_ulp_control_max']:.1e}) and ‖Δw‖/‖w‖ = {adam['norm_relative_difference']:.2f} after "
+        f"{adam['steps']:,}: blank-pixel weights keep {adam['wd_remaining']:.1%} of their size under decoupled decay "
+        f"(predicted {adam['expected_remaining']:.1%}) but {adam['l2_remaining']:.1%} under L2, whose gradient Adam "
+        f"rescales; test accuracy L2 − decoupled {_ci(acc.loc['adam'], 'l2_minus_decoupled', 'ci_low', 'ci_high')}. "
+        + ("L2 is weight decay for SGD only, which is why AdamW decouples it." if same else
+           "These runs do not show L2 and decay to be the same under SGD.")
     )
 
 
-def body(weights: pd.DataFrame, accuracy: pd.DataFrame, k: float, dead: int, epochs: int) -> str:
+def body(weights: pd.DataFrame, steps: pd.DataFrame, accuracy: pd.DataFrame, k: float, dead: int, epochs: int) -> str:
     """Render the derivation, the tables and the figure."""
+    step_rows = [[row.optimizer, f"{row.steps:,}", f"{row.l2_vs_decay_max:.3e}", f"{row.l2_vs_ulp_control_max:.3e}",
+                  f"{row.l2_vs_decay_norm:.3e}", f"{row.l2_vs_ulp_control_norm:.3e}"] for row in steps.itertuples()]
     weight_rows = [[row.optimizer, row.epochs, f"{row.steps:,}", f"{row.max_relative_difference:.3e}",
                     f"{row.norm_relative_difference:.3e}", f"{row.l2_shrink_per_step:.9f}",
                     f"{row.wd_shrink_per_step:.9f}", f"{row.expected_shrink_per_step:.9f}",
@@ -171,7 +223,17 @@ those weights with |w_0| > 1e-3.
 Every trainable weight of the first seed's pair after {epochs} epochs: the L2 run's value against the
 decoupled run's (30,000 sampled). On the diagonal the two methods are the same.
 
-### Weights after N steps (seed 0)
+### Step by step, against a rounding control (first seed)
+
+Three models trained in this process from one start on the first batches of epoch 1: L2, decoupled decay, and
+L2 again from initial weights each moved by one float32 ulp (a scale for how training amplifies a difference
+of one rounding). L2 and decay round differently at every step, so their difference starts at rounding level
+and accumulates; the Adam pair, a different method, is orders of magnitude further apart from the first step.
+
+{report.markdown_table(["optimizer", "steps", "max |Δw| / max |w|: L2 vs decay", "same: L2 vs 1-ulp control",
+                        "‖Δw‖ / ‖w‖: L2 vs decay", "same: L2 vs 1-ulp control"], step_rows)}
+
+### The stored runs after N steps (first seed)
 
 {report.markdown_table(["optimizer", "epochs", "steps N", "max |Δw| / max |w|", "‖Δw‖ / ‖w‖",
                         "shrink per step, L2", "shrink per step, decay", "1 − ηλ/m",
