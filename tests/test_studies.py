@@ -80,12 +80,16 @@ def test_early_stopping_replay_matches_keras(quick_studies):
     assert "Real Keras EarlyStopping runs stop at the same epochs as the replay" in report
 
 
-def test_a_second_quick_run_trains_nothing(quick_studies, runner):
+def test_a_second_quick_run_trains_nothing_and_keeps_the_first_wall_time(quick_studies, runner):
     root, _ = quick_studies
-    result = runner.invoke(cli, ["study", "capacity", "--quick", "--out", str(root / "again"),
-                                 "--store", str(root / "runs.sqlite")])
+    out = root / "out" / "capacity-quick"
+    first = json.loads((out / "manifest.json").read_text())
+    result = runner.invoke(cli, ["study", "capacity", "--quick", "--out", str(out), "--store", str(root / "runs.sqlite")])
     assert result.exit_code == 0, result.output
     assert "to train" not in result.output and "[run " not in result.output
+    again = json.loads((out / "manifest.json").read_text())
+    assert again["runs_trained"] == 0 and first["training"]["runs_trained"] > 0
+    assert again["training"] == first["training"]
 
 
 @pytest.mark.parametrize("args, message", [

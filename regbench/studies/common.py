@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -117,6 +118,10 @@ def write_study(out: Path, name: str, claim: str, question: str, context: StudyC
     """Write a study's tables, figures, manifest, REPORT.md and report.html into `out`."""
     wall = time.perf_counter() - started
     runs = findings.tables["runs"]
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    training = {"wall_seconds": wall, "runs_trained": context.trained, "date": now, "command": command}
+    if context.trained == 0:  # a re-render: keep the wall time of the invocation that trained the runs
+        training = _earlier_training(out, name, context) or training
     images = {key: report.png(figure) for key, figure in findings.figures.items()}
     setup = report.markdown_table(["setting", "value"], config_rows(context.base, sweeps))
     grid = report.markdown_table(["study setting", "value"], [[k, str(v)] for k, v in context.grid.items()])
@@ -129,8 +134,9 @@ def write_study(out: Path, name: str, claim: str, question: str, context: StudyC
 
 Size: {size}. Seeds: {", ".join(map(str, context.seeds))}. Training time of the {len(runs)} runs behind
 this report: {format_duration(runs["train_seconds"].sum())} (sum of their epochs' seconds; evaluation and start-up
-come on top). The invocation that wrote this report trained {context.trained} of them and reused the rest from
-the run store, in {format_duration(wall)} of wall time ({wall:.1f} s). Command: `{command}`
+come on top). Wall time of the study: {format_duration(training["wall_seconds"])} ({training["wall_seconds"]:.1f} s)
+for `{training["command"]}` on {training["date"]}, which trained {training["runs_trained"]} of these runs and
+found the rest in the run store. This report was written by `{command}` in {wall:.1f} s.
 
 {findings.body}
 
@@ -146,7 +152,7 @@ Data: {context.mnist.source} (fingerprint {context.base.data}). Runs are kept in
     manifest = {
         "study": name, "claim": claim, "question": question, "verdict": findings.verdict,
         "command": command, "quick": context.quick, "wall_seconds": wall, "runs_trained": context.trained,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "training": training, "date": now,
         "config": asdict(context.base), "seeds": list(context.seeds), "grid": context.grid,
         "data": {"source": context.mnist.source, "fingerprint": context.base.data},
         "device": device_description(context.base), "versions": package_versions(context.base.backend),
@@ -154,6 +160,18 @@ Data: {context.mnist.source} (fingerprint {context.base.data}). Runs are kept in
     texts = {"REPORT.md": body.replace("](figure:", "]("),
              "report.html": report.report_html(body, images, f"study {name}")}
     return write_outputs(out, findings.tables, images, manifest, texts)
+
+
+def _earlier_training(out: Path, name: str, context: StudyContext) -> dict | None:
+    """Return the training record of an earlier report of this same study in `out`, if there is one."""
+    try:
+        earlier = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = (earlier.get("study") == name and earlier.get("config") == json.loads(json.dumps(asdict(context.base)))
+            and earlier.get("seeds") == list(context.seeds) and earlier.get("quick") == context.quick
+            and earlier.get("grid") == json.loads(json.dumps(context.grid)))
+    return earlier.get("training") if same else None
 
 
 def finish(fig: Figure, panels) -> Figure:
