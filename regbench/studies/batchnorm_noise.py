@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
 from regbench import report, stats
-from regbench.studies.common import Findings, Preset, StudyContext, finish, interval
+from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval
 from regbench.techniques import BASELINE
 
 FULL = Preset(
@@ -18,7 +18,7 @@ FULL = Preset(
     grid={"statistics_batch_sizes": (8, 16, 32, 64, 128, 256, 512), "statistics_batches": 500,
           "train_batch_sizes": (8, 32, 128, 512)},
 )
-QUICK = Preset(config={"train_size": 300, "epochs": 1, "hidden": (32,)}, seeds=2,
+QUICK = Preset(config=QUICK_CONFIG, seeds=2,
                grid={"statistics_batch_sizes": (8, 64), "statistics_batches": 20, "train_batch_sizes": (16, 64)})
 SWEEPS = {"batch_size": "train_batch_sizes below (the statistics model trains at the preset's 32)"}
 ARMS = {"none": ("none", ""), "batchnorm": ("batchnorm", ""), "population-bn": ("batchnorm", "population-bn")}

@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
 from regbench import plots, report, stats
-from regbench.studies.common import Findings, Preset, StudyContext, finish, interval
+from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval
 from regbench.techniques import BASELINE, resolve_params
 
 FULL = Preset(
@@ -16,8 +16,8 @@ FULL = Preset(
     seeds=3,
     grid={"widths": (32, 128, 512, 1024), "depths": (1, 3), "techniques": ("dropout", "l2")},
 )
-QUICK = Preset(config={"train_size": 200, "epochs": 1}, seeds=2,
-               grid={"widths": (16, 64), "depths": (1,), "techniques": ("dropout",)})
+QUICK = Preset(config=QUICK_CONFIG, seeds=2,
+               grid={"widths": (32, 64), "depths": (1,), "techniques": ("dropout",)})
 SWEEPS = {"hidden": "widths x depths"}
 
 

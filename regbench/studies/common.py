@@ -21,6 +21,9 @@ from regbench.store import RunStore, RunTables, write_outputs
 from regbench.techniques import BASELINE, resolve_params
 
 
+QUICK_CONFIG = {"train_size": 200, "epochs": 1, "hidden": (32,)}  # every --quick starts here: runs are shared
+
+
 @dataclass(frozen=True)
 class Preset:
     """A study's size: run settings (RunConfig fields), seeds, and the study's own grid values."""

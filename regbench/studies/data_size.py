@@ -6,7 +6,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, report, stats
-from regbench.studies.common import Findings, Preset, StudyContext, finish, interval
+from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval
 from regbench.techniques import BASELINE, TECHNIQUES, resolve_params
 
 EVERY_TECHNIQUE = tuple(name for name in TECHNIQUES if name != BASELINE)
@@ -17,8 +17,8 @@ FULL = Preset(
     grid={"epochs_by_size": {100: 40, 300: 40, 1_000: 40, 3_000: 30, 10_000: 20, 50_000: 10},
           "techniques": EVERY_TECHNIQUE},
 )
-QUICK = Preset(config={"train_size": 200, "hidden": (32,)}, seeds=2,
-               grid={"epochs_by_size": {100: 2, 200: 2}, "techniques": ("dropout",)})
+QUICK = Preset(config=QUICK_CONFIG, seeds=2,
+               grid={"epochs_by_size": {100: 1, 200: 1}, "techniques": ("dropout",)})
 SWEEPS = {"train_size": "the sizes in epochs_by_size", "epochs": "set per size in epochs_by_size"}
 
 

@@ -14,11 +14,11 @@ from matplotlib.figure import Figure
 
 from regbench import report
 from regbench.models import ClassicDropout
-from regbench.studies.common import Findings, Preset, StudyContext, finish, interval
+from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval
 from regbench.techniques import resolve_params
 
 FULL = Preset(config={"epochs": 10}, seeds=3, grid={"rates": (0.2, 0.5, 0.8), "mc_samples": 50})
-QUICK = Preset(config={"train_size": 300, "epochs": 1, "hidden": (32,)}, seeds=2,
+QUICK = Preset(config=QUICK_CONFIG, seeds=2,
                grid={"rates": (0.5,), "mc_samples": 5})
 SWEEPS = {}
 BATCH = 2048  # images per forward call

@@ -9,12 +9,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import report
-from regbench.studies.common import Findings, Preset, StudyContext, finish, interval
+from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval
 from regbench.techniques import BASELINE, resolve_params
 
 FULL = Preset(config={"epochs": 50}, seeds=5,
               grid={"patiences": (1, 3, 5, 10), "gl_alphas": (1.0, 2.0, 5.0), "keras_check_patience": 3})
-QUICK = Preset(config={"train_size": 200, "epochs": 6, "hidden": (32,), "lr": 0.01}, seeds=2,
+QUICK = Preset(config={**QUICK_CONFIG, "epochs": 6, "lr": 0.01}, seeds=2,  # fast enough to stop early
                grid={"patiences": (1, 2), "gl_alphas": (1.0,), "keras_check_patience": 1})
 SWEEPS = {}
 

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, report, stats
-from regbench.studies.common import Findings, Preset, StudyContext, arm_table, finish, interval, label_arms
+from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, arm_table, finish, interval, label_arms
 from regbench.techniques import BASELINE, resolve_params
 
 # Long training on a small subset lets the baseline grow a few large weights (the situation in question).
@@ -19,7 +19,7 @@ FULL = Preset(
                        "dropout": ("rate", (0.2, 0.5, 0.8))},
           "accuracy_cost_pp": 1.0},
 )
-QUICK = Preset(config={"train_size": 200, "epochs": 2, "hidden": (32,)}, seeds=2,
+QUICK = Preset(config=QUICK_CONFIG, seeds=2,
                grid={"settings": {"l1": ("l1", (1e-4,)), "dropout": ("rate", (0.5,))}, "accuracy_cost_pp": 1.0})
 SWEEPS = {}
 METRICS = {  # column -> how the report names it
@@ -110,7 +110,9 @@ def verdict(arms: pd.DataFrame, effects: pd.DataFrame, chosen: dict, cost_pp: fl
     sparsifies = (f"{sparsifying['treated_mean'].idxmax()} sparsifies most "
                   f"({sparsifying['treated_mean'].max():.1%} of weights below 1e-3)" if len(sparsifying)
                   else "none raises the near-zero fraction significantly")
-    return (f"At an accuracy cost of at most {cost_pp:g} pp (strongest such setting per technique): {listing}. "
+    spread = effects[effects["metric"] == "largest_over_median_unit"]["baseline_mean"].iloc[0]
+    return (f"The baseline's largest hidden unit has {spread:.2f}x the median unit's weight norm. At an accuracy "
+            f"cost of at most {cost_pp:g} pp (strongest such setting per technique): {listing}. "
             f"Of these, {shrinks}; {sparsifies}.")
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import report
-from regbench.studies.common import Findings, Preset, StudyContext, arm_table, finish, label_arms
+from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, arm_table, finish, label_arms
 from regbench.techniques import BASELINE
 
 FULL = Preset(
@@ -17,7 +17,7 @@ FULL = Preset(
                      "weight-decay": ("wd", (1e-2, 1e-1, 1.0, 10.0, 100.0)),  # Keras multiplies wd by the lr
                      "dropout": ("rate", (0.1, 0.3, 0.5, 0.7, 0.9))}},
 )
-QUICK = Preset(config={"train_size": 200, "epochs": 1, "hidden": (32,)}, seeds=2,
+QUICK = Preset(config=QUICK_CONFIG, seeds=2,
                grid={"sweeps": {"l2": ("l2", (1e-3, 1.0))}})
 SWEEPS = {}
 

@@ -16,13 +16,13 @@ from matplotlib.figure import Figure
 
 from regbench import report, stats
 from regbench.config import DEFAULT_LR, RunConfig
-from regbench.studies.common import Findings, Preset, StudyContext, finish, interval
+from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval
 from regbench.techniques import BASELINE
 from regbench.train import batch_order, compile_model
 
 FULL = Preset(config={"epochs": 10}, seeds=3,
               grid={"l2": 5e-4, "optimizers": ("sgd", "adam"), "checkpoints": (1, 10, 100, 1000)})
-QUICK = Preset(config={"train_size": 300, "epochs": 1, "hidden": (32,)}, seeds=2,
+QUICK = Preset(config=QUICK_CONFIG, seeds=2,
                grid={"l2": 5e-3, "optimizers": ("sgd", "adam"), "checkpoints": (1, 5)})
 SWEEPS = {"optimizer": "sgd and adam, each at its default learning rate", "lr": "each optimizer's default"}
 ARMS = ("none", "l2", "weight-decay")
