@@ -6,10 +6,11 @@ import keras
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats as scipy_stats
 
 from regbench import report, stats
-from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval
+from regbench.studies.common import (
+    QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval, pp, slope_interval,
+)
 from regbench.techniques import BASELINE
 
 FULL = Preset(
@@ -103,14 +104,12 @@ def trend_of(runs: pd.DataFrame, arm: str) -> dict:
         diffs = _by_arm(mine, "test_accuracy", arm, BASELINE)
         x += [np.log2(batch)] * len(diffs)
         y += list(diffs)
-    fit = scipy_stats.linregress(x, y)
-    half = scipy_stats.t.ppf(0.975, len(x) - 2) * fit.stderr if len(x) > 2 else np.nan
-    return {"slope": fit.slope, "low": fit.slope - half, "high": fit.slope + half, "p": fit.pvalue, "pairs": len(x)}
+    return slope_interval(x, y)
 
 
 def _ci(row, name: str) -> str:
     """Format a paired effect with its CI in percentage points."""
-    return f"{row[name] * 100:+.2f} pp [{row[name + '_ci_low'] * 100:+.2f}, {row[name + '_ci_high'] * 100:+.2f}]"
+    return pp(row[name], row[name + "_ci_low"], row[name + "_ci_high"])
 
 
 def verdict(noise: pd.DataFrame, effects: pd.DataFrame, trend: dict) -> str:

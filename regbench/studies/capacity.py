@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats as scipy_stats
 
 from regbench import plots, report, stats
-from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval
+from regbench.studies.common import (
+    QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval, pp_effect, slope_interval,
+)
 from regbench.techniques import BASELINE, resolve_params
 
 FULL = Preset(
@@ -65,10 +66,9 @@ def trend_table(runs: pd.DataFrame, techniques: list[str]) -> pd.DataFrame:
             diffs = stats.paired_differences(model_runs, "test_accuracy", technique)
             x += [np.log10(model_runs["parameter_count"].iloc[0])] * len(diffs)
             y += list(diffs)
-        fit = scipy_stats.linregress(x, y)
-        half = scipy_stats.t.ppf(0.975, len(x) - 2) * fit.stderr if len(x) > 2 else np.nan
-        rows.append({"technique": technique, "pairs": len(x), "slope_per_decade": fit.slope,
-                     "slope_ci_low": fit.slope - half, "slope_ci_high": fit.slope + half, "p": fit.pvalue})
+        fit = slope_interval(x, y)
+        rows.append({"technique": technique, "pairs": fit["pairs"], "slope_per_decade": fit["slope"],
+                     "slope_ci_low": fit["low"], "slope_ci_high": fit["high"], "p": fit["p"]})
     return pd.DataFrame(rows)
 
 
@@ -85,7 +85,7 @@ def verdict(effects: pd.DataFrame, trends: pd.DataFrame) -> str:
         parts.append(
             f"{trend.technique}'s paired effect {direction} with size: {trend.slope_per_decade * 100:+.2f} pp per "
             f"tenfold parameters [{trend.slope_ci_low * 100:+.2f}, {trend.slope_ci_high * 100:+.2f}], from "
-            f"{_ci(small)} at {small.parameters:,} parameters to {_ci(large)} at {large.parameters:,}"
+            f"{pp_effect(small)} at {small.parameters:,} parameters to {pp_effect(large)} at {large.parameters:,}"
         )
     grows = (trends["slope_ci_low"] > 0).sum()
     return (f"The baseline's gap goes from {baseline['gap_mean'].iloc[0] * 100:.2f} pp "
@@ -93,11 +93,6 @@ def verdict(effects: pd.DataFrame, trends: pd.DataFrame) -> str:
             f"({baseline['parameters'].iloc[-1]:,}). " + "; ".join(parts) + f". The claim is "
             f"{'supported' if grows == len(trends) else 'supported for ' + str(grows) + ' of ' + str(len(trends)) + ' techniques'}"
             " by these runs.")
-
-
-def _ci(row) -> str:
-    """Format an arm's paired test-accuracy difference with its CI."""
-    return f"{row.test_accuracy_diff * 100:+.2f} pp [{row.diff_ci_low * 100:+.2f}, {row.diff_ci_high * 100:+.2f}]"
 
 
 def body(effects: pd.DataFrame, trends: pd.DataFrame) -> str:

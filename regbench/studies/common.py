@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from scipy import stats as scipy_stats
 
 from regbench import report, stats
 from regbench.config import RunConfig
@@ -97,12 +98,21 @@ def interval(values) -> tuple[float, float, float]:
     return stats.mean_confidence_interval(pd.Series(values, dtype=float).dropna())
 
 
-def pp_interval(values) -> str:
-    """Format paired differences (fractions) as '+0.12 pp [−0.05, +0.29]'."""
-    mean, low, high = interval(values)
-    if np.isnan(mean):
-        return "no pairs"
-    return f"{mean * 100:+.2f} pp" + ("" if np.isnan(low) else f" [{low * 100:+.2f}, {high * 100:+.2f}]")
+def pp(mean: float, low: float, high: float, digits: int = 2) -> str:
+    """Format a difference of fractions and its interval in percentage points: '+0.12 pp [-0.05, +0.29]'."""
+    return f"{mean * 100:+.{digits}f} pp [{low * 100:+.{digits}f}, {high * 100:+.{digits}f}]"
+
+
+def pp_effect(row) -> str:
+    """Format a row's paired test-accuracy difference (test_accuracy_diff, diff_ci_low, diff_ci_high)."""
+    return pp(row.test_accuracy_diff, row.diff_ci_low, row.diff_ci_high)
+
+
+def slope_interval(x: list[float], y: list[float]) -> dict:
+    """Fit y = a + b x by least squares; return the slope b with its 95% t-interval, p and the point count."""
+    fit = scipy_stats.linregress(x, y)
+    half = scipy_stats.t.ppf(0.975, len(x) - 2) * fit.stderr if len(x) > 2 else np.nan
+    return {"slope": fit.slope, "low": fit.slope - half, "high": fit.slope + half, "p": fit.pvalue, "pairs": len(x)}
 
 
 def config_rows(base: RunConfig, sweeps: dict) -> list[list[str]]:

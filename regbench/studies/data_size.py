@@ -6,7 +6,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, report, stats
-from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval
+from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval, pp_effect
 from regbench.techniques import BASELINE, TECHNIQUES, resolve_params
 
 EVERY_TECHNIQUE = tuple(name for name in TECHNIQUES if name != BASELINE)
@@ -82,20 +82,15 @@ def verdict(effects: pd.DataFrame, gaps: pd.DataFrame, sizes: list[int]) -> str:
         f"to {baseline.loc[largest, 'gap_mean'] * 100:.1f} pp at {largest:,}. {len(more_at_small)} of "
         f"{len(by_technique)} techniques gain more (paired test accuracy) at {smallest:,} images than at "
         f"{largest:,}; a gain with its 95% CI above zero: {helped}. The largest mean gain is {best.technique} "
-        f"at {best.train_size:,} images: {pp_interval_row(best)}. With every technique at its default strength, "
+        f"at {best.train_size:,} images: {pp_effect(best)}. With every technique at its default strength, "
         f"the claim (most techniques gain more at {smallest:,} than at {largest:,} images, and some gain "
         f"significantly at {small_sizes[-1]:,} images or fewer) is {holds} by these runs."
     )
 
 
-def pp_interval_row(row) -> str:
-    """Format a row's paired difference and CI in percentage points."""
-    return f"{row.test_accuracy_diff * 100:+.2f} pp [{row.diff_ci_low * 100:+.2f}, {row.diff_ci_high * 100:+.2f}]"
-
-
 def body(effects: pd.DataFrame, gaps: pd.DataFrame, sizes: list[int]) -> str:
     """Render the figure and the tables of effects and gaps by size."""
-    effect_rows = [[f"{row.train_size:,}", row.technique, row.pairs, pp_interval_row(row),
+    effect_rows = [[f"{row.train_size:,}", row.technique, row.pairs, pp_effect(row),
                     f"{row.gap_diff * 100:+.2f}"] for row in effects.itertuples()]
     gap_rows = [[f"{row.train_size:,}", row.technique, row.runs, f"{row.test_accuracy_mean * 100:.2f}",
                  f"{row.gap_mean * 100:.2f}", f"{row.epochs_run_mean:.1f}"] for row in gaps.itertuples()]

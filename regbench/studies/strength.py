@@ -6,7 +6,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import report
-from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, arm_table, finish, label_arms
+from regbench.studies.common import (
+    QUICK_CONFIG, Findings, Preset, StudyContext, arm_table, finish, label_arms, pp_effect,
+)
 from regbench.techniques import BASELINE
 
 FULL = Preset(
@@ -58,9 +60,9 @@ def verdict(table: pd.DataFrame, sweeps: dict) -> str:
         underfit += lost
         parts.append(
             f"{technique}: at {sweeps[technique][0]}={strongest['strength']:g} training accuracy is "
-            f"{strongest['train_accuracy_diff'] * 100:+.2f} pp and test accuracy {_ci(strongest)} against the "
+            f"{strongest['train_accuracy_diff'] * 100:+.2f} pp and test accuracy {pp_effect(strongest)} against the "
             f"baseline{' (underfits)' if lost else ''}; best {sweeps[technique][0]}={best['strength']:g} at "
-            f"{best['test_accuracy_mean'] * 100:.2f}% ({_ci(best)})"
+            f"{best['test_accuracy_mean'] * 100:.2f}% ({pp_effect(best)})"
         )
     return (f"Baseline {baseline['test_accuracy_mean'] * 100:.2f}% test, {baseline['train_accuracy_mean'] * 100:.2f}% "
             f"training accuracy. " + "; ".join(parts) + f". The strongest setting lowers both training and test "
@@ -68,16 +70,11 @@ def verdict(table: pd.DataFrame, sweeps: dict) -> str:
             f"{'holds' if underfit == len(sweeps) else 'holds only in part'} on this grid.")
 
 
-def _ci(row) -> str:
-    """Format an arm's paired test-accuracy difference and CI."""
-    return f"{row['test_accuracy_diff'] * 100:+.2f} pp [{row['diff_ci_low'] * 100:+.2f}, {row['diff_ci_high'] * 100:+.2f}]"
-
-
 def body(table: pd.DataFrame) -> str:
     """Render the figure and the table of every arm."""
     rows = [[row.arm, row.runs, f"{row.test_accuracy_mean * 100:.2f} ± {row.test_accuracy_sd * 100:.2f}",
              f"{row.train_accuracy_mean * 100:.2f}", f"{row.gap_mean * 100:.2f}",
-             "(baseline)" if row.arm == BASELINE else _ci(row._asdict())] for row in table.itertuples()]
+             "(baseline)" if row.arm == BASELINE else pp_effect(row)] for row in table.itertuples()]
     return f"""## Results
 
 ![Test and training accuracy against strength](figure:accuracy_by_strength.png)

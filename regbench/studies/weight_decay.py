@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from regbench import report, stats
 from regbench.config import DEFAULT_LR, RunConfig
-from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval
+from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval, pp
 from regbench.techniques import BASELINE
 from regbench.train import batch_order, compile_model
 
@@ -149,7 +149,7 @@ def accuracy_table(runs: pd.DataFrame, optimizers, epochs: int) -> pd.DataFrame:
 
 def _ci(row, mean: str, low: str, high: str) -> str:
     """Format a paired difference with its CI in percentage points."""
-    return f"{row[mean] * 100:+.3f} pp [{row[low] * 100:+.3f}, {row[high] * 100:+.3f}]"
+    return pp(row[mean], row[low], row[high], digits=3)
 
 
 def _rounding_level(steps: pd.DataFrame, optimizer: str, reference: str) -> bool:
