@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import keras
@@ -81,6 +81,34 @@ def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def program_key(config: RunConfig) -> RunConfig:
+    """Return what decides a run's compiled training program: its config without seed, data and length."""
+    return replace(config, seed=0, data="", train_size=0, epochs=0)
+
+
+def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) -> dict:
+    """Train `model` one epoch on batches of x[order], y[order]; return the epoch's mean loss and metrics.
+
+    On JAX the epoch is one compiled program (regbench.fused) over device-resident `x`, `y`;
+    elsewhere it is Keras' `fit`, with steps_per_execution steps per backend call.
+    """
+    if keras.backend.backend() == "jax":
+        from regbench import fused  # imports jax, which other backends' processes never load
+
+        return fused.train_epoch(program_key(config), model, x, y, order, config.batch_size)
+    history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0)
+    return {name: float(values[0]) for name, values in history.history.items()}
+
+
+def training_arrays(split: Split) -> tuple:
+    """Return the training images and labels where the backend trains from (device arrays on JAX)."""
+    if keras.backend.backend() == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(split.x_train), jnp.asarray(split.y_train)
+    return split.x_train, split.y_train
+
+
 def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Return (cross-entropy, accuracy) of `model` in inference mode; the penalty is left out."""
     logs = model.evaluate(x, y, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
@@ -134,26 +162,23 @@ def train_run(
     for callback in callbacks:
         callback.set_model(model)
         callback.on_train_begin()
-    # 2. One fit call per epoch, on batches in an order this module controls.
+    # 2. One training epoch at a time, on batches in an order this module controls.
+    x_train, y_train = training_arrays(split)
     rows, status, diverged_epoch = [], "ok", None
     for epoch in range(config.epochs):
         refresh_population_statistics(model, split.x_train)
         order = batch_order(config.seed, epoch, len(split.y_train))
         started = time.perf_counter()
-        history = model.fit(
-            split.x_train[order], split.y_train[order],
-            batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0,
-        )
+        logs = train_epoch(model, config, x_train, y_train, order)
         seconds = time.perf_counter() - started
-        train_ce = float(history.history["crossentropy"][0])
         row = {
             "epoch": epoch + 1,
-            "train_crossentropy": train_ce,
-            "train_accuracy": float(history.history["accuracy"][0]),
+            "train_crossentropy": logs["crossentropy"],
+            "train_accuracy": logs["accuracy"],
             "penalty": penalty(model),
             "seconds": seconds,
         }
-        if not math.isfinite(train_ce) or not math.isfinite(float(history.history["loss"][0])):
+        if not math.isfinite(logs["crossentropy"]) or not math.isfinite(logs["loss"]):
             status, diverged_epoch = "diverged", epoch + 1
             row.update(val_crossentropy=math.nan, val_accuracy=math.nan,
                        train_inference_crossentropy=math.nan, train_inference_accuracy=math.nan)

@@ -1,0 +1,65 @@
+"""Run in a JAX process by test_fused.py: fused epochs against Keras' own fit, printed as JSON."""
+
+import json
+import sys
+from pathlib import Path
+
+from regbench.backend import select_backend
+
+select_backend("jax", "cpu")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from regbench import fused  # noqa: E402
+from regbench.data import read_npz, split_mnist  # noqa: E402
+from regbench.train import batch_order, compile_model, program_key, training_arrays  # noqa: E402
+from helpers import config_for  # noqa: E402
+
+CHECKS = [("none", 0, 1), ("l1", 0, 1), ("weight-decay", 0, 1), ("max-norm", 0, 1),
+          ("batchnorm+dropout+l2", 0, 1), ("batchnorm+dropout+l2", 1, 2)]  # (setting, seed, epochs)
+
+
+def weights(model):
+    return [keras.ops.convert_to_numpy(v) for v in model.trainable_variables + model.non_trainable_variables]
+
+
+def fresh(config):
+    keras.utils.set_random_seed(config.seed)
+    return compile_model(config)[0]
+
+
+def largest_difference(first, second):
+    return max(float(np.max(np.abs(a - b))) for a, b in zip(weights(first), weights(second)))
+
+
+def largest_kernel_difference(first, second):
+    return max(float(np.max(np.abs(keras.ops.convert_to_numpy(a) - keras.ops.convert_to_numpy(b))))
+               for a, b in zip(first.trainable_variables, second.trainable_variables))
+
+
+split = split_mnist(read_npz(Path(sys.argv[1])), train_size=300)
+x, y = training_arrays(split)
+report = {"fit_vs_fused": {}, "together_vs_alone": None}
+for setting, seed, epochs in CHECKS:  # seed 1 runs on the program that seed 0's model made
+    config = config_for(setting, seed=seed, backend="jax", batch_size=32)
+    by_fit, by_program = fresh(config), fresh(config)
+    for epoch in range(epochs):
+        order = batch_order(seed, epoch, len(split.y_train))
+        history = by_fit.fit(split.x_train[order], split.y_train[order], batch_size=32, epochs=1,
+                             shuffle=False, verbose=0).history
+        logs = fused.train_epoch(program_key(config), by_program, x, y, order, 32)
+    report["fit_vs_fused"][f"{setting} seed {seed}"] = {
+        "weights": largest_difference(by_fit, by_program),
+        "accuracy": [history["accuracy"][0], logs["accuracy"]],
+        "loss": [history["loss"][0], logs["loss"]],
+    }
+config = config_for("dropout", backend="jax")
+alone = [fresh(config_for("dropout", seed=seed, backend="jax")) for seed in (2, 3)]
+together = [fresh(config_for("dropout", seed=seed, backend="jax")) for seed in (2, 3)]
+for model, seed in zip(alone, (2, 3)):
+    fused.train_epoch(program_key(config), model, x, y, batch_order(seed, 0, 300), 32)
+fused.train_epoch_together(program_key(config), together, x, y, [batch_order(seed, 0, 300) for seed in (2, 3)], 32)
+report["together_vs_alone"] = [largest_kernel_difference(a, t) for a, t in zip(alone, together)]
+report["alone_seeds_apart"] = largest_kernel_difference(alone[0], alone[1])
+print(json.dumps(report))
