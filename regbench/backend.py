@@ -14,10 +14,11 @@ DEVICES = ("auto", "cpu", "gpu")
 _BACKEND_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-def select_backend(backend: str, device: str) -> str:
+def select_backend(backend: str, device: str, threads: int | None = None) -> str:
     """Set up `backend` on `device` ('auto', 'cpu', 'gpu'); return the device used ('cpu'/'gpu').
 
     Must run before the first `import keras` of the process: Keras reads KERAS_BACKEND once.
+    `threads` caps TensorFlow's CPU thread pools (JAX sizes its pools by the process's CPU affinity).
     """
     # 1. Check the request against what this process and this machine can do.
     if backend not in BACKENDS:
@@ -49,6 +50,11 @@ def select_backend(backend: str, device: str) -> str:
             "use --device auto or cpu"
         )
     _make_deterministic(backend)
+    if threads and backend == "tensorflow":  # never under JAX: touching TF's threading there slows JAX badly
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     return used
 
 

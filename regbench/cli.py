@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -123,9 +124,11 @@ def _run_options(command_defaults: bool):
               help="Momentum (sgd, rmsprop) [default: 0].")
 @click.option("--nesterov", is_flag=True, help="Nesterov momentum (sgd).")
 @click.option("--out", type=click.Path(), default=None, help="Output directory [default: results/compare-SETTINGS].")
+@click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Runs trained at once on the CPU, each in its own process on one core with one thread.")
 @_run_options(command_defaults=True)
 def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
-            activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store):
+            activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     texts = [text.strip() for text in techniques.split(",") if text.strip()]
@@ -141,6 +144,11 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         raise UsageError(f"--momentum applies to sgd and rmsprop, not {optimizer}")
     if nesterov and optimizer != "sgd":
         raise UsageError(f"--nesterov applies to sgd, not {optimizer}")
+    cores = len(os.sched_getaffinity(0))
+    if jobs > cores:
+        raise UsageError(f"--jobs {jobs} is more than the {cores} CPU cores this process may use; allowed 1..{cores}")
+    if jobs > 1 and device == "gpu":
+        raise UsageError("--jobs trains on CPU cores; with --device gpu use --jobs 1")
     names = ["+".join(setting) for setting in settings]
     base = RunConfig(
         architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
@@ -149,6 +157,8 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
     )
     # 2. Start the backend (before Keras is imported), then hand over to the runner.
     used_device = select_backend(backend, device)
+    if jobs > 1 and used_device == "gpu":
+        raise UsageError(f"--jobs trains on CPU cores, but {backend} found a GPU; add --device cpu, or use --jobs 1")
     from regbench.runner import CompareRequest, run_compare
 
     request = CompareRequest(
@@ -160,6 +170,7 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         store=Path(store),
         data=data,
         command=shlex.join(["regbench", *sys.argv[1:]]),
+        jobs=jobs,
     )
     outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True))
     click.echo(format_summary(outcome.summary))

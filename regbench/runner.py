@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import importlib.metadata
+import multiprocessing
+import os
 import platform
+import queue
+import signal
 import sys
 import time
+import traceback
 import warnings
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -14,6 +19,7 @@ from typing import Callable
 
 import pandas as pd
 
+from regbench.backend import select_backend
 from regbench.config import RunConfig
 from regbench.data import Split, load_mnist, split_mnist
 from regbench.errors import UsageError
@@ -38,6 +44,7 @@ class CompareRequest:
     store: Path  # the SQLite run store shared by all invocations
     data: str | None  # --data PATH, or None for the look-up order
     command: str  # the command line, for the manifest
+    jobs: int = 1  # runs trained at once, each in a worker process on one CPU core
 
 
 @dataclass(frozen=True)
@@ -66,26 +73,43 @@ class _Progress:
     def __init__(self, todo: list[RunConfig], echo: Callable[[str], None]):
         self.todo, self.echo = todo, echo
         self.started = time.perf_counter()
-        self.epochs_done = 0
-        self.index = 0
+        self.epochs_done = {}  # run index -> epochs finished
+        self.ended = set()  # run indices stored (or left to another process)
 
-    def start_run(self, index: int) -> None:
-        """Note that run `index` of the to-do list starts."""
-        self.index = index
-
-    def epoch_done(self, row: dict) -> None:
-        """Echo the epoch's numbers and the time left, estimated from the epochs so far."""
-        self.epochs_done += 1
-        config = self.todo[self.index]
-        remaining_epochs = config.epochs - row["epoch"] + sum(c.epochs for c in self.todo[self.index + 1:])
-        per_epoch = (time.perf_counter() - self.started) / self.epochs_done
+    def epoch_done(self, index: int, row: dict) -> None:
+        """Echo run `index`'s epoch and the time left, estimated from the throughput so far."""
+        self.epochs_done[index] = row["epoch"]
+        config = self.todo[index]
+        remaining_epochs = sum(c.epochs - self.epochs_done.get(i, 0)
+                               for i, c in enumerate(self.todo) if i not in self.ended)
+        per_epoch = (time.perf_counter() - self.started) / sum(self.epochs_done.values())
         self.echo(
-            f"[run {self.index + 1}/{len(self.todo)}] {describe_run(config)} "
+            f"[run {index + 1}/{len(self.todo)}] {describe_run(config)} "
             f"epoch {row['epoch']}/{config.epochs}: train ce {row['train_crossentropy']:.4f} "
             f"acc {row['train_accuracy']:.4f} | val ce {row['val_crossentropy']:.4f} "
             f"acc {row['val_accuracy']:.4f} | {row['seconds']:.1f}s | "
             f"at most ~{format_duration(remaining_epochs * per_epoch)} left"
         )
+
+    def run_ended(self, index: int) -> None:
+        """Note that run `index` needs no more epochs (stored, stopped early, or done elsewhere)."""
+        self.ended.add(index)
+
+
+class _ForwardedProgress:
+    """A worker's progress: every event goes to the parent process, which echoes it."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def epoch_done(self, index: int, row: dict) -> None:
+        self.events.put(("epoch", index, row))
+
+    def run_ended(self, index: int) -> None:
+        self.events.put(("ended", index))
+
+    def echo(self, line: str) -> None:
+        self.events.put(("line", line))
 
 
 def describe_run(config: RunConfig) -> str:
@@ -124,7 +148,10 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     todo = [c for c in configs if c.run_id not in finished]
     echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {request.store}, "
          f"{len(todo)} to train on {base.backend}/{device} with {len(split.y_train)} training images")
-    trained = _train_missing(todo, lambda config: split, store, echo)
+    if request.jobs > 1 and len(todo) > 1:
+        trained = _train_in_workers(todo, request, base, split, store, echo)
+    else:
+        trained = _train_missing(todo, lambda config: split, store, _Progress(todo, echo))
     # 3. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
     manifest = _manifest(request, base, mnist.source, tables.runs)
@@ -139,7 +166,7 @@ def train_missing(configs: list[RunConfig], split_for: Callable[[RunConfig], Spl
     todo = [c for c in configs if c.run_id not in finished]
     if todo:
         echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {store.path}, {len(todo)} to train")
-    return _train_missing(todo, split_for, store, echo)
+    return _train_missing(todo, split_for, store, _Progress(todo, echo))
 
 
 def trained_models(configs: list[RunConfig], split: Split, store: RunStore,
@@ -147,8 +174,8 @@ def trained_models(configs: list[RunConfig], split: Split, store: RunStore,
     """Return each config's trained model (from kept weights, or trained and kept now) and how many were trained."""
     unkept = [c for c in configs if not store.weights_path(c.run_id).exists()]
     finished = store.finished([c.run_id for c in unkept]) if unkept else set()
-    trained = _train_missing([c for c in unkept if c.run_id not in finished], lambda config: split, store, echo,
-                             keep_weights=True)
+    todo = [c for c in unkept if c.run_id not in finished]
+    trained = _train_missing(todo, lambda config: split, store, _Progress(todo, echo), keep_weights=True)
     for config in unkept:
         if not store.weights_path(config.run_id).exists():  # stored by an earlier sweep without weights
             echo(f"retraining stored run {config.run_id} ({config.technique} seed {config.seed}) for its weights")
@@ -164,14 +191,15 @@ def trained_models(configs: list[RunConfig], split: Split, store: RunStore,
     return models, trained
 
 
-def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, echo,
-                   keep_weights: bool = False) -> int:
+def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, progress,
+                   keep_weights: bool = False, wait_for_others: bool = True) -> int:
     """Train and store each run of `todo` that no other process is training; return how many.
 
-    Runs claimed by another live process are left to it and waited for; Ctrl-C keeps every
-    finished run and says how to resume. `keep_weights` also keeps each trained model's weights.
+    Runs claimed by another live process are waited for (unless `wait_for_others` is off: then
+    they are left to it); Ctrl-C keeps every finished run and says how to resume.
+    `keep_weights` also keeps each trained model's weights.
     """
-    progress = _Progress(todo, echo)
+    echo = progress.echo
     pending = dict(enumerate(todo))
     trained = 0
     while pending:
@@ -180,10 +208,10 @@ def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split
             if not store.claim(config.run_id):
                 if store.finished([config.run_id]):
                     del pending[index]  # another process finished it
+                    progress.run_ended(index)
                 continue
-            progress.start_run(index)
             try:
-                result = train_run(config, split_for(config), on_epoch=progress.epoch_done)
+                result = train_run(config, split_for(config), on_epoch=lambda row: progress.epoch_done(index, row))
                 if keep_weights:
                     store.save_weights(config.run_id, result.model)
                 store.save(config, result.record, result.epochs)
@@ -195,14 +223,92 @@ def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split
                          "(the run in progress is lost); rerun the same command to resume")
                 raise
             del pending[index]
+            progress.run_ended(index)
             trained += 1
             if result.record["status"] != "ok":
                 echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
                      f"{result.record['diverged_epoch']}: stored, left out of the statistics")
         if pending and trained == started:
+            if not wait_for_others:
+                break
             echo(f"waiting for {len(pending)} run(s) that another regbench process is training")
             time.sleep(CLAIM_POLL_SECONDS)
     return trained
+
+
+def _train_in_workers(todo: list[RunConfig], request: CompareRequest, base: RunConfig, split: Split,
+                      store: RunStore, echo: Callable[[str], None]) -> int:
+    """Train `todo` in `request.jobs` worker processes, one CPU core and one thread each; return how many.
+
+    Workers share the runs through the store's claims and report every epoch here. Ctrl-C stops
+    them; each finished run is already stored, and the runs in progress are lost.
+    """
+    # 1. Start the workers: fresh processes, so each starts its backend pinned to its own core.
+    jobs = min(request.jobs, len(todo))
+    context = multiprocessing.get_context("spawn")
+    events = context.Queue()
+    workers = [context.Process(target=_worker_main, daemon=True,
+                               args=(core, base.backend, base.device, request.data, store.path, todo, events))
+               for core in _worker_cores(jobs)]
+    for worker in workers:
+        worker.start()
+    echo(f"training in {jobs} worker processes, one CPU core each")
+    # 2. Echo their progress until all have stopped; a worker's error stops the sweep.
+    progress, trained = _Progress(todo, echo), 0
+    try:
+        while any(worker.is_alive() for worker in workers) or not events.empty():
+            try:
+                kind, *payload = events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if kind == "epoch":
+                progress.epoch_done(*payload)
+            elif kind == "ended":
+                progress.run_ended(*payload)
+            elif kind == "line":
+                echo(payload[0])
+            elif kind == "trained":
+                trained += payload[0]
+            elif kind == "error":
+                raise RuntimeError(f"a worker process failed:\n{payload[0]}")
+    except BaseException:
+        for worker in workers:
+            worker.terminate()
+        if sys.exc_info()[0] is KeyboardInterrupt:
+            stored = len(store.finished([c.run_id for c in todo]))
+            echo(f"interrupted: {stored} of {len(todo)} runs stored, {len(todo) - stored} left "
+                 "(runs in progress are lost); rerun the same command to resume")
+        raise
+    # 3. Runs another process held (or a worker left) are trained or waited for here.
+    return trained + train_missing(todo, lambda config: split, store, echo)
+
+
+def _worker_cores(jobs: int) -> list[int]:
+    """Return the CPU core for each of `jobs` workers, spread over the cores this process may use."""
+    cores = sorted(os.sched_getaffinity(0))
+    return [cores[index % len(cores)] for index in range(jobs)]
+
+
+def _worker_main(core: int, backend: str, device: str, data: str | None, store_path, todo: list[RunConfig],
+                 events) -> None:
+    """Train runs of `todo` that no one else has claimed, on one core and one thread; report to `events`."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
+    os.sched_setaffinity(0, {core})  # before the backend starts, so it sizes its thread pools to one core
+    try:
+        select_backend(backend, device, threads=1)
+        splits = {}
+
+        def split_for(config: RunConfig) -> Split:
+            if config.train_size not in splits:
+                splits[config.train_size] = split_mnist(load_mnist(data), config.train_size)
+            return splits[config.train_size]
+
+        progress = _ForwardedProgress(events)
+        trained = _train_missing(todo, split_for, RunStore(store_path), progress, wait_for_others=False)
+        events.put(("trained", trained))
+    except BaseException:
+        events.put(("error", traceback.format_exc()))
+        raise SystemExit(1)
 
 
 def package_versions(backend: str) -> dict:
