@@ -6,14 +6,14 @@ STAMP := $(VENV)/.installed
 
 REFERENCE := --technique all,dropout+l2,batchnorm+dropout --seeds 5 --backend jax --out results
 
-.PHONY: install run report studies test test-slow clean
+.PHONY: install run report studies bench test test-slow clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[jax,test]'
+	$(BIN)/python -m pip install --quiet -e '.[jax,test,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +28,10 @@ report: $(STAMP)
 # Every study at full size on full MNIST (needs $$REGBENCH_DATA); reuses finished runs.
 studies: $(STAMP)
 	$(BIN)/regbench study all --backend jax
+
+# Speed against the plain Keras script on full MNIST (needs $$REGBENCH_DATA) -> benchmarks/RESULTS.md.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/speed.py
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

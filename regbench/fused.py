@@ -1,10 +1,11 @@
-"""Whole training epochs as one compiled JAX program, for one run or several runs at once.
+"""Whole training epochs (and evaluations) as compiled JAX programs, for one run or several at once.
 
 Keras' JAX `fit` calls one jitted step per batch from Python and re-feeds every batch from
 host memory. Here an epoch is a `jax.lax.scan` over Keras' own `model.train_step` with the
 data kept as device arrays and the batch order passed in, so the run computes exactly what
 `fit` computes (same steps, same batches, same bits; tested) without the per-batch round trips.
-One program serves every run of the same structure (all seeds), so it compiles once.
+One program serves every run of the same structure (all seeds), so it compiles once; the
+evaluation scans Keras' own `test_step` the same way.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import numpy as np
 
 
 class _Program:
-    """An epoch program for one model structure: a template model and its compiled scans."""
+    """The programs of one model structure: a template model and its compiled scans."""
 
-    def __init__(self, template: keras.Model, batch_size: int):
+    def __init__(self, template: keras.Model, batch_size: int, eval_batch_size: int):
         self.template = template
-        self.batch_size = batch_size
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.one = jax.jit(self._epoch)
         self.together = jax.jit(jax.vmap(self._epoch, in_axes=(0, None, None, 0)))
+        self.measure = jax.jit(self._evaluate)
 
     def _epoch(self, state, x, y, order):
         """Train one epoch from `state` on x[order] in batches; return (epoch logs, new state)."""
@@ -40,16 +42,32 @@ class _Program:
             logs, state = self.template.train_step(state, (x[order[full:]], y[order[full:]]))
         return logs, state
 
+    def _evaluate(self, state, x, y):
+        """Return the inference-mode logs over x, y in batches, as Keras' `evaluate` takes them."""
+        full = len(x) // self.eval_batch_size * self.eval_batch_size
+        logs = None
+        if full:
+            def step(state, batch):
+                logs, state = self.template.test_step(state, batch)
+                return state, logs
+
+            batches = (x[:full].reshape(-1, self.eval_batch_size, *x.shape[1:]), y[:full].reshape(-1, self.eval_batch_size))
+            state, logs = jax.lax.scan(step, state, batches)
+            logs = jax.tree.map(lambda values: values[-1], logs)
+        if full < len(x):
+            logs, state = self.template.test_step(state, (x[full:], y[full:]))
+        return logs
+
 
 _PROGRAMS: dict[Hashable, _Program] = {}  # structure key -> program, for the life of the process
 
 
-def _program(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array, batch_size: int) -> _Program:
-    """Return the epoch program of `key`, made from `model` the first time the key is seen."""
-    if key not in _PROGRAMS:
+def _program(key: Hashable, model: keras.Model, x, y, batch_size: int, eval_batch_size: int) -> _Program:
+    """Return the programs of `key`, made from `model` the first time the key is seen."""
+    if (key, batch_size, eval_batch_size) not in _PROGRAMS:
         model.evaluate(np.asarray(x[:batch_size]), np.asarray(y[:batch_size]), verbose=0)  # builds the metrics
-        _PROGRAMS[key] = _Program(model, batch_size)
-    return _PROGRAMS[key]
+        _PROGRAMS[key, batch_size, eval_batch_size] = _Program(model, batch_size, eval_batch_size)
+    return _PROGRAMS[key, batch_size, eval_batch_size]
 
 
 def _state(model: keras.Model, program: _Program) -> tuple:
@@ -81,25 +99,33 @@ def _as_floats(logs: dict) -> dict:
 
 
 def train_epoch(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array, order: np.ndarray,
-                batch_size: int) -> dict:
+                batch_size: int, eval_batch_size: int) -> dict:
     """Train `model` one epoch on x[order], y[order]; return the epoch's mean loss and metrics.
 
     `key` names the model's structure: runs with the same key share one compiled program.
     """
-    program = _program((key, batch_size), model, x, y, batch_size)
+    program = _program(key, model, x, y, batch_size, eval_batch_size)
     logs, state = program.one(_state(model, program), x, y, jnp.asarray(order))
     _store_state(model, state)
     return _as_floats(logs)
 
 
+def evaluate(key: Hashable, model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int,
+             eval_batch_size: int) -> dict:
+    """Return `model`'s inference-mode loss and metrics on x, y (the same bits as Keras' evaluate)."""
+    program = _program(key, model, x, y, batch_size, eval_batch_size)
+    trainable, non_trainable, _, metrics = _state(model, program)
+    return _as_floats(program.measure((trainable, non_trainable, metrics), jnp.asarray(x), jnp.asarray(y)))
+
+
 def train_epoch_together(key: Hashable, models: list[keras.Model], x: jax.Array, y: jax.Array,
-                         orders: list[np.ndarray], batch_size: int) -> list[dict]:
+                         orders: list[np.ndarray], batch_size: int, eval_batch_size: int) -> list[dict]:
     """Train several models of one structure one epoch each in one program (jax.vmap); return their logs.
 
     Each model sees its own batch order. The batched matrix products round differently from
     one run's, so a run trained together matches its lone twin to about 1e-5, not bit for bit.
     """
-    program = _program((key, batch_size), models[0], x, y, batch_size)
+    program = _program(key, models[0], x, y, batch_size, eval_batch_size)
     states = [_state(model, program) for model in models]
     stacked = jax.tree.map(lambda *values: jnp.stack(values), *states)
     logs, stacked = program.together(stacked, x, y, jnp.asarray(np.stack(orders)))

@@ -95,7 +95,7 @@ def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) 
     if keras.backend.backend() == "jax":
         from regbench import fused  # imports jax, which other backends' processes never load
 
-        return fused.train_epoch(program_key(config), model, x, y, order, config.batch_size)
+        return fused.train_epoch(program_key(config), model, x, y, order, config.batch_size, EVAL_BATCH_SIZE)
     history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0)
     return {name: float(values[0]) for name, values in history.history.items()}
 
@@ -109,9 +109,17 @@ def training_arrays(split: Split) -> tuple:
     return split.x_train, split.y_train
 
 
-def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Return (cross-entropy, accuracy) of `model` in inference mode; the penalty is left out."""
-    logs = model.evaluate(x, y, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
+def evaluate(model: keras.Model, config: RunConfig, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Return (cross-entropy, accuracy) of `model` in inference mode; the penalty is left out.
+
+    On JAX through the run's compiled program (regbench.fused), else Keras' `evaluate`: the same numbers.
+    """
+    if keras.backend.backend() == "jax":
+        from regbench import fused
+
+        logs = fused.evaluate(program_key(config), model, x, y, config.batch_size, EVAL_BATCH_SIZE)
+    else:
+        logs = model.evaluate(x, y, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
     return float(logs["crossentropy"]), float(logs["accuracy"])
 
 
@@ -184,12 +192,12 @@ def train_run(
                        train_inference_crossentropy=math.nan, train_inference_accuracy=math.nan)
             rows.append(row)
             break
-        row["val_crossentropy"], row["val_accuracy"] = evaluate(model, split.x_val, split.y_val)
+        row["val_crossentropy"], row["val_accuracy"] = evaluate(model, config, split.x_val, split.y_val)
         row["train_inference_crossentropy"], row["train_inference_accuracy"] = evaluate(
-            model, split.x_monitor, split.y_monitor
+            model, config, split.x_monitor, split.y_monitor
         )
         if config.variant == "test-curve":
-            row["test_crossentropy"], row["test_accuracy"] = evaluate(model, split.x_test, split.y_test)
+            row["test_crossentropy"], row["test_accuracy"] = evaluate(model, config, split.x_test, split.y_test)
         rows.append(row)
         if on_epoch:
             on_epoch(row)
@@ -201,10 +209,10 @@ def train_run(
     for callback in callbacks:
         callback.on_train_end()
     refresh_population_statistics(model, split.x_train)  # the final weights' statistics
-    return RunResult(_run_record(model, split, rows, status, diverged_epoch), rows, model)
+    return RunResult(_run_record(model, config, split, rows, status, diverged_epoch), rows, model)
 
 
-def _run_record(model, split: Split, rows: list[dict], status: str, diverged_epoch) -> dict:
+def _run_record(model, config: RunConfig, split: Split, rows: list[dict], status: str, diverged_epoch) -> dict:
     """Measure the final (or restored best) weights on the test and training sets."""
     record = {
         "status": status,
@@ -217,8 +225,8 @@ def _run_record(model, split: Split, rows: list[dict], status: str, diverged_epo
         "final_penalty": penalty(model) if status == "ok" else math.nan,
     }
     if status == "ok":
-        record["test_crossentropy"], record["test_accuracy"] = evaluate(model, split.x_test, split.y_test)
-        record["train_crossentropy"], record["train_accuracy"] = evaluate(model, split.x_train, split.y_train)
+        record["test_crossentropy"], record["test_accuracy"] = evaluate(model, config, split.x_test, split.y_test)
+        record["train_crossentropy"], record["train_accuracy"] = evaluate(model, config, split.x_train, split.y_train)
         record["gap"] = record["train_accuracy"] - record["test_accuracy"]
     else:
         for key in ("test_crossentropy", "test_accuracy", "train_crossentropy", "train_accuracy", "gap"):

@@ -29,6 +29,8 @@ def test_fused_epochs_train_the_same_bits_as_keras_fit(fused_report):
         assert check["weights"] == 0.0, name  # every weight, moving statistic and dropout seed state
         assert check["accuracy"][0] == check["accuracy"][1], name  # the epoch's metrics, reset per epoch
         assert check["loss"][0] == check["loss"][1], name  # penalty included, as in fit
+        for keras_value, program_value in check["evaluation"]:  # validation through the compiled program
+            assert keras_value == program_value, name
 
 
 def test_runs_trained_together_match_their_lone_twins_closely(fused_report):

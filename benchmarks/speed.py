@@ -1,0 +1,336 @@
+"""Speed of regbench against a plain Keras script on full MNIST, side by side in one run.
+
+Usage: python benchmarks/speed.py [--seeds 5] [--epochs 10] [--repeats 1] [--data PATH] [--out FILE]
+
+Rows: (a) benchmarks/plain_keras.py, one process per seed, as a course runs it; (b) `regbench
+compare --technique dropout` on the default TensorFlow backend; (c) the same with `--backend
+jax`; each regbench row also with `--jobs 2` where two cores are free; (d) floors measured
+here: the protocol's FLOPs over this machine's sgemm rate, and Adam's bytes per step over the
+memory bandwidth at the optimizer's working-set size. Then the levers one by one, and the
+targets. Prints the tables and writes them, with the machine and the command, to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+HERE = Path(__file__).resolve().parent
+WIDTHS = (784, 128, 64, 10)  # the protocol's MLP
+VALIDATION_IMAGES, TRAIN_IMAGES, BATCH = 10_000, 50_000, 32
+ADAM_BYTES_PER_PARAMETER = 7 * 4  # reads weight, gradient, m, v; writes weight, m, v (float32)
+
+
+@dataclass
+class Measured:
+    """One command: wall seconds, peak resident memory of its whole process tree, its output."""
+
+    wall: float
+    peak_rss: int  # bytes, summed over the process and all its children at the worst moment
+    stdout: str
+    returncode: int
+
+
+def measure(command: list[str], env: dict, poll_seconds: float = 0.05) -> Measured:
+    """Run `command`, sampling the resident memory of its process tree until it ends."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = psutil.Popen(command, stdout=out, stderr=err, env=env, text=True)
+        peak = 0
+        while process.poll() is None:
+            total = 0
+            try:
+                for member in [process, *process.children(recursive=True)]:
+                    total += member.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+            peak = max(peak, total)
+            time.sleep(poll_seconds)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read()
+        if process.returncode != 0:
+            sys.exit(f"failed ({process.returncode}): {shlex.join(command)}\n{err.read()[-3000:]}")
+        return Measured(wall, peak, stdout, process.returncode)
+
+
+def machine_description() -> dict:
+    """Describe this machine and the library versions the figures depend on."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {
+        "cpu": model, "cores usable": len(os.sched_getaffinity(0)),
+        "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GiB", "os": platform.platform(),
+        "python": platform.python_version(),
+        **{name: version(name) for name in ("keras", "tensorflow", "jax", "numpy")},
+        "gpu": "none",
+    }
+
+
+def parameter_count() -> int:
+    """Return the weights and biases of the protocol's MLP."""
+    return sum(fan_in * fan_out + fan_out for fan_in, fan_out in zip(WIDTHS, WIDTHS[1:]))
+
+
+def flops_per_epoch() -> float:
+    """Return the protocol's FLOPs per epoch: train steps (forward + backward) and one validation pass."""
+    multiply_adds = sum(fan_in * fan_out for fan_in, fan_out in zip(WIDTHS, WIDTHS[1:]))
+    return 2 * multiply_adds * (3 * TRAIN_IMAGES + VALIDATION_IMAGES)
+
+
+def sgemm_rate(size: int = 2048, repeats: int = 7) -> float:
+    """Return this machine's best float32 matrix-product rate in FLOP/s (numpy's BLAS, all cores)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best
+
+
+def copy_bandwidth(size_bytes: int, repeats: int = 7) -> float:
+    """Return the best bytes/s (read + write) of copying an array of `size_bytes`, many times if small."""
+    source = np.ones(size_bytes // 4, dtype=np.float32)
+    target = np.empty_like(source)
+    copies = max(1, 2**28 // size_bytes)  # about 256 MB of traffic per timing
+    best = min(_timed(lambda: [np.copyto(target, source) for _ in range(copies)]) for _ in range(repeats))
+    return 2 * size_bytes * copies / best
+
+
+def _timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def floors() -> dict:
+    """Measure the two floors of one model-epoch on this machine."""
+    rate = sgemm_rate()
+    parameters = parameter_count()
+    working_set = 4 * 4 * parameters  # weights, gradients, m and v, float32
+    cache_bandwidth, memory_bandwidth = copy_bandwidth(working_set), copy_bandwidth(2**28)
+    steps = -(-TRAIN_IMAGES // BATCH)
+    optimizer_bytes = ADAM_BYTES_PER_PARAMETER * parameters * steps
+    return {
+        "flops_per_epoch": flops_per_epoch(), "sgemm_flops_per_second": rate,
+        "compute_floor": flops_per_epoch() / rate,
+        "optimizer_bytes_per_epoch": optimizer_bytes, "working_set_bytes": working_set,
+        "bandwidth_at_working_set": cache_bandwidth, "bandwidth_main_memory": memory_bandwidth,
+        "optimizer_floor": optimizer_bytes / cache_bandwidth,
+        "optimizer_floor_from_main_memory": optimizer_bytes / memory_bandwidth,
+    }
+
+
+def plain_keras(data: str, seeds: int, epochs: int, env: dict) -> dict:
+    """Row (a): the plain script once per seed, each in its own process."""
+    results, walls, peaks = [], [], []
+    for seed in range(seeds):
+        print(f"(a) plain Keras script, seed {seed + 1}/{seeds} ...", flush=True)
+        done = measure([sys.executable, str(HERE / "plain_keras.py"), data, str(seed), str(epochs)], env)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        walls.append(done.wall / epochs)
+        peaks.append(done.peak_rss)
+    accuracies = [result["test_accuracy"] for result in results]
+    return {"row": "(a) plain Keras script (tf.keras, fit, default verbosity)", "processes": seeds,
+            "model_epochs": seeds * epochs, "s_per_model_epoch": statistics.median(walls),
+            "peak_rss": max(peaks), "baseline_acc": accuracies,
+            "command": f"python benchmarks/plain_keras.py DATA SEED {epochs}  # seeds 0..{seeds - 1}"}
+
+
+def regbench_compare(label: str, extra: list[str], data: str, seeds: int, epochs: int, repeats: int,
+                     env: dict) -> dict:
+    """A regbench row: `compare --technique dropout` on an empty store, `repeats` times."""
+    walls, peaks = [], []
+    for repeat in range(repeats):
+        with tempfile.TemporaryDirectory() as scratch:
+            command = ["regbench", "compare", "--technique", "dropout", "--seeds", str(seeds),
+                       "--epochs", str(epochs), "--data", data, *extra]
+            print(f"{label}: {shlex.join(command)} (repeat {repeat + 1}/{repeats}) ...", flush=True)
+            done = measure([str(Path(sys.executable).with_name("regbench")), *command[1:], "--store",
+                            f"{scratch}/store.sqlite", "--out", f"{scratch}/out"], env)
+            runs = pd.read_csv(f"{scratch}/out/runs.csv")
+        walls.append(done.wall)
+        peaks.append(done.peak_rss)
+    model_epochs = int(runs["epochs_run"].sum())
+    jobs = int(extra[extra.index("--jobs") + 1]) if "--jobs" in extra else 1
+    return {"row": label, "processes": 1 + jobs if jobs > 1 else 1,  # the parent and its workers
+            "model_epochs": model_epochs, "wall": statistics.median(walls),
+            "s_per_model_epoch": statistics.median(walls) / model_epochs, "peak_rss": max(peaks),
+            "baseline_acc": list(runs.loc[runs["technique"] == "none", "test_accuracy"]),
+            "dropout_acc": list(runs.loc[runs["technique"] == "dropout", "test_accuracy"]),
+            "command": shlex.join(command)}
+
+
+def levers(data: str, env: dict) -> list[dict]:
+    """Time each lever alone: the second epoch of the default model, training only."""
+    rows = []
+    for lever, label in [
+        (["tf-fit", "2"], "TF Keras fit, steps_per_execution 100, verbose 0, 2 threads"),
+        (["tf-fit", "1"], "TF Keras fit, steps_per_execution 100, verbose 0, 1 thread"),
+        (["jax-fit"], "JAX Keras fit, steps_per_execution 100, verbose 0 (one jitted step per batch)"),
+        (["jax-fused"], "JAX whole epoch in one program, data on the device (regbench's path)"),
+        (["jax-together", "5"], "JAX 5 runs in one program (jax.vmap), per model"),
+        (["jax-together", "10"], "JAX 10 runs in one program (jax.vmap), per model"),
+    ]:
+        print(f"lever: {label} ...", flush=True)
+        done = measure([sys.executable, str(HERE / "levers.py"), data, *lever], env)
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append({"lever": label, "s_per_model_epoch": result["seconds_per_model_epoch"],
+                     "first_epoch": result["first_epoch_seconds"], "peak_rss": done.peak_rss})
+    return rows
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    """Return mean and sample SD (0 for one value)."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def main_table(rows: list[dict], floor: dict, reference: dict) -> str:
+    """Render the side-by-side table as Markdown."""
+    a_mean, a_sd = spread(reference["baseline_acc"])
+    lines = ["| setup | processes | model-epochs | s per model-epoch | ratio to (a) | peak RSS | "
+             "test acc, baseline (mean ± SD) | within seed spread of (a) | test acc, dropout |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        mean, sd = spread(row["baseline_acc"])
+        matches = "(reference)" if row is reference else ("yes" if abs(mean - a_mean) <= max(sd, a_sd) else "NO")
+        dropout = f"{spread(row['dropout_acc'])[0] * 100:.2f}%" if "dropout_acc" in row else ""
+        lines.append(f"| {row['row']} | {row['processes']} | {row['model_epochs']} | {row['s_per_model_epoch']:.3f} | "
+                     f"{reference['s_per_model_epoch'] / row['s_per_model_epoch']:.1f}x faster | "
+                     f"{row['peak_rss'] / 2**30:.2f} GiB ({row['peak_rss'] / reference['peak_rss']:.2f}x) | "
+                     f"{mean * 100:.2f} ± {sd * 100:.2f}% | {matches} | {dropout} |")
+    for key, label in (("compute_floor", "(d) compute floor: FLOPs per epoch / sgemm rate"),
+                       ("optimizer_floor", "(d) optimizer floor: Adam bytes per epoch / bandwidth at its working set")):
+        lines.append(f"| {label} | | | {floor[key]:.3f} | "
+                     f"{reference['s_per_model_epoch'] / floor[key]:.1f}x faster | | | | |")
+    return "\n".join(lines)
+
+
+def targets_table(rows: list[dict], floor: dict, reference: dict, seeds: int, epochs: int) -> tuple[str, bool]:
+    """Render each target with the measured figure and whether it is met."""
+    def ratio(row):
+        return reference["s_per_model_epoch"] / row["s_per_model_epoch"]
+
+    tf_rows = [row for row in rows if row["row"].startswith("(b")]
+    jax_rows = [row for row in rows if row["row"].startswith("(c")]
+    best_tf, best_jax = max(tf_rows, key=ratio), max(jax_rows, key=ratio)
+    fastest = min(tf_rows + jax_rows, key=lambda row: row["wall"])
+    floor_per_model_epoch = max(floor["compute_floor"], floor["optimizer_floor"])
+    floor_total = floor_per_model_epoch * fastest["model_epochs"]
+    a_mean, a_sd = spread(reference["baseline_acc"])
+    unchanged = all(abs(spread(row["baseline_acc"])[0] - a_mean) <= max(spread(row["baseline_acc"])[1], a_sd)
+                    for row in tf_rows + jax_rows)
+    checks = [
+        ("default TensorFlow backend at least 2x faster than (a)", f"{ratio(best_tf):.1f}x ({best_tf['row']})",
+         ratio(best_tf) >= 2),
+        ("--backend jax at least 6x faster than (a)", f"{ratio(best_jax):.1f}x ({best_jax['row']})",
+         ratio(best_jax) >= 6),
+        (f"compare --technique dropout --seeds {seeds} ({2 * seeds} runs, {epochs} epochs) within 4x of the floor",
+         f"{fastest['wall']:.1f} s = {fastest['wall'] / floor_total:.1f}x the floor of {floor_total:.1f} s "
+         f"({fastest['row']})", fastest["wall"] <= 4 * floor_total),
+        ("seed-averaged test accuracy of every regbench row within the seed spread of (a)",
+         "yes" if unchanged else "no (see the table)", unchanged),
+    ]
+    for row in tf_rows + jax_rows:
+        share = row["peak_rss"] / reference["peak_rss"]
+        checks.append((f"peak memory at most 1.5x (a): {row['row']}", f"{share:.2f}x", share <= 1.5))
+    lines = ["| target | measured | met |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {figure} | {'yes' if met else 'NO'} |" for name, figure, met in checks]
+    return "\n".join(lines), all(met for _, _, met in checks)
+
+
+def levers_table(rows: list[dict], reference: dict) -> str:
+    lines = ["| lever (one process, second epoch, training only) | s per model-epoch | first epoch (compiles) "
+             "| ratio to (a) | peak RSS |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {row['lever']} | {row['s_per_model_epoch']:.3f} | {row['first_epoch']:.2f} s | "
+              f"{reference['s_per_model_epoch'] / row['s_per_model_epoch']:.1f}x | {row['peak_rss'] / 2**30:.2f} GiB |"
+              for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per arm (and plain-script processes)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1, help="times each regbench command runs (median taken)")
+    parser.add_argument("--data", default=os.environ.get("REGBENCH_DATA"), help="full MNIST (mnist.npz)")
+    parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
+    parser.add_argument("--no-levers", action="store_true", help="skip the one-lever-at-a-time table")
+    args = parser.parse_args()
+    if not args.data or not Path(args.data).is_file():
+        parser.error("give the full MNIST file with --data PATH or $REGBENCH_DATA")
+    started = time.perf_counter()
+    env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    # 1. Floors first, on a quiet machine; then every setup, one at a time.
+    print("floors: sgemm rate and copy bandwidth ...", flush=True)
+    floor = floors()
+    reference = plain_keras(args.data, args.seeds, args.epochs, env)
+    rows = [reference]
+    two_cores = len(os.sched_getaffinity(0)) >= 2
+    for label, extra in [("(b) regbench compare, TensorFlow (default backend)", []),
+                         ("(b) regbench compare, TensorFlow, --jobs 2", ["--jobs", "2"]),
+                         ("(c) regbench compare --backend jax", ["--backend", "jax"]),
+                         ("(c) regbench compare --backend jax --jobs 2", ["--backend", "jax", "--jobs", "2"])]:
+        if "--jobs" in extra and not two_cores:
+            continue
+        rows.append(regbench_compare(label, extra, args.data, args.seeds, args.epochs, args.repeats, env))
+    lever_rows = [] if args.no_levers else levers(args.data, env)
+    # 2. Tables, printed and written with the machine and the command.
+    table = main_table(rows, floor, reference)
+    targets, all_met = targets_table(rows, floor, reference, args.seeds, args.epochs)
+    sections = [
+        "# Speed: regbench against the plain Keras script",
+        f"Written by `python benchmarks/speed.py {shlex.join(sys.argv[1:])}` (= `make bench` with the defaults) "
+        f"on {datetime.now(timezone.utc).isoformat(timespec='seconds')}, in {time.perf_counter() - started:.0f} s.",
+        "## Machine", "\n".join(f"- {key}: {value}" for key, value in machine_description().items()),
+        "## Protocol",
+        f"Full MNIST: {TRAIN_IMAGES:,} training images, {VALIDATION_IMAGES:,} validation images evaluated every "
+        f"epoch, batch {BATCH}, Adam (lr 1e-3), the 784-128-64-10 MLP, {args.epochs} epochs, seeds 0..{args.seeds - 1}. "
+        "Seconds per model-epoch are whole-command wall times divided by the model-epochs the command trained: "
+        "start-up, data loading, evaluation, statistics, figures and reports included. (a) runs once per seed "
+        "(its per-process figure, median over seeds); every regbench row is one `compare --technique dropout` "
+        f"of {2 * args.seeds} runs on an empty store (median of {args.repeats} repeat(s)). Peak RSS is the "
+        "resident memory of the whole process tree (parent and workers) at its largest, sampled every 50 ms. "
+        "Baseline test accuracy is compared: (a) is the same model, with Keras' own shuffling and the last 10k "
+        "training images as validation.",
+        "## Side by side", table,
+        "## Targets", targets,
+        "## Floors",
+        f"- compute: {floor['flops_per_epoch'] / 1e9:.1f} GFLOP per epoch (training forward + backward on "
+        f"{TRAIN_IMAGES:,} images, one validation pass) / {floor['sgemm_flops_per_second'] / 1e9:.0f} GFLOP/s "
+        f"(numpy float32 2048x2048 product, best of 7) = {floor['compute_floor']:.3f} s",
+        f"- optimizer: {floor['optimizer_bytes_per_epoch'] / 1e9:.2f} GB per epoch (Adam touches 28 bytes per "
+        f"parameter per step, {parameter_count():,} parameters, {-(-TRAIN_IMAGES // BATCH):,} steps) / "
+        f"{floor['bandwidth_at_working_set'] / 1e9:.1f} GB/s (copy bandwidth at the optimizer's "
+        f"{floor['working_set_bytes'] / 2**20:.1f} MiB working set, which stays in cache) = "
+        f"{floor['optimizer_floor']:.3f} s; from main memory ({floor['bandwidth_main_memory'] / 1e9:.1f} GB/s) "
+        f"it would be {floor['optimizer_floor_from_main_memory']:.3f} s",
+        "- the floor of a run is the larger of the two, per model-epoch",
+    ]
+    if lever_rows:
+        sections += ["## Levers, one at a time", levers_table(lever_rows, reference)]
+    sections.append("Every target above is met." if all_met else "Not every target above is met (rows marked NO).")
+    text = "\n\n".join(sections) + "\n"
+    Path(args.out).write_text(text)
+    print(text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
