@@ -14,7 +14,6 @@ path, lever, *rest = sys.argv[1:]
 backend = "tensorflow" if lever.startswith("tf") else "jax"
 select_backend(backend, "cpu", threads=int(rest[0]) if lever == "tf-fit" else None)
 
-import keras  # noqa: E402
 
 from regbench import train  # noqa: E402
 from regbench.config import RunConfig  # noqa: E402
@@ -25,7 +24,7 @@ runs = int(rest[0]) if lever == "jax-together" else 1
 configs = [RunConfig(backend=backend, seed=seed) for seed in range(runs)]
 models = []
 for config in configs:
-    keras.utils.set_random_seed(config.seed)
+    train.seed_globals(config.seed)
     models.append(train.compile_model(config)[0])
 x, y = train.training_arrays(split)
 seconds = []
