@@ -33,8 +33,9 @@ studies: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
 
+# One pytest worker per core; each test file stays on one worker (the studies file shares one quick run).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

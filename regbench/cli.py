@@ -26,6 +26,7 @@ class _Commands(click.Group):
     """A group whose every error is one line on stderr with exit status 2 (no traceback)."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        self.arguments = list(sys.argv[1:] if args is None else args)  # for the manifests' command line
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as error:
@@ -62,6 +63,11 @@ class _IntList(click.ParamType):
         if len(set(numbers)) != len(numbers) and param.name == "seed_list":
             self.fail(f"{value!r} repeats a seed", param, ctx)
         return numbers
+
+
+def _command_line() -> str:
+    """Return the command line being run, as a shell would take it."""
+    return shlex.join(["regbench", *cli.arguments])
 
 
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -169,7 +175,7 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         out=Path(out or f"results/compare-{'_'.join(names)}"),
         store=Path(store),
         data=data,
-        command=shlex.join(["regbench", *sys.argv[1:]]),
+        command=_command_line(),
         jobs=jobs,
     )
     outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True))
@@ -237,7 +243,7 @@ def study(name, list_only, quick, seeds, out, epochs, batch_size, train_size, ar
         directory = Path(out or "results/studies") / folder if (out is None or len(names) > 1) else Path(out)
         verdict, files = run_study(
             study_name, options, seeds, quick, directory, Path(store), data, used_device,
-            command=shlex.join(["regbench", *sys.argv[1:]]), echo=lambda line: click.echo(line, err=True),
+            command=_command_line(), echo=lambda line: click.echo(line, err=True),
         )
         click.echo(f"{study_name}: {verdict}")
         click.echo(f"wrote {len(files)} files to {directory}/ (REPORT.md, report.html)")
