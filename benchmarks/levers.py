@@ -12,7 +12,7 @@ from regbench.backend import select_backend
 
 path, lever, *rest = sys.argv[1:]
 backend = "tensorflow" if lever.startswith("tf") else "jax"
-select_backend(backend, "cpu", threads=int(rest[0]) if lever == "tf-fit" else None)
+select_backend(backend, "cpu", tf_threads=int(rest[0]) if lever == "tf-fit" else 1)
 
 
 from regbench import train  # noqa: E402

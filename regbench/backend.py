@@ -14,11 +14,13 @@ DEVICES = ("auto", "cpu", "gpu")
 _BACKEND_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-def select_backend(backend: str, device: str, threads: int | None = None) -> str:
+def select_backend(backend: str, device: str, tf_threads: int = 1) -> str:
     """Set up `backend` on `device` ('auto', 'cpu', 'gpu'); return the device used ('cpu'/'gpu').
 
     Must run before the first `import keras` of the process: Keras reads KERAS_BACKEND once.
-    `threads` caps TensorFlow's CPU thread pools (JAX sizes its pools by the process's CPU affinity).
+    On the CPU, TensorFlow gets `tf_threads` intra- and inter-op threads: one is the fastest for
+    these small models (benchmarks/RESULTS.md), and more runs at once come from `--jobs`. JAX
+    sizes its thread pool by the process's CPU affinity, which `--jobs` workers pin to one core.
     """
     # 1. Check the request against what this process and this machine can do.
     if backend not in BACKENDS:
@@ -50,12 +52,20 @@ def select_backend(backend: str, device: str, threads: int | None = None) -> str
             "use --device auto or cpu"
         )
     _make_deterministic(backend)
-    if threads and backend == "tensorflow":  # never under JAX: touching TF's threading there slows JAX badly
-        import tensorflow as tf
+    if backend == "tensorflow" and used == "cpu":  # never under JAX: TF's threading settings slow JAX badly
+        _limit_tensorflow_threads(tf_threads)
+    return used
 
+
+def _limit_tensorflow_threads(threads: int) -> None:
+    """Give TensorFlow `threads` intra-op and inter-op threads, unless it has already started."""
+    import tensorflow as tf
+
+    try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    return used
+    except RuntimeError:  # TF already ran ops in this process (a second command in one process, as in
+        pass  # tests): its pools stay as they are, which changes speed only, never the numbers
 
 
 @contextlib.contextmanager

@@ -295,7 +295,7 @@ def _worker_main(core: int, backend: str, device: str, data: str | None, store_p
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
     os.sched_setaffinity(0, {core})  # before the backend starts, so it sizes its thread pools to one core
     try:
-        select_backend(backend, device, threads=1)
+        select_backend(backend, device)
         splits = {}
 
         def split_for(config: RunConfig) -> Split:
