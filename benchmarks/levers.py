@@ -39,7 +39,7 @@ for epoch in range(2):
     else:
         from regbench import fused
 
-        fused.train_epoch_together(train.program_key(configs[0]), models, x, y, orders, 32)
+        fused.train_epoch_together(train.program_key(configs[0]), models, x, y, orders, 32, train.EVAL_BATCH_SIZE)
     seconds.append(time.perf_counter() - started)
 print(json.dumps({"lever": lever, "runs": runs, "seconds_per_model_epoch": seconds[-1] / runs,
                   "first_epoch_seconds": seconds[0]}))

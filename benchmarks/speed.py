@@ -191,6 +191,7 @@ def levers(data: str, env: dict) -> list[dict]:
         result = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append({"lever": label, "s_per_model_epoch": result["seconds_per_model_epoch"],
                      "first_epoch": result["first_epoch_seconds"], "peak_rss": done.peak_rss})
+        print(f"  {rows[-1]['s_per_model_epoch']:.3f} s per model-epoch", flush=True)
     return rows
 
 
@@ -280,6 +281,8 @@ def main() -> None:
     print("floors: sgemm rate and copy bandwidth ...", flush=True)
     floor = floors()
     reference = plain_keras(args.data, args.seeds, args.epochs, env)
+    print(f"  {reference['s_per_model_epoch']:.3f} s per model-epoch, peak {reference['peak_rss'] / 2**30:.2f} GiB",
+          flush=True)
     rows = [reference]
     two_cores = len(os.sched_getaffinity(0)) >= 2
     for label, extra in [("(b) regbench compare, TensorFlow (default backend)", []),
@@ -289,6 +292,8 @@ def main() -> None:
         if "--jobs" in extra and not two_cores:
             continue
         rows.append(regbench_compare(label, extra, args.data, args.seeds, args.epochs, args.repeats, env))
+        print(f"  {rows[-1]['wall']:.1f} s, {rows[-1]['s_per_model_epoch']:.3f} s per model-epoch, "
+              f"peak {rows[-1]['peak_rss'] / 2**30:.2f} GiB", flush=True)
     lever_rows = [] if args.no_levers else levers(args.data, env)
     # 2. Tables, printed and written with the machine and the command.
     table = main_table(rows, floor, reference)
