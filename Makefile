@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 REFERENCE := --technique all,dropout+l2,batchnorm+dropout --seeds 5 --backend jax --out results
+# Runs trained at once by `make report` and `make studies`: one worker process per core.
+JOBS ?= $(shell nproc)
 
 .PHONY: install run report studies bench test test-slow clean
 
@@ -23,11 +25,11 @@ run: $(STAMP)
 
 # The reference suite on full MNIST (needs $$REGBENCH_DATA or --data); reuses finished runs.
 report: $(STAMP)
-	$(BIN)/regbench compare $(REFERENCE)
+	$(BIN)/regbench compare $(REFERENCE) --jobs $(JOBS)
 
 # Every study at full size on full MNIST (needs $$REGBENCH_DATA); reuses finished runs.
 studies: $(STAMP)
-	$(BIN)/regbench study all --backend jax
+	$(BIN)/regbench study all --backend jax --jobs $(JOBS)
 
 # Speed against the plain Keras script on full MNIST (needs $$REGBENCH_DATA) -> benchmarks/RESULTS.md.
 bench: $(STAMP)

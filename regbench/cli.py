@@ -108,6 +108,8 @@ def _run_options(command_defaults: bool):
                      help="mnist.npz in Keras' layout [default: $REGBENCH_DATA, then ~/.keras/datasets/mnist.npz]."),
         click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
                      help="SQLite run store shared by all invocations."),
+        click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
+                     help="Runs trained at once on the CPU, each in its own process on one core with one thread."),
     ]
 
     def apply(command):
@@ -130,8 +132,6 @@ def _run_options(command_defaults: bool):
               help="Momentum (sgd, rmsprop) [default: 0].")
 @click.option("--nesterov", is_flag=True, help="Nesterov momentum (sgd).")
 @click.option("--out", type=click.Path(), default=None, help="Output directory [default: results/compare-SETTINGS].")
-@click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Runs trained at once on the CPU, each in its own process on one core with one thread.")
 @_run_options(command_defaults=True)
 def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs):
@@ -150,11 +150,7 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         raise UsageError(f"--momentum applies to sgd and rmsprop, not {optimizer}")
     if nesterov and optimizer != "sgd":
         raise UsageError(f"--nesterov applies to sgd, not {optimizer}")
-    cores = len(os.sched_getaffinity(0))
-    if jobs > cores:
-        raise UsageError(f"--jobs {jobs} is more than the {cores} CPU cores this process may use; allowed 1..{cores}")
-    if jobs > 1 and device == "gpu":
-        raise UsageError("--jobs trains on CPU cores; with --device gpu use --jobs 1")
+    _check_jobs(jobs, device)
     names = ["+".join(setting) for setting in settings]
     base = RunConfig(
         architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
@@ -162,9 +158,7 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         epochs=epochs, batch_size=batch_size, backend=backend,
     )
     # 2. Start the backend (before Keras is imported), then hand over to the runner.
-    used_device = select_backend(backend, device)
-    if jobs > 1 and used_device == "gpu":
-        raise UsageError(f"--jobs trains on CPU cores, but {backend} found a GPU; add --device cpu, or use --jobs 1")
+    used_device = _check_jobs(jobs, select_backend(backend, device))
     from regbench.runner import CompareRequest, run_compare
 
     request = CompareRequest(
@@ -181,6 +175,16 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
     outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True))
     click.echo(format_summary(outcome.summary))
     click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; wrote {len(outcome.files)} files to {request.out}/")
+
+
+def _check_jobs(jobs: int, device: str) -> str:
+    """Check --jobs against the CPU cores and the device ('auto' before the backend starts); return the device."""
+    cores = len(os.sched_getaffinity(0))
+    if jobs > cores:
+        raise UsageError(f"--jobs {jobs} is more than the {cores} CPU cores this process may use; allowed 1..{cores}")
+    if jobs > 1 and device == "gpu":
+        raise UsageError("--jobs trains on CPU cores, one run per core; on a GPU use --jobs 1 (or --device cpu)")
+    return device
 
 
 def format_summary(summary) -> str:
@@ -221,7 +225,7 @@ def _mean_sd(row, metric: str, scale: float) -> str:
                    "subdirectory per study].")
 @_run_options(command_defaults=False)
 def study(name, list_only, quick, seeds, out, epochs, batch_size, train_size, architecture, hidden, activation,
-          optimizer, lr, backend, device, data, store):
+          optimizer, lr, backend, device, data, store, jobs):
     """Run a named study (a textbook claim, measured) and write its tables, figures and REPORT.md."""
     from regbench.studies import CATALOGUE, study_names
 
@@ -235,7 +239,8 @@ def study(name, list_only, quick, seeds, out, epochs, batch_size, train_size, ar
     options = {key: value for key, value in dict(
         epochs=epochs, batch_size=batch_size, train_size=train_size, architecture=architecture, hidden=hidden,
         activation=activation, optimizer=optimizer, lr=lr, backend=backend).items() if value is not None}
-    used_device = select_backend(backend, device)
+    _check_jobs(jobs, device)
+    used_device = _check_jobs(jobs, select_backend(backend, device))
     from regbench.studies import run_study
 
     for study_name in names:
@@ -243,7 +248,7 @@ def study(name, list_only, quick, seeds, out, epochs, batch_size, train_size, ar
         directory = Path(out or "results/studies") / folder if (out is None or len(names) > 1) else Path(out)
         verdict, files = run_study(
             study_name, options, seeds, quick, directory, Path(store), data, used_device,
-            command=_command_line(), echo=lambda line: click.echo(line, err=True),
+            command=_command_line(), echo=lambda line: click.echo(line, err=True), jobs=jobs,
         )
         click.echo(f"{study_name}: {verdict}")
         click.echo(f"wrote {len(files)} files to {directory}/ (REPORT.md, report.html)")

@@ -148,10 +148,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     todo = [c for c in configs if c.run_id not in finished]
     echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {request.store}, "
          f"{len(todo)} to train on {base.backend}/{device} with {len(split.y_train)} training images")
-    if request.jobs > 1 and len(todo) > 1:
-        trained = _train_in_workers(todo, request, base, split, store, echo)
-    else:
-        trained = _train_missing(todo, lambda config: split, store, _Progress(todo, echo))
+    trained = _train(todo, lambda config: split, store, echo, request.jobs, request.data)
     # 3. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
     manifest = _manifest(request, base, mnist.source, tables.runs)
@@ -160,22 +157,25 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
 
 
 def train_missing(configs: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore,
-                  echo: Callable[[str], None]) -> int:
-    """Train and store the runs of `configs` the store does not hold yet, each on split_for(config)."""
+                  echo: Callable[[str], None], jobs: int = 1, data: str | None = None) -> int:
+    """Train and store the runs of `configs` the store does not hold yet, each on split_for(config).
+
+    With `jobs` > 1 they train in that many worker processes, which read the MNIST file `data`.
+    """
     finished = store.finished([c.run_id for c in configs])
     todo = [c for c in configs if c.run_id not in finished]
     if todo:
         echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {store.path}, {len(todo)} to train")
-    return _train_missing(todo, split_for, store, _Progress(todo, echo))
+    return _train(todo, split_for, store, echo, jobs, data)
 
 
-def trained_models(configs: list[RunConfig], split: Split, store: RunStore,
-                   echo: Callable[[str], None]) -> tuple[list, int]:
+def trained_models(configs: list[RunConfig], split: Split, store: RunStore, echo: Callable[[str], None],
+                   jobs: int = 1, data: str | None = None) -> tuple[list, int]:
     """Return each config's trained model (from kept weights, or trained and kept now) and how many were trained."""
     unkept = [c for c in configs if not store.weights_path(c.run_id).exists()]
     finished = store.finished([c.run_id for c in unkept]) if unkept else set()
     todo = [c for c in unkept if c.run_id not in finished]
-    trained = _train_missing(todo, lambda config: split, store, _Progress(todo, echo), keep_weights=True)
+    trained = _train(todo, lambda config: split, store, echo, jobs, data, keep_weights=True)
     for config in unkept:
         if not store.weights_path(config.run_id).exists():  # stored by an earlier sweep without weights
             echo(f"retraining stored run {config.run_id} ({config.technique} seed {config.seed}) for its weights")
@@ -189,6 +189,14 @@ def trained_models(configs: list[RunConfig], split: Split, store: RunStore,
             model.load_weights(store.weights_path(config.run_id))
         models.append(model)
     return models, trained
+
+
+def _train(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, echo, jobs: int,
+           data: str | None, keep_weights: bool = False) -> int:
+    """Train `todo` in this process, or in `jobs` worker processes when there is more than one run."""
+    if jobs > 1 and len(todo) > 1:
+        return _train_in_workers(todo, jobs, data, split_for, store, echo, keep_weights)
+    return _train_missing(todo, split_for, store, _Progress(todo, echo), keep_weights)
 
 
 def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, progress,
@@ -236,19 +244,19 @@ def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split
     return trained
 
 
-def _train_in_workers(todo: list[RunConfig], request: CompareRequest, base: RunConfig, split: Split,
-                      store: RunStore, echo: Callable[[str], None]) -> int:
-    """Train `todo` in `request.jobs` worker processes, one CPU core and one thread each; return how many.
+def _train_in_workers(todo: list[RunConfig], jobs: int, data: str | None, split_for: Callable[[RunConfig], Split],
+                      store: RunStore, echo: Callable[[str], None], keep_weights: bool) -> int:
+    """Train `todo` in `jobs` worker processes, one CPU core and one thread each; return how many.
 
     Workers share the runs through the store's claims and report every epoch here. Ctrl-C stops
     them; each finished run is already stored, and the runs in progress are lost.
     """
     # 1. Start the workers: fresh processes, so each starts its backend pinned to its own core.
-    jobs = min(request.jobs, len(todo))
+    jobs = min(jobs, len(todo))
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
     workers = [context.Process(target=_worker_main, daemon=True,
-                               args=(core, base.backend, base.device, request.data, store.path, todo, events))
+                               args=(core, data, store.path, todo, keep_weights, events))
                for core in _worker_cores(jobs)]
     for worker in workers:
         worker.start()
@@ -280,7 +288,9 @@ def _train_in_workers(todo: list[RunConfig], request: CompareRequest, base: RunC
                  "(runs in progress are lost); rerun the same command to resume")
         raise
     # 3. Runs another process held (or a worker left) are trained or waited for here.
-    return trained + train_missing(todo, lambda config: split, store, echo)
+    finished = store.finished([c.run_id for c in todo])
+    left = [c for c in todo if c.run_id not in finished]
+    return trained + _train_missing(left, split_for, store, _Progress(left, echo), keep_weights)
 
 
 def _worker_cores(jobs: int) -> list[int]:
@@ -289,13 +299,13 @@ def _worker_cores(jobs: int) -> list[int]:
     return [cores[index % len(cores)] for index in range(jobs)]
 
 
-def _worker_main(core: int, backend: str, device: str, data: str | None, store_path, todo: list[RunConfig],
+def _worker_main(core: int, data: str | None, store_path, todo: list[RunConfig], keep_weights: bool,
                  events) -> None:
     """Train runs of `todo` that no one else has claimed, on one core and one thread; report to `events`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
     os.sched_setaffinity(0, {core})  # before the backend starts, so it sizes its thread pools to one core
     try:
-        select_backend(backend, device)
+        select_backend(todo[0].backend, todo[0].device)
         splits = {}
 
         def split_for(config: RunConfig) -> Split:
@@ -304,7 +314,7 @@ def _worker_main(core: int, backend: str, device: str, data: str | None, store_p
             return splits[config.train_size]
 
         progress = _ForwardedProgress(events)
-        trained = _train_missing(todo, split_for, RunStore(store_path), progress, wait_for_others=False)
+        trained = _train_missing(todo, split_for, RunStore(store_path), progress, keep_weights, wait_for_others=False)
         events.put(("trained", trained))
     except BaseException:
         events.put(("error", traceback.format_exc()))

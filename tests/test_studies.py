@@ -1,6 +1,7 @@
 """Studies: every study's --quick run end to end (once, shared), their oracles, and their errors."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,8 @@ def quick_studies(tmp_path_factory):
     from tests.conftest import SMALL_MNIST
 
     root = tmp_path_factory.mktemp("studies")
-    result = CliRunner().invoke(cli, ["study", "all", "--quick", "--out", str(root / "out"),
+    jobs = str(min(2, len(os.sched_getaffinity(0))))  # worker processes, as `make studies` uses them
+    result = CliRunner().invoke(cli, ["study", "all", "--quick", "--out", str(root / "out"), "--jobs", jobs,
                                       "--store", str(root / "runs.sqlite"), "--data", str(SMALL_MNIST)])
     assert result.exit_code == 0, result.output
     return root, result

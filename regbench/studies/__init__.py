@@ -61,7 +61,8 @@ def base_config(preset_config: dict, options: dict, sweeps: dict, name: str) -> 
 
 
 def run_study(name: str, options: dict, seeds: int | None, quick: bool, out: Path, store_path: Path,
-              data: str | None, device: str, command: str, echo: Callable[[str], None]) -> tuple[str, list[Path]]:
+              data: str | None, device: str, command: str, echo: Callable[[str], None],
+              jobs: int = 1) -> tuple[str, list[Path]]:
     """Run study `name` (training only what the store lacks) and write its report; return verdict and files."""
     from regbench.data import load_mnist
     from regbench.store import RunStore, check_output_dir
@@ -74,7 +75,7 @@ def run_study(name: str, options: dict, seeds: int | None, quick: bool, out: Pat
     out = check_output_dir(out)
     context = StudyContext(
         base=replace(base, device=device, data=mnist.fingerprint), seeds=tuple(range(seeds or preset.seeds)),
-        grid=preset.grid, quick=quick, mnist=mnist, store=RunStore(store_path), echo=echo,
+        grid=preset.grid, quick=quick, mnist=mnist, store=RunStore(store_path), echo=echo, data=data, jobs=jobs,
     )
     context.split()  # a training size the data cannot give fails here, before any training
     started = time.perf_counter()

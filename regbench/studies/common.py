@@ -45,6 +45,8 @@ class StudyContext:
     mnist: Mnist
     store: RunStore
     echo: Callable[[str], None]
+    data: str | None = None  # the MNIST file, for worker processes
+    jobs: int = 1  # runs trained at once, in worker processes
     trained: int = 0  # runs this invocation trained (the rest were found in the store)
     _splits: dict = field(default_factory=dict)
 
@@ -71,14 +73,15 @@ class StudyContext:
     def runs(self, configs: list[RunConfig]) -> RunTables:
         """Train what the store lacks of `configs` and return their tables."""
         configs = list(dict.fromkeys(configs))
-        self.trained += train_missing(configs, lambda config: self.split(config.train_size), self.store, self.echo)
+        self.trained += train_missing(configs, lambda config: self.split(config.train_size), self.store, self.echo,
+                                      self.jobs, self.data)
         return self.store.load([c.run_id for c in configs])
 
     def models(self, configs: list[RunConfig]) -> list:
         """Return the trained Keras models of `configs` (one training size), training what is missing."""
         sizes = {c.train_size for c in configs}
         assert len(sizes) == 1, "models() takes configs of one training size"
-        models, trained = trained_models(configs, self.split(sizes.pop()), self.store, self.echo)
+        models, trained = trained_models(configs, self.split(sizes.pop()), self.store, self.echo, self.jobs, self.data)
         self.trained += trained
         return models
 
