@@ -23,11 +23,7 @@ def select_backend(backend: str, device: str, tf_threads: int = 1) -> str:
     sizes its thread pool by the process's CPU affinity, which `--jobs` workers pin to one core.
     """
     # 1. Check the request against what this process and this machine can do.
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    if importlib.util.find_spec(_BACKEND_MODULE[backend]) is None:
-        extra = " (pip install 'regbench[jax]')" if backend == "jax" else ""
-        raise UsageError(f"backend {backend!r} is not installed{extra}")
+    check_installed(backend)
     if "keras" in sys.modules:
         loaded = sys.modules["keras"].backend.backend()
         if loaded != backend:
@@ -66,6 +62,15 @@ def _limit_tensorflow_threads(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:  # TF already ran ops in this process (a second command in one process, as in
         pass  # tests): its pools stay as they are, which changes speed only, never the numbers
+
+
+def check_installed(backend: str) -> None:
+    """Raise UsageError unless `backend` is a known Keras backend installed here."""
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if importlib.util.find_spec(_BACKEND_MODULE[backend]) is None:
+        extra = " (pip install 'regbench[jax]')" if backend == "jax" else ""
+        raise UsageError(f"backend {backend!r} is not installed{extra}")
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import click
 import pandas as pd
 
 from regbench import __version__
-from regbench.backend import DEVICES, select_backend
+from regbench.backend import DEVICES, check_installed, select_backend
 from regbench.config import (
     ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, OPTIMIZERS, RunConfig,
 )
@@ -109,7 +109,8 @@ def _run_options(command_defaults: bool):
         click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
                      help="SQLite run store shared by all invocations."),
         click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
-                     help="Runs trained at once on the CPU, each in its own process on one core with one thread."),
+                     help="Runs trained at once, each in its own worker process on one CPU core with one thread "
+                          "(CPU only)."),
     ]
 
     def apply(command):
@@ -158,7 +159,12 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         epochs=epochs, batch_size=batch_size, backend=backend,
     )
     # 2. Start the backend (before Keras is imported), then hand over to the runner.
-    used_device = _check_jobs(jobs, select_backend(backend, device))
+    # With --jobs the workers start the backend on the CPU; this process plans and reports without it.
+    if jobs > 1:
+        check_installed(backend)
+        used_device = "cpu"
+    else:
+        used_device = select_backend(backend, device)
     from regbench.runner import CompareRequest, run_compare
 
     request = CompareRequest(

@@ -44,15 +44,16 @@ class _Program:
 
     def _evaluate(self, state, x, y):
         """Return the inference-mode logs over x, y in batches, as Keras' `evaluate` takes them."""
-        full = len(x) // self.eval_batch_size * self.eval_batch_size
+        size = self.eval_batch_size
+        full = len(x) // size * size
         logs = None
         if full:
-            def step(state, batch):
+            def step(state, start):  # slices in place: no copy of the whole set
+                batch = (jax.lax.dynamic_slice_in_dim(x, start, size), jax.lax.dynamic_slice_in_dim(y, start, size))
                 logs, state = self.template.test_step(state, batch)
                 return state, logs
 
-            batches = (x[:full].reshape(-1, self.eval_batch_size, *x.shape[1:]), y[:full].reshape(-1, self.eval_batch_size))
-            state, logs = jax.lax.scan(step, state, batches)
+            state, logs = jax.lax.scan(step, state, jnp.arange(0, full, size))
             logs = jax.tree.map(lambda values: values[-1], logs)
         if full < len(x):
             logs, state = self.template.test_step(state, (x[full:], y[full:]))
@@ -115,7 +116,7 @@ def evaluate(key: Hashable, model: keras.Model, x: np.ndarray, y: np.ndarray, ba
     """Return `model`'s inference-mode loss and metrics on x, y (the same bits as Keras' evaluate)."""
     program = _program(key, model, x, y, batch_size, eval_batch_size)
     trainable, non_trainable, _, metrics = _state(model, program)
-    return _as_floats(program.measure((trainable, non_trainable, metrics), jnp.asarray(x), jnp.asarray(y)))
+    return _as_floats(program.measure((trainable, non_trainable, metrics), jax.device_put(x), jax.device_put(y)))
 
 
 def train_epoch_together(key: Hashable, models: list[keras.Model], x: jax.Array, y: jax.Array,

@@ -23,11 +23,9 @@ from regbench.backend import select_backend
 from regbench.config import RunConfig
 from regbench.data import Split, load_mnist, split_mnist
 from regbench.errors import UsageError
-from regbench.models import build_model
 from regbench.report import write_comparison
 from regbench.store import RunStore, check_output_dir
 from regbench.techniques import BASELINE, regularization_for
-from regbench.train import train_run
 
 CLAIM_POLL_SECONDS = 2.0  # how often to look again for runs another process is training
 
@@ -148,7 +146,12 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     todo = [c for c in configs if c.run_id not in finished]
     echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {request.store}, "
          f"{len(todo)} to train on {base.backend}/{device} with {len(split.y_train)} training images")
-    trained = _train(todo, lambda config: split, store, echo, request.jobs, request.data)
+    if request.jobs > 1 and len(todo) > 1:
+        del split  # the workers load their own; this process only plans and reports, without Keras
+        trained = _train(todo, lambda config: split_mnist(mnist, request.train_size), store, echo, request.jobs,
+                         request.data)
+    else:
+        trained = _train(todo, lambda config: split, store, echo, request.jobs, request.data)
     # 3. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
     manifest = _manifest(request, base, mnist.source, tables.runs)
@@ -172,6 +175,9 @@ def train_missing(configs: list[RunConfig], split_for: Callable[[RunConfig], Spl
 def trained_models(configs: list[RunConfig], split: Split, store: RunStore, echo: Callable[[str], None],
                    jobs: int = 1, data: str | None = None) -> tuple[list, int]:
     """Return each config's trained model (from kept weights, or trained and kept now) and how many were trained."""
+    from regbench.models import build_model  # imported here, as train_run is: a --jobs parent never loads Keras
+    from regbench.train import train_run
+
     unkept = [c for c in configs if not store.weights_path(c.run_id).exists()]
     finished = store.finished([c.run_id for c in unkept]) if unkept else set()
     todo = [c for c in unkept if c.run_id not in finished]
@@ -207,6 +213,8 @@ def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split
     they are left to it); Ctrl-C keeps every finished run and says how to resume.
     `keep_weights` also keeps each trained model's weights.
     """
+    from regbench.train import train_run  # here, not at the top: a --jobs parent never loads Keras
+
     echo = progress.echo
     pending = dict(enumerate(todo))
     trained = 0

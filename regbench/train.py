@@ -117,9 +117,9 @@ def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) 
 def training_arrays(split: Split) -> tuple:
     """Return the training images and labels where the backend trains from (device arrays on JAX)."""
     if keras.backend.backend() == "jax":
-        import jax.numpy as jnp
+        import jax
 
-        return jnp.asarray(split.x_train), jnp.asarray(split.y_train)
+        return jax.device_put(split.x_train), jax.device_put(split.y_train)  # on the CPU: no copy
     return split.x_train, split.y_train
 
 
