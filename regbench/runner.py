@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
-import multiprocessing
-import os
 import platform
-import queue
-import signal
 import sys
-import time
-import traceback
 import warnings
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -19,16 +13,13 @@ from typing import Callable
 
 import pandas as pd
 
-from regbench.backend import select_backend
 from regbench.config import RunConfig
 from regbench.data import Split, load_mnist, split_mnist
 from regbench.errors import UsageError
 from regbench.report import write_comparison
 from regbench.store import RunStore, check_output_dir
+from regbench.sweep import train_todo
 from regbench.techniques import BASELINE, regularization_for
-
-CLAIM_POLL_SECONDS = 2.0  # how often to look again for runs another process is training
-
 
 @dataclass(frozen=True)
 class CompareRequest:
@@ -65,68 +56,6 @@ def plan_runs(request: CompareRequest) -> list[RunConfig]:
     ]
 
 
-class _Progress:
-    """Echo one line per epoch with where the sweep stands and an estimate of what remains."""
-
-    def __init__(self, todo: list[RunConfig], echo: Callable[[str], None]):
-        self.todo, self.echo = todo, echo
-        self.started = time.perf_counter()
-        self.epochs_done = {}  # run index -> epochs finished
-        self.ended = set()  # run indices stored (or left to another process)
-
-    def epoch_done(self, index: int, row: dict) -> None:
-        """Echo run `index`'s epoch and the time left, estimated from the throughput so far."""
-        self.epochs_done[index] = row["epoch"]
-        config = self.todo[index]
-        remaining_epochs = sum(c.epochs - self.epochs_done.get(i, 0)
-                               for i, c in enumerate(self.todo) if i not in self.ended)
-        per_epoch = (time.perf_counter() - self.started) / sum(self.epochs_done.values())
-        self.echo(
-            f"[run {index + 1}/{len(self.todo)}] {describe_run(config)} "
-            f"epoch {row['epoch']}/{config.epochs}: train ce {row['train_crossentropy']:.4f} "
-            f"acc {row['train_accuracy']:.4f} | val ce {row['val_crossentropy']:.4f} "
-            f"acc {row['val_accuracy']:.4f} | {row['seconds']:.1f}s | "
-            f"at most ~{format_duration(remaining_epochs * per_epoch)} left"
-        )
-
-    def run_ended(self, index: int) -> None:
-        """Note that run `index` needs no more epochs (stored, stopped early, or done elsewhere)."""
-        self.ended.add(index)
-
-
-class _ForwardedProgress:
-    """A worker's progress: every event goes to the parent process, which echoes it."""
-
-    def __init__(self, events):
-        self.events = events
-
-    def epoch_done(self, index: int, row: dict) -> None:
-        self.events.put(("epoch", index, row))
-
-    def run_ended(self, index: int) -> None:
-        self.events.put(("ended", index))
-
-    def echo(self, line: str) -> None:
-        self.events.put(("line", line))
-
-
-def describe_run(config: RunConfig) -> str:
-    """Name a run in a progress line: technique, parameters, variant, seed, size and model."""
-    params = "".join(f" {name}={value:g}" for name, value in config.technique_params)
-    variant = f" [{config.variant}]" if config.variant else ""
-    widths = "-".join(map(str, config.hidden))
-    return (f"{config.technique}{params}{variant} seed {config.seed} ({config.train_size:,} images, "
-            f"batch {config.batch_size}, {config.architecture} {widths})")
-
-
-def format_duration(seconds: float) -> str:
-    """Format seconds as e.g. '1h02m', '3m05s' or '12s'."""
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
 def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None]) -> CompareOutcome:
     """Train what is missing of `request` and write its tables, figures, manifest and report."""
     # 1. Check everything a user can get wrong before any training.
@@ -148,10 +77,10 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
          f"{len(todo)} to train on {base.backend}/{device} with {len(split.y_train)} training images")
     if request.jobs > 1 and len(todo) > 1:
         del split  # the workers load their own; this process only plans and reports, without Keras
-        trained = _train(todo, lambda config: split_mnist(mnist, request.train_size), store, echo, request.jobs,
+        trained = train_todo(todo, lambda config: split_mnist(mnist, request.train_size), store, echo, request.jobs,
                          request.data)
     else:
-        trained = _train(todo, lambda config: split, store, echo, request.jobs, request.data)
+        trained = train_todo(todo, lambda config: split, store, echo, request.jobs, request.data)
     # 3. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
     manifest = _manifest(request, base, mnist.source, tables.runs)
@@ -169,7 +98,7 @@ def train_missing(configs: list[RunConfig], split_for: Callable[[RunConfig], Spl
     todo = [c for c in configs if c.run_id not in finished]
     if todo:
         echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {store.path}, {len(todo)} to train")
-    return _train(todo, split_for, store, echo, jobs, data)
+    return train_todo(todo, split_for, store, echo, jobs, data)
 
 
 def trained_models(configs: list[RunConfig], split: Split, store: RunStore, echo: Callable[[str], None],
@@ -181,7 +110,7 @@ def trained_models(configs: list[RunConfig], split: Split, store: RunStore, echo
     unkept = [c for c in configs if not store.weights_path(c.run_id).exists()]
     finished = store.finished([c.run_id for c in unkept]) if unkept else set()
     todo = [c for c in unkept if c.run_id not in finished]
-    trained = _train(todo, lambda config: split, store, echo, jobs, data, keep_weights=True)
+    trained = train_todo(todo, lambda config: split, store, echo, jobs, data, keep_weights=True)
     for config in unkept:
         if not store.weights_path(config.run_id).exists():  # stored by an earlier sweep without weights
             echo(f"retraining stored run {config.run_id} ({config.technique} seed {config.seed}) for its weights")
@@ -195,138 +124,6 @@ def trained_models(configs: list[RunConfig], split: Split, store: RunStore, echo
             model.load_weights(store.weights_path(config.run_id))
         models.append(model)
     return models, trained
-
-
-def _train(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, echo, jobs: int,
-           data: str | None, keep_weights: bool = False) -> int:
-    """Train `todo` in this process, or in `jobs` worker processes when there is more than one run."""
-    if jobs > 1 and len(todo) > 1:
-        return _train_in_workers(todo, jobs, data, split_for, store, echo, keep_weights)
-    return _train_missing(todo, split_for, store, _Progress(todo, echo), keep_weights)
-
-
-def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, progress,
-                   keep_weights: bool = False, wait_for_others: bool = True) -> int:
-    """Train and store each run of `todo` that no other process is training; return how many.
-
-    Runs claimed by another live process are waited for (unless `wait_for_others` is off: then
-    they are left to it); Ctrl-C keeps every finished run and says how to resume.
-    `keep_weights` also keeps each trained model's weights.
-    """
-    from regbench.train import train_run  # here, not at the top: a --jobs parent never loads Keras
-
-    echo = progress.echo
-    pending = dict(enumerate(todo))
-    trained = 0
-    while pending:
-        started = trained
-        for index, config in list(pending.items()):
-            if not store.claim(config.run_id):
-                if store.finished([config.run_id]):
-                    del pending[index]  # another process finished it
-                    progress.run_ended(index)
-                continue
-            try:
-                result = train_run(config, split_for(config), on_epoch=lambda row: progress.epoch_done(index, row))
-                if keep_weights:
-                    store.save_weights(config.run_id, result.model)
-                store.save(config, result.record, result.epochs)
-            except BaseException as error:
-                store.release(config.run_id)
-                if isinstance(error, KeyboardInterrupt):
-                    done = len(todo) - len(pending)
-                    echo(f"interrupted: {done} of {len(todo)} runs stored, {len(pending)} left "
-                         "(the run in progress is lost); rerun the same command to resume")
-                raise
-            del pending[index]
-            progress.run_ended(index)
-            trained += 1
-            if result.record["status"] != "ok":
-                echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
-                     f"{result.record['diverged_epoch']}: stored, left out of the statistics")
-        if pending and trained == started:
-            if not wait_for_others:
-                break
-            echo(f"waiting for {len(pending)} run(s) that another regbench process is training")
-            time.sleep(CLAIM_POLL_SECONDS)
-    return trained
-
-
-def _train_in_workers(todo: list[RunConfig], jobs: int, data: str | None, split_for: Callable[[RunConfig], Split],
-                      store: RunStore, echo: Callable[[str], None], keep_weights: bool) -> int:
-    """Train `todo` in `jobs` worker processes, one CPU core and one thread each; return how many.
-
-    Workers share the runs through the store's claims and report every epoch here. Ctrl-C stops
-    them; each finished run is already stored, and the runs in progress are lost.
-    """
-    # 1. Start the workers: fresh processes, so each starts its backend pinned to its own core.
-    jobs = min(jobs, len(todo))
-    context = multiprocessing.get_context("spawn")
-    events = context.Queue()
-    workers = [context.Process(target=_worker_main, daemon=True,
-                               args=(core, data, store.path, todo, keep_weights, events))
-               for core in _worker_cores(jobs)]
-    for worker in workers:
-        worker.start()
-    echo(f"training in {jobs} worker processes, one CPU core each")
-    # 2. Echo their progress until all have stopped; a worker's error stops the sweep.
-    progress, trained = _Progress(todo, echo), 0
-    try:
-        while any(worker.is_alive() for worker in workers) or not events.empty():
-            try:
-                kind, *payload = events.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if kind == "epoch":
-                progress.epoch_done(*payload)
-            elif kind == "ended":
-                progress.run_ended(*payload)
-            elif kind == "line":
-                echo(payload[0])
-            elif kind == "trained":
-                trained += payload[0]
-            elif kind == "error":
-                raise RuntimeError(f"a worker process failed:\n{payload[0]}")
-    except BaseException:
-        for worker in workers:
-            worker.terminate()
-        if sys.exc_info()[0] is KeyboardInterrupt:
-            stored = len(store.finished([c.run_id for c in todo]))
-            echo(f"interrupted: {stored} of {len(todo)} runs stored, {len(todo) - stored} left "
-                 "(runs in progress are lost); rerun the same command to resume")
-        raise
-    # 3. Runs another process held (or a worker left) are trained or waited for here.
-    finished = store.finished([c.run_id for c in todo])
-    left = [c for c in todo if c.run_id not in finished]
-    return trained + _train_missing(left, split_for, store, _Progress(left, echo), keep_weights)
-
-
-def _worker_cores(jobs: int) -> list[int]:
-    """Return the CPU core for each of `jobs` workers, spread over the cores this process may use."""
-    cores = sorted(os.sched_getaffinity(0))
-    return [cores[index % len(cores)] for index in range(jobs)]
-
-
-def _worker_main(core: int, data: str | None, store_path, todo: list[RunConfig], keep_weights: bool,
-                 events) -> None:
-    """Train runs of `todo` that no one else has claimed, on one core and one thread; report to `events`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
-    os.sched_setaffinity(0, {core})  # before the backend starts, so it sizes its thread pools to one core
-    try:
-        select_backend(todo[0].backend, todo[0].device)
-        splits = {}
-
-        def split_for(config: RunConfig) -> Split:
-            if config.train_size not in splits:
-                splits[config.train_size] = split_mnist(load_mnist(data), config.train_size)
-            return splits[config.train_size]
-
-        progress = _ForwardedProgress(events)
-        trained = _train_missing(todo, split_for, RunStore(store_path), progress, keep_weights, wait_for_others=False)
-        events.put(("trained", trained))
-    except BaseException:
-        events.put(("error", traceback.format_exc()))
-        raise SystemExit(1)
 
 
 def package_versions(backend: str) -> dict:

@@ -17,7 +17,8 @@ from scipy import stats as scipy_stats
 from regbench import report, stats
 from regbench.config import RunConfig
 from regbench.data import Mnist, Split, split_mnist
-from regbench.runner import device_description, format_duration, package_versions, train_missing, trained_models
+from regbench.runner import device_description, package_versions, train_missing, trained_models
+from regbench.sweep import format_duration
 from regbench.store import RunStore, RunTables, write_outputs
 from regbench.techniques import BASELINE, resolve_params
 
