@@ -75,18 +75,6 @@ def check_report_rebuild(runner, out):
     assert set(weights.groupby("run_id")["count"].sum()) == {784 * 128 + 128 * 64 + 64 * 10}  # every kernel weight
 
 
-def test_jobs_train_in_worker_processes_with_the_same_numbers(runner, tmp_path):
-    alone = compare(runner, tmp_path, "--technique", "l2", *TINY, out="alone")
-    assert alone.exit_code == 0, alone.output
-    together = runner.invoke(cli, ["compare", "--technique", "l2", *TINY, "--jobs", "2", "--out",
-                                   str(tmp_path / "jobs"), "--store", str(tmp_path / "jobs.sqlite")])
-    assert together.exit_code == 0, together.output
-    assert "training in 2 worker processes" in together.output and "[run 4/4]" in together.output
-    numbers = ["run_id", "test_accuracy", "test_crossentropy", "weights_l2", "train_crossentropy"]
-    tables = [pd.read_csv(tmp_path / name / "runs.csv").sort_values("run_id")[numbers] for name in ("alone", "jobs")]
-    pd.testing.assert_frame_equal(tables[0].reset_index(drop=True), tables[1].reset_index(drop=True))
-
-
 def test_report_on_a_wrong_directory_exits_2(runner, tmp_path):
     result = runner.invoke(cli, ["report", str(tmp_path / "absent")])
     assert result.exit_code == 2 and "not a directory" in result.stderr

@@ -1,7 +1,6 @@
 """Studies: every study's --quick run end to end (once, shared), their oracles, and their errors."""
 
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -19,8 +18,7 @@ def quick_studies(tmp_path_factory):
     from tests.conftest import SMALL_MNIST
 
     root = tmp_path_factory.mktemp("studies")
-    jobs = str(min(2, len(os.sched_getaffinity(0))))  # worker processes, as `make studies` uses them
-    result = CliRunner().invoke(cli, ["study", "all", "--quick", "--out", str(root / "out"), "--jobs", jobs,
+    result = CliRunner().invoke(cli, ["study", "all", "--quick", "--out", str(root / "out"),
                                       "--store", str(root / "runs.sqlite"), "--data", str(SMALL_MNIST)])
     assert result.exit_code == 0, result.output
     return root, result
