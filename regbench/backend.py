@@ -18,8 +18,9 @@ def select_backend(backend: str, device: str, tf_threads: int = 1) -> str:
     """Set up `backend` on `device` ('auto', 'cpu', 'gpu'); return the device used ('cpu'/'gpu').
 
     Must run before the first `import keras` of the process: Keras reads KERAS_BACKEND once.
-    On the CPU, TensorFlow gets `tf_threads` intra- and inter-op threads: one is the fastest for
-    these small models (benchmarks/RESULTS.md), and more runs at once come from `--jobs`. JAX
+    On the CPU, TensorFlow gets `tf_threads` intra- and inter-op threads: one was the faster for
+    these small models in most paired timings here (README, Speed), and more runs at once come
+    from `--jobs`. JAX
     sizes its thread pool by the process's CPU affinity, which `--jobs` workers pin to one core.
     """
     # 1. Check the request against what this process and this machine can do.
