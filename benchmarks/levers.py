@@ -14,7 +14,6 @@ path, lever, *rest = sys.argv[1:]
 backend = "tensorflow" if lever.startswith("tf") else "jax"
 select_backend(backend, "cpu", tf_threads=int(rest[0]) if lever == "tf-fit" else 1)
 
-
 from regbench import train  # noqa: E402
 from regbench.config import RunConfig  # noqa: E402
 from regbench.data import load_mnist, split_mnist  # noqa: E402
