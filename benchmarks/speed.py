@@ -344,6 +344,10 @@ def render(measured: dict) -> str:
         "## Targets", targets,
         "Every target is met by at least one setup of each backend." if all_met
         else "For at least one backend no setup meets every target (marked NO).",
+        "Where `--jobs 2` misses the memory target, the cause is its design: each worker is a whole "
+        "process with its own backend, Keras and copy of the data (the `compare` parent loads neither "
+        "Keras nor the split). One shared read-only copy of the images for all workers (a memory-mapped "
+        "float32 file), or workers as threads of one JAX process, would close most of the gap.",
         "## Floors",
         f"- compute: {floor['flops_per_epoch'] / 1e9:.1f} GFLOP per epoch (training forward + backward on "
         f"{TRAIN_IMAGES:,} images, one validation pass) / {floor['sgemm_flops_per_second'] / 1e9:.0f} GFLOP/s "
