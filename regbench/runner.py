@@ -77,10 +77,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
          f"{len(todo)} to train on {base.backend}/{device} with {len(split.y_train)} training images")
     if request.jobs > 1 and len(todo) > 1:
         del split  # the workers load their own; this process only plans and reports, without Keras
-        trained = train_todo(todo, lambda config: split_mnist(mnist, request.train_size), store, echo, request.jobs,
-                         request.data)
-    else:
-        trained = train_todo(todo, lambda config: split, store, echo, request.jobs, request.data)
+    trained = train_todo(todo, lambda config: split, store, echo, request.jobs, request.data)
     # 3. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
     manifest = _manifest(request, base, mnist.source, tables.runs)

@@ -89,7 +89,12 @@ def train_todo(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], s
            data: str | None, keep_weights: bool = False) -> int:
     """Train and store `todo`, in this process or in `jobs` worker processes (those read the file `data`); return how many."""
     if jobs > 1 and len(todo) > 1:
-        return _train_in_workers(todo, jobs, data, split_for, store, echo, keep_weights)
+        trained = _train_in_workers(todo, jobs, data, store, echo, keep_weights, wait_for_others=False)
+        finished = store.finished([c.run_id for c in todo])
+        left = [c for c in todo if c.run_id not in finished]
+        if left:  # held by another process (or left by a worker that died): one worker waits for them
+            trained += _train_in_workers(left, 1, data, store, echo, keep_weights, wait_for_others=True)
+        return trained
     return _train_missing(todo, split_for, store, _Progress(todo, echo), keep_weights)
 
 
@@ -140,19 +145,20 @@ def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split
     return trained
 
 
-def _train_in_workers(todo: list[RunConfig], jobs: int, data: str | None, split_for: Callable[[RunConfig], Split],
-                      store: RunStore, echo: Callable[[str], None], keep_weights: bool) -> int:
+def _train_in_workers(todo: list[RunConfig], jobs: int, data: str | None, store: RunStore,
+                      echo: Callable[[str], None], keep_weights: bool, wait_for_others: bool) -> int:
     """Train `todo` in `jobs` worker processes, one CPU core and one thread each; return how many.
 
-    Workers share the runs through the store's claims and report every epoch here. Ctrl-C stops
-    them; each finished run is already stored, and the runs in progress are lost.
+    Workers share the runs through the store's claims and report every epoch here; this process
+    never trains (it may not have the runs' backend). Ctrl-C stops them; each finished run is
+    already stored, and the runs in progress are lost.
     """
     # 1. Start the workers: fresh processes, so each starts its backend pinned to its own core.
     jobs = min(jobs, len(todo))
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
     workers = [context.Process(target=_worker_main, daemon=True,
-                               args=(core, data, store.path, todo, keep_weights, events))
+                               args=(core, data, store.path, todo, keep_weights, wait_for_others, events))
                for core in _worker_cores(jobs)]
     for worker in workers:
         worker.start()
@@ -183,10 +189,7 @@ def _train_in_workers(todo: list[RunConfig], jobs: int, data: str | None, split_
             echo(f"interrupted: {stored} of {len(todo)} runs stored, {len(todo) - stored} left "
                  "(runs in progress are lost); rerun the same command to resume")
         raise
-    # 3. Runs another process held (or a worker left) are trained or waited for here.
-    finished = store.finished([c.run_id for c in todo])
-    left = [c for c in todo if c.run_id not in finished]
-    return trained + _train_missing(left, split_for, store, _Progress(left, echo), keep_weights)
+    return trained
 
 
 def _worker_cores(jobs: int) -> list[int]:
@@ -196,7 +199,7 @@ def _worker_cores(jobs: int) -> list[int]:
 
 
 def _worker_main(core: int, data: str | None, store_path, todo: list[RunConfig], keep_weights: bool,
-                 events) -> None:
+                 wait_for_others: bool, events) -> None:
     """Train runs of `todo` that no one else has claimed, on one core and one thread; report to `events`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
     os.sched_setaffinity(0, {core})  # before the backend starts, so it sizes its thread pools to one core
@@ -210,7 +213,7 @@ def _worker_main(core: int, data: str | None, store_path, todo: list[RunConfig],
             return splits[config.train_size]
 
         progress = _ForwardedProgress(events)
-        trained = _train_missing(todo, split_for, RunStore(store_path), progress, keep_weights, wait_for_others=False)
+        trained = _train_missing(todo, split_for, RunStore(store_path), progress, keep_weights, wait_for_others)
         events.put(("trained", trained))
     except BaseException:
         events.put(("error", traceback.format_exc()))
