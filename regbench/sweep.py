@@ -205,11 +205,11 @@ def _worker_main(core: int, data: str | None, store_path, todo: list[RunConfig],
     os.sched_setaffinity(0, {core})  # before the backend starts, so it sizes its thread pools to one core
     try:
         select_backend(todo[0].backend, todo[0].device)
-        splits = {}
+        mnist, splits = load_mnist(data), {}  # read once; a study's training sizes split it in turn
 
         def split_for(config: RunConfig) -> Split:
             if config.train_size not in splits:
-                splits[config.train_size] = split_mnist(load_mnist(data), config.train_size)
+                splits[config.train_size] = split_mnist(mnist, config.train_size)
             return splits[config.train_size]
 
         progress = _ForwardedProgress(events)
