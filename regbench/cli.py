@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
@@ -19,6 +20,7 @@ from regbench.errors import UsageError
 from regbench.techniques import BASELINE, TECHNIQUES, parse_param_overrides, parse_setting, resolve_params
 
 DEFAULT_STORE = Path("results/regbench.sqlite")
+MAX_SEED = 2**32 - 1  # NumPy's global seed (which Keras sets) takes 0..2**32-1
 ALL_ALONE = [name for name in TECHNIQUES if name != BASELINE]  # what `--technique all` expands to
 
 
@@ -44,12 +46,12 @@ class _Commands(click.Group):
 
 
 class _IntList(click.ParamType):
-    """A comma-separated list of integers, each at least `minimum`."""
+    """A comma-separated list of integers, each within minimum..maximum."""
 
     name = "N,N,..."
 
-    def __init__(self, minimum: int):
-        self.minimum = minimum
+    def __init__(self, minimum: int, maximum: int = 2**31 - 1):
+        self.minimum, self.maximum = minimum, maximum
 
     def convert(self, value, param, ctx):
         if isinstance(value, tuple):
@@ -60,9 +62,21 @@ class _IntList(click.ParamType):
             self.fail(f"{value!r} is not a comma-separated list of integers, e.g. 1024,1024", param, ctx)
         if any(number < self.minimum for number in numbers):
             self.fail(f"{value!r} has a value below {self.minimum}; each must be >= {self.minimum}", param, ctx)
+        if any(number > self.maximum for number in numbers):
+            self.fail(f"{value!r} has a value above {self.maximum}; allowed {self.minimum}..{self.maximum}", param, ctx)
         if len(set(numbers)) != len(numbers) and param.name == "seed_list":
             self.fail(f"{value!r} repeats a seed", param, ctx)
         return numbers
+
+
+class _FiniteFloatRange(click.FloatRange):
+    """A float range that also refuses NaN and infinities (which pass every comparison or bound)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number; allowed {self._describe_range()}", param, ctx)
+        return number
 
 
 def _command_line() -> str:
@@ -95,12 +109,13 @@ def _run_options(command_defaults: bool):
         click.option("--architecture", type=click.Choice(ARCHITECTURES), default=default("mlp"),
                      show_default=command_defaults, help=hint.strip() or None),
         click.option("--hidden", type=_IntList(1), default=None,
-                     help="Hidden dense widths [default: 128,64 for mlp; 128 for the cnn's head]."),
+                     help="Hidden dense widths [default: " + ("128,64 for mlp; 128 for the cnn's head" if command_defaults
+                                                          else "the study's; 128 for the cnn's head") + "]."),
         click.option("--activation", type=click.Choice(ACTIVATIONS), default=default("relu"),
                      show_default=command_defaults, help=hint.strip() or None),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=default("adam"),
                      show_default=command_defaults, help=hint.strip() or None),
-        click.option("--lr", type=click.FloatRange(0, 1e6, min_open=True), default=None,
+        click.option("--lr", type=_FiniteFloatRange(0, 1e6, min_open=True), default=None,
                      help="Learning rate [default: 1e-3; 1e-2 for sgd]."),
         click.option("--backend", type=click.Choice(BACKENDS), default="tensorflow", show_default=True),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
@@ -128,22 +143,30 @@ def _run_options(command_defaults: bool):
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Set a technique parameter, e.g. rate=0.3 or l2=1e-3 (repeatable; see `regbench list`).")
 @click.option("--seeds", type=click.IntRange(1, 1000), default=None, help="Number of seeds 0..N-1 [default: 3].")
-@click.option("--seed-list", type=_IntList(0), default=None, help="Explicit seeds, e.g. 0,4,7.")
-@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=None,
+@click.option("--seed-list", type=_IntList(0, MAX_SEED), default=None, help="Explicit seeds, e.g. 0,4,7.")
+@click.option("--momentum", type=_FiniteFloatRange(0, 1, max_open=True), default=None,
               help="Momentum (sgd, rmsprop) [default: 0].")
 @click.option("--nesterov", is_flag=True, help="Nesterov momentum (sgd).")
-@click.option("--out", type=click.Path(), default=None, help="Output directory [default: results/compare-SETTINGS].")
+@click.option("--out", type=click.Path(), default=None,
+              help="Output directory [default: results/compare-SETTINGS, with any --param values in the name].")
+@click.option("--force", is_flag=True, help="Replace the results of another comparison in the output directory.")
+@click.option("--dry-run", is_flag=True,
+              help="List the planned runs, which are stored already, and a time estimate; train and write nothing.")
 @_run_options(command_defaults=True)
 def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
-            activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs):
+            activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs, force, dry_run):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     texts = [text.strip() for text in techniques.split(",") if text.strip()]
     texts = [name for text in texts for name in (ALL_ALONE if text == "all" else [text])]
     settings = [parse_setting(text) for text in texts]
-    if not settings or any(names == (BASELINE,) for names in settings):
-        raise UsageError("--technique needs at least one technique other than 'none' (the baseline is always run)")
-    settings = list(dict.fromkeys(settings))
+    if any(names == (BASELINE,) for names in settings):
+        raise UsageError("--technique: 'none' is the baseline, which every comparison runs; leave it out")
+    if not settings:
+        raise UsageError("--technique needs at least one technique, e.g. dropout (see `regbench list`)")
+    repeated = [names for index, names in enumerate(settings) if names in settings[:index]]
+    if repeated:
+        raise UsageError(f"--technique names {'+'.join(repeated[0])} twice; give each setting once")
     overrides = parse_param_overrides(params, settings)
     if seeds is not None and seed_list is not None:
         raise UsageError("--seeds and --seed-list exclude each other; give one")
@@ -165,19 +188,25 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         used_device = "cpu"
     else:
         used_device = select_backend(backend, device)
-    from regbench.runner import CompareRequest, run_compare
+    from regbench.runner import CompareRequest, dry_run_lines, run_compare
 
+    suffix = "".join(f"_{name}={value:g}" for name, value in sorted(overrides.items()))
     request = CompareRequest(
         settings=tuple((name, resolve_params(setting, overrides)) for name, setting in zip(names, settings)),
         seeds=seed_list or tuple(range(seeds or 3)),
         base=base,
         train_size=train_size,
-        out=Path(out or f"results/compare-{'_'.join(names)}"),
+        out=Path(out or f"results/compare-{'_'.join(names)}{suffix}"),
         store=Path(store),
         data=data,
         command=_command_line(),
         jobs=jobs,
+        force=force,
     )
+    if dry_run:
+        for line in dry_run_lines(request, used_device):
+            click.echo(line)
+        return
     outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True))
     click.echo(format_summary(outcome.summary))
     click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; wrote {len(outcome.files)} files to {request.out}/")
@@ -224,13 +253,17 @@ def _mean_sd(row, metric: str, scale: float) -> str:
 @cli.command()
 @click.argument("name", required=False, metavar="NAME|all")
 @click.option("--list", "list_only", is_flag=True, help="List the studies with their questions and exit.")
-@click.option("--quick", is_flag=True, help="A tiny configuration: a first look in seconds (and the CI test).")
-@click.option("--seeds", type=click.IntRange(1, 1000), default=None, help="Number of seeds 0..N-1 [default: the study's].")
+@click.option("--quick", is_flag=True,
+              help="A tiny configuration (200 training images, 1 epoch, one hidden layer of 32): a first look and "
+                   "the CI test, too small for conclusions.")
+@click.option("--seeds", type=click.IntRange(2, 1000), default=None,
+              help="Number of seeds 0..N-1, at least 2 (the intervals are across seeds) [default: the study's].")
 @click.option("--out", type=click.Path(), default=None,
               help="Output directory [default: results/studies/NAME, or NAME-quick; with 'all', one "
                    "subdirectory per study].")
+@click.option("--force", is_flag=True, help="Replace results of another study or setting in the output directory.")
 @_run_options(command_defaults=False)
-def study(name, list_only, quick, seeds, out, epochs, batch_size, train_size, architecture, hidden, activation,
+def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_size, architecture, hidden, activation,
           optimizer, lr, backend, device, data, store, jobs):
     """Run a named study (a textbook claim, measured) and write its tables, figures and REPORT.md."""
     from regbench.studies import CATALOGUE, study_names
@@ -247,25 +280,31 @@ def study(name, list_only, quick, seeds, out, epochs, batch_size, train_size, ar
         activation=activation, optimizer=optimizer, lr=lr, backend=backend).items() if value is not None}
     _check_jobs(jobs, device)
     used_device = _check_jobs(jobs, select_backend(backend, device))
-    from regbench.studies import run_study
+    from regbench.studies import plan_study, run_study
 
+    planned = []  # every study is checked before any trains
     for study_name in names:
         folder = f"{study_name}-quick" if quick else study_name  # a quick look never overwrites full results
         directory = Path(out or "results/studies") / folder if (out is None or len(names) > 1) else Path(out)
-        verdict, files = run_study(
-            study_name, options, seeds, quick, directory, Path(store), data, used_device,
-            command=_command_line(), echo=lambda line: click.echo(line, err=True), jobs=jobs,
-        )
-        click.echo(f"{study_name}: {verdict}")
-        click.echo(f"wrote {len(files)} files to {directory}/ (REPORT.md, report.html)")
+        planned.append(plan_study(study_name, options, seeds, quick, directory, Path(store), data, used_device,
+                                  echo=lambda line: click.echo(line, err=True), jobs=jobs, force=force))
+    for plan in planned:
+        verdict, files = run_study(plan, command=_command_line())
+        click.echo(f"{plan.name}: {verdict}")
+        click.echo(f"wrote {len(files)} files to {plan.out}/ (REPORT.md, report.html)")
 
 
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False))
 def report(directory):
-    """Re-render REPORT.md, report.html, statistics and figures of a compare output DIRECTORY."""
-    from regbench.report import rebuild_report
+    """Re-render the report of a compare DIRECTORY (statistics, figures, REPORT.md, report.html) or a study's."""
+    from regbench.report import rebuild_report, rebuild_study_page
 
+    study_manifest = rebuild_study_page(Path(directory))
+    if study_manifest:
+        click.echo(f"study {study_manifest['study']}: re-rendered report.html from REPORT.md and its figures; "
+                   f"its numbers come from its runs: rerun `{study_manifest['command']}` to recompute them")
+        return
     summary, files = rebuild_report(directory)
     click.echo(format_summary(summary))
     click.echo(f"wrote {len(files)} files to {directory}/ (REPORT.md, report.html)")
@@ -274,29 +313,73 @@ def report(directory):
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
-              help="The run store the comparison was made from.")
+              help="The run store the comparison was made from (its runs are also checked against it, if it holds them).")
 @click.option("--rerun", type=click.IntRange(0), default=0, show_default=True,
-              help="Also retrain this many random stored runs and compare every number but timings.")
+              help="Also retrain this many random runs from their recorded configuration and compare every number "
+                   "but timings.")
 @click.option("--data", type=click.Path(dir_okay=False), default=None, help="mnist.npz, for --rerun.")
 def verify(directory, store, rerun, data):
-    """Recompute a compare DIRECTORY's runs and summary from the store; exit 1 if anything differs."""
+    """Check a compare DIRECTORY: recompute its tables and report from its runs, match the store; exit 1 on a difference."""
     from regbench.store import read_comparison
 
     written, manifest = read_comparison(Path(directory))
-    if not Path(store).is_file():
-        raise UsageError(f"--store {store}: no such run store; pass the --store the comparison used")
-    select_backend(manifest["config"]["backend"], manifest["config"]["device"])
+    if rerun:
+        select_backend(manifest["config"]["backend"], manifest["config"]["device"])
     from regbench.verify import verify_comparison
 
-    problems = verify_comparison(Path(directory), written, manifest, Path(store), rerun, data,
-                                 echo=lambda line: click.echo(line, err=True))
-    for problem in problems:
+    result = verify_comparison(Path(directory), written, manifest, Path(store), rerun, data,
+                               echo=lambda line: click.echo(line, err=True))
+    for problem in result.problems:
         click.echo(f"DIFFERS: {problem}")
-    if problems:
-        click.echo(f"{directory}: {len(problems)} difference(s) from the store")
+    click.echo("checked: " + "; ".join(result.checked))
+    if result.unchecked:
+        click.echo("not checked: " + "; ".join(result.unchecked))
+    if result.problems:
+        click.echo(f"{directory}: {len(result.problems)} difference(s)")
         sys.exit(1)
-    reran = f", and {rerun} retrained run(s) reproduced exactly" if rerun else ""
-    click.echo(f"{directory}: verified, every row matches the store{reran}")
+    click.echo(f"{directory}: verified, no differences in what was checked")
+
+
+@cli.command()
+@click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
+              help="The run store to list.")
+@click.option("--technique", default=None, help="Only runs of this technique setting (e.g. dropout, dropout+l2).")
+@click.option("--seed", type=click.IntRange(0), default=None, help="Only runs of this seed.")
+@click.option("--status", type=click.Choice(["ok", "diverged"]), default=None, help="Only runs of this status.")
+@click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Only runs trained on this backend.")
+@click.option("--remove", is_flag=True, help="Remove the listed runs (and their kept weights) from the store.")
+@click.option("--yes", is_flag=True, help="With --remove: do not ask for confirmation.")
+def runs(store, technique, seed, status, backend, remove, yes):
+    """List the runs in a store, filtered; with --remove, delete them so they train again when next needed."""
+    from regbench.store import RunStore
+
+    if not Path(store).is_file():
+        raise UsageError(f"--store {store}: no such run store")
+    if technique is not None:
+        technique = "+".join(parse_setting(technique))
+    run_store = RunStore(store, create=False)
+    table = run_store.load(run_store.run_ids()).runs
+    if len(table):
+        chosen = pd.Series(True, index=table.index)
+        for column, value in (("technique", technique), ("seed", seed), ("status", status), ("backend", backend)):
+            if value is not None:
+                chosen &= table[column] == value
+        table = table[chosen]
+    columns = ["run_id", "technique", "technique_params", "seed", "train_size", "epochs", "backend", "status",
+               "test_accuracy", "finished_at"]
+    if len(table):
+        click.echo(table[columns].fillna("").to_string(index=False))
+    click.echo(f"{len(table)} run(s) in {store} match")
+    if not remove or table.empty:
+        return
+    try:
+        confirmed = yes or click.confirm(f"Remove these {len(table)} run(s) from {store}?", default=False, err=True)
+    except click.exceptions.Abort:  # no answer (no terminal)
+        confirmed = False
+    if not confirmed:
+        raise UsageError("nothing removed (pass --yes to remove without asking)")
+    run_store.remove(list(table["run_id"]))
+    click.echo(f"removed {len(table)} run(s) from {store}; comparisons that use them will train them again")
 
 
 @cli.command(name="list")

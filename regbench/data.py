@@ -66,6 +66,10 @@ def validate_arrays(arrays: dict, source: str) -> None:
             )
         if not np.issubdtype(y.dtype, np.integer) or len(y) and (y.min() < 0 or y.max() > 9):
             raise UsageError(f"{source}: y_{part} must hold integer labels 0..9")
+    least = MIN_TRAIN_SIZE + -(-MIN_TRAIN_SIZE // 5)  # 100 to train on, a sixth of the file held out
+    if len(arrays["x_train"]) < least:
+        raise UsageError(f"{source}: x_train has {len(arrays['x_train'])} images; regbench needs at least {least} "
+                         f"({MIN_TRAIN_SIZE} to train on and a sixth held out for validation)")
 
 
 def read_npz(path: Path) -> Mnist:
@@ -74,6 +78,9 @@ def read_npz(path: Path) -> Mnist:
         raise UsageError(f"{path}: no such file")
     if path.is_dir():
         raise UsageError(f"{path}: is a directory; expected an mnist.npz file")
+    kind = _file_kind(path)
+    if kind != "zip":
+        raise UsageError(f"{path}: {kind}, not an .npz archive; expected an mnist.npz in Keras' layout")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
@@ -81,6 +88,24 @@ def read_npz(path: Path) -> Mnist:
         raise UsageError(f"{path}: not a readable .npz file ({error})") from None
     validate_arrays(arrays, str(path))
     return _mnist_from_arrays(arrays, str(path))
+
+
+_MAGIC = [(b"PK\x03\x04", "zip"), (b"PK\x05\x06", "an empty zip archive"), (b"\x1f\x8b", "a gzip file"),
+          (b"\x93NUMPY", "a single .npy array"), (b"\x80", "a Python pickle"), (b"SQLite format 3", "an SQLite database"),
+          (b"BZh", "a bzip2 file"), (b"\xfd7zXZ", "an xz file")]
+
+
+def _file_kind(path: Path) -> str:
+    """Name what kind of file `path` is from its first bytes ('zip' for an .npz)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError as error:
+        raise UsageError(f"{path}: cannot be read ({error.strerror})") from None
+    if not head:
+        return "an empty file"
+    kind = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+    return kind or ("a text file" if head.isascii() else "a file of unknown format")
 
 
 def _mnist_from_arrays(arrays: dict, source: str) -> Mnist:

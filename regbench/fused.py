@@ -10,6 +10,7 @@ evaluation scans Keras' own `test_step` the same way.
 
 from __future__ import annotations
 
+import time
 from typing import Hashable
 
 import jax
@@ -25,6 +26,7 @@ class _Program:
         self.template = template
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.one = jax.jit(self._epoch)
+        self.compiled = {}  # (training images, batch order length) -> the epoch compiled ahead of time
         self.together = jax.jit(jax.vmap(self._epoch, in_axes=(0, None, None, 0)))
         self.measure = jax.jit(self._evaluate)
 
@@ -99,14 +101,30 @@ def _as_floats(logs: dict) -> dict:
     return {name: float(value) for name, value in logs.items()}
 
 
+def compile_epoch(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array, batch_size: int,
+                  eval_batch_size: int) -> float:
+    """Compile the epoch program of `key` for these training arrays, unless done; return the seconds it took.
+
+    Compiling ahead of time keeps the one-off compile out of every epoch's time (a run's warm-up).
+    """
+    started = time.perf_counter()
+    program = _program(key, model, x, y, batch_size, eval_batch_size)
+    shapes = (x.shape, y.shape)
+    if shapes not in program.compiled:
+        order = jax.ShapeDtypeStruct((len(y),), jnp.asarray(np.zeros(1, np.int64)).dtype)
+        program.compiled[shapes] = program.one.lower(_state(model, program), x, y, order).compile()
+    return time.perf_counter() - started
+
+
 def train_epoch(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array, order: np.ndarray,
                 batch_size: int, eval_batch_size: int) -> dict:
     """Train `model` one epoch on x[order], y[order]; return the epoch's mean loss and metrics.
 
     `key` names the model's structure: runs with the same key share one compiled program.
     """
+    compile_epoch(key, model, x, y, batch_size, eval_batch_size)
     program = _program(key, model, x, y, batch_size, eval_batch_size)
-    logs, state = program.one(_state(model, program), x, y, jnp.asarray(order))
+    logs, state = program.compiled[x.shape, y.shape](_state(model, program), x, y, jnp.asarray(order))
     _store_state(model, state)
     return _as_floats(logs)
 

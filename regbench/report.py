@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+import re
 from pathlib import Path
 
 import markdown
@@ -12,20 +14,28 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, stats
+from regbench.errors import UsageError
 from regbench.store import RunTables, read_comparison, write_outputs
 from regbench.techniques import BASELINE
 
 FIGURE_CAPTIONS = {
     "learning_curves": "Validation (solid) and training (dashed, inference mode) accuracy and cross-entropy per epoch.",
     "gap_curves": "Generalization gap per epoch: training minus validation accuracy.",
-    "paired_test_accuracy": "Paired test-accuracy difference to the baseline with its 95% intervals (forest plot).",
+    "paired_test_accuracy": ("Paired test-accuracy difference to the baseline with its unadjusted 95% intervals (forest plot); "
+                             "the verdicts are Holm-adjusted."),
     "weight_histograms": "Final kernel weight magnitudes per arm, with max |w| and the share of near-zero weights.",
     "cost": "Training time per epoch and in total, relative to the baseline.",
 }
 
 
+TABLES = ("runs", "epochs", "weights", "summary", "effects", "best_and_final_epochs")
+COMPARISON_FILES = [*(f"{name}.csv" for name in TABLES), *(f"{name}.png" for name in FIGURE_CAPTIONS),
+                    "REPORT.md", "report.html", "manifest.json"]  # every file a comparison writes
+
+
 def write_comparison(out: Path, tables: RunTables, manifest: dict) -> tuple[pd.DataFrame, list[Path]]:
     """Compute statistics, draw figures and write every table, figure and report of a comparison."""
+    manifest = json.loads(json.dumps(manifest))  # rendered as it is stored (tuples as lists), so verify can redo it
     techniques = list(manifest["techniques"])
     effects = stats.paired_effects(tables.runs, techniques)
     summary = stats.summarize(tables.runs, techniques, effects)
@@ -39,24 +49,51 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict) -> tuple[pd.D
         "cost": plots.cost_plot(summary, tables.runs, title),
     }
     images = {name: png(figure) for name, figure in figures.items()}
-    body = report_markdown(manifest, tables.runs, summary, effects, epochs_table)
-    texts = {
-        "REPORT.md": body.replace("](figure:", "]("),
-        "report.html": report_html(body, images, title),
-    }
+    texts = comparison_texts(manifest, tables.runs, summary, effects, epochs_table, images)
     files = write_outputs(
         out,
-        {"runs": tables.runs, "epochs": tables.epochs, "weights": tables.weights, "summary": summary,
-         "effects": effects, "best_and_final_epochs": epochs_table},
+        dict(zip(TABLES, (tables.runs, tables.epochs, tables.weights, summary, effects, epochs_table))),
         images, manifest, texts,
     )
     return summary, files
+
+
+def comparison_texts(manifest: dict, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame,
+                     epochs_table: pd.DataFrame, images: dict[str, bytes] | None = None) -> dict[str, str]:
+    """Return REPORT.md and report.html of a comparison (report.html's images left empty when not given)."""
+    body = report_markdown(manifest, runs, summary, effects, epochs_table)
+    images = images if images is not None else {name: b"" for name in FIGURE_CAPTIONS}
+    return {"REPORT.md": body.replace("](figure:", "]("),
+            "report.html": report_html(body, images, comparison_title(manifest))}
 
 
 def rebuild_report(directory: str | Path) -> tuple[pd.DataFrame, list[Path]]:
     """Re-render the statistics, figures and reports of a compare output directory."""
     tables, manifest = read_comparison(Path(directory))
     return write_comparison(Path(directory), tables, manifest)
+
+
+def rebuild_study_page(directory: Path) -> dict | None:
+    """Re-render a study directory's report.html from its REPORT.md and figures; return its manifest (None: no study)."""
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or "study" not in manifest:
+        return None
+    try:
+        body = (directory / "REPORT.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"{directory}/REPORT.md: cannot be read ({error}); rerun `{manifest.get('command')}`") from None
+    names = re.findall(r"\]\(([\w.-]+)\.png\)", body)
+    missing = [name for name in names if not (directory / f"{name}.png").is_file()]
+    if missing:
+        raise UsageError(f"{directory}/{missing[0]}.png: missing, though REPORT.md shows it; "
+                         f"rerun `{manifest.get('command')}`")
+    images = {name: (directory / f"{name}.png").read_bytes() for name in names}
+    body = re.sub(r"\]\(([\w.-]+)\.png\)", r"](figure:\1.png)", body)
+    write_outputs(directory, {}, {}, manifest, {"report.html": report_html(body, images, f"study {manifest['study']}")})
+    return manifest
 
 
 def comparison_title(manifest: dict) -> str:
@@ -126,7 +163,7 @@ def summary_table(summary: pd.DataFrame) -> str:
     return markdown_table(header, rows)
 
 
-def technique_paragraph(row: pd.Series, params: dict) -> str:
+def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
     """Say in plain words what the numbers show for one technique."""
     setting = ", ".join(f"{name}={value:g}" for name, value in params.items())
     name = f"**{row['technique']}**" + (f" ({setting})" if setting else "")
@@ -140,6 +177,10 @@ def technique_paragraph(row: pd.Series, params: dict) -> str:
             f"d_z = {_number(row['cohens_dz'])}). ")
     if row["verdict"] in ("helps", "hurts"):
         text += f"Verdict: it **{row['verdict']}** on this setup. "
+    elif row["verdict"] == stats.UNCORRECTED_ONLY:
+        text += (f"Verdict: **no detectable effect** after Holm's correction for the {family} technique(s) "
+                 f"compared (adjusted {_p_equals(row['holm_p'])}); the unadjusted 95% interval above excludes 0, "
+                 "so it is significant only before the correction. ")
     elif row["diff_sd"] == 0 and row["test_accuracy_diff"] == 0:
         text += ("Verdict: **no detectable effect**: every pair gave exactly the same test accuracy, so at this "
                  "strength the technique changed nothing the test set can see. ")
@@ -155,13 +196,26 @@ def technique_paragraph(row: pd.Series, params: dict) -> str:
     return text
 
 
+def bottom_line(row: pd.Series, params: dict) -> str:
+    """Say one technique's result in one sentence: effect, interval and verdict."""
+    setting = ", ".join(f"{name}={value:g}" for name, value in params.items())
+    name = f"**{row['technique']}**" + (f" ({setting})" if setting else "")
+    if pd.isna(row["test_accuracy_diff"]):
+        return f"{name}: no successful pair, so no effect can be given."
+    interval = (f"95% CI [{_pp(row['diff_ci_low'])}, {_pp(row['diff_ci_high'])}]" if pd.notna(row["diff_ci_low"])
+                else "no interval from one pair")
+    return (f"{name}: test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline ({interval}, "
+            f"{row['pairs']} paired seeds): {row['verdict']}.")
+
+
 def report_markdown(manifest: dict, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame,
                     epochs_table: pd.DataFrame) -> str:
     """Write the whole report in Markdown; figures are linked as 'figure:NAME.png'."""
     techniques = list(manifest["techniques"])
     config = manifest["config"]
     treated = summary[summary["technique"] != BASELINE]
-    paragraphs = [technique_paragraph(row, manifest["techniques"][row["technique"]]) for _, row in treated.iterrows()]
+    paragraphs = [technique_paragraph(row, manifest["techniques"][row["technique"]], len(techniques))
+                  for _, row in treated.iterrows()]
     other_effects = effects[effects["metric"] != stats.PRIMARY]
     effect_rows = [[row["technique"], row["metric"], f"{row['pairs']}", _number(row["diff_mean"], 4),
                     f"[{_number(row['t_ci_low'], 4)}, {_number(row['t_ci_high'], 4)}]", _p(row["t_p"]),
@@ -189,12 +243,17 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, summary: pd.DataFrame, e
 
 {comparison_title(manifest)}.
 
+## Bottom line
+
+{chr(10).join(f"- {bottom_line(row, manifest['techniques'][row['technique']])}" for _, row in treated.iterrows())}
+
 Each technique is compared with the baseline pairwise: for every seed both models start from
 the same initial weights in every layer they share and see the same mini-batches in the same
 order. Δ is technique minus baseline per seed, averaged over pairs; intervals are 95%; p-values
 are two-sided; Holm corrects the paired t-test p-values across the {len(techniques)} technique(s)
 of this comparison; d_z is the mean paired difference over its SD. A verdict of "helps" or "hurts"
-needs a Holm-adjusted p below 0.05. With {pairs} pairs the Wilcoxon signed-rank test cannot give a
+needs a Holm-adjusted p below 0.05; the intervals shown are not adjusted, so one that excludes 0 may
+still be "no detectable effect (significant only before Holm correction)". With {pairs} pairs the Wilcoxon signed-rank test cannot give a
 p-value below {2 / 2 ** pairs:.4g} (all differences of one sign), so it confirms direction but is weak at
 this size. Test numbers are for the final weights (or, with early
 stopping, the restored best ones); the compared loss is the data cross-entropy, without any penalty.

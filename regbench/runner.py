@@ -16,9 +16,9 @@ import pandas as pd
 from regbench.config import RunConfig
 from regbench.data import Split, load_mnist, split_mnist
 from regbench.errors import UsageError
-from regbench.report import write_comparison
-from regbench.store import RunStore, check_output_dir
-from regbench.sweep import train_todo
+from regbench.report import COMPARISON_FILES, write_comparison
+from regbench.store import RunStore, check_replaceable, check_same_comparison
+from regbench.sweep import format_duration, train_todo
 from regbench.techniques import BASELINE, regularization_for
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class CompareRequest:
     data: str | None  # --data PATH, or None for the look-up order
     command: str  # the command line, for the manifest
     jobs: int = 1  # runs trained at once, each in a worker process on one CPU core
+    force: bool = False  # replace the results of another comparison in `out`
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,8 @@ def plan_runs(request: CompareRequest) -> list[RunConfig]:
     ]
 
 
-def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None]) -> CompareOutcome:
-    """Train what is missing of `request` and write its tables, figures, manifest and report."""
-    # 1. Check everything a user can get wrong before any training.
+def _checked_plan(request: CompareRequest, device: str):
+    """Check everything a user can get wrong (nothing is written); return the data, split, base config and runs."""
     mnist = load_mnist(request.data)
     split = split_mnist(mnist, request.train_size)
     if request.base.batch_size > len(split.y_train):
@@ -66,23 +66,76 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
             f"--batch-size {request.base.batch_size} is larger than the training set "
             f"({len(split.y_train)} images); allowed 1..{len(split.y_train)}"
         )
-    out = check_output_dir(request.out)
-    store = RunStore(request.store)
     base = replace(request.base, train_size=len(split.y_train), device=device, data=mnist.fingerprint)
-    configs = plan_runs(replace(request, base=base))
+    check_replaceable(request.out, COMPARISON_FILES)
+    check_same_comparison(request.out, _identity(request, base), request.force)
+    RunStore(request.store, create=False)  # a file that is not a run store is refused here, and left as it is
+    return mnist, split, base, plan_runs(replace(request, base=base))
+
+
+def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None]) -> CompareOutcome:
+    """Train what is missing of `request` and write its tables, figures, manifest and report."""
+    # 1. Check everything a user can get wrong before any training.
+    mnist, split, base, configs = _checked_plan(request, device)
+    store = RunStore(request.store)
     # 2. Train only the runs the store does not hold yet; each is stored the moment it ends.
     finished = store.finished([c.run_id for c in configs])
     todo = [c for c in configs if c.run_id not in finished]
     echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {request.store}, "
          f"{len(todo)} to train on {base.backend}/{device} with {len(split.y_train)} training images")
-    if request.jobs > 1 and len(todo) > 1:
+    if request.jobs > 1:
         del split  # the workers load their own; this process only plans and reports, without Keras
     trained = train_todo(todo, lambda config: split, store, echo, request.jobs, request.data)
     # 3. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
     manifest = _manifest(request, base, mnist.source, tables.runs)
-    summary, files = write_comparison(out, tables, manifest)
+    summary, files = write_comparison(request.out, tables, manifest)
     return CompareOutcome(summary, files, trained=trained, reused=len(configs) - trained)
+
+
+def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
+    """Describe what `request` would do: each planned run, whether it is stored, and the training time left."""
+    _, _, base, configs = _checked_plan(request, device)
+    store = RunStore(request.store, create=False)
+    stored = store.finished([c.run_id for c in configs])
+    claims = store.claims()
+    history = store.load(store.run_ids()).runs
+    lines = [f"{'run id':<16}  {'technique':<22} {'parameters':<28} {'seed':>5}  status"]
+    estimate, unknown = 0.0, 0
+    for config in configs:
+        params = " ".join(f"{name}={value:g}" for name, value in config.technique_params) or "-"
+        status = ("stored" if config.run_id in stored else
+                  f"being trained by {claims[config.run_id]}" if config.run_id in claims else "to train")
+        lines.append(f"{config.run_id:<16}  {config.technique:<22} {params:<28} {config.seed:>5}  {status}")
+        if status == "to train":
+            seconds = _seconds_per_epoch(history, config)
+            estimate += seconds * config.epochs if seconds is not None else 0.0
+            unknown += seconds is None
+    todo = sum(line.endswith("to train") for line in lines)
+    lines.append(f"{len(configs)} runs planned, {len(stored)} already in {request.store}, {todo} to train on "
+                 f"{base.backend}/{device} with {base.train_size} training images; nothing was trained or written")
+    if todo:
+        known = todo - unknown
+        lines.append(f"estimated training time: about {format_duration(estimate)} for {known} of the {todo} runs "
+                     "(steady epochs of stored runs of the same model, backend and batch size, scaled by the "
+                     "training images; compile warm-up, evaluation and start-up come on top)"
+                     + (f"; no estimate for {unknown} (no comparable stored run)" if unknown else ""))
+    return lines
+
+
+def _seconds_per_epoch(history: pd.DataFrame, config: RunConfig) -> float | None:
+    """Estimate a run's steady seconds per epoch from stored runs of the same structure (None if there are none)."""
+    if history.empty:
+        return None
+    same = history[(history["status"] == "ok") & (history["backend"] == config.backend)
+                   & (history["device"] == config.device) & (history["architecture"] == config.architecture)
+                   & (history["hidden"] == ",".join(map(str, config.hidden)))
+                   & (history["batch_size"] == config.batch_size) & (history["optimizer"] == config.optimizer)]
+    for candidates in (same[same["technique"] == config.technique], same):
+        if len(candidates):
+            per_image = (candidates["seconds_per_epoch"] / candidates["train_size"]).median()
+            return float(per_image * config.train_size)
+    return None
 
 
 def train_missing(configs: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore,
@@ -137,8 +190,27 @@ def package_versions(backend: str) -> dict:
 
 def device_description(base: RunConfig) -> dict:
     """Describe where runs of `base` train: device kind, Keras backend, platform and processor."""
-    return {"kind": base.device, "keras_backend": base.backend,
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine()}
+    return {"kind": base.device, "keras_backend": base.backend, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpu": cpu_model()}
+
+
+def cpu_model() -> str:
+    """Return the processor's model name (float rounding, and so exact reproduction, depends on it)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def _identity(request: CompareRequest, base: RunConfig) -> dict:
+    """Return what makes a comparison the one it is: its shared configuration, techniques and seeds."""
+    return {
+        "config": {k: v for k, v in asdict(base).items() if k not in ("technique", "technique_params", "seed")},
+        "techniques": {technique: dict(params) for technique, params in request.settings},
+        "seeds": list(request.seeds),
+    }
 
 
 def _manifest(request: CompareRequest, base: RunConfig, source: str, runs) -> dict:
@@ -146,9 +218,7 @@ def _manifest(request: CompareRequest, base: RunConfig, source: str, runs) -> di
     return {
         "command": request.command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": {k: v for k, v in asdict(base).items() if k not in ("technique", "technique_params", "seed")},
-        "techniques": {technique: dict(params) for technique, params in request.settings},
-        "seeds": list(request.seeds),
+        **_identity(request, base),
         "data": {"source": source, "fingerprint": base.data},
         "device": device_description(base),
         "versions": package_versions(base.backend),

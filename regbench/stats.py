@@ -21,6 +21,7 @@ MAX_SEEDS = 1_000  # largest seed count considered when saying how many would se
 SUMMARY_METRICS = ("test_accuracy", "gap", "epochs_run", "seconds_per_epoch")
 EFFECT_METRICS = ("test_accuracy", "test_crossentropy", "gap", "epochs_run", "seconds_per_epoch")
 PRIMARY = "test_accuracy"  # the metric the verdict is about
+UNCORRECTED_ONLY = "no detectable effect (significant only before Holm correction)"
 
 
 def successful(runs: pd.DataFrame) -> pd.DataFrame:
@@ -160,6 +161,8 @@ def verdict(effect: pd.Series, metric: str = PRIMARY) -> str:
         if metric in ("test_accuracy", "test_crossentropy"):
             return "helps" if better else "hurts"
         return "higher" if effect["diff_mean"] > 0 else "lower"
+    if effect["t_p"] < ALPHA:  # its unadjusted 95% interval excludes 0, but not after the correction
+        return UNCORRECTED_ONLY
     return "no detectable effect"
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from regbench.config import WEIGHT_BIN_EDGES, RunConfig
 from regbench.errors import UsageError
+from regbench.techniques import BASELINE
 
 SCHEMA_VERSION = 1
 MIN_FREE_BYTES = 64 * 2**20  # free disk space needed before a sweep starts (store + reports)
@@ -25,6 +26,8 @@ REQUIRED_COLUMNS = {
     "epochs": {"run_id", "technique", "epoch", "val_accuracy", "val_crossentropy"},
     "weights": {"run_id", "technique", "bin_low", "bin_high", "count"},
 }
+NUMERIC_COLUMNS = {"seed", "test_accuracy", "gap", "epochs_run", "seconds_per_epoch", "epoch", "val_accuracy",
+                   "val_crossentropy", "bin_low", "bin_high", "count"}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id      TEXT PRIMARY KEY,
@@ -40,6 +43,9 @@ CREATE TABLE IF NOT EXISTS claims (
     claimed_at TEXT NOT NULL
 )
 """
+LAYOUT = {"runs": ["run_id", "config", "record", "epochs", "status", "finished_at"],
+          "claims": ["run_id", "owner", "claimed_at"]}  # the columns _SCHEMA makes, checked on opening
+APPLICATION_ID = 0x52474231  # 'RGB1': marks an SQLite file as a regbench run store
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -87,25 +93,60 @@ class RunTables:
 
 
 class RunStore:
-    """Finished runs in one SQLite file; each run is stored in one transaction the moment it ends."""
+    """Finished runs in one SQLite file; each run is stored in one transaction the moment it ends.
 
-    def __init__(self, path: str | os.PathLike):
+    A file is opened as a store only if it is one (its application id, or the layout of a store
+    made before the id was set); anything else is refused and left byte for byte as it was.
+    `create=False` opens for reading only: a missing file then reads as an empty store.
+    """
+
+    def __init__(self, path: str | os.PathLike, create: bool = True):
         self.path = Path(path)
+        exists = self.path.is_file() and self.path.stat().st_size > 0
+        if self.path.is_dir():
+            raise UsageError(f"{self.path}: is a directory; --store takes a file path")
+        if exists:
+            self._check_identity()
+        if exists or not create:
+            self.readable = exists
+            return
+        check_filesystem(self.path.parent, "--store")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(self._connect()) as db, db:
-                version = db.execute("PRAGMA user_version").fetchone()[0]
-                if version not in (0, SCHEMA_VERSION):
-                    raise UsageError(
-                        f"{self.path}: run store has schema version {version}; this regbench "
-                        f"reads version {SCHEMA_VERSION}. Use another --store path"
-                    )
                 db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as error:
-            raise UsageError(f"{self.path}: not a usable run store ({error})") from None
+            raise UsageError(f"{self.path}: cannot create the run store ({error})") from None
         except OSError as error:
             raise UsageError(f"{self.path}: cannot create the run store ({error.strerror})") from None
+        self.readable = True
+
+    def _check_identity(self) -> None:
+        """Raise UsageError unless the file is a run store of this layout (read only; nothing is written)."""
+        with open(self.path, "rb") as file:
+            if file.read(16) != b"SQLite format 3\x00":
+                raise UsageError(f"{self.path}: not a usable run store (not an SQLite database); "
+                                 "use another --store path")
+        try:
+            with closing(sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+                application, version = (db.execute(f"PRAGMA {name}").fetchone()[0]
+                                        for name in ("application_id", "user_version"))
+                layout = {table: [row[1] for row in db.execute(f"PRAGMA table_info('{table}')")]
+                          for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as error:
+            raise UsageError(f"{self.path}: not a usable run store ({error}); use another --store path") from None
+        if application not in (APPLICATION_ID, 0) or (application == 0 and version != 1):
+            raise UsageError(f"{self.path}: not a regbench run store (an SQLite database of another application); "
+                             "use another --store path")
+        if version != SCHEMA_VERSION:
+            raise UsageError(f"{self.path}: run store has schema version {version}; this regbench "
+                             f"reads version {SCHEMA_VERSION}. Use another --store path")
+        if layout != LAYOUT:
+            tables = ", ".join(sorted(layout)) or "no tables"
+            raise UsageError(f"{self.path}: not a regbench run store of version {SCHEMA_VERSION} (it holds {tables}, "
+                             f"not the runs and claims tables of this regbench); use another --store path")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60)
@@ -134,6 +175,8 @@ class RunStore:
 
     def finished(self, run_ids: list[str]) -> set[str]:
         """Return which of `run_ids` are already stored."""
+        if not self.readable:
+            return set()
         with closing(self._connect()) as db:
             marks = ",".join("?" * len(run_ids))
             rows = db.execute(f"SELECT run_id FROM runs WHERE run_id IN ({marks})", run_ids)
@@ -177,6 +220,8 @@ class RunStore:
 
     def configs(self, run_ids: list[str]) -> list[RunConfig]:
         """Return the stored configurations of `run_ids`, in that order."""
+        if not self.readable:
+            return []
         with closing(self._connect()) as db:
             marks = ",".join("?" * len(run_ids))
             stored = dict(db.execute(f"SELECT run_id, config FROM runs WHERE run_id IN ({marks})", run_ids))
@@ -188,8 +233,31 @@ class RunStore:
             configs.append(RunConfig(**values))
         return configs
 
+    def run_ids(self) -> list[str]:
+        """Return every stored run id, oldest first."""
+        if not self.readable:
+            return []
+        with closing(self._connect()) as db:
+            return [row[0] for row in db.execute("SELECT run_id FROM runs ORDER BY finished_at, rowid")]
+
+    def claims(self) -> dict[str, str]:
+        """Return the runs being trained now (or left by a process that died): run id -> owner."""
+        if not self.readable:
+            return {}
+        with closing(self._connect()) as db:
+            return dict(db.execute("SELECT run_id, owner FROM claims"))
+
+    def remove(self, run_ids: list[str]) -> None:
+        """Delete `run_ids` from the store, with their kept weights, in one transaction."""
+        with closing(self._connect()) as db, db:
+            db.executemany("DELETE FROM runs WHERE run_id = ?", [(run_id,) for run_id in run_ids])
+        for run_id in run_ids:
+            self.weights_path(run_id).unlink(missing_ok=True)
+
     def load(self, run_ids: list[str]) -> RunTables:
         """Return the tables of `run_ids`: a row per run, per run and epoch, per run and |w| bin."""
+        if not self.readable:
+            return RunTables(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
         with closing(self._connect()) as db:
             marks = ",".join("?" * len(run_ids))
             stored = db.execute(
@@ -234,42 +302,89 @@ def check_output_dir(path: str | os.PathLike) -> Path:
         raise UsageError(f"--out {out}: {existing} is a file; expected a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out}: {existing} is not writable")
-    free = shutil.disk_usage(existing).free
-    if free < MIN_FREE_BYTES:
-        raise UsageError(f"--out {out}: only {free / 2**20:.1f} MiB free on its disk; "
-                         f"regbench needs at least {MIN_FREE_BYTES / 2**20:.0f} MiB for its results")
+    check_filesystem(out, "--out")
     return out
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Call write(temp_path), then rename it over `path`, so readers never see half a file."""
-    temp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.remove(temp)
+def check_filesystem(path: Path, option: str) -> None:
+    """Raise UsageError unless the disk under `path` can hold files and has MIN_FREE_BYTES free."""
+    existing = next(parent for parent in [path, *path.parents] if parent.exists())
+    usage = shutil.disk_usage(existing)
+    if usage.total == 0:
+        raise UsageError(f"{option} {path}: {existing} is on a file system that holds no files (such as /proc); "
+                         "choose a directory on a disk")
+    if usage.free < MIN_FREE_BYTES:
+        raise UsageError(f"{option} {path}: only {usage.free / 2**20:.1f} MiB free on its disk; "
+                         f"regbench needs at least {MIN_FREE_BYTES / 2**20:.0f} MiB for its results")
 
 
 def write_outputs(out: Path, tables: dict, images: dict, manifest: dict, texts: dict | None = None) -> list[Path]:
-    """Write tables as CSV, PNG images, text files and the manifest as JSON into `out`; return the paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, table in tables.items():
-        path = out / f"{name}.csv"
-        _write_atomically(path, lambda temp, table=table: table.to_csv(temp, index=False))
-        written.append(path)
-    for name, data in images.items():
-        path = out / f"{name}.png"
-        _write_atomically(path, lambda temp, data=data: Path(temp).write_bytes(data))
-        written.append(path)
+    """Write tables as CSV, PNG images, text files and the manifest as JSON into `out`; return the paths.
+
+    All or nothing: every file is first written beside its target, then all are renamed into place;
+    if any step fails, the files that were there before are put back and the error is one line.
+    The directory itself is never replaced (it may hold other results).
+    """
     texts = {**(texts or {}), "manifest.json": json.dumps(_nan_to_none(manifest), indent=2, allow_nan=False) + "\n"}
-    for name, text in texts.items():
-        path = out / name
-        _write_atomically(path, lambda temp, text=text: Path(temp).write_text(text, encoding="utf-8"))
-        written.append(path)
-    return written
+    writers = {f"{name}.csv": (lambda temp, table=table: table.to_csv(temp, index=False))
+               for name, table in tables.items()}
+    writers |= {f"{name}.png": (lambda temp, data=data: Path(temp).write_bytes(data)) for name, data in images.items()}
+    writers |= {name: (lambda temp, text=text: Path(temp).write_text(text, encoding="utf-8"))
+                for name, text in texts.items()}
+    check_replaceable(out, list(writers))
+    staged, kept, placed = {}, {}, []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, write in writers.items():  # 1. stage every file beside its target
+            staged[name] = out / f".{name}.{os.getpid()}.staged"
+            write(staged[name])
+        for name in writers:  # 2. keep the old files, then rename the new ones into place
+            target = out / name
+            if target.exists():
+                kept[name] = out / f".{name}.{os.getpid()}.old"
+                os.link(target, kept[name])
+            os.replace(staged.pop(name), target)
+            placed.append(name)
+    except OSError as error:
+        for name in placed:  # put the old files back (or take new ones away) before reporting
+            if name in kept:
+                os.replace(kept.pop(name), out / name)
+            else:
+                (out / name).unlink(missing_ok=True)
+        raise UsageError(f"{out}: cannot write {Path(error.filename or out).name} ({error.strerror}); "
+                         "its results are left as they were") from None
+    finally:
+        for path in [*staged.values(), *kept.values()]:
+            path.unlink(missing_ok=True)
+    return [out / name for name in writers]
+
+
+def check_same_comparison(out: Path, identity: dict, force: bool) -> None:
+    """Raise UsageError if `out` holds the results of another comparison or study (unless `force`).
+
+    `identity` holds the manifest fields that make the results what they are; results of the same
+    ones are simply re-rendered.
+    """
+    try:
+        earlier = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # nothing there that regbench wrote (or nothing readable): a missing manifest is new results
+    wanted = json.loads(json.dumps(_nan_to_none(identity)))
+    differing = [key for key, value in wanted.items() if earlier.get(key) != value]
+    if differing and not force:
+        what = f"study {earlier['study']}" if "study" in earlier else "another comparison"
+        raise UsageError(f"{out} holds the results of {what} (different {', '.join(differing)}); "
+                         "choose another --out, or pass --force to replace them")
+
+
+def check_replaceable(out: Path, names: list[str]) -> None:
+    """Raise UsageError unless `out` is (or can become) a writable directory whose files `names` can be replaced."""
+    check_output_dir(out)
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise UsageError(f"{out}: is not writable; its results cannot be replaced")
+    blocking = [name for name in names if (out / name).is_dir()]
+    if blocking:
+        raise UsageError(f"{out}/{blocking[0]}: is a directory where regbench writes a file; move it away")
 
 
 def read_comparison(directory: Path) -> tuple[RunTables, dict]:
@@ -289,8 +404,32 @@ def read_comparison(directory: Path) -> tuple[RunTables, dict]:
     if missing:
         raise UsageError(f"{directory}/manifest.json: missing {', '.join(missing)}; written by another regbench?")
     for name, required in REQUIRED_COLUMNS.items():
-        absent = required - set(getattr(tables, name).columns)
+        table = getattr(tables, name)
+        absent = required - set(table.columns)
         if absent:
             raise UsageError(f"{directory}/{name}.csv: missing column(s) {', '.join(sorted(absent))}; "
                              "damaged, or written by another regbench?")
+        for column in sorted(required & NUMERIC_COLUMNS):
+            if len(table) and not pd.api.types.is_numeric_dtype(table[column]):
+                bad = next(value for value in table[column] if not _is_number(value))
+                raise UsageError(f"{directory}/{name}.csv: column {column} holds {bad!r}, not a number; damaged?")
+    _check_arms(directory, tables.runs, manifest)
     return tables, manifest
+
+
+def _is_number(value) -> bool:
+    """Return whether a CSV cell reads as a number."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _check_arms(directory: Path, runs: pd.DataFrame, manifest: dict) -> None:
+    """Raise UsageError unless runs.csv holds baseline runs and runs of every technique the manifest names."""
+    present = set(runs["technique"])
+    missing = [arm for arm in [BASELINE, *manifest["techniques"]] if arm not in present]
+    if missing:
+        what = "no runs at all" if runs.empty else f"no runs of {', '.join(missing)}"
+        raise UsageError(f"{directory}/runs.csv: {what}, though manifest.json names them; damaged?")

@@ -87,8 +87,11 @@ def format_duration(seconds: float) -> str:
 
 def train_todo(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, echo, jobs: int,
            data: str | None, keep_weights: bool = False) -> int:
-    """Train and store `todo`, in this process or in `jobs` worker processes (those read the file `data`); return how many."""
-    if jobs > 1 and len(todo) > 1:
+    """Train and store `todo`, in this process or in `jobs` worker processes (those read the file `data`); return how many.
+
+    With `jobs` > 1 this process never trains, even a single run: it may not run the runs' backend.
+    """
+    if jobs > 1 and todo:
         trained = _train_in_workers(todo, jobs, data, store, echo, keep_weights, wait_for_others=False)
         finished = store.finished([c.run_id for c in todo])
         left = [c for c in todo if c.run_id not in finished]

@@ -178,7 +178,7 @@ def parse_setting(text: str) -> tuple[str, ...]:
 def parse_param_overrides(assignments: tuple[str, ...], settings: list[tuple[str, ...]]) -> dict:
     """Parse `--param name=value` strings against the parameters of the compared techniques."""
     known = {p.name: p for names in settings for name in names for p in get_technique(name).params}
-    every = {p.name for t in TECHNIQUES.values() for p in t.params}
+    owners = {p.name: t.name for t in TECHNIQUES.values() for p in t.params}
     overrides = {}
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
@@ -187,8 +187,13 @@ def parse_param_overrides(assignments: tuple[str, ...], settings: list[tuple[str
             raise UsageError(f"--param {assignment!r} is not of the form name=value")
         if name not in known:
             listed = ", ".join(sorted(known)) or "none (the techniques compared take no parameters)"
-            hint = _did_you_mean(name, known or every)
+            if name in owners:
+                raise UsageError(f"parameter {name!r} belongs to {owners[name]}, which is not compared; "
+                                 f"the techniques compared take: {listed}")
+            hint = _did_you_mean(name, known or owners)
             raise UsageError(f"unknown parameter {name!r}{hint}; the techniques compared take: {listed}")
+        if name in overrides:
+            raise UsageError(f"--param {name} is given twice; give each parameter once (one value per comparison)")
         overrides[name] = known[name].parse(text.strip())
     return overrides
 

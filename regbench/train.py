@@ -100,18 +100,51 @@ def program_key(config: RunConfig) -> RunConfig:
     return replace(config, seed=0, data="", train_size=0, epochs=0)
 
 
-def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) -> dict:
-    """Train `model` one epoch on batches of x[order], y[order]; return the epoch's mean loss and metrics.
+class _ExecutionClock(keras.callbacks.Callback):
+    """Time each backend call of a TensorFlow `fit` epoch (steps_per_execution steps each)."""
 
-    On JAX the epoch is one compiled program (regbench.fused) over device-resident `x`, `y`;
-    elsewhere it is Keras' `fit`, with steps_per_execution steps per backend call.
+    def on_epoch_begin(self, epoch, logs=None):
+        self.marks, self.steps = [time.perf_counter()], [0]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.marks.append(time.perf_counter())
+        self.steps.append(batch + 1)  # steps done so far (Keras reports the execution's last step)
+
+    def warmup(self) -> float:
+        """Return how much longer the first call took than a steady call of the same steps (NaN if unknown).
+
+        The first call traces and compiles the step function; the steady rate is the median of the
+        later full calls.
+        """
+        seconds, steps = np.diff(self.marks), np.diff(self.steps)
+        full = [time_ / count for time_, count in zip(seconds[1:], steps[1:]) if count == steps[0]]
+        if len(seconds) < 2 or not full:
+            return math.nan
+        return max(0.0, float(seconds[0] - np.median(full) * steps[0]))
+
+
+def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) -> tuple[dict, float, float]:
+    """Train `model` one epoch on batches of x[order], y[order]; return its logs, warm-up and steady seconds.
+
+    On JAX the epoch is one compiled program (regbench.fused) over device-resident `x`, `y`,
+    compiled before the epoch is timed; elsewhere it is Keras' `fit`, with steps_per_execution
+    steps per backend call, whose first call also traces (its excess over a steady call is the warm-up).
     """
     if keras.backend.backend() == "jax":
         from regbench import fused  # imports jax, which other backends' processes never load
 
-        return fused.train_epoch(program_key(config), model, x, y, order, config.batch_size, EVAL_BATCH_SIZE)
-    history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0)
-    return {name: float(values[0]) for name, values in history.history.items()}
+        warmup = fused.compile_epoch(program_key(config), model, x, y, config.batch_size, EVAL_BATCH_SIZE)
+        started = time.perf_counter()
+        logs = fused.train_epoch(program_key(config), model, x, y, order, config.batch_size, EVAL_BATCH_SIZE)
+        return logs, warmup, time.perf_counter() - started
+    clock = _ExecutionClock()
+    started = time.perf_counter()
+    history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0,
+                        callbacks=[clock])
+    seconds = time.perf_counter() - started
+    warmup = clock.warmup()
+    return ({name: float(values[0]) for name, values in history.history.items()}, warmup,
+            seconds - warmup if math.isfinite(warmup) else seconds)
 
 
 def training_arrays(split: Split) -> tuple:
@@ -179,6 +212,9 @@ def train_run(
 ) -> RunResult:
     """Train `config` on `split` and measure it; `on_epoch` sees each epoch row as it ends."""
     # 1. Same seed -> same global state; layers and batches are seeded explicitly as well.
+    if keras.backend.backend() != config.backend:
+        raise RuntimeError(f"run {config.run_id} names backend {config.backend!r} but this process runs Keras on "
+                           f"{keras.backend.backend()!r}; a run trains only on the backend of its id")
     seed_globals(config.seed)
     model, callbacks = compile_model(config)
     for callback in callbacks:
@@ -190,9 +226,9 @@ def train_run(
     for epoch in range(config.epochs):
         refresh_population_statistics(model, split.x_train)
         order = batch_order(config.seed, epoch, len(split.y_train))
-        started = time.perf_counter()
-        logs = train_epoch(model, config, x_train, y_train, order)
-        seconds = time.perf_counter() - started
+        logs, warmup, seconds = train_epoch(model, config, x_train, y_train, order)
+        if epoch == 0:
+            first_warmup = warmup
         row = {
             "epoch": epoch + 1,
             "train_crossentropy": logs["crossentropy"],
@@ -223,13 +259,30 @@ def train_run(
     for callback in callbacks:
         callback.on_train_end()
     refresh_population_statistics(model, split.x_train)  # the final weights' statistics
-    return RunResult(_run_record(model, config, split, rows, status, diverged_epoch), rows, model)
+    warmup = _separate_warmup(rows, first_warmup)
+    return RunResult(_run_record(model, config, split, rows, status, diverged_epoch, warmup), rows, model)
 
 
-def _run_record(model, config: RunConfig, split: Split, rows: list[dict], status: str, diverged_epoch) -> dict:
+def _separate_warmup(rows: list[dict], measured: float) -> float:
+    """Take the one-off warm-up out of the first epoch's seconds; return it (NaN where it cannot be told).
+
+    `measured` is the warm-up seen within the first epoch (NaN when its backend calls were too few
+    to tell); then the first epoch's excess over the median later epoch is the warm-up. A one-epoch
+    run whose warm-up cannot be told keeps it in its epoch's seconds.
+    """
+    if math.isnan(measured) and len(rows) > 1:
+        measured = max(0.0, rows[0]["seconds"] - float(np.median([row["seconds"] for row in rows[1:]])))
+        rows[0]["seconds"] -= measured
+    return measured
+
+
+def _run_record(model, config: RunConfig, split: Split, rows: list[dict], status: str, diverged_epoch,
+                warmup: float) -> dict:
     """Measure the final (or restored best) weights on the test and training sets."""
     record = {
         "status": status,
+        "keras_backend": keras.backend.backend(),  # the backend that trained it (always config.backend)
+        "warmup_seconds": warmup,  # one-off compile/trace time, kept out of every per-epoch time
         "diverged_epoch": diverged_epoch,
         "epochs_run": len(rows),
         "best_epoch": _best_epoch(rows),

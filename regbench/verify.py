@@ -1,7 +1,10 @@
-"""Check a comparison's files against the run store, and optionally retrain stored runs."""
+"""Check a comparison's files: recompute them from its runs, match them to the store, retrain a few runs."""
 
 from __future__ import annotations
 
+import math
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -9,14 +12,30 @@ import numpy as np
 import pandas as pd
 
 from regbench import stats
+from regbench.config import RunConfig
 from regbench.data import load_mnist, split_mnist
 from regbench.errors import UsageError
+from regbench.report import comparison_texts
+from regbench.runner import device_description
 from regbench.store import RunStore, RunTables
-from regbench.train import train_run
+from regbench.techniques import TECHNIQUES
 
-TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at",  # differ on every rerun
+TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at", "warmup_seconds",  # differ on every rerun
           "seconds_per_epoch_mean", "seconds_per_epoch_sd", "time_ratio"}
 RERUN_SEED = 0  # picks which runs --rerun retrains
+# How far a retrained run may land from the stored one on another CPU (other kernels round differently,
+# and training amplifies it): measured by benchmarks/rounding.py, README "Reproducing the numbers".
+CROSS_CPU_TOLERANCE = {"accuracy": 0.005, "relative": 0.05}  # accuracies: absolute; other numbers: relative
+_PARAM_KINDS = {param.name: param.kind for technique in TECHNIQUES.values() for param in technique.params}
+
+
+@dataclass
+class Verification:
+    """What `verify` checked, and every difference it found (none: verified)."""
+
+    checked: list[str] = field(default_factory=list)  # one phrase per check made
+    unchecked: list[str] = field(default_factory=list)  # what could not be checked, and why
+    problems: list[str] = field(default_factory=list)
 
 
 def _text(value) -> str:
@@ -24,60 +43,161 @@ def _text(value) -> str:
     return "" if pd.isna(value) else str(value)
 
 
-def _differences(name: str, written: pd.DataFrame, recomputed: pd.DataFrame, key: str) -> list[str]:
-    """Compare two tables cell by cell (numbers to 1e-9 relative), ignoring timing columns."""
+def _differences(name: str, stored: pd.DataFrame, fresh: pd.DataFrame, key, tolerance: dict | None = None,
+                 labels=("in the file", "recomputed")) -> list[str]:
+    """Compare two tables cell by cell, ignoring timing columns; numbers to 1e-9 relative unless `tolerance`."""
     problems = []
-    written, recomputed = written.set_index(key), recomputed.set_index(key)
-    for row in recomputed.index.difference(written.index):
-        problems.append(f"{name}: row {row} is in the store but not in {name}")
-    for row in written.index.difference(recomputed.index):
-        problems.append(f"{name}: row {row} has no run in the store")
-    rows = written.index.intersection(recomputed.index)
-    for column in sorted((set(written.columns) & set(recomputed.columns)) - TIMING):
-        left, right = written.loc[rows, column], recomputed.loc[rows, column]
+    stored, fresh = stored.set_index(key), fresh.set_index(key)
+    for row in fresh.index.difference(stored.index):
+        problems.append(f"{name}: row {row} is {labels[1]} but not {labels[0]}")
+    for row in stored.index.difference(fresh.index):
+        problems.append(f"{name}: row {row} is {labels[0]} but not {labels[1]}")
+    rows = stored.index.intersection(fresh.index)
+    for column in sorted((set(stored.columns) & set(fresh.columns)) - TIMING):
+        left, right = stored.loc[rows, column], fresh.loc[rows, column]
         if pd.api.types.is_numeric_dtype(left) and pd.api.types.is_numeric_dtype(right):
-            same = np.isclose(left.astype(float), right.astype(float), rtol=1e-9, atol=0, equal_nan=True)
+            left, right = left.astype(float), right.astype(float)
+            if tolerance is None:
+                same = np.isclose(left, right, rtol=1e-9, atol=0, equal_nan=True)
+            elif "accuracy" in column or column == "gap":
+                same = np.isclose(left, right, rtol=0, atol=tolerance["accuracy"], equal_nan=True)
+            else:
+                same = np.isclose(left, right, rtol=tolerance["relative"], atol=1e-12, equal_nan=True)
         else:
             same = (left.map(_text) == right.map(_text)).to_numpy()
-        problems += [f"{name}: {column} of {row} is {a!r} in the file but {b!r} from the store"
+        problems += [f"{name}: {column} of {row} is {a!r} {labels[0]} but {b!r} {labels[1]}"
                      for row, a, b, ok in zip(rows, left, right, same) if not ok]
     return problems
 
 
 def verify_comparison(directory: Path, written: RunTables, manifest: dict, store_path: Path, rerun: int,
-                      data: str | None, echo: Callable[[str], None]) -> list[str]:
-    """Return every difference between a comparison's tables and what the store says (empty: verified)."""
-    # 1. Recompute the tables from the stored runs named in the manifest.
-    run_ids = [run_id for ids in manifest["run_ids"].values() for run_id in ids]
-    store = RunStore(store_path)
-    stored = store.load(run_ids)
-    problems = [f"run {run_id} is named in manifest.json but not in {store_path}"
-                for run_id in sorted(set(run_ids) - set(stored.runs.get("run_id", [])))]
-    problems += _differences("runs.csv", written.runs, stored.runs, "run_id")
+                      data: str | None, echo: Callable[[str], None]) -> Verification:
+    """Check every file of a comparison that can be checked; say what was checked and what differs."""
+    result = Verification()
+    # 1. The runs named in manifest.json are the rows of runs.csv.
+    named = [run_id for ids in manifest["run_ids"].values() for run_id in ids]
+    result.problems += [f"manifest.json: run {run_id} has no row in runs.csv"
+                        for run_id in sorted(set(named) - set(written.runs["run_id"]))]
+    result.problems += [f"runs.csv: run {run_id} is not named in manifest.json"
+                        for run_id in sorted(set(written.runs["run_id"]) - set(named))]
+    # 2. Every derived table and the report, recomputed from runs.csv and epochs.csv.
     techniques = list(manifest["techniques"])
-    summary = stats.summarize(stored.runs, techniques)
-    problems += _differences("summary.csv", pd.read_csv(directory / "summary.csv"), summary, "technique")
-    echo(f"checked {len(stored.runs)} stored runs and the summary of {len(techniques)} technique(s)")
-    # 2. Retrain a few stored runs and compare every number but the timings.
+    effects = stats.paired_effects(written.runs, techniques)
+    summary = stats.summarize(written.runs, techniques, effects)
+    derived = {"summary.csv": (summary, "technique"), "effects.csv": (effects, ["technique", "metric"]),
+               "best_and_final_epochs.csv": (stats.best_and_final_epochs(written.epochs), "technique")}
+    for name, (table, key) in derived.items():
+        result.problems += _differences(name, pd.read_csv(directory / name), table, key)
+    texts = comparison_texts(manifest, written.runs, summary, effects, derived["best_and_final_epochs.csv"][0])
+    result.problems += _text_differences(directory, texts)
+    result.checked.append(f"{', '.join(derived)} recomputed from runs.csv and epochs.csv, and the text of "
+                          "REPORT.md and report.html re-rendered from them")
+    result.unchecked.append("the figures' pixels")
+    # 3. runs.csv, epochs.csv and weights.csv against the store, for the runs it holds.
+    store = RunStore(store_path, create=False)
+    held = sorted(store.finished(named))
+    if held:
+        stored = store.load(held)
+        for name in ("runs", "epochs", "weights"):
+            mine = getattr(written, name)
+            key = ["run_id", "epoch"] if name == "epochs" else ["run_id", "bin_low"] if name == "weights" else "run_id"
+            result.problems += _differences(f"{name}.csv", mine[mine["run_id"].isin(held)], getattr(stored, name),
+                                            key, labels=("in the file", "in the store"))
+        result.checked.append(f"runs.csv, epochs.csv and weights.csv against the {len(held)} of its runs in {store_path}")
+    if len(held) < len(named):
+        result.unchecked.append(f"{len(named) - len(held)} of {len(named)} runs against a store ({store_path} "
+                                "does not hold them; pass --store to name the one the comparison was made with)")
+    echo(f"checked {len(written.runs)} runs of {len(techniques)} technique(s) in {directory}")
+    # 4. Retrain a few runs and compare every number but the timings.
     if rerun:
-        problems += _rerun(stored.runs, store, rerun, data, echo)
+        result.problems += _rerun(written.runs, store, rerun, data, manifest, result, echo)
+    return result
+
+
+def _text_differences(directory: Path, texts: dict[str, str]) -> list[str]:
+    """Compare REPORT.md and report.html (figures left out) with their re-rendering."""
+    problems = []
+    for name, text in texts.items():
+        try:
+            on_disk = (directory / name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            problems.append(f"{name}: cannot be read ({error})")
+            continue
+        if _without_images(on_disk) != _without_images(text):
+            line = next((number for number, (a, b) in enumerate(
+                zip(_without_images(on_disk).splitlines() + [""], _without_images(text).splitlines() + [""]), 1)
+                if a != b), 0)
+            problems.append(f"{name}: differs from its re-rendering from the tables (first at line {line})")
     return problems
 
 
-def _rerun(runs: pd.DataFrame, store: RunStore, count: int, data: str | None, echo) -> list[str]:
-    """Retrain `count` random stored runs and list every recorded number that came out different."""
+def _without_images(text: str) -> str:
+    """Return a report's text with embedded images left out."""
+    return re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]*", "data:image/png", text)
+
+
+def config_from_row(row: dict) -> RunConfig:
+    """Rebuild a run's configuration from its runs.csv row; raise UsageError if it does not give its run id back."""
+    values = {}
+    for spec in fields(RunConfig):
+        value = row.get(spec.name, spec.default)
+        if isinstance(value, float) and math.isnan(value):
+            value = "" if spec.name in ("technique_params", "variant", "data") else spec.default
+        values[spec.name] = value
+    values["hidden"] = tuple(int(width) for width in str(values["hidden"]).split(","))
+    values["technique_params"] = tuple(
+        (name, _PARAM_KINDS[name](float(text)))
+        for name, _, text in (pair.partition("=") for pair in str(values["technique_params"]).split())
+    )
+    for name in ("train_size", "epochs", "batch_size", "seed"):
+        values[name] = int(values[name])
+    for name in ("lr", "momentum"):
+        values[name] = float(values[name])
+    values["nesterov"] = str(values["nesterov"]) == "True"
+    config = RunConfig(**values)
+    if config.run_id != row["run_id"]:
+        raise UsageError(f"runs.csv: the configuration of run {row['run_id']} cannot be rebuilt from its row "
+                         "(its parameters are rounded there); pass the --store that holds it")
+    return config
+
+
+def _rerun(runs: pd.DataFrame, store: RunStore, count: int, data: str | None, manifest: dict,
+           result: Verification, echo) -> list[str]:
+    """Retrain `count` random runs of runs.csv and list every recorded number that came out different.
+
+    On the machine that made the runs (same processor and versions) they must match exactly; on
+    another, within CROSS_CPU_TOLERANCE.
+    """
     if count > len(runs):
         raise UsageError(f"--rerun {count}: the comparison has only {len(runs)} runs; allowed 0..{len(runs)}")
     chosen = np.random.default_rng(RERUN_SEED).choice(runs["run_id"].to_numpy(), count, replace=False)
-    configs = store.configs(list(chosen))
+    rows = runs.set_index("run_id", drop=False)
+    configs = [config_from_row(rows.loc[run_id].to_dict()) for run_id in chosen]
+    here = device_description(configs[0])
+    same_machine = manifest["device"].get("cpu") == here["cpu"] and manifest["versions"] == _versions(manifest)
+    tolerance = None if same_machine else CROSS_CPU_TOLERANCE
     mnist = load_mnist(data)
     problems = []
     for number, config in enumerate(configs, start=1):
         if config.data != mnist.fingerprint:
             raise UsageError(f"{mnist.source} is not the data run {config.run_id} was trained on; pass --data")
-        split = split_mnist(mnist, config.train_size)
         echo(f"[rerun {number}/{count}] {config.technique} seed {config.seed} ({config.run_id})")
-        result = train_run(config, split)
-        fresh = pd.DataFrame([{"run_id": config.run_id, **result.record}]).drop(columns="weight_histogram")
-        problems += _differences(f"rerun of {config.run_id}", runs[runs["run_id"] == config.run_id], fresh, "run_id")
+        from regbench.train import train_run  # here: verifying the files needs no Keras
+
+        fresh = train_run(config, split_mnist(mnist, config.train_size)).record
+        fresh = pd.DataFrame([{"run_id": config.run_id, **fresh}]).drop(columns=["weight_histogram", "keras_backend"])
+        problems += _differences(f"rerun of {config.run_id}", runs[runs["run_id"] == config.run_id], fresh, "run_id",
+                                 tolerance, labels=("stored", "retrained"))
+    where = ("exactly (this machine made them: same processor and versions)" if same_machine else
+             f"within the cross-CPU tolerance (accuracies ±{CROSS_CPU_TOLERANCE['accuracy'] * 100:g} pp, other "
+             f"numbers ±{CROSS_CPU_TOLERANCE['relative']:.0%}), since the manifest names another processor or "
+             "other versions")
+    result.checked.append(f"{count} run(s) retrained from their recorded configuration and compared {where}")
     return problems
+
+
+def _versions(manifest: dict) -> dict:
+    """Return this process's versions of the packages the manifest lists."""
+    from regbench.runner import package_versions
+
+    return package_versions(manifest["config"]["backend"])

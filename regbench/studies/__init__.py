@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -46,12 +46,17 @@ def study_names(text: str) -> list[str]:
     return [text]
 
 
-def base_config(preset_config: dict, options: dict, sweeps: dict, name: str) -> RunConfig:
-    """Combine a study's preset with the user's options, refusing options for what the study sweeps."""
+def base_config(preset_config: dict, options: dict, module, name: str) -> RunConfig:
+    """Combine a study's preset with the user's options, refusing options for what the study sets or needs."""
+    sweeps, needs = module.SWEEPS, getattr(module, "NEEDS", {})
     clash = [option for option in options if option in sweeps]
     if clash:
         option = clash[0].replace("_", "-")
         raise UsageError(f"study {name} sets --{option} itself ({sweeps[clash[0]]}); leave --{option} out")
+    for option, (value, reason) in needs.items():
+        if options.get(option, value) != value:
+            flag = option.replace("_", "-")
+            raise UsageError(f"study {name} needs --{flag} {value} ({reason}); leave --{flag} out")
     values = {**preset_config, **options}
     if "optimizer" in options and "lr" not in options:
         values["lr"] = DEFAULT_LR[options["optimizer"]]
@@ -60,27 +65,50 @@ def base_config(preset_config: dict, options: dict, sweeps: dict, name: str) -> 
     return RunConfig(**values)
 
 
-def run_study(name: str, options: dict, seeds: int | None, quick: bool, out: Path, store_path: Path,
-              data: str | None, device: str, command: str, echo: Callable[[str], None],
-              jobs: int = 1) -> tuple[str, list[Path]]:
-    """Run study `name` (training only what the store lacks) and write its report; return verdict and files."""
+@dataclass
+class PlannedStudy:
+    """A study whose options, data and output directory have been checked, ready to run."""
+
+    name: str
+    module: object  # the study's module: its presets, run() and SWEEPS
+    context: object  # the StudyContext it runs in
+    out: Path
+    store_path: Path  # the run store, created when the study runs
+
+
+def plan_study(name: str, options: dict, seeds: int | None, quick: bool, out: Path, store_path: Path,
+               data: str | None, device: str, echo: Callable[[str], None], jobs: int = 1,
+               force: bool = False) -> PlannedStudy:
+    """Check everything a user can get wrong about study `name` (nothing is trained or written)."""
     from regbench.data import load_mnist
-    from regbench.store import RunStore, check_output_dir
-    from regbench.studies.common import StudyContext, write_study
+    from regbench.store import RunStore, check_replaceable, check_same_comparison
+    from regbench.studies.common import StudyContext
 
     module = importlib.import_module(f"regbench.studies.{name.replace('-', '_')}")
     preset = module.QUICK if quick else module.FULL
-    base = base_config(preset.config, options, module.SWEEPS, name)
+    base = base_config(preset.config, options, module, name)
     mnist = load_mnist(data)
-    out = check_output_dir(out)
+    check_replaceable(out, [])
     context = StudyContext(
         base=replace(base, device=device, data=mnist.fingerprint), seeds=tuple(range(seeds or preset.seeds)),
-        grid=preset.grid, quick=quick, mnist=mnist, store=RunStore(store_path), echo=echo, data=data, jobs=jobs,
+        grid=preset.grid, quick=quick, mnist=mnist, store=None, echo=echo, data=data, jobs=jobs,
     )
     context.split()  # a training size the data cannot give fails here, before any training
+    check_same_comparison(out, context.identity(name), force)
+    RunStore(store_path, create=False)  # a file that is not a run store is refused now, and left as it is
+    return PlannedStudy(name, module, context, out, store_path)
+
+
+def run_study(planned: PlannedStudy, command: str) -> tuple[str, list[Path]]:
+    """Run a planned study (training only what the store lacks) and write its report; return verdict and files."""
+    from regbench.store import RunStore
+    from regbench.studies.common import write_study
+
+    planned.context.store = RunStore(planned.store_path)
     started = time.perf_counter()
-    claim, question = CATALOGUE[name]
-    echo(f"study {name}: {question}")
-    findings = module.run(context)
-    files = write_study(out, name, claim, question, context, findings, command, started, module.SWEEPS)
+    claim, question = CATALOGUE[planned.name]
+    planned.context.echo(f"study {planned.name}: {question}")
+    findings = planned.module.run(planned.context)
+    files = write_study(planned.out, planned.name, claim, question, planned.context, findings, command, started,
+                        planned.module.SWEEPS)
     return findings.verdict, files

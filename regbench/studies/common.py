@@ -44,7 +44,7 @@ class StudyContext:
     grid: dict
     quick: bool
     mnist: Mnist
-    store: RunStore
+    store: RunStore | None  # set once every check has passed
     echo: Callable[[str], None]
     data: str | None = None  # the MNIST file, for worker processes
     jobs: int = 1  # runs trained at once, in worker processes
@@ -57,6 +57,11 @@ class StudyContext:
         if size not in self._splits:
             self._splits[size] = split_mnist(self.mnist, size)
         return self._splits[size]
+
+    def identity(self, name: str) -> dict:
+        """Return what makes this study's results the ones they are (as its manifest records it)."""
+        return {"study": name, "config": asdict(self.base), "seeds": list(self.seeds), "grid": self.grid,
+                "quick": self.quick}
 
     def configs(self, seeds: tuple[int, ...] | None = None, **changes) -> list[RunConfig]:
         """Return the base configuration with `changes`, once per seed."""
@@ -104,6 +109,10 @@ def interval(values) -> tuple[float, float, float]:
 
 def pp(mean: float, low: float, high: float, digits: int = 2) -> str:
     """Format a difference of fractions and its interval in percentage points: '+0.12 pp [-0.05, +0.29]'."""
+    if np.isnan(mean):
+        return "no paired difference (no successful pair)"
+    if np.isnan(low) or np.isnan(high):
+        return f"{mean * 100:+.{digits}f} pp [no interval from one pair]"
     return f"{mean * 100:+.{digits}f} pp [{low * 100:+.{digits}f}, {high * 100:+.{digits}f}]"
 
 
@@ -167,10 +176,8 @@ Data: {context.mnist.source} (fingerprint {context.base.data}). Runs are kept in
 `{context.store.path}` and reused by every later study or comparison with the same settings.
 """
     manifest = {
-        "study": name, "claim": claim, "question": question, "verdict": findings.verdict,
-        "command": command, "quick": context.quick, "wall_seconds": wall, "runs_trained": context.trained,
-        "training": training, "date": now,
-        "config": asdict(context.base), "seeds": list(context.seeds), "grid": context.grid,
+        **context.identity(name), "claim": claim, "question": question, "verdict": findings.verdict,
+        "command": command, "wall_seconds": wall, "runs_trained": context.trained, "training": training, "date": now,
         "data": {"source": context.mnist.source, "fingerprint": context.base.data},
         "device": device_description(context.base), "versions": package_versions(context.base.backend),
     }
@@ -185,9 +192,7 @@ def _earlier_training(out: Path, name: str, context: StudyContext) -> dict | Non
         earlier = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    same = (earlier.get("study") == name and earlier.get("config") == json.loads(json.dumps(asdict(context.base)))
-            and earlier.get("seeds") == list(context.seeds) and earlier.get("quick") == context.quick
-            and earlier.get("grid") == json.loads(json.dumps(context.grid)))
+    same = all(earlier.get(key) == value for key, value in json.loads(json.dumps(context.identity(name))).items())
     return earlier.get("training") if same else None
 
 

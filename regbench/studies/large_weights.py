@@ -111,8 +111,11 @@ def verdict(arms: pd.DataFrame, effects: pd.DataFrame, chosen: dict, cost_pp: fl
                   f"({sparsifying['treated_mean'].max():.1%} of weights below 1e-3)" if len(sparsifying)
                   else "none raises the near-zero fraction significantly")
     spread = effects[effects["metric"] == "largest_over_median_unit"]["baseline_mean"].iloc[0]
+    over = [t for t in chosen if -cost[t] * 100 > cost_pp]
+    fallback = (f" No setting of {', '.join(over)} stays within {cost_pp:g} pp of the baseline's accuracy: its "
+                "weakest setting is shown instead, so its costs are not matched." if over else "")
     return (f"The baseline's largest hidden unit has {spread:.2f}x the median unit's weight norm. At an accuracy "
-            f"cost of at most {cost_pp:g} pp (strongest such setting per technique): {listing}. "
+            f"cost of at most {cost_pp:g} pp (strongest such setting per technique): {listing}.{fallback} "
             f"Of these, {shrinks}; {sparsifies}.")
 
 

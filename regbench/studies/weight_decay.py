@@ -25,6 +25,7 @@ FULL = Preset(config={"epochs": 10}, seeds=3,
 QUICK = Preset(config=QUICK_CONFIG, seeds=2,
                grid={"l2": 5e-3, "optimizers": ("sgd", "adam"), "checkpoints": (1, 5)})
 SWEEPS = {"optimizer": "sgd and adam, each at its default learning rate", "lr": "each optimizer's default"}
+NEEDS = {"architecture": ("mlp", "it follows blank pixels' weights into the first dense layer")}
 ARMS = ("none", "l2", "weight-decay")
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 ONE_STEP_ROUNDING = 4 * FLOAT32_EPS  # one step of two equal methods differs by a few roundings at most
