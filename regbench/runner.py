@@ -114,7 +114,9 @@ def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
     todo = sum(line.endswith("to train") for line in lines)
     lines.append(f"{len(configs)} runs planned, {len(stored)} already in {request.store}, {todo} to train on "
                  f"{base.backend}/{device} with {base.train_size} training images; nothing was trained or written")
-    if todo:
+    if todo and unknown == todo:
+        lines.append("no time estimate: the store holds no run of the same model, backend, device and batch size")
+    elif todo:
         known = todo - unknown
         lines.append(f"estimated training time: about {format_duration(estimate)} for {known} of the {todo} runs "
                      "(steady epochs of stored runs of the same model, backend and batch size, scaled by the "

@@ -343,7 +343,8 @@ def write_outputs(out: Path, tables: dict, images: dict, manifest: dict, texts: 
             if target.exists():
                 kept[name] = out / f".{name}.{os.getpid()}.old"
                 os.link(target, kept[name])
-            os.replace(staged.pop(name), target)
+            os.replace(staged[name], target)
+            del staged[name]
             placed.append(name)
     except OSError as error:
         for name in placed:  # put the old files back (or take new ones away) before reporting

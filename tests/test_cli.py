@@ -1,11 +1,14 @@
 """The command line, through click's CliRunner on the small real subset."""
 
+import gzip
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SMALL_MNIST
 from regbench import __version__
 from regbench.cli import cli
 
@@ -115,7 +118,15 @@ def test_list_version_and_help(runner):
 
 BAD_INPUTS = [
     (["--technique", "dropuot"], "did you mean 'dropout'"),
-    (["--technique", "none"], "at least one technique"),
+    (["--technique", "none"], "'none' is the baseline"),
+    (["--technique", "none,dropout"], "'none' is the baseline"),
+    (["--technique", "dropout,dropout"], "names dropout twice"),
+    (["--technique", "l2+dropout,dropout+l2"], "names dropout+l2 twice"),
+    (["--technique", "batchnorm", "--param", "rate=0.3"], "parameter 'rate' belongs to dropout, which is not compared"),
+    (["--technique", "dropout", "--param", "rate=0.3", "--param", "rate=0.4"], "--param rate is given twice"),
+    (["--technique", "dropout", "--lr", "nan"], "not a finite number"),
+    (["--technique", "dropout", "--optimizer", "sgd", "--momentum", "nan"], "not a finite number"),
+    (["--technique", "dropout", "--seed-list", "4294967296"], "allowed 0..4294967295"),
     (["--technique", "dropout", "--param", "rte=0.3"], "did you mean 'rate'"),
     (["--technique", "dropout", "--param", "rate=1.5"], "allowed 0 <= rate < 1"),
     (["--technique", "l2", "--param", "l2=-1"], "allowed 0 <= l2"),
@@ -160,10 +171,61 @@ def test_bad_data_files_and_output_paths_exit_2(runner, tmp_path):
     not_npz = tmp_path / "mnist.npz"
     not_npz.write_text("hello")
     result = compare(runner, tmp_path, "--technique", "dropout", "--data", str(not_npz))
-    assert result.exit_code == 2 and "not a readable .npz" in result.stderr
+    assert result.exit_code == 2 and "a text file, not an .npz archive" in result.stderr
+    gzipped = tmp_path / "train-images-idx3-ubyte.gz"
+    gzipped.write_bytes(gzip.compress(b"\x00" * 100))
+    result = compare(runner, tmp_path, "--technique", "dropout", "--data", str(gzipped))
+    assert result.exit_code == 2 and "a gzip file, not an .npz archive" in result.stderr
+    with np.load(SMALL_MNIST) as full:
+        arrays = {key: full[key] for key in full.files}
+    np.savez(tmp_path / "sixty.npz", **{**arrays, "x_train": arrays["x_train"][:60], "y_train": arrays["y_train"][:60]})
+    result = compare(runner, tmp_path, "--technique", "dropout", "--data", str(tmp_path / "sixty.npz"))
+    assert result.exit_code == 2 and "x_train has 60 images; regbench needs at least 120" in result.stderr
+    for option in ("--out", "--store"):
+        result = runner.invoke(cli, ["compare", "--technique", "dropout", "--out", str(tmp_path / "o"),
+                                     "--store", str(tmp_path / "s.sqlite"), option, "/proc/regbench-x"])
+        assert result.exit_code == 2 and "holds no files (such as /proc)" in result.stderr, result.output
     out_file = tmp_path / "taken"
     out_file.write_text("x")
     result = runner.invoke(cli, ["compare", "--technique", "dropout", "--out", str(out_file),
                                  "--store", str(tmp_path / "store.sqlite")])
     assert result.exit_code == 2 and "is a file" in result.stderr
     assert not (tmp_path / "store.sqlite").exists()
+
+
+def test_results_of_another_comparison_are_never_overwritten_silently(runner, tmp_path):
+    tiny = ["--train-size", "200", "--epochs", "1", "--seed-list", "0", "--store", str(tmp_path / "s.sqlite")]
+    with runner.isolated_filesystem(temp_dir=tmp_path):
+        assert runner.invoke(cli, ["compare", "--technique", "dropout", *tiny]).exit_code == 0
+        second = runner.invoke(cli, ["compare", "--technique", "dropout", "--param", "rate=0.3", *tiny])
+        assert second.exit_code == 0 and "results/compare-dropout_rate=0.3/" in second.stdout
+        kept = pd.read_csv("results/compare-dropout/runs.csv")
+        assert set(kept["technique_params"].dropna()) == {"input_rate=0 rate=0.5"}
+        other = runner.invoke(cli, ["compare", "--technique", "dropout", *tiny[:-4], "--seed-list", "1",
+                                    "--store", str(tmp_path / "s.sqlite")])
+        assert other.exit_code == 2 and "holds the results of another comparison (different seeds)" in other.stderr
+        assert pd.read_csv("results/compare-dropout/runs.csv").equals(kept)
+        forced = runner.invoke(cli, ["compare", "--technique", "dropout", *tiny[:-4], "--seed-list", "1",
+                                     "--store", str(tmp_path / "s.sqlite"), "--force"])
+        assert forced.exit_code == 0 and set(pd.read_csv("results/compare-dropout/runs.csv")["seed"]) == {1}
+
+
+def test_dry_run_lists_the_plan_and_writes_nothing(runner, tmp_path):
+    store = tmp_path / "s.sqlite"
+    tiny = ["--technique", "l2", "--train-size", "200", "--epochs", "1", "--seed-list", "0", "--store", str(store)]
+    plan = runner.invoke(cli, ["compare", *tiny, "--out", str(tmp_path / "o"), "--dry-run"])
+    assert plan.exit_code == 0, plan.output
+    assert plan.stdout.count("  to train\n") == 2 and "no time estimate: the store holds no run" in plan.stdout
+    assert not store.exists() and not (tmp_path / "o").exists()
+    assert runner.invoke(cli, ["compare", *tiny, "--out", str(tmp_path / "o")]).exit_code == 0
+    seeds = runner.invoke(cli, ["compare", *tiny[:-4], "--seed-list", "0,1", "--store", str(store), "--dry-run"])
+    assert seeds.stdout.count("  stored\n") == 2 and seeds.stdout.count("  to train\n") == 2
+    assert "estimated training time: about" in seeds.stdout and "for 2 of the 2 runs" in seeds.stdout
+    listed = runner.invoke(cli, ["runs", "--store", str(store), "--technique", "l2"])
+    assert listed.exit_code == 0 and "1 run(s) in" in listed.stdout and " l2 " in listed.stdout
+    refused = runner.invoke(cli, ["runs", "--store", str(store), "--remove"], input="n\n")
+    assert refused.exit_code == 2 and "nothing removed" in refused.stderr
+    removed = runner.invoke(cli, ["runs", "--store", str(store), "--technique", "l2", "--remove", "--yes"])
+    assert removed.exit_code == 0 and "removed 1 run(s)" in removed.stdout
+    assert "0 run(s) in" in runner.invoke(cli, ["runs", "--store", str(store), "--technique", "l2"]).stdout
+    assert "1 run(s) in" in runner.invoke(cli, ["runs", "--store", str(store)]).stdout

@@ -12,8 +12,8 @@ from regbench.errors import UsageError
 def _write(path, **overrides):
     rng = np.random.default_rng(0)
     arrays = dict(
-        x_train=rng.integers(0, 256, (60, 28, 28), dtype=np.uint8),
-        y_train=np.arange(60, dtype=np.uint8) % 10,
+        x_train=rng.integers(0, 256, (120, 28, 28), dtype=np.uint8),  # the fewest regbench takes
+        y_train=np.arange(120, dtype=np.uint8) % 10,
         x_test=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
         y_test=np.arange(20, dtype=np.uint8) % 10,
     )
@@ -35,8 +35,10 @@ def test_small_subset_is_real_mnist_in_keras_layout(mnist):
         ({"y_test": None}, "missing key(s) y_test"),
         ({"x_train": np.zeros((60, 28, 27), np.uint8)}, "x_train has shape (60, 28, 27)"),
         ({"x_test": np.zeros((20, 28, 28), np.float32)}, "x_test has dtype float32"),
-        ({"y_train": np.full(60, 10, np.uint8)}, "labels 0..9"),
+        ({"y_train": np.full(120, 10, np.uint8)}, "labels 0..9"),
         ({"y_train": np.zeros(59, np.uint8)}, "y_train has shape (59,)"),
+        ({"x_train": np.zeros((119, 28, 28), np.uint8), "y_train": np.zeros(119, np.uint8)},
+         "x_train has 119 images; regbench needs at least 120"),
     ],
 )
 def test_wrong_contents_name_the_file_and_the_problem(tmp_path, overrides, message):
@@ -57,8 +59,8 @@ def test_missing_truncated_and_non_npz_files_are_clear_errors(tmp_path):
     for path, message in [
         (tmp_path / "absent.npz", "no such file"),
         (truncated, "not a readable .npz"),
-        (text, "not a readable .npz"),
-        (empty, "not a readable .npz"),
+        (text, "a text file, not an .npz archive"),
+        (empty, "an empty file, not an .npz archive"),
         (tmp_path, "is a directory"),
     ]:
         with pytest.raises(UsageError, match=message):
@@ -86,7 +88,7 @@ def test_lookup_failure_names_every_place_tried(tmp_path, monkeypatch):
     with pytest.raises(UsageError) as error:
         load_mnist()
     message = str(error.value)
-    for place in ("--data PATH", "$REGBENCH_DATA", str(cache), "not a readable .npz", "download (skipped"):
+    for place in ("--data PATH", "$REGBENCH_DATA", str(cache), "a text file, not an .npz", "download (skipped"):
         assert place in message
 
 

@@ -105,16 +105,49 @@ def test_verify_passes_on_a_fresh_comparison_and_catches_an_edit(runner, tmp_pat
     assert runner.invoke(cli, [*tiny, "--out", str(out), "--store", str(store)]).exit_code == 0
     result = runner.invoke(cli, ["verify", str(out), "--store", str(store), "--rerun", "2"])
     assert result.exit_code == 0, result.output
-    assert "verified, every row matches the store, and 2 retrained run(s) reproduced exactly" in result.stdout
-    summary = pd.read_csv(out / "summary.csv")
-    summary.loc[1, "test_accuracy_diff"] += 0.01  # a number the runs do not support
-    summary.to_csv(out / "summary.csv", index=False)
-    result = runner.invoke(cli, ["verify", str(out), "--store", str(store)])
-    assert result.exit_code == 1 and "DIFFERS: summary.csv: test_accuracy_diff of l2" in result.stdout
-    result = runner.invoke(cli, ["verify", str(out), "--store", str(tmp_path / "other.sqlite")])
-    assert result.exit_code == 2 and "no such run store" in result.stderr
+    assert "against the 4 of its runs in" in result.stdout and "2 run(s) retrained" in result.stdout
+    assert "compared exactly (this machine made them" in result.stdout
+    assert "verified, no differences in what was checked" in result.stdout
+    # A clone has the files but no store: everything derived is still recomputed, and it says what it could not check.
+    clone = runner.invoke(cli, ["verify", str(out), "--store", str(tmp_path / "other.sqlite")])
+    assert clone.exit_code == 0, clone.output
+    assert "not checked: the figures' pixels; 4 of 4 runs against a store" in clone.stdout
+    assert not (tmp_path / "other.sqlite").exists()
     result = runner.invoke(cli, ["verify", str(out), "--store", str(store), "--rerun", "9"])
     assert result.exit_code == 2 and "allowed 0..4" in result.stderr
+    pristine = {path.name: path.read_bytes() for path in out.iterdir()}
+    edits = {  # file -> an edit the runs do not support, and what verify must say
+        "summary.csv": (lambda: edit_csv(out / "summary.csv", "test_accuracy_diff", 1, 0.01),
+                        "summary.csv: test_accuracy_diff of l2"),
+        "effects.csv": (lambda: edit_csv(out / "effects.csv", "t_p", 0, 0.5), "effects.csv: t_p of"),
+        "epochs.csv": (lambda: edit_csv(out / "epochs.csv", "val_accuracy", 0, 0.5), "epochs.csv: val_accuracy of"),
+        "REPORT.md": (lambda: (out / "REPORT.md").write_text(
+            (out / "REPORT.md").read_text().replace("## Summary", "## Summary (edited)")),
+                      "REPORT.md: differs from its re-rendering from the tables (first at line"),
+        "runs.csv": (lambda: edit_csv(out / "runs.csv", "test_accuracy", 0, 0.5), "runs.csv: test_accuracy of"),
+    }
+    for name, (edit, message) in edits.items():
+        edit()
+        result = runner.invoke(cli, ["verify", str(out), "--store", str(store)] + (["--rerun", "4"] if name ==
+                                                                                     "runs.csv" else []))
+        assert result.exit_code == 1 and f"DIFFERS: {message}" in result.stdout, (name, result.output)
+        (out / name).write_bytes(pristine[name])
+    assert "is 0.5 stored but" in result.stdout and "retrained" in result.stdout  # the rerun's words
+
+
+def edit_csv(path, column, row, value):
+    """Set one cell of a CSV file."""
+    table = pd.read_csv(path)
+    table[column] = table[column].astype(object)
+    table.loc[row, column] = value
+    table.to_csv(path, index=False)
+
+
+def test_committed_reference_results_verify_from_a_clone(runner, tmp_path):
+    """What a user can check on a fresh clone, with no store: the committed comparison recomputes exactly."""
+    results = Path(__file__).parents[1] / "results"
+    result = runner.invoke(cli, ["verify", str(results), "--store", str(tmp_path / "no-store.sqlite")])
+    assert result.exit_code == 0, result.output
 
 
 @pytest.fixture(scope="module")
@@ -131,18 +164,28 @@ def tiny_comparison(tmp_path_factory):
     return path
 
 
+def keep_header(path):
+    """Leave only the header line of a CSV file."""
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda out: (out / "runs.csv").write_text("run_id,technique\nx,none\n"), "runs.csv: missing column(s)"),
+    (lambda out: edit_csv(out / "runs.csv", "test_accuracy", 0, "abc"), "column test_accuracy holds 'abc', not a number"),
+    (lambda out: keep_header(out / "runs.csv"), "runs.csv: no runs at all"),
+    (lambda out: edit_csv(out / "runs.csv", "technique", 0, "l1"), "runs.csv: no runs of none"),
     (lambda out: (out / "epochs.csv").unlink(), "missing epochs.csv"),
     (lambda out: (out / "manifest.json").write_text("{not json"), "damaged results"),
     (lambda out: (out / "manifest.json").write_text("{}"), "manifest.json: missing config"),
     (lambda out: (out / "runs.csv").write_bytes(b"\xff\xfe\x00garbage"), "damaged results"),
-], ids=["columns", "file", "json", "fields", "bytes"])
+], ids=["columns", "text", "header-only", "no-baseline", "file", "json", "fields", "bytes"])
 def test_damaged_results_are_a_clear_error(runner, tmp_path, tiny_comparison, damage, message):
     out = tmp_path / "out"
     shutil.copytree(tiny_comparison / "out", out)
     damage(out)
+    report = (out / "REPORT.md").read_bytes()
     for command in (["report", str(out)], ["verify", str(out), "--store", str(tiny_comparison / "s.sqlite")]):
         result = runner.invoke(cli, command)
         assert result.exit_code == 2 and message in result.stderr, result.output
-        assert "Traceback" not in result.output
+        assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+        assert (out / "REPORT.md").read_bytes() == report  # the old report is left alone

@@ -1,6 +1,7 @@
 """Pairing and determinism: same initial weights, same batches, same numbers on a rerun."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from regbench.techniques import regularization_for
 from regbench.train import batch_order, train_run
 from helpers import config_for
 
-TIMING_FIELDS = {"train_seconds", "seconds_per_epoch", "seconds"}
+TIMING_FIELDS = {"train_seconds", "seconds_per_epoch", "seconds", "warmup_seconds"}
 
 
 def initial_kernels(setting: str, seed: int = 0, **fields):
@@ -52,6 +53,24 @@ def without_timing(result):
 def test_a_rerun_reproduces_a_run_exactly(split):
     config = config_for("dropout+l2", epochs=2, seed=5)
     assert without_timing(train_run(config, split)) == without_timing(train_run(config, split))
+
+
+def test_warmup_is_kept_out_of_every_epoch_time():
+    from regbench.train import _ExecutionClock, _separate_warmup
+
+    rows = [{"seconds": 5.0}, {"seconds": 1.0}, {"seconds": 1.2}, {"seconds": 0.8}]
+    assert _separate_warmup(rows, math.nan) == 4.0 and rows[0]["seconds"] == 1.0  # excess over the median later epoch
+    rows = [{"seconds": 1.0}, {"seconds": 3.0}]
+    assert _separate_warmup(rows, math.nan) == 0.0 and rows[0]["seconds"] == 1.0  # a slower later epoch is no warm-up
+    rows = [{"seconds": 2.0}]
+    assert math.isnan(_separate_warmup(rows, math.nan)) and rows[0]["seconds"] == 2.0  # one epoch: cannot be told
+    rows = [{"seconds": 1.0}]
+    assert _separate_warmup(rows, 0.5) == 0.5 and rows[0]["seconds"] == 1.0  # measured within the epoch already
+    clock = _ExecutionClock()
+    clock.marks, clock.steps = [0.0, 3.0, 4.0, 5.0, 5.5], [0, 100, 200, 300, 350]  # four backend calls
+    assert clock.warmup() == pytest.approx(2.0)  # the first call minus a steady call of 100 steps
+    clock.marks, clock.steps = [0.0, 3.0], [0, 7]
+    assert math.isnan(clock.warmup())
 
 
 def test_dropout_run_differs_from_its_baseline(split):

@@ -1,12 +1,13 @@
 """The run store: atomic saves, claims, nothing duplicated, clear errors."""
 
 import math
+import re
 import sqlite3
 
 import pytest
 
 from regbench.errors import UsageError
-from regbench.store import RunStore, check_output_dir, write_outputs
+from regbench.store import _SCHEMA, APPLICATION_ID, RunStore, check_output_dir, write_outputs
 from helpers import config_for
 
 RECORD = {"status": "ok", "test_accuracy": 0.9, "diverged_epoch": None, "gap": math.nan}
@@ -46,13 +47,43 @@ def test_run_identity_covers_every_field():
 def test_damaged_or_foreign_stores_are_clear_errors(tmp_path):
     garbage = tmp_path / "garbage.sqlite"
     garbage.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(UsageError, match="not a usable run store"):
+    with pytest.raises(UsageError, match="not a usable run store .not an SQLite database"):
         RunStore(garbage)
     newer = tmp_path / "newer.sqlite"
     with sqlite3.connect(newer) as db:
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         db.execute("PRAGMA user_version = 99")
     with pytest.raises(UsageError, match="schema version 99"):
         RunStore(newer)
+
+
+def test_a_file_that_is_not_a_run_store_is_refused_and_left_byte_for_byte(tmp_path):
+    foreign = tmp_path / "app.sqlite"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        db.execute("INSERT INTO customers VALUES (1, 'Ada')")
+    ours_in_name = tmp_path / "layout.sqlite"  # our version number, another layout
+    with sqlite3.connect(ours_in_name) as db:
+        db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, config TEXT)")
+        db.execute("PRAGMA user_version = 1")
+    for path, message in ((foreign, "not a regbench run store (an SQLite database of another application)"),
+                          (ours_in_name, "not a regbench run store of version 1 (it holds runs, not the runs and")):
+        before = path.read_bytes()
+        for create in (True, False):
+            with pytest.raises(UsageError, match=re.escape(message)):
+                RunStore(path, create=create)
+        assert path.read_bytes() == before and not path.with_name(path.name + "-wal").exists()
+
+
+def test_a_store_made_before_the_application_id_opens(tmp_path):
+    legacy = tmp_path / "legacy.sqlite"
+    with sqlite3.connect(legacy) as db:  # what the first version of the store wrote
+        db.executescript(_SCHEMA)
+        db.execute("PRAGMA user_version = 1")
+    config = config_for("none")
+    store = RunStore(legacy)
+    store.save(config, RECORD, EPOCHS)
+    assert store.finished([config.run_id]) == {config.run_id}
 
 
 def test_output_dir_must_be_a_writable_directory(tmp_path):
@@ -72,6 +103,37 @@ def test_outputs_are_written_whole_with_no_temporary_files_left(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "runs.csv"]
     assert (tmp_path / "manifest.json").read_text().strip() == '{\n  "x": null\n}'
     assert len(paths) == 2
+
+
+def test_a_write_that_fails_midway_puts_the_old_files_back(tmp_path, monkeypatch):
+    import os
+
+    import pandas as pd
+
+    write_outputs(tmp_path, {"runs": pd.DataFrame({"a": [1]}), "summary": pd.DataFrame({"b": [1]})}, {}, {"v": 1},
+                  {"REPORT.md": "old"})
+    (tmp_path / "other-results").mkdir()  # the directory also holds things regbench did not write here
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+    real_replace, calls = os.replace, []
+
+    def replace_failing_third(source, target):
+        calls.append(target)
+        if len(calls) == 3:
+            raise PermissionError(13, "Permission denied", str(target))
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_failing_third)
+    with pytest.raises(UsageError, match="cannot write .* its results are left as they were"):
+        write_outputs(tmp_path, {"runs": pd.DataFrame({"a": [2]}), "summary": pd.DataFrame({"b": [2]})}, {},
+                      {"v": 2}, {"REPORT.md": "new"})
+    monkeypatch.undo()
+    after = {path.name: path.read_bytes() for path in tmp_path.iterdir() if path.is_file()}
+    assert after == before and (tmp_path / "other-results").is_dir()  # every old file back, nothing staged left
+    (tmp_path / "runs.csv").unlink()
+    (tmp_path / "runs.csv").mkdir()  # a directory where a file goes: refused before anything is written
+    with pytest.raises(UsageError, match="runs.csv: is a directory where regbench writes a file"):
+        write_outputs(tmp_path, {"runs": pd.DataFrame({"a": [3]})}, {}, {"v": 3})
+    assert (tmp_path / "manifest.json").read_bytes() == before["manifest.json"]
 
 
 def test_claims_keep_two_processes_off_the_same_run(tmp_path):

@@ -99,13 +99,38 @@ def test_a_second_quick_run_trains_nothing_and_keeps_the_first_wall_time(quick_s
     (["study", "data-size", "--quick", "--train-size", "500"], "study data-size sets --train-size itself"),
     (["study", "weight-decay", "--quick", "--optimizer", "sgd"], "study weight-decay sets --optimizer itself"),
     (["study", "strength", "--train-size", "99"], "--train-size"),
+    (["study", "all", "--quick", "--train-size", "500"], "study data-size sets --train-size itself"),
+    (["study", "weight-decay", "--quick", "--architecture", "cnn"], "study weight-decay needs --architecture mlp"),
+    (["study", "strength", "--quick", "--seeds", "1"], "'--seeds'"),
 ])
 def test_study_mistakes_exit_2_with_one_line(runner, tmp_path, args, message):
-    result = runner.invoke(cli, [*args, "--store", str(tmp_path / "s.sqlite")] if len(args) > 1 else args)
+    """Every study is checked before any trains: nothing is trained or written."""
+    out = ["--out", str(tmp_path / "out")] if len(args) > 1 else []
+    result = runner.invoke(cli, [*args, "--store", str(tmp_path / "s.sqlite"), *out] if len(args) > 1 else args)
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
-    assert not (tmp_path / "s.sqlite").exists()
+    assert not (tmp_path / "s.sqlite").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_study_directory_refuses_another_setting_and_report_rerenders_it(quick_studies, runner):
+    root, _ = quick_studies
+    out = root / "out" / "capacity-quick"
+    other = runner.invoke(cli, ["study", "capacity", "--quick", "--seeds", "3", "--out", str(out),
+                                "--store", str(root / "runs.sqlite")])
+    assert other.exit_code == 2 and "holds the results of study capacity (different seeds)" in other.stderr
+    (out / "report.html").unlink()
+    result = runner.invoke(cli, ["report", str(out)])
+    assert result.exit_code == 0 and "re-rendered report.html from REPORT.md" in result.stdout
+    assert (out / "report.html").read_text().count('src="data:image/png;base64,') == len(list(out.glob("*.png")))
+
+
+def test_one_interval_formatter_says_when_there_is_no_interval():
+    from regbench.studies.common import pp
+
+    assert pp(0.0123, -0.001, 0.02) == "+1.23 pp [-0.10, +2.00]"
+    assert pp(0.0123, np.nan, np.nan) == "+1.23 pp [no interval from one pair]"
+    assert "nan" not in pp(np.nan, np.nan, np.nan)
 
 
 def test_stopping_rules_on_a_hand_made_curve():

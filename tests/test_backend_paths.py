@@ -1,0 +1,71 @@
+"""Every path that trains trains on the backend its run id names (JAX, through the command line)."""
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import SMALL_MNIST
+
+TINY = ["--train-size", "200", "--epochs", "1", "--backend", "jax", "--data", str(SMALL_MNIST)]
+NUMBERS = ["run_id", "test_accuracy", "test_crossentropy", "train_accuracy", "weights_l2", "best_epoch"]
+
+
+def regbench(tmp_path, *args):
+    """Run regbench in a fresh process (as a user does), with no backend preset; return the finished process."""
+    env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
+    done = subprocess.run([sys.executable, "-m", "regbench", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def dead_owner() -> str:
+    """Return a claim owner whose process has ended (as a killed worker's would be)."""
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    return f"{socket.gethostname()}:{ended.pid}"
+
+
+def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
+    pytest.importorskip("jax")
+    store, reference = tmp_path / "s.sqlite", tmp_path / "reference.sqlite"
+    # 1. In this process (--jobs 1): four runs, the first of each structure compiles.
+    regbench(tmp_path, "compare", "--technique", "l2", "--seeds", "2", *TINY, "--store", str(store), "--out", "a")
+    first = pd.read_csv(tmp_path / "a" / "runs.csv")
+    assert set(first["keras_backend"]) == {"jax"} and set(first["backend"]) == {"jax"}
+    by_seed = first[first["technique"] == "none"].set_index("seed")
+    assert by_seed.loc[0, "warmup_seconds"] > by_seed.loc[1, "warmup_seconds"]  # seed 1 reuses the program
+    assert by_seed.loc[0, "warmup_seconds"] > by_seed.loc[0, "seconds_per_epoch"]  # compile kept out of the epoch
+    # 2. A resume with --jobs 2 that has one run left, held by a worker that died: the old bug trained it
+    #    in the parent, on TensorFlow. The dry run names the run left.
+    resume = ["compare", "--technique", "dropout", "--seed-list", "1", *TINY, "--store", str(store), "--out", "b"]
+    plan = regbench(tmp_path, *resume, "--jobs", "2", "--dry-run").stdout
+    left = [line.split()[0] for line in plan.splitlines() if line.endswith("to train")]
+    assert len(left) == 1 and "1 to train on jax/cpu" in plan and not (tmp_path / "b").exists()
+    with sqlite3.connect(store) as db:
+        db.execute("INSERT INTO claims VALUES (?, ?, ?)", (left[0], dead_owner(), "2026-01-01T00:00:00+00:00"))
+    done = regbench(tmp_path, *resume, "--jobs", "2")
+    assert "1 runs trained, 1 reused" in done.stdout and "TensorFlow" not in done.stderr
+    resumed = pd.read_csv(tmp_path / "b" / "runs.csv")
+    assert set(resumed["keras_backend"]) == {"jax"}
+    # 3. The same run trained in one process on its own store has the same numbers.
+    regbench(tmp_path, *resume[:-4], "--store", str(reference), "--out", "c")
+    alone = pd.read_csv(tmp_path / "c" / "runs.csv")[NUMBERS].sort_values("run_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(resumed[NUMBERS].sort_values("run_id").reset_index(drop=True), alone)
+    # 4. A study in worker processes.
+    regbench(tmp_path, "study", "strength", "--quick", "--backend", "jax", "--jobs", "2", "--data", str(SMALL_MNIST),
+             "--store", str(tmp_path / "study.sqlite"), "--out", "d")
+    assert set(pd.read_csv(tmp_path / "d" / "runs.csv")["keras_backend"]) == {"jax"}
+
+
+def test_a_run_refuses_a_process_of_another_backend():
+    from helpers import config_for
+    from regbench.train import train_run
+
+    with pytest.raises(RuntimeError, match="names backend 'jax' but this process runs Keras on 'tensorflow'"):
+        train_run(config_for("none", backend="jax"), split=None)
