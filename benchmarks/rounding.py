@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-NUMBERS = ["test_accuracy", "train_accuracy", "gap", "test_crossentropy", "train_crossentropy", "weights_l2",
-           "weights_max_abs", "best_epoch", "epochs_run"]
+NUMBERS = ["test_accuracy", "train_accuracy", "gap", "test_crossentropy", "train_crossentropy", "final_penalty",
+           "weights_l1", "weights_l2", "weights_max_abs", "weights_near_zero_fraction", "weights_top1pct_share",
+           "best_epoch", "epochs_run"]
 
 
 def retrain(directory: Path, run_ids: list[str]) -> list[dict]:

@@ -114,8 +114,8 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     axes.set_yticks(positions, labels)
     axes.set_ylim(-0.7, len(treated) - 0.3)
     axes.set(xlabel="test accuracy: technique minus baseline, same seed (percentage points)\n"
-                    "bars: unadjusted 95% t-interval (solid, upper) and paired bootstrap (dotted, lower); "
-                    "verdicts Holm-adjusted")
+                    "bars: unadjusted 95% t-interval (solid, upper) and paired bootstrap (dotted, lower)\n"
+                    "verdicts: Holm-adjusted across the techniques")
     figure.suptitle(f"Paired test-accuracy difference\n{title}", fontsize="medium")
     axes.grid(axis="x", alpha=0.3)
     return figure

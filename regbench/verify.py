@@ -24,8 +24,12 @@ TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at", "warmu
           "seconds_per_epoch_mean", "seconds_per_epoch_sd", "time_ratio"}
 RERUN_SEED = 0  # picks which runs --rerun retrains
 # How far a retrained run may land from the stored one on another CPU (other kernels round differently,
-# and training amplifies it): measured by benchmarks/rounding.py, README "Reproducing the numbers".
-CROSS_CPU_TOLERANCE = {"accuracy": 0.005, "relative": 0.05}  # accuracies: absolute; other numbers: relative
+# and training amplifies it): 2.5x the largest differences benchmarks/rounding.py measured under narrower
+# kernels (benchmarks/ROUNDING.md). Epoch counts are not compared there: a best epoch moved by 5 of 10.
+CROSS_CPU_TOLERANCE = {"accuracy": 0.005,  # accuracies and gap, absolute (0.5 pp; measured up to 0.21 pp)
+                       "crossentropy": 0.03,  # cross-entropies and penalty, absolute nats (measured up to 0.013)
+                       "relative": 0.25}  # weight statistics (measured up to 11%; near-zero share up to 20%)
+NOT_COMPARED_ACROSS_CPUS = {"best_epoch", "epochs_run", "diverged_epoch"}
 _PARAM_KINDS = {param.name: param.kind for technique in TECHNIQUES.values() for param in technique.params}
 
 
@@ -57,17 +61,27 @@ def _differences(name: str, stored: pd.DataFrame, fresh: pd.DataFrame, key, tole
         left, right = stored.loc[rows, column], fresh.loc[rows, column]
         if pd.api.types.is_numeric_dtype(left) and pd.api.types.is_numeric_dtype(right):
             left, right = left.astype(float), right.astype(float)
-            if tolerance is None:
-                same = np.isclose(left, right, rtol=1e-9, atol=0, equal_nan=True)
-            elif "accuracy" in column or column == "gap":
-                same = np.isclose(left, right, rtol=0, atol=tolerance["accuracy"], equal_nan=True)
-            else:
-                same = np.isclose(left, right, rtol=tolerance["relative"], atol=1e-12, equal_nan=True)
+            same = np.isclose(left, right, equal_nan=True, **_allowed(column, tolerance))
         else:
             same = (left.map(_text) == right.map(_text)).to_numpy()
         problems += [f"{name}: {column} of {row} is {a!r} {labels[0]} but {b!r} {labels[1]}"
                      for row, a, b, ok in zip(rows, left, right, same) if not ok]
     return problems
+
+
+def _allowed(column: str, tolerance: dict | None) -> dict:
+    """Return np.isclose's rtol and atol for `column`: 1e-9 relative, or the cross-CPU tolerance."""
+    if tolerance is None:
+        return {"rtol": 1e-9, "atol": 0}
+    if column in NOT_COMPARED_ACROSS_CPUS:
+        return {"rtol": 0, "atol": np.inf}
+    if "accuracy" in column or column == "gap":
+        return {"rtol": 0, "atol": tolerance["accuracy"]}
+    if "crossentropy" in column or "penalty" in column:
+        return {"rtol": 0, "atol": tolerance["crossentropy"]}
+    if column in ("parameter_count",):
+        return {"rtol": 0, "atol": 0}
+    return {"rtol": tolerance["relative"], "atol": 1e-12}
 
 
 def verify_comparison(directory: Path, written: RunTables, manifest: dict, store_path: Path, rerun: int,
@@ -177,7 +191,7 @@ def _rerun(runs: pd.DataFrame, store: RunStore, count: int, data: str | None, ma
     same_machine = manifest["device"].get("cpu") == here["cpu"] and manifest["versions"] == _versions(manifest)
     tolerance = None if same_machine else CROSS_CPU_TOLERANCE
     mnist = load_mnist(data)
-    problems = []
+    problems, identical = [], 0
     for number, config in enumerate(configs, start=1):
         if config.data != mnist.fingerprint:
             raise UsageError(f"{mnist.source} is not the data run {config.run_id} was trained on; pass --data")
@@ -186,13 +200,16 @@ def _rerun(runs: pd.DataFrame, store: RunStore, count: int, data: str | None, ma
 
         fresh = train_run(config, split_mnist(mnist, config.train_size)).record
         fresh = pd.DataFrame([{"run_id": config.run_id, **fresh}]).drop(columns=["weight_histogram", "keras_backend"])
-        problems += _differences(f"rerun of {config.run_id}", runs[runs["run_id"] == config.run_id], fresh, "run_id",
-                                 tolerance, labels=("stored", "retrained"))
+        compared = [f"rerun of {config.run_id}", runs[runs["run_id"] == config.run_id], fresh, "run_id"]
+        identical += not _differences(*compared, None)
+        problems += _differences(*compared, tolerance, labels=("stored", "retrained"))
     where = ("exactly (this machine made them: same processor and versions)" if same_machine else
-             f"within the cross-CPU tolerance (accuracies ±{CROSS_CPU_TOLERANCE['accuracy'] * 100:g} pp, other "
-             f"numbers ±{CROSS_CPU_TOLERANCE['relative']:.0%}), since the manifest names another processor or "
-             "other versions")
-    result.checked.append(f"{count} run(s) retrained from their recorded configuration and compared {where}")
+             f"within the cross-CPU tolerance (accuracies ±{CROSS_CPU_TOLERANCE['accuracy'] * 100:g} pp, "
+             f"cross-entropies ±{CROSS_CPU_TOLERANCE['crossentropy']:g}, weight statistics "
+             f"±{CROSS_CPU_TOLERANCE['relative']:.0%}; epoch counts not compared), since the manifest names another "
+             "processor or other versions")
+    result.checked.append(f"{count} run(s) retrained from their recorded configuration and compared {where}: "
+                          f"{identical} of {count} came out identical")
     return problems
 
 

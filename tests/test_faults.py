@@ -1,5 +1,6 @@
 """Faults: killed sweeps, two sweeps on one store, damaged results, and verification against the store."""
 
+import json
 import os
 import shutil
 import signal
@@ -106,7 +107,7 @@ def test_verify_passes_on_a_fresh_comparison_and_catches_an_edit(runner, tmp_pat
     result = runner.invoke(cli, ["verify", str(out), "--store", str(store), "--rerun", "2"])
     assert result.exit_code == 0, result.output
     assert "against the 4 of its runs in" in result.stdout and "2 run(s) retrained" in result.stdout
-    assert "compared exactly (this machine made them" in result.stdout
+    assert "compared exactly (this machine made them" in result.stdout and "2 of 2 came out identical" in result.stdout
     assert "verified, no differences in what was checked" in result.stdout
     # A clone has the files but no store: everything derived is still recomputed, and it says what it could not check.
     clone = runner.invoke(cli, ["verify", str(out), "--store", str(tmp_path / "other.sqlite")])
@@ -116,6 +117,13 @@ def test_verify_passes_on_a_fresh_comparison_and_catches_an_edit(runner, tmp_pat
     result = runner.invoke(cli, ["verify", str(out), "--store", str(store), "--rerun", "9"])
     assert result.exit_code == 2 and "allowed 0..4" in result.stderr
     pristine = {path.name: path.read_bytes() for path in out.iterdir()}
+    manifest = json.loads(pristine["manifest.json"])
+    manifest["device"]["cpu"] = "another processor"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    elsewhere = runner.invoke(cli, ["verify", str(out), "--store", str(store), "--rerun", "1"])
+    assert "compared within the cross-CPU tolerance (accuracies ±0.5 pp" in elsewhere.stdout
+    assert "1 of 1 came out identical" in elsewhere.stdout
+    (out / "manifest.json").write_bytes(pristine["manifest.json"])
     edits = {  # file -> an edit the runs do not support, and what verify must say
         "summary.csv": (lambda: edit_csv(out / "summary.csv", "test_accuracy_diff", 1, 0.01),
                         "summary.csv: test_accuracy_diff of l2"),
