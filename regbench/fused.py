@@ -26,7 +26,7 @@ class _Program:
         self.template = template
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.one = jax.jit(self._epoch)
-        self.compiled = {}  # (training images, batch order length) -> the epoch compiled ahead of time
+        self.compiled = {}  # (images' shape, labels' shape) -> the epoch program compiled ahead of time
         self.together = jax.jit(jax.vmap(self._epoch, in_axes=(0, None, None, 0)))
         self.measure = jax.jit(self._evaluate)
 

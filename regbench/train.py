@@ -124,7 +124,7 @@ class _ExecutionClock(keras.callbacks.Callback):
 
 
 def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) -> tuple[dict, float, float]:
-    """Train `model` one epoch on batches of x[order], y[order]; return its logs, warm-up and steady seconds.
+    """Train `model` one epoch on batches of x[order], y[order]; return its logs, the warm-up in it and its seconds.
 
     On JAX the epoch is one compiled program (regbench.fused) over device-resident `x`, `y`,
     compiled before the epoch is timed; elsewhere it is Keras' `fit`, with steps_per_execution
@@ -133,8 +133,8 @@ def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) 
     if keras.backend.backend() == "jax":
         from regbench import fused  # imports jax, which other backends' processes never load
 
-        warmup = fused.compile_epoch(program_key(config), model, x, y, config.batch_size, EVAL_BATCH_SIZE)
         started = time.perf_counter()
+        warmup = fused.compile_epoch(program_key(config), model, x, y, config.batch_size, EVAL_BATCH_SIZE)
         logs = fused.train_epoch(program_key(config), model, x, y, order, config.batch_size, EVAL_BATCH_SIZE)
         return logs, warmup, time.perf_counter() - started
     clock = _ExecutionClock()
@@ -142,9 +142,7 @@ def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) 
     history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0,
                         callbacks=[clock])
     seconds = time.perf_counter() - started
-    warmup = clock.warmup()
-    return ({name: float(values[0]) for name, values in history.history.items()}, warmup,
-            seconds - warmup if math.isfinite(warmup) else seconds)
+    return {name: float(values[0]) for name, values in history.history.items()}, clock.warmup(), seconds
 
 
 def training_arrays(split: Split) -> tuple:
@@ -227,8 +225,9 @@ def train_run(
         refresh_population_statistics(model, split.x_train)
         order = batch_order(config.seed, epoch, len(split.y_train))
         logs, warmup, seconds = train_epoch(model, config, x_train, y_train, order)
-        if epoch == 0:
+        if epoch == 0:  # only the first epoch of a run compiles or traces
             first_warmup = warmup
+            seconds -= warmup if math.isfinite(warmup) else 0.0
         row = {
             "epoch": epoch + 1,
             "train_crossentropy": logs["crossentropy"],
