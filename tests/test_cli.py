@@ -3,15 +3,16 @@
 import gzip
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import SMALL_MNIST
 from regbench import __version__
 from regbench.cli import cli
 
+SMALL_MNIST = Path(__file__).parent / "data" / "mnist-small.npz"  # not from conftest: benchmarks import this module
 TINY = ["--train-size", "200", "--epochs", "1", "--seeds", "2"]
 FILES = {"runs.csv", "epochs.csv", "weights.csv", "summary.csv", "effects.csv", "best_and_final_epochs.csv",
          "manifest.json", "REPORT.md", "report.html", "learning_curves.png", "gap_curves.png",
