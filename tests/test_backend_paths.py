@@ -1,5 +1,6 @@
 """Every path that trains trains on the backend its run id names (JAX, through the command line)."""
 
+import json
 import os
 import socket
 import sqlite3
@@ -34,10 +35,14 @@ def dead_owner() -> str:
 def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
     pytest.importorskip("jax")
     store, reference = tmp_path / "s.sqlite", tmp_path / "reference.sqlite"
-    # 1. In this process (--jobs 1): four runs, the first of each structure compiles.
-    regbench(tmp_path, "compare", "--technique", "l2", "--seeds", "2", *TINY, "--store", str(store), "--out", "a")
+    # 1. In this process (--jobs 1): four runs, the first of each structure compiles; l2 = 0 is the baseline.
+    regbench(tmp_path, "compare", "--technique", "l2", "--param", "l2=0", "--seeds", "2", *TINY, "--store", str(store),
+             "--out", "a")
     first = pd.read_csv(tmp_path / "a" / "runs.csv")
     assert set(first["keras_backend"]) == {"jax"} and set(first["backend"]) == {"jax"}
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["device"]["keras_backend"] == "jax"
+    zero = first.pivot_table(index="seed", columns="technique", values="test_crossentropy")
+    assert (zero["l2"] == zero["none"]).all()
     by_seed = first[first["technique"] == "none"].set_index("seed")
     assert by_seed.loc[0, "warmup_seconds"] > by_seed.loc[1, "warmup_seconds"]  # seed 1 reuses the program
     assert by_seed.loc[0, "warmup_seconds"] > by_seed.loc[0, "seconds_per_epoch"]  # compile kept out of the epoch
