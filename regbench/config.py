@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -14,11 +14,22 @@ ACTIVATIONS = ("relu", "sigmoid", "tanh")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3, "adamw": 1e-3}  # Keras' own defaults
 BACKENDS = ("tensorflow", "jax", "torch")
+SCHEDULES = ("constant", "cosine")  # the learning rate over a run: fixed, or Keras' CosineDecay to 0
+SELECTIONS = ("final", "best-val")  # which weights of each run are measured: the last, or the best-validation epoch's
+MEASURED = ("val_crossentropy", "val_accuracy", "test_crossentropy", "test_accuracy", "train_crossentropy",
+            "train_accuracy", "gap")  # a run's numbers at its measured weights; best-val ones are prefixed best_
+PROTOCOLS = {  # named training budgets of `compare`; explicit options override their values
+    "course": {"epochs": 10, "optimizer": "adam", "lr": 1e-3, "schedule": "constant", "warmup_epochs": 0,
+               "select": "final"},  # the course's seed script: 10 epochs of Adam 1e-3, measured at the end
+    "converged": {"epochs": 40, "optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 0,
+                  "select": "best-val"},  # the baseline has plateaued (benchmarks/BUDGET.md)
+}
 VARIANTS = {  # changes to the standard model that studies need; never used by `compare`
     "classic-dropout": "Dropout as first published: no 1/keep rescale in training, activations times keep at inference",
     "population-bn": "BatchNormalization that normalizes with whole-training-set statistics, refreshed every epoch",
     "test-curve": "the standard model, also measured on the test set after every epoch (for stopping-rule studies)",
 }
+LEGACY_PROTOCOL = {"name": "course", "select": "final"}  # what a manifest written before protocols means
 WEIGHT_BIN_EDGES = np.concatenate([[0.0], np.logspace(-6, 1, 57)])  # |w| histogram; the last bin takes all above
 
 
@@ -42,11 +53,26 @@ class RunConfig:
     backend: str = "tensorflow"  # Keras backend
     device: str = "cpu"  # 'cpu' or 'gpu', as resolved
     data: str = field(default="")  # fingerprint of the MNIST arrays
-    variant: str = ""  # a study's model variant from VARIANTS; "" is the standard model
+    # Fields added after the first layout (metadata "added"): hashed only when not at their default.
+    variant: str = field(default="", metadata={"added": True})  # a study's model variant from VARIANTS
+    schedule: str = field(default="constant", metadata={"added": True})  # a name from SCHEDULES
+    warmup_epochs: int = field(default=0, metadata={"added": True})  # cosine: epochs of linear warm-up from 0
+
+    def identity(self) -> dict:
+        """Return the fields that make this run what it is: every field, but a field added after the first
+        layout only when not at its default (so runs stored before it existed keep their ids)."""
+        return {spec.name: getattr(self, spec.name) for spec in fields(self)
+                if not spec.metadata.get("added") or getattr(self, spec.name) != spec.default}
 
     @property
     def run_id(self) -> str:
-        """Return a 16-hex-digit hash of every field (variant only when set, so older ids stay valid)."""
-        fields = {k: v for k, v in asdict(self).items() if k != "variant" or v}
-        canonical = json.dumps(fields, sort_keys=True, default=list)
+        """Return a 16-hex-digit hash of the run's identity."""
+        canonical = json.dumps(self.identity(), sort_keys=True, default=list)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def with_added_defaults(values: dict) -> dict:
+    """Return recorded configuration `values` with every field added after the first layout filled in at its
+    default where missing (records written before a field existed mean its default)."""
+    added = {spec.name: spec.default for spec in fields(RunConfig) if spec.metadata.get("added")}
+    return {**added, **values}

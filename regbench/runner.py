@@ -6,7 +6,7 @@ import importlib.metadata
 import platform
 import sys
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -35,6 +35,8 @@ class CompareRequest:
     command: str  # the command line, for the manifest
     jobs: int = 1  # runs trained at once, each in a worker process on one CPU core
     force: bool = False  # replace the results of another comparison in `out`
+    protocol: str = "course"  # the named budget the run settings came from (config.PROTOCOLS)
+    select: str = "final"  # which weights of every run are measured (config.SELECTIONS)
 
 
 @dataclass(frozen=True)
@@ -209,9 +211,10 @@ def cpu_model() -> str:
 def _identity(request: CompareRequest, base: RunConfig) -> dict:
     """Return what makes a comparison the one it is: its shared configuration, techniques and seeds."""
     return {
-        "config": {k: v for k, v in asdict(base).items() if k not in ("technique", "technique_params", "seed")},
+        "config": {k: v for k, v in base.identity().items() if k not in ("technique", "technique_params", "seed")},
         "techniques": {technique: dict(params) for technique, params in request.settings},
         "seeds": list(request.seeds),
+        "protocol": {"name": request.protocol, "select": request.select},
     }
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from regbench.config import WEIGHT_BIN_EDGES, RunConfig
+from regbench.config import LEGACY_PROTOCOL, WEIGHT_BIN_EDGES, RunConfig, with_added_defaults
 from regbench.errors import UsageError
 from regbench.techniques import BASELINE
 
@@ -268,7 +268,7 @@ class RunStore:
         stored.sort(key=lambda row: order[row[0]])
         runs, epochs, weights = [], [], []
         for run_id, config, record, epoch_rows, finished_at in stored:
-            config, record = json.loads(config), json.loads(record)
+            config, record = with_added_defaults(json.loads(config)), json.loads(record)
             config["hidden"] = ",".join(str(width) for width in config["hidden"])
             config["technique_params"] = " ".join(f"{name}={value:g}" for name, value in config["technique_params"])
             key = {"run_id": run_id, "technique": config["technique"], "seed": config["seed"]}
@@ -371,6 +371,10 @@ def check_same_comparison(out: Path, identity: dict, force: bool) -> None:
     except (OSError, ValueError):
         return  # nothing there that regbench wrote (or nothing readable): a missing manifest is new results
     wanted = json.loads(json.dumps(_nan_to_none(identity)))
+    if isinstance(earlier.get("config"), dict) and "config" in wanted:  # fields added since mean their defaults
+        earlier["config"], wanted["config"] = with_added_defaults(earlier["config"]), with_added_defaults(wanted["config"])
+    if "protocol" in wanted and "study" not in earlier:
+        earlier.setdefault("protocol", LEGACY_PROTOCOL)
     differing = [key for key, value in wanted.items() if earlier.get(key) != value]
     if differing and not force:
         what = f"study {earlier['study']}" if "study" in earlier else "another comparison"

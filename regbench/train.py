@@ -11,7 +11,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from regbench.config import WEIGHT_BIN_EDGES, RunConfig
+from regbench.config import MEASURED, WEIGHT_BIN_EDGES, RunConfig
 from regbench.data import Split
 from regbench.models import PopulationBatchNormalization, build_model
 from regbench.techniques import Regularization, regularization_for
@@ -44,9 +44,21 @@ def seed_globals(seed: int) -> None:
         keras.utils.set_random_seed(seed)
 
 
+def learning_rate(config: RunConfig) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """Return the run's learning rate: `lr` throughout, or Keras' CosineDecay from `lr` to 0 over the run
+    (after `warmup_epochs` of linear warm-up from 0), stepped once per batch."""
+    if config.schedule == "constant":
+        return config.lr
+    steps = math.ceil(config.train_size / config.batch_size)
+    warmup = config.warmup_epochs * steps
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else config.lr, decay_steps=config.epochs * steps - warmup,
+        warmup_target=config.lr if warmup else None, warmup_steps=warmup)
+
+
 def make_optimizer(config: RunConfig, regularization: Regularization) -> keras.optimizers.Optimizer:
-    """Build the run's Keras optimizer, with the technique's decoupled weight decay if any."""
-    options = {"learning_rate": config.lr}
+    """Build the run's Keras optimizer, with its learning-rate schedule and the technique's decoupled weight decay."""
+    options = {"learning_rate": learning_rate(config)}
     if regularization.weight_decay is not None:
         options["weight_decay"] = regularization.weight_decay
     if config.optimizer == "sgd":
@@ -96,8 +108,11 @@ def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 
 def program_key(config: RunConfig) -> RunConfig:
-    """Return what decides a run's compiled training program: its config without seed, data and length."""
-    return replace(config, seed=0, data="", train_size=0, epochs=0)
+    """Return what decides a run's compiled training program: its config without seed and data, and without
+    its length unless a learning-rate schedule depends on it (the schedule's steps are compiled in)."""
+    if config.schedule == "constant":
+        return replace(config, seed=0, data="", train_size=0, epochs=0)
+    return replace(config, seed=0, data="")
 
 
 class _ExecutionClock(keras.callbacks.Callback):
@@ -221,6 +236,7 @@ def train_run(
     # 2. One training epoch at a time, on batches in an order this module controls.
     x_train, y_train = training_arrays(split)
     rows, status, diverged_epoch = [], "ok", None
+    best_crossentropy, best_weights = math.inf, None
     for epoch in range(config.epochs):
         refresh_population_statistics(model, split.x_train)
         order = batch_order(config.seed, epoch, len(split.y_train))
@@ -247,6 +263,8 @@ def train_run(
         )
         if config.variant == "test-curve":
             row["test_crossentropy"], row["test_accuracy"] = evaluate(model, config, split.x_test, split.y_test)
+        if row["val_crossentropy"] < best_crossentropy:  # the best-validation epoch so far: keep its weights
+            best_crossentropy, best_weights = row["val_crossentropy"], model.get_weights()
         rows.append(row)
         if on_epoch:
             on_epoch(row)
@@ -259,7 +277,9 @@ def train_run(
         callback.on_train_end()
     refresh_population_statistics(model, split.x_train)  # the final weights' statistics
     warmup = _separate_warmup(rows, first_warmup)
-    return RunResult(_run_record(model, config, split, rows, status, diverged_epoch, warmup), rows, model)
+    record = _run_record(model, config, split, rows, status, diverged_epoch, warmup)
+    record.update(_best_validation_record(model, config, split, record, best_weights))
+    return RunResult(record, rows, model)
 
 
 def _separate_warmup(rows: list[dict], measured: float) -> float:
@@ -290,15 +310,33 @@ def _run_record(model, config: RunConfig, split: Split, rows: list[dict], status
         "parameter_count": int(model.count_params()),
         "final_penalty": penalty(model) if status == "ok" else math.nan,
     }
-    if status == "ok":
-        record["test_crossentropy"], record["test_accuracy"] = evaluate(model, config, split.x_test, split.y_test)
-        record["train_crossentropy"], record["train_accuracy"] = evaluate(model, config, split.x_train, split.y_train)
-        record["gap"] = record["train_accuracy"] - record["test_accuracy"]
-    else:
-        for key in ("test_crossentropy", "test_accuracy", "train_crossentropy", "train_accuracy", "gap"):
-            record[key] = math.nan
+    record.update(_measure(model, config, split) if status == "ok" else dict.fromkeys(MEASURED, math.nan))
     record.update(weight_statistics(model))
     return record
+
+
+def _measure(model, config: RunConfig, split: Split) -> dict:
+    """Measure the model's current weights on the validation, test and training sets."""
+    measured = {}
+    for part, x, y in (("val", split.x_val, split.y_val), ("test", split.x_test, split.y_test),
+                       ("train", split.x_train, split.y_train)):
+        measured[f"{part}_crossentropy"], measured[f"{part}_accuracy"] = evaluate(model, config, x, y)
+    measured["gap"] = measured["train_accuracy"] - measured["test_accuracy"]
+    return measured
+
+
+def _best_validation_record(model, config: RunConfig, split: Split, record: dict, best_weights) -> dict:
+    """Measure the weights of the best-validation epoch (lowest validation cross-entropy) as `best_*` fields,
+    so that a comparison can select either the final or the best-validation weights of every run alike."""
+    if record["status"] != "ok" or best_weights is None:
+        return {f"best_{name}": math.nan for name in MEASURED}
+    final = model.get_weights()
+    if all(np.array_equal(a, b) for a, b in zip(final, best_weights)):  # the final weights are the best ones
+        return {f"best_{name}": record[name] for name in MEASURED}
+    model.set_weights(best_weights)
+    measured = _measure(model, config, split)
+    model.set_weights(final)
+    return {f"best_{name}": value for name, value in measured.items()}
 
 
 def _best_epoch(rows: list[dict]) -> int | None:

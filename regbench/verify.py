@@ -162,7 +162,7 @@ def config_from_row(row: dict) -> RunConfig:
         (name, _PARAM_KINDS[name](float(text)))
         for name, _, text in (pair.partition("=") for pair in str(values["technique_params"]).split())
     )
-    for name in ("train_size", "epochs", "batch_size", "seed"):
+    for name in ("train_size", "epochs", "batch_size", "seed", "warmup_epochs"):
         values[name] = int(values[name])
     for name in ("lr", "momentum"):
         values[name] = float(values[name])

@@ -18,8 +18,11 @@ from regbench.train import (  # noqa: E402
 )
 from helpers import config_for  # noqa: E402
 
-CHECKS = [("weight-decay+max-norm", 0, 1), ("batchnorm+dropout+l2", 0, 1),
-          ("batchnorm+dropout+l2", 1, 2)]  # (setting, seed, epochs)
+CHECKS = [("weight-decay+max-norm", 0, 1, {}), ("batchnorm+dropout+l2", 0, 1, {}),
+          ("batchnorm+dropout+l2", 1, 2, {}),  # seed 1 runs on the program that seed 0's model made
+          ("weight-decay", 0, 1, {"schedule": "cosine"}),  # a schedule's steps are compiled into the program:
+          ("weight-decay", 0, 2, {"schedule": "cosine"}),  # a longer run needs its own
+          ("weight-decay", 0, 2, {"schedule": "cosine", "warmup_epochs": 1})]
 
 
 def weights(model):
@@ -46,8 +49,8 @@ repeats = -(-EVAL_BATCH_SIZE // len(split.y_val)) + 1  # full evaluation batches
 x_eval, y_eval = np.concatenate([split.x_val] * repeats), np.concatenate([split.y_val] * repeats)
 assert len(y_eval) > EVAL_BATCH_SIZE and len(y_eval) % EVAL_BATCH_SIZE
 report = {"fit_vs_fused": {}, "together_vs_alone": None}
-for setting, seed, epochs in CHECKS:  # seed 1 runs on the program that seed 0's model made
-    config = config_for(setting, seed=seed, backend="jax", batch_size=32)
+for setting, seed, epochs, changes in CHECKS:
+    config = config_for(setting, seed=seed, backend="jax", batch_size=32, epochs=epochs, **changes)
     by_fit, by_program = fresh(config), fresh(config)
     for epoch in range(epochs):
         order = batch_order(seed, epoch, len(split.y_train))
@@ -56,7 +59,7 @@ for setting, seed, epochs in CHECKS:  # seed 1 runs on the program that seed 0's
         logs = fused.train_epoch(program_key(config), by_program, x, y, order, 32, EVAL_BATCH_SIZE)
     keras_logs = by_fit.evaluate(x_eval, y_eval, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
     program_logs = fused.evaluate(program_key(config), by_program, x_eval, y_eval, 32, EVAL_BATCH_SIZE)
-    report["fit_vs_fused"][f"{setting} seed {seed}"] = {
+    report["fit_vs_fused"][f"{setting} seed {seed} {epochs} epochs {changes}"] = {
         "weights": largest_difference(by_fit, by_program),
         "evaluation": [[keras_logs[name], program_logs[name]] for name in ("crossentropy", "accuracy", "loss")],
         "accuracy": [history["accuracy"][0], logs["accuracy"]],

@@ -24,7 +24,7 @@ def fused_report():
 
 def test_fused_epochs_train_the_same_bits_as_keras_fit(fused_report):
     checks = fused_report["fit_vs_fused"]
-    assert len(checks) == 3
+    assert len(checks) == 6
     for name, check in checks.items():
         assert check["weights"] == 0.0, name  # every weight, moving statistic and dropout seed state
         assert check["accuracy"][0] == check["accuracy"][1], name  # the epoch's metrics, reset per epoch
