@@ -66,7 +66,7 @@ def main() -> None:
             "budget": name, "epochs": config.epochs,
             "final val acc %": 100 * runs["val_accuracy"].mean(),
             "best-val val acc %": 100 * runs["best_val_accuracy"].mean(),
-            "best epoch": runs["best_epoch"].mean(),
+            "best-val epoch": runs["best_val_epoch"].mean(),
             "val acc SD over last 10% epochs, pp": 100 * tail.groupby("run_id")["val_accuracy"].std(ddof=1).mean(),
             "s/epoch": runs["seconds_per_epoch"].mean(),
         })
@@ -74,6 +74,7 @@ def main() -> None:
     cosine = table[table["budget"].str.startswith("cosine")]
     top = cosine["best-val val acc %"].iloc[-1]
     chosen = int(cosine.loc[cosine["best-val val acc %"] >= top - args.within, "epochs"].min())
+    table["epochs"] = table["epochs"].astype(str)
     text = markdown_table(list(table.columns), [[value if isinstance(value, str) else f"{value:.3f}"
                                                  for value in row] for row in table.itertuples(index=False)])
     report = (f"# Epoch budget of the `converged` protocol\n\n`python benchmarks/budget.py --epochs {args.epochs} "

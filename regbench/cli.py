@@ -14,7 +14,8 @@ import pandas as pd
 from regbench import __version__
 from regbench.backend import DEVICES, check_installed, select_backend
 from regbench.config import (
-    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, OPTIMIZERS, RunConfig,
+    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS,
+    RunConfig,
 )
 from regbench.errors import UsageError
 from regbench.techniques import BASELINE, TECHNIQUES, parse_param_overrides, parse_setting, resolve_params
@@ -99,9 +100,9 @@ def _run_options(command_defaults: bool):
         return value if command_defaults else None
 
     hint = "" if command_defaults else " [default: the study's]"
+    preset = " [default: the --protocol's]" if command_defaults else hint
     options = [
-        click.option("--epochs", type=click.IntRange(1, 10_000), default=default(10), show_default=command_defaults,
-                     help="Maximum epochs." + hint),
+        click.option("--epochs", type=click.IntRange(1, 10_000), default=None, help="Maximum epochs." + preset),
         click.option("--batch-size", type=click.IntRange(1), default=default(32), show_default=command_defaults,
                      help="Images per step." + hint),
         click.option("--train-size", type=click.IntRange(100, 50_000), default=None,
@@ -113,10 +114,10 @@ def _run_options(command_defaults: bool):
                                                           else "the study's; 128 for the cnn's head") + "]."),
         click.option("--activation", type=click.Choice(ACTIVATIONS), default=default("relu"),
                      show_default=command_defaults, help=hint.strip() or None),
-        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=default("adam"),
-                     show_default=command_defaults, help=hint.strip() or None),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help=preset.strip()),
         click.option("--lr", type=_FiniteFloatRange(0, 1e6, min_open=True), default=None,
-                     help="Learning rate [default: 1e-3; 1e-2 for sgd]."),
+                     help="Learning rate [default: " + ("the --protocol's; " if command_defaults else "")
+                          + "1e-3; 1e-2 for sgd]."),
         click.option("--backend", type=click.Choice(BACKENDS), default="tensorflow", show_default=True),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
         click.option("--data", type=click.Path(dir_okay=False), default=None,
@@ -152,9 +153,21 @@ def _run_options(command_defaults: bool):
 @click.option("--force", is_flag=True, help="Replace the results of another comparison in the output directory.")
 @click.option("--dry-run", is_flag=True,
               help="List the planned runs, which are stored already, and a time estimate; train and write nothing.")
+@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default="course", show_default=True,
+              help="Training budget preset: course (10 epochs, Adam 1e-3 constant, final epoch) or converged "
+                   f"({PROTOCOLS['converged']['epochs']} epochs, cosine decay, best-validation epoch); explicit "
+                   "options override its values.")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
+              help="Learning rate over a run: constant, or cosine decay to 0 [default: the --protocol's].")
+@click.option("--warmup-epochs", type=click.IntRange(0), default=None,
+              help="Cosine schedule: epochs of linear warm-up from 0 to --lr [default: the --protocol's].")
+@click.option("--select", type=click.Choice(SELECTIONS), default=None,
+              help="Measure every run at its final epoch, or at its best validation epoch (highest validation "
+                   "accuracy) with that epoch's weights [default: the --protocol's].")
 @_run_options(command_defaults=True)
 def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
-            activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs, force, dry_run):
+            activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs, force, dry_run,
+            protocol, schedule, warmup_epochs, select):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     texts = [text.strip() for text in techniques.split(",") if text.strip()]
@@ -170,6 +183,17 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
     overrides = parse_param_overrides(params, settings)
     if seeds is not None and seed_list is not None:
         raise UsageError("--seeds and --seed-list exclude each other; give one")
+    preset = PROTOCOLS[protocol]
+    epochs, optimizer, schedule, select = (epochs or preset["epochs"], optimizer or preset["optimizer"],
+                                           schedule or preset["schedule"], select or preset["select"])
+    lr = lr or (preset["lr"] if optimizer == preset["optimizer"] else DEFAULT_LR[optimizer])
+    warmup_epochs = (preset["warmup_epochs"] if schedule == preset["schedule"] else 0) if warmup_epochs is None \
+        else warmup_epochs
+    if warmup_epochs and schedule != "cosine":
+        raise UsageError(f"--warmup-epochs applies to --schedule cosine, not {schedule}")
+    if warmup_epochs >= epochs:
+        raise UsageError(f"--warmup-epochs {warmup_epochs} leaves no epoch to decay in; allowed 0..{epochs - 1} "
+                         f"with {epochs} epochs")
     if momentum is not None and optimizer not in ("sgd", "rmsprop"):
         raise UsageError(f"--momentum applies to sgd and rmsprop, not {optimizer}")
     if nesterov and optimizer != "sgd":
@@ -178,8 +202,8 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
     names = ["+".join(setting) for setting in settings]
     base = RunConfig(
         architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
-        optimizer=optimizer, lr=lr or DEFAULT_LR[optimizer], momentum=momentum or 0.0, nesterov=nesterov,
-        epochs=epochs, batch_size=batch_size, backend=backend,
+        optimizer=optimizer, lr=lr, momentum=momentum or 0.0, nesterov=nesterov,
+        epochs=epochs, batch_size=batch_size, backend=backend, schedule=schedule, warmup_epochs=warmup_epochs,
     )
     # 2. Start the backend (before Keras is imported), then hand over to the runner.
     # With --jobs the workers start the backend on the CPU; this process plans and reports without it.
@@ -196,12 +220,14 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         seeds=seed_list or tuple(range(seeds or 3)),
         base=base,
         train_size=train_size,
-        out=Path(out or f"results/compare-{'_'.join(names)}{suffix}"),
+        out=Path(out or f"results/compare-{'_'.join(names)}{suffix}{'' if protocol == 'course' else '-' + protocol}"),
         store=Path(store),
         data=data,
         command=_command_line(),
         jobs=jobs,
         force=force,
+        protocol=protocol,
+        select=select,
     )
     if dry_run:
         for line in dry_run_lines(request, used_device):

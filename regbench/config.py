@@ -22,7 +22,8 @@ PROTOCOLS = {  # named training budgets of `compare`; explicit options override 
     "course": {"epochs": 10, "optimizer": "adam", "lr": 1e-3, "schedule": "constant", "warmup_epochs": 0,
                "select": "final"},  # the course's seed script: 10 epochs of Adam 1e-3, measured at the end
     "converged": {"epochs": 40, "optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 0,
-                  "select": "best-val"},  # the baseline has plateaued (benchmarks/BUDGET.md)
+                  "select": "best-val"},  # twice the budget where the baseline plateaus (benchmarks/BUDGET.md:
+    # 20 cosine epochs), so that regularized arms, which learn more slowly, have room too
 }
 VARIANTS = {  # changes to the standard model that studies need; never used by `compare`
     "classic-dropout": "Dropout as first published: no 1/keep rescale in training, activations times keep at inference",

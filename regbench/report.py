@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, stats
+from regbench.config import LEGACY_PROTOCOL, with_added_defaults
 from regbench.errors import UsageError
 from regbench.store import RunTables, read_comparison, write_outputs
 from regbench.techniques import BASELINE
@@ -37,8 +38,9 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict) -> tuple[pd.D
     """Compute statistics, draw figures and write every table, figure and report of a comparison."""
     manifest = json.loads(json.dumps(manifest))  # rendered as it is stored (tuples as lists), so verify can redo it
     techniques = list(manifest["techniques"])
-    effects = stats.paired_effects(tables.runs, techniques)
-    summary = stats.summarize(tables.runs, techniques, effects)
+    runs = analysed_runs(tables.runs, manifest)
+    effects = stats.paired_effects(runs, techniques)
+    summary = stats.summarize(runs, techniques, effects)
     epochs_table = stats.best_and_final_epochs(tables.epochs)
     title = comparison_title(manifest)
     figures = {
@@ -49,7 +51,7 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict) -> tuple[pd.D
         "cost": plots.cost_plot(summary, tables.runs, title),
     }
     images = {name: png(figure) for name, figure in figures.items()}
-    texts = comparison_texts(manifest, tables.runs, summary, effects, epochs_table, images)
+    texts = comparison_texts(manifest, runs, tables.epochs, summary, effects, epochs_table, images)
     files = write_outputs(
         out,
         dict(zip(TABLES, (tables.runs, tables.epochs, tables.weights, summary, effects, epochs_table))),
@@ -58,10 +60,21 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict) -> tuple[pd.D
     return summary, files
 
 
-def comparison_texts(manifest: dict, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame,
-                     epochs_table: pd.DataFrame, images: dict[str, bytes] | None = None) -> dict[str, str]:
+def protocol_of(manifest: dict) -> dict:
+    """Return a comparison's protocol: its name and which weights of every run were measured."""
+    return manifest.get("protocol", LEGACY_PROTOCOL)
+
+
+def analysed_runs(runs: pd.DataFrame, manifest: dict) -> pd.DataFrame:
+    """Return a comparison's runs as its statistics read them: measured at the weights its protocol selects."""
+    return stats.selected(runs, protocol_of(manifest)["select"])
+
+
+def comparison_texts(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
+                     effects: pd.DataFrame, epochs_table: pd.DataFrame,
+                     images: dict[str, bytes] | None = None) -> dict[str, str]:
     """Return REPORT.md and report.html of a comparison (report.html's images left empty when not given)."""
-    body = report_markdown(manifest, runs, summary, effects, epochs_table)
+    body = report_markdown(manifest, runs, epochs, summary, effects, epochs_table)
     images = images if images is not None else {name: b"" for name in FIGURE_CAPTIONS}
     return {"REPORT.md": body.replace("](figure:", "]("),
             "report.html": report_html(body, images, comparison_title(manifest))}
@@ -97,12 +110,37 @@ def rebuild_study_page(directory: Path) -> dict | None:
 
 
 def comparison_title(manifest: dict) -> str:
-    """Say what was compared, on what: model, data size, optimizer and seeds."""
-    config = manifest["config"]
+    """Say what was compared, on what: model, data size, optimizer, budget and seeds."""
+    config = with_added_defaults(manifest["config"])
     widths = "-".join(str(width) for width in config["hidden"])
+    schedule = "" if config["schedule"] == "constant" else (
+        f" cosine" + (f" (warm-up {config['warmup_epochs']})" if config["warmup_epochs"] else ""))
+    measured = ", best-val epoch" if protocol_of(manifest)["select"] == "best-val" else ""
     return (f"{config['architecture']} {widths} {config['activation']}, {config['train_size']:,} MNIST "
-            f"training images, {len(manifest['seeds'])} seeds; {config['optimizer']} lr {config['lr']:g}, "
-            f"batch {config['batch_size']}, {config['epochs']} epochs max, {config['backend']}/{config['device']}")
+            f"training images, {len(manifest['seeds'])} seeds; {config['optimizer']} lr {config['lr']:g}{schedule}, "
+            f"batch {config['batch_size']}, {config['epochs']} epochs max{measured}, "
+            f"{config['backend']}/{config['device']}")
+
+
+SELECTION_TEXT = {
+    "final": "Test numbers are for the final weights (or, with early stopping, the restored best ones).",
+    "best-val": ("Every run, in every arm alike, is measured with the weights of its best validation epoch "
+                 "(highest validation accuracy, ties to the lower validation cross-entropy; the test set plays no "
+                 "part in the choice), so early "
+                 "stopping's own effect is stopping, against the same selection on a full run."),
+}
+
+
+def budget_paragraph(epochs: pd.DataFrame, config: dict, protocol: dict) -> str:
+    """Say whether the baseline had plateaued: its validation accuracy over the last 10% of its epochs."""
+    plateau = stats.plateau(epochs[epochs["technique"] == BASELINE])
+    if plateau is None:
+        return ""
+    schedule = "cosine-decayed" if config["schedule"] == "cosine" else "constant"
+    return (f"Budget ({protocol['name']} protocol, {config['epochs']} epochs at a {schedule} learning rate): over "
+            f"the last 10% of its epochs ({plateau['first']}-{plateau['last']}) the baseline's validation accuracy "
+            f"moved by {_pp(plateau['change'])} pp on average (first to last of them; SD within a run "
+            f"{_pp(plateau['sd'], False)} pp), mean {_pp(plateau['mean'], False)}%.")
 
 
 def png(figure: Figure) -> bytes:
@@ -208,11 +246,12 @@ def bottom_line(row: pd.Series, params: dict) -> str:
             f"{row['pairs']} paired seeds): {row['verdict']}.")
 
 
-def report_markdown(manifest: dict, runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame,
-                    epochs_table: pd.DataFrame) -> str:
+def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
+                    effects: pd.DataFrame, epochs_table: pd.DataFrame) -> str:
     """Write the whole report in Markdown; figures are linked as 'figure:NAME.png'."""
     techniques = list(manifest["techniques"])
-    config = manifest["config"]
+    config = with_added_defaults(manifest["config"])
+    protocol = protocol_of(manifest)
     treated = summary[summary["technique"] != BASELINE]
     paragraphs = [technique_paragraph(row, manifest["techniques"][row["technique"]], len(techniques))
                   for _, row in treated.iterrows()]
@@ -224,7 +263,8 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, summary: pd.DataFrame, e
                    _number(row["best_val_crossentropy"], 4), _number(row["final_epoch"], 1),
                    _pp(row["final_val_accuracy"], False), _number(row["final_val_crossentropy"], 4)]
                   for _, row in epochs_table.iterrows()]
-    setup_rows = [[key, f"`{value}`"] for key, value in config.items()]
+    setup_rows = [["protocol", f"`{protocol['name']}`, measured at the `{protocol['select']}` weights"]]
+    setup_rows += [[key, f"`{value}`"] for key, value in config.items()]
     setup_rows += [["seeds", f"`{manifest['seeds']}`"], ["data", f"`{manifest['data']['source']}` "
                    f"(fingerprint `{manifest['data']['fingerprint']}`)"],
                    ["device", f"`{manifest['device']}`"], ["versions", f"`{manifest['versions']}`"],
@@ -255,8 +295,9 @@ of this comparison; d_z is the mean paired difference over its SD. A verdict of 
 needs a Holm-adjusted p below 0.05; the intervals shown are not adjusted, so one that excludes 0 may
 still be "no detectable effect (significant only before Holm correction)". With {pairs} pairs the Wilcoxon signed-rank test cannot give a
 p-value below {2 / 2 ** pairs:.4g} (all differences of one sign), so it confirms direction but is weak at
-this size. Test numbers are for the final weights (or, with early
-stopping, the restored best ones); the compared loss is the data cross-entropy, without any penalty.
+this size. {SELECTION_TEXT[protocol["select"]]} The compared loss is the data cross-entropy, without any penalty.
+
+{budget_paragraph(epochs, config, protocol)}
 
 ## Summary
 

@@ -10,6 +10,8 @@ import pandas as pd
 from scipy import optimize
 from scipy import stats as scipy_stats
 
+from regbench.config import MEASURED
+from regbench.errors import UsageError
 from regbench.techniques import BASELINE
 
 CONFIDENCE = 0.95
@@ -27,6 +29,21 @@ UNCORRECTED_ONLY = "no detectable effect (significant only before Holm correctio
 def successful(runs: pd.DataFrame) -> pd.DataFrame:
     """Return the runs that finished with status ok (diverged runs are left out of statistics)."""
     return runs[runs["status"] == "ok"]
+
+
+def selected(runs: pd.DataFrame, select: str) -> pd.DataFrame:
+    """Return `runs` measured at the selected weights of every run: as trained ('final'), or those of its best
+    validation epoch ('best-val': the best_* numbers in place of the measured ones)."""
+    if select == "final":
+        return runs
+    best = [f"best_{name}" for name in MEASURED]
+    ok = successful(runs)
+    lacking = ok["run_id"] if not set(best) <= set(runs.columns) else ok.loc[ok[best].isna().any(axis=1), "run_id"]
+    if len(lacking):
+        raise UsageError(f"{len(lacking)} run(s), e.g. {lacking.iloc[0]}, were stored before regbench measured the "
+                         "best-validation weights; remove them (`regbench runs --remove`) to retrain them, or use "
+                         "--select final")
+    return runs.assign(**{name: runs[f"best_{name}"] for name in MEASURED})
 
 
 def paired_differences(runs: pd.DataFrame, metric: str, technique: str) -> pd.Series:
@@ -198,6 +215,20 @@ def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame |
             )
         rows.append(row)
     return pd.DataFrame(rows).astype({"pairs": "Int64", "seeds_needed": "Int64"})
+
+
+def plateau(epochs: pd.DataFrame) -> dict | None:
+    """Return how runs' validation accuracy moved over their last 10% of epochs (at least the last 2):
+    the first and last of those epochs, the mean change between them, the mean SD within a run, the mean."""
+    finite = epochs.dropna(subset=["val_accuracy"])
+    if finite.empty or finite["epoch"].max() < 2:
+        return None
+    last = int(finite["epoch"].max())
+    first = min(last - 1, last - int(last * 0.1) + 1)
+    tail = finite[finite["epoch"] >= first]
+    by_run = tail.pivot_table(index="run_id", columns="epoch", values="val_accuracy")
+    return {"first": first, "last": last, "change": float((by_run[last] - by_run[first]).mean()),
+            "sd": float(by_run.std(axis=1, ddof=1).mean()), "mean": float(by_run.to_numpy().mean())}
 
 
 def best_and_final_epochs(epochs: pd.DataFrame) -> pd.DataFrame:

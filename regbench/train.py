@@ -236,7 +236,7 @@ def train_run(
     # 2. One training epoch at a time, on batches in an order this module controls.
     x_train, y_train = training_arrays(split)
     rows, status, diverged_epoch = [], "ok", None
-    best_crossentropy, best_weights = math.inf, None
+    best_score, best_val_epoch, best_weights = (-math.inf, -math.inf), None, None
     for epoch in range(config.epochs):
         refresh_population_statistics(model, split.x_train)
         order = batch_order(config.seed, epoch, len(split.y_train))
@@ -263,8 +263,9 @@ def train_run(
         )
         if config.variant == "test-curve":
             row["test_crossentropy"], row["test_accuracy"] = evaluate(model, config, split.x_test, split.y_test)
-        if row["val_crossentropy"] < best_crossentropy:  # the best-validation epoch so far: keep its weights
-            best_crossentropy, best_weights = row["val_crossentropy"], model.get_weights()
+        if (row["val_accuracy"], -row["val_crossentropy"]) > best_score:  # the best validation epoch so far
+            best_score, best_val_epoch, best_weights = (row["val_accuracy"], -row["val_crossentropy"]), epoch + 1, \
+                model.get_weights()
         rows.append(row)
         if on_epoch:
             on_epoch(row)
@@ -278,6 +279,7 @@ def train_run(
     refresh_population_statistics(model, split.x_train)  # the final weights' statistics
     warmup = _separate_warmup(rows, first_warmup)
     record = _run_record(model, config, split, rows, status, diverged_epoch, warmup)
+    record["best_val_epoch"] = best_val_epoch
     record.update(_best_validation_record(model, config, split, record, best_weights))
     return RunResult(record, rows, model)
 
@@ -326,7 +328,8 @@ def _measure(model, config: RunConfig, split: Split) -> dict:
 
 
 def _best_validation_record(model, config: RunConfig, split: Split, record: dict, best_weights) -> dict:
-    """Measure the weights of the best-validation epoch (lowest validation cross-entropy) as `best_*` fields,
+    """Measure the weights of the best validation epoch (highest validation accuracy, ties to the lower
+    validation cross-entropy) as `best_*` fields,
     so that a comparison can select either the final or the best-validation weights of every run alike."""
     if record["status"] != "ok" or best_weights is None:
         return {f"best_{name}": math.nan for name in MEASURED}

@@ -15,7 +15,7 @@ from regbench import stats
 from regbench.config import RunConfig
 from regbench.data import load_mnist, split_mnist
 from regbench.errors import UsageError
-from regbench.report import comparison_texts
+from regbench.report import analysed_runs, comparison_texts
 from regbench.runner import device_description, package_versions
 from regbench.store import RunStore, RunTables
 from regbench.techniques import TECHNIQUES
@@ -95,13 +95,14 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
                         for run_id in sorted(set(written.runs["run_id"]) - set(named))]
     # 2. Every derived table and the report, recomputed from runs.csv and epochs.csv.
     techniques = list(manifest["techniques"])
-    effects = stats.paired_effects(written.runs, techniques)
-    summary = stats.summarize(written.runs, techniques, effects)
+    runs = analysed_runs(written.runs, manifest)
+    effects = stats.paired_effects(runs, techniques)
+    summary = stats.summarize(runs, techniques, effects)
     derived = {"summary.csv": (summary, "technique"), "effects.csv": (effects, ["technique", "metric"]),
                "best_and_final_epochs.csv": (stats.best_and_final_epochs(written.epochs), "technique")}
     for name, (table, key) in derived.items():
         result.problems += _differences(name, pd.read_csv(directory / name), table, key)
-    texts = comparison_texts(manifest, written.runs, summary, effects, derived["best_and_final_epochs.csv"][0])
+    texts = comparison_texts(manifest, runs, written.epochs, summary, effects, derived["best_and_final_epochs.csv"][0])
     result.problems += _text_differences(directory, texts)
     result.checked.append(f"{', '.join(derived)} recomputed from runs.csv and epochs.csv, and the text of "
                           "REPORT.md and report.html re-rendered from them")

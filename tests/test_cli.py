@@ -155,6 +155,12 @@ BAD_INPUTS = [
     (["--epochs", "1"], "Missing option '--technique'"),
     (["--technique", "dropout", "--jobs", "256"], "more than the"),
     (["--technique", "dropout", "--jobs", "0"], "'--jobs'"),
+    (["--technique", "dropout", "--protocol", "long"], "'--protocol'"),
+    (["--technique", "dropout", "--schedule", "step"], "'--schedule'"),
+    (["--technique", "dropout", "--select", "best"], "'--select'"),
+    (["--technique", "dropout", "--warmup-epochs", "1"], "--warmup-epochs applies to --schedule cosine"),
+    (["--technique", "dropout", "--schedule", "cosine", "--epochs", "3", "--warmup-epochs", "3"], "allowed 0..2"),
+    (["--technique", "dropout", "--warmup-epochs", "-1"], "'--warmup-epochs'"),
 ]
 
 
@@ -230,3 +236,26 @@ def test_dry_run_lists_the_plan_and_writes_nothing(runner, tmp_path):
     assert removed.exit_code == 0 and "removed 1 run(s)" in removed.stdout
     assert "0 run(s) in" in runner.invoke(cli, ["runs", "--store", str(store), "--technique", "l2"]).stdout
     assert "1 run(s) in" in runner.invoke(cli, ["runs", "--store", str(store)]).stdout
+
+
+def test_protocol_presets_are_resolved_recorded_and_overridden(runner, tmp_path):
+    tiny = ["--train-size", "200", "--seeds", "2", "--technique", "early-stopping", "--param", "patience=1"]
+    result = compare(runner, tmp_path, *tiny, "--protocol", "converged", "--epochs", "3", "--warmup-epochs", "1")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["protocol"] == {"name": "converged", "select": "best-val"}
+    assert manifest["config"]["schedule"] == "cosine" and manifest["config"]["epochs"] == 3  # preset, overridden
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("technique")
+    # every arm is measured at its best validation epoch: the summary reads the best_* numbers
+    baseline = runs[runs["technique"] == "none"]
+    assert summary.loc["none", "test_accuracy_mean"] == pytest.approx(baseline["best_test_accuracy"].mean())
+    epochs = pd.read_csv(tmp_path / "out" / "epochs.csv")
+    best = epochs.groupby("run_id")["val_accuracy"].max()  # the best epoch's weights, measured again
+    assert np.allclose(runs.set_index("run_id").loc[best.index, "best_val_accuracy"], best, atol=1e-6)
+    assert "best validation epoch" in (tmp_path / "out" / "REPORT.md").read_text()
+    # the course protocol on the same store: final weights, other runs (a constant learning rate)
+    course = compare(runner, tmp_path, *tiny, "--epochs", "3", out="course")
+    assert course.exit_code == 0, course.output
+    assert json.loads((tmp_path / "course" / "manifest.json").read_text())["protocol"]["select"] == "final"
+    assert "3 runs trained" not in course.output and "4 runs trained" in course.output
