@@ -415,8 +415,9 @@ def list_choices():
     for technique in TECHNIQUES.values():
         click.echo(f"  {technique.name:<15} {technique.summary}")
         for param in technique.params:
+            searched = f"; --tune searches {param.describe_search()}" if param.search else ""
             click.echo(f"  {'':<15}   {param.name}={param.default:g}  ({param.kind.__name__}, "
-                       f"{param.allowed()}) {param.help}")
+                       f"{param.allowed()}) {param.help}{searched}")
     click.echo("Architectures:")
     click.echo("  mlp             784-128-64-10 dense net (widths via --hidden), softmax output")
     click.echo("  cnn             two conv(3x3)+max-pool blocks (32, 64 filters), dense head (--hidden, default 128)")

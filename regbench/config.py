@@ -76,4 +76,4 @@ def with_added_defaults(values: dict) -> dict:
     """Return recorded configuration `values` with every field added after the first layout filled in at its
     default where missing (records written before a field existed mean its default)."""
     added = {spec.name: spec.default for spec in fields(RunConfig) if spec.metadata.get("added")}
-    return {**added, **values}
+    return {**values, **{name: value for name, value in added.items() if name not in values}}

@@ -264,7 +264,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
                    _pp(row["final_val_accuracy"], False), _number(row["final_val_crossentropy"], 4)]
                   for _, row in epochs_table.iterrows()]
     setup_rows = [["protocol", f"`{protocol['name']}`, measured at the `{protocol['select']}` weights"]]
-    setup_rows += [[key, f"`{value}`"] for key, value in config.items()]
+    setup_rows += [[key, f"`{value}`"] for key, value in config.items() if key != "variant" or value]
     setup_rows += [["seeds", f"`{manifest['seeds']}`"], ["data", f"`{manifest['data']['source']}` "
                    f"(fingerprint `{manifest['data']['fingerprint']}`)"],
                    ["device", f"`{manifest['device']}`"], ["versions", f"`{manifest['versions']}`"],

@@ -39,6 +39,13 @@ class Param:
     high_inclusive: bool = True
     low_inclusive: bool = True
     help: str = ""
+    scale: str = "linear"  # how `compare --tune` searches it: "log" (factors) or "linear" (rates, counts)
+    search: tuple[float, float] | None = None  # the range --tune searches by default; None: not searched
+
+    def describe_search(self, bounds: tuple[float, float] | None = None) -> str:
+        """Say how --tune searches this parameter, e.g. 'l2 in [1e-06, 0.1], log scale'."""
+        low, high = bounds or self.search
+        return f"{self.name} in [{low:g}, {high:g}], {self.scale} scale" + (", integers" if self.kind is int else "")
 
     def allowed(self) -> str:
         """Describe the allowed range, e.g. '0 <= rate < 1'."""
@@ -91,12 +98,12 @@ def _none(values: dict) -> dict:
     return {}
 
 
-@register("l1", "Keras L1 penalty on every kernel", Param("l1", float, 1e-5, 0.0, help="L1 factor"))
+@register("l1", "Keras L1 penalty on every kernel", Param("l1", float, 1e-5, 0.0, help="L1 factor", scale="log", search=(1e-7, 1e-2)))
 def _l1(values: dict) -> dict:
     return {"l1": values["l1"]}
 
 
-@register("l2", "Keras L2 penalty on every kernel", Param("l2", float, 1e-4, 0.0, help="L2 factor"))
+@register("l2", "Keras L2 penalty on every kernel", Param("l2", float, 1e-4, 0.0, help="L2 factor", scale="log", search=(1e-6, 1e-1)))
 def _l2(values: dict) -> dict:
     return {"l2": values["l2"]}
 
@@ -104,7 +111,8 @@ def _l2(values: dict) -> dict:
 @register(
     "weight-decay",
     "decoupled weight decay through the optimizer's weight_decay (AdamW-style for Adam)",
-    Param("wd", float, 1e-4, 0.0, help="decay per step, multiplied by the learning rate"),
+    Param("wd", float, 1e-4, 0.0, help="decay per step, multiplied by the learning rate", scale="log",
+          search=(1e-4, 10.0)),
 )
 def _weight_decay(values: dict) -> dict:
     return {"weight_decay": values["wd"]}
@@ -113,7 +121,7 @@ def _weight_decay(values: dict) -> dict:
 @register(
     "dropout",
     "Dropout after each hidden layer (and optionally on the input)",
-    Param("rate", float, 0.5, 0.0, 1.0, high_inclusive=False, help="hidden-layer drop rate"),
+    Param("rate", float, 0.5, 0.0, 1.0, high_inclusive=False, help="hidden-layer drop rate", search=(0.0, 0.8)),
     Param("input_rate", float, 0.0, 0.0, 1.0, high_inclusive=False, help="input drop rate"),
 )
 def _dropout(values: dict) -> dict:
@@ -128,7 +136,7 @@ def _batchnorm(values: dict) -> dict:
 @register(
     "early-stopping",
     "EarlyStopping on validation cross-entropy, restoring the best weights",
-    Param("patience", int, 3, 1, help="epochs without improvement before stopping"),
+    Param("patience", int, 3, 1, help="epochs without improvement before stopping", search=(1, 20)),
     Param("min_delta", float, 0.0, 0.0, help="smallest decrease that counts as improvement"),
 )
 def _early_stopping(values: dict) -> dict:
@@ -141,7 +149,8 @@ def _early_stopping(values: dict) -> dict:
 @register(
     "max-norm",
     "Keras MaxNorm constraint on every kernel",
-    Param("c", float, 3.0, 0.0, low_inclusive=False, help="largest allowed norm of a unit's weights"),
+    Param("c", float, 3.0, 0.0, low_inclusive=False, help="largest allowed norm of a unit's weights", scale="log",
+          search=(0.5, 32.0)),
 )
 def _max_norm(values: dict) -> dict:
     return {"max_norm": values["c"]}

@@ -1,6 +1,7 @@
 """Studies: every study's --quick run end to end (once, shared), their oracles, and their errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -144,17 +145,22 @@ def test_stopping_rules_on_a_hand_made_curve():
     assert stop_by_generalization_loss(val, 5.0) == 6  # 0.75 / 0.69 - 1 = 8.7% > 5
 
 
-def test_a_variant_leaves_the_standard_run_ids_unchanged():
-    import hashlib
-    from dataclasses import asdict
+def test_fields_added_later_leave_stored_run_ids_unchanged():
+    from dataclasses import replace
 
-    from regbench.config import RunConfig
+    from regbench.config import RunConfig, with_added_defaults
 
+    manifest = json.loads((Path(__file__).parents[1] / "results" / "manifest.json").read_text())
+    config = with_added_defaults(manifest["config"])
+    config["hidden"] = tuple(config["hidden"])
+    for technique, run_ids in manifest["run_ids"].items():
+        params = tuple(sorted(manifest["techniques"].get(technique, {}).items()))
+        rebuilt = [RunConfig(**config, technique=technique, technique_params=params, seed=seed).run_id
+                   for seed in manifest["seeds"]]
+        assert rebuilt == run_ids, technique  # the committed reference runs keep their ids
     standard = RunConfig()
-    fields = {k: v for k, v in asdict(standard).items() if k != "variant"}
-    legacy = hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()[:16]
-    assert standard.run_id == legacy
-    assert RunConfig(variant="classic-dropout").run_id != legacy
+    for changed in ({"variant": "classic-dropout"}, {"schedule": "cosine"}, {"warmup_epochs": 1}):
+        assert replace(standard, **changed).run_id != standard.run_id
 
 
 def test_classic_dropout_drops_without_rescale_and_scales_by_keep_at_inference():
