@@ -114,7 +114,7 @@ def comparison_title(manifest: dict) -> str:
     config = with_added_defaults(manifest["config"])
     widths = "-".join(str(width) for width in config["hidden"])
     schedule = "" if config["schedule"] == "constant" else (
-        f" cosine" + (f" (warm-up {config['warmup_epochs']})" if config["warmup_epochs"] else ""))
+        " cosine" + (f" (warm-up {config['warmup_epochs']})" if config["warmup_epochs"] else ""))
     measured = ", best-val epoch" if protocol_of(manifest)["select"] == "best-val" else ""
     return (f"{config['architecture']} {widths} {config['activation']}, {config['train_size']:,} MNIST "
             f"training images, {len(manifest['seeds'])} seeds; {config['optimizer']} lr {config['lr']:g}{schedule}, "
