@@ -187,8 +187,8 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
     epochs, optimizer, schedule, select = (epochs or preset["epochs"], optimizer or preset["optimizer"],
                                            schedule or preset["schedule"], select or preset["select"])
     lr = lr or (preset["lr"] if optimizer == preset["optimizer"] else DEFAULT_LR[optimizer])
-    warmup_epochs = (preset["warmup_epochs"] if schedule == preset["schedule"] else 0) if warmup_epochs is None \
-        else warmup_epochs
+    if warmup_epochs is None:  # the preset's warm-up belongs to the preset's schedule
+        warmup_epochs = preset["warmup_epochs"] if schedule == preset["schedule"] else 0
     if warmup_epochs and schedule != "cosine":
         raise UsageError(f"--warmup-epochs applies to --schedule cosine, not {schedule}")
     if warmup_epochs >= epochs:

@@ -126,8 +126,8 @@ SELECTION_TEXT = {
     "final": "Test numbers are for the final weights (or, with early stopping, the restored best ones).",
     "best-val": ("Every run, in every arm alike, is measured with the weights of its best validation epoch "
                  "(highest validation accuracy, ties to the lower validation cross-entropy; the test set plays no "
-                 "part in the choice), so early "
-                 "stopping's own effect is stopping, against the same selection on a full run."),
+                 "part in the choice), so early stopping's own effect is stopping, against the same selection on a "
+                 "full run."),
 }
 
 

@@ -184,9 +184,14 @@ def parse_setting(text: str) -> tuple[str, ...]:
     return names
 
 
+def compared_params(settings: list[tuple[str, ...]]) -> dict[str, Param]:
+    """Return the parameters of the compared technique settings, by name."""
+    return {param.name: param for names in settings for name in names for param in get_technique(name).params}
+
+
 def parse_param_overrides(assignments: tuple[str, ...], settings: list[tuple[str, ...]]) -> dict:
     """Parse `--param name=value` strings against the parameters of the compared techniques."""
-    known = {p.name: p for names in settings for name in names for p in get_technique(name).params}
+    known = compared_params(settings)
     owners = {p.name: t.name for t in TECHNIQUES.values() for p in t.params}
     overrides = {}
     for assignment in assignments:

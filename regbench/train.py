@@ -236,7 +236,7 @@ def train_run(
     # 2. One training epoch at a time, on batches in an order this module controls.
     x_train, y_train = training_arrays(split)
     rows, status, diverged_epoch = [], "ok", None
-    best_score, best_val_epoch, best_weights = (-math.inf, -math.inf), None, None
+    best = {"epoch": None, "val_accuracy": -math.inf, "val_crossentropy": math.inf, "weights": None}
     for epoch in range(config.epochs):
         refresh_population_statistics(model, split.x_train)
         order = batch_order(config.seed, epoch, len(split.y_train))
@@ -263,9 +263,8 @@ def train_run(
         )
         if config.variant == "test-curve":
             row["test_crossentropy"], row["test_accuracy"] = evaluate(model, config, split.x_test, split.y_test)
-        if (row["val_accuracy"], -row["val_crossentropy"]) > best_score:  # the best validation epoch so far
-            best_score, best_val_epoch, best_weights = (row["val_accuracy"], -row["val_crossentropy"]), epoch + 1, \
-                model.get_weights()
+        if (row["val_accuracy"], -row["val_crossentropy"]) > (best["val_accuracy"], -best["val_crossentropy"]):
+            best = {**row, "weights": model.get_weights()}  # the best validation epoch so far
         rows.append(row)
         if on_epoch:
             on_epoch(row)
@@ -279,8 +278,8 @@ def train_run(
     refresh_population_statistics(model, split.x_train)  # the final weights' statistics
     warmup = _separate_warmup(rows, first_warmup)
     record = _run_record(model, config, split, rows, status, diverged_epoch, warmup)
-    record["best_val_epoch"] = best_val_epoch
-    record.update(_best_validation_record(model, config, split, record, best_weights))
+    record["best_val_epoch"] = best["epoch"]
+    record.update(_best_validation_record(model, config, split, record, best))
     return RunResult(record, rows, model)
 
 
@@ -317,27 +316,29 @@ def _run_record(model, config: RunConfig, split: Split, rows: list[dict], status
     return record
 
 
-def _measure(model, config: RunConfig, split: Split) -> dict:
-    """Measure the model's current weights on the validation, test and training sets."""
-    measured = {}
+def _measure(model, config: RunConfig, split: Split, known: dict | None = None) -> dict:
+    """Measure the model's current weights on the validation, test and training sets (validation numbers
+    already `known` for these weights are taken as they are)."""
+    measured = {name: known[name] for name in ("val_crossentropy", "val_accuracy")} if known else {}
     for part, x, y in (("val", split.x_val, split.y_val), ("test", split.x_test, split.y_test),
                        ("train", split.x_train, split.y_train)):
-        measured[f"{part}_crossentropy"], measured[f"{part}_accuracy"] = evaluate(model, config, x, y)
+        if f"{part}_accuracy" not in measured:
+            measured[f"{part}_crossentropy"], measured[f"{part}_accuracy"] = evaluate(model, config, x, y)
     measured["gap"] = measured["train_accuracy"] - measured["test_accuracy"]
     return measured
 
 
-def _best_validation_record(model, config: RunConfig, split: Split, record: dict, best_weights) -> dict:
+def _best_validation_record(model, config: RunConfig, split: Split, record: dict, best: dict) -> dict:
     """Measure the weights of the best validation epoch (highest validation accuracy, ties to the lower
-    validation cross-entropy) as `best_*` fields,
-    so that a comparison can select either the final or the best-validation weights of every run alike."""
-    if record["status"] != "ok" or best_weights is None:
+    validation cross-entropy) as `best_*` fields, so that a comparison can select either the final or the
+    best-validation weights of every run alike."""
+    if record["status"] != "ok" or best["weights"] is None:
         return {f"best_{name}": math.nan for name in MEASURED}
     final = model.get_weights()
-    if all(np.array_equal(a, b) for a, b in zip(final, best_weights)):  # the final weights are the best ones
+    if all(np.array_equal(a, b) for a, b in zip(final, best["weights"])):  # the final weights are the best ones
         return {f"best_{name}": record[name] for name in MEASURED}
-    model.set_weights(best_weights)
-    measured = _measure(model, config, split)
+    model.set_weights(best["weights"])
+    measured = _measure(model, config, split, known=best)
     model.set_weights(final)
     return {f"best_{name}": value for name, value in measured.items()}
 

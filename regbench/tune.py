@@ -14,10 +14,9 @@ import warnings
 from dataclasses import dataclass
 
 import optuna
-import pandas as pd
 
 from regbench.errors import UsageError
-from regbench.techniques import Param, get_technique
+from regbench.techniques import Param, compared_params, get_technique
 
 TUNE_METRICS = {"accuracy": "maximize", "crossentropy": "minimize"}  # validation metric -> direction
 DEFAULT_TRIALS = 8  # settings tried per technique setting
@@ -40,9 +39,6 @@ class Search:
             return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.param.scale == "log")
         return optuna.distributions.FloatDistribution(self.low, self.high, log=self.param.scale == "log")
 
-    def describe(self) -> str:
-        return self.param.describe_search((self.low, self.high))
-
 
 @dataclass(frozen=True)
 class TuneRequest:
@@ -56,7 +52,7 @@ class TuneRequest:
 
 def parse_search_ranges(assignments: tuple[str, ...], settings: list[tuple[str, ...]]) -> dict:
     """Parse `--search NAME=LO:HI` against the compared techniques' parameters; return name -> (low, high)."""
-    known = {param.name: param for names in settings for name in names for param in get_technique(name).params}
+    known = compared_params(settings)
     ranges = {}
     for assignment in assignments:
         name, sep, text = assignment.partition("=")
@@ -138,8 +134,3 @@ def propose(setting: str, searches: list[Search], trials: int, metric: str) -> T
             break
     return Tuning(setting, searches, study, asked, proposals)
 
-
-def trial_scores(runs: pd.DataFrame, metric: str) -> pd.Series:
-    """Return each run's score: its validation `metric` at its selected weights (NaN if it diverged)."""
-    column = f"val_{metric}"
-    return runs[column].where(runs["status"] == "ok")
