@@ -14,8 +14,8 @@ import pandas as pd
 from regbench import __version__
 from regbench.backend import DEVICES, check_installed, select_backend
 from regbench.config import (
-    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS,
-    RunConfig,
+    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, OPTIMIZERS,
+    PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
 )
 from regbench.errors import UsageError
 from regbench.techniques import BASELINE, TECHNIQUES, parse_param_overrides, parse_setting, resolve_params
@@ -65,7 +65,7 @@ class _IntList(click.ParamType):
             self.fail(f"{value!r} has a value below {self.minimum}; each must be >= {self.minimum}", param, ctx)
         if any(number > self.maximum for number in numbers):
             self.fail(f"{value!r} has a value above {self.maximum}; allowed {self.minimum}..{self.maximum}", param, ctx)
-        if len(set(numbers)) != len(numbers) and param.name == "seed_list":
+        if len(set(numbers)) != len(numbers) and param.name in ("seed_list", "tune_seed_list"):
             self.fail(f"{value!r} repeats a seed", param, ctx)
         return numbers
 
@@ -164,10 +164,26 @@ def _run_options(command_defaults: bool):
 @click.option("--select", type=click.Choice(SELECTIONS), default=None,
               help="Measure every run at its final epoch, or at its best validation epoch (highest validation "
                    "accuracy) with that epoch's weights [default: the --protocol's].")
+@click.option("--tune", is_flag=True,
+              help="Choose each setting's parameter values on validation data first: a declared search (see "
+                   "`regbench list`) trained on tuning seeds apart from the evaluation seeds.")
+@click.option("--trials", type=click.IntRange(1, 1000), default=None,
+              help=f"--tune: settings tried per technique setting [default: {DEFAULT_TRIALS}].")
+@click.option("--tune-seeds", type=click.IntRange(1, 1000), default=None,
+              help=f"--tune: seeds each trial trains on, {DEFAULT_TUNE_SEEDS[0]} upward "
+                   f"[default: {len(DEFAULT_TUNE_SEEDS)}].")
+@click.option("--tune-seed-list", type=_IntList(0, MAX_SEED), default=None,
+              help="--tune: explicit tuning seeds, none of them an evaluation seed.")
+@click.option("--tune-metric", type=click.Choice(list(TUNE_METRICS)), default=None,
+              help="--tune: the validation metric a trial is scored by, at each run's selected weights "
+                   "[default: accuracy].")
+@click.option("--search", "searches", multiple=True, metavar="NAME=LO:HI",
+              help="--tune: search parameter NAME over LO..HI instead of its declared range (repeatable).")
 @_run_options(command_defaults=True)
 def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs, force, dry_run,
-            protocol, schedule, warmup_epochs, select):
+            protocol, schedule, warmup_epochs, select, tune, trials, tune_seeds, tune_seed_list, tune_metric,
+            searches):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     texts = [text.strip() for text in techniques.split(",") if text.strip()]
@@ -199,6 +215,9 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
     if nesterov and optimizer != "sgd":
         raise UsageError(f"--nesterov applies to sgd, not {optimizer}")
     _check_jobs(jobs, device)
+    eval_seeds = seed_list or tuple(range(seeds or 3))
+    tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, settings,
+                                 overrides, eval_seeds)
     names = ["+".join(setting) for setting in settings]
     base = RunConfig(
         architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
@@ -217,10 +236,11 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
     suffix = "".join(f"_{name}={value:g}" for name, value in sorted(overrides.items()))
     request = CompareRequest(
         settings=tuple((name, resolve_params(setting, overrides)) for name, setting in zip(names, settings)),
-        seeds=seed_list or tuple(range(seeds or 3)),
+        seeds=eval_seeds,
         base=base,
         train_size=train_size,
-        out=Path(out or f"results/compare-{'_'.join(names)}{suffix}{'' if protocol == 'course' else '-' + protocol}"),
+        out=Path(out or f"results/compare-{'_'.join(names)}{suffix}{'' if protocol == 'course' else '-' + protocol}"
+                        f"{'-tuned' if tune else ''}"),
         store=Path(store),
         data=data,
         command=_command_line(),
@@ -228,6 +248,7 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         force=force,
         protocol=protocol,
         select=select,
+        tune=tune_request,
     )
     if dry_run:
         for line in dry_run_lines(request, used_device):
@@ -236,6 +257,37 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
     outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True))
     click.echo(format_summary(outcome.summary))
     click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; wrote {len(outcome.files)} files to {request.out}/")
+
+
+def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, settings, overrides,
+                  eval_seeds):
+    """Check the --tune options against each other, the compared settings and the evaluation seeds; return the
+    TuneRequest (None without --tune)."""
+    given = {"--trials": trials, "--tune-seeds": tune_seeds, "--tune-seed-list": tune_seed_list,
+             "--tune-metric": tune_metric, "--search": searches or None}
+    if not tune:
+        stray = [name for name, value in given.items() if value is not None]
+        if stray:
+            raise UsageError(f"{stray[0]} applies to --tune; add --tune, or leave {stray[0]} out")
+        return None
+    if tune_seeds is not None and tune_seed_list is not None:
+        raise UsageError("--tune-seeds and --tune-seed-list exclude each other; give one")
+    from regbench.tune import TuneRequest, parse_search_ranges, searches_for  # Optuna loads only when tuning
+
+    seeds = tune_seed_list or tuple(range(DEFAULT_TUNE_SEEDS[0], DEFAULT_TUNE_SEEDS[0] + (tune_seeds or
+                                                                                          len(DEFAULT_TUNE_SEEDS))))
+    shared = sorted(set(seeds) & set(eval_seeds))
+    if shared:
+        raise UsageError(f"tuning seed(s) {', '.join(map(str, shared))} are also evaluation seeds; tuning seeds "
+                         "must be apart from them (see --tune-seed-list, --seeds, --seed-list)")
+    ranges = parse_search_ranges(searches, settings)
+    searched = {search.param.name for setting in settings for search in searches_for(setting, ranges)}
+    fixed = sorted(searched & set(overrides))
+    if fixed:
+        raise UsageError(f"--param {fixed[0]}: --tune searches {fixed[0]}; give its range with --search "
+                         f"{fixed[0]}=LO:HI instead, or leave --tune out")
+    return TuneRequest(trials=trials or DEFAULT_TRIALS, seeds=seeds, metric=tune_metric or "accuracy",
+                       ranges=tuple(sorted(ranges.items())))
 
 
 def _check_jobs(jobs: int, device: str) -> str:

@@ -25,6 +25,9 @@ PROTOCOLS = {  # named training budgets of `compare`; explicit options override 
                   "select": "best-val"},  # twice the budget where the baseline plateaus (benchmarks/BUDGET.md:
     # 20 cosine epochs), so that regularized arms, which learn more slowly, have room too
 }
+TUNE_METRICS = {"accuracy": "maximize", "crossentropy": "minimize"}  # validation metric -> direction
+DEFAULT_TRIALS = 8  # compare --tune: settings tried per technique setting
+DEFAULT_TUNE_SEEDS = (1000, 1001)  # tuning seeds: a range of their own, apart from evaluation seeds 0, 1, ...
 VARIANTS = {  # changes to the standard model that studies need; never used by `compare`
     "classic-dropout": "Dropout as first published: no 1/keep rescale in training, activations times keep at inference",
     "population-bn": "BatchNormalization that normalizes with whole-training-set statistics, refreshed every epoch",

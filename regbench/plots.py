@@ -176,3 +176,43 @@ def cost_plot(summary: pd.DataFrame, runs: pd.DataFrame, title: str) -> Figure:
     panels[0].set_yticks(positions, techniques)
     figure.suptitle(f"Cost: training time per arm (mean over seeds)\n{title}", fontsize="medium")
     return figure
+
+
+def sensitivity(tuning: pd.DataFrame, tune: dict, title: str) -> Figure:
+    """Plot each tuned setting's validation metric against each searched parameter: every tuning run (small
+    marks), each trial's mean over the tuning seeds (circles), the chosen trial (star), the baseline's level."""
+    searches = tune["searches"]
+    panels = [(setting, name) for setting, params in searches.items() for name in params]
+    columns = min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(max(10.0, 4.3 * columns), 3.1 * rows + 1.3), layout="constrained")
+    grid = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
+    metric = f"val_{tune['metric']}"
+    unit = "validation accuracy (%)" if tune["metric"] == "accuracy" else "validation cross-entropy"
+    scale = 100 if tune["metric"] == "accuracy" else 1
+    baseline = tuning.loc[(tuning["setting"] == BASELINE) & (tuning["status"] == "ok"), metric] * scale
+    colours = arm_colours(list(searches))
+    for axes, (setting, name) in zip(grid, panels):
+        runs = tuning[(tuning["setting"] == setting) & (tuning["status"] == "ok")]
+        trials = runs.groupby("trial").agg(value=(f"param_{name}", "first"), score=(metric, "mean"))
+        axes.plot(runs[f"param_{name}"], runs[metric] * scale, ".", color=colours[setting], alpha=0.45,
+                  label="one tuning run")
+        axes.plot(trials["value"], trials["score"] * scale, "o", color=colours[setting], mfc="none",
+                  label="trial: mean over tuning seeds")
+        chosen = runs[runs["chosen"]]
+        if len(chosen):
+            axes.plot(chosen[f"param_{name}"].iloc[0], chosen[metric].mean() * scale, "*", markersize=15,
+                      color="black", label="chosen")
+        if len(baseline):
+            axes.axhline(baseline.mean(), color="#4d4d4d", linestyle="--", linewidth=1, label="baseline (mean)")
+        search = searches[setting][name]
+        axes.set(xscale="log" if search["scale"] == "log" else "linear", xlabel=name, ylabel=unit, title=setting)
+        axes.grid(alpha=0.3)
+    for axes in grid[len(panels):]:
+        axes.set_visible(False)
+    if panels:
+        grid[0].legend(fontsize="x-small", loc="best")
+    figure.suptitle(f"Tuning: validation {tune['metric']} (at each run's selected weights) against each searched "
+                    f"parameter ({tune['trials']} trials x {len(tune['seeds'])} tuning seeds per setting)\n"
+                    f"{title}", fontsize="medium")
+    return figure

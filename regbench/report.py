@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+import math
 import re
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from matplotlib.figure import Figure
 from regbench import plots, stats
 from regbench.config import LEGACY_PROTOCOL, with_added_defaults
 from regbench.errors import UsageError
-from regbench.store import RunTables, read_comparison, write_outputs
-from regbench.techniques import BASELINE
+from regbench.store import RunTables, read_comparison, read_tuning, write_outputs
+from regbench.techniques import BASELINE, describe_params
 
 FIGURE_CAPTIONS = {
     "learning_curves": "Validation (solid) and training (dashed, inference mode) accuracy and cross-entropy per epoch.",
@@ -26,21 +27,24 @@ FIGURE_CAPTIONS = {
                              "the verdicts are Holm-adjusted."),
     "weight_histograms": "Final kernel weight magnitudes per arm, with max |w| and the share of near-zero weights.",
     "cost": "Training time per epoch and in total, relative to the baseline.",
+    "sensitivity": ("Tuning: validation score against each searched parameter, per tuned setting: every tuning run "
+                    "(dots), each trial's mean over the tuning seeds (circles), the chosen trial (star) and the "
+                    "baseline's mean on the tuning seeds (dashed); diverged runs are left out."),
 }
 
 
 TABLES = ("runs", "epochs", "weights", "summary", "effects", "best_and_final_epochs")
-COMPARISON_FILES = [*(f"{name}.csv" for name in TABLES), *(f"{name}.png" for name in FIGURE_CAPTIONS),
-                    "REPORT.md", "report.html", "manifest.json"]  # every file a comparison writes
+COMPARISON_FILES = [*(f"{name}.csv" for name in (*TABLES, "tuning")), *(f"{name}.png" for name in FIGURE_CAPTIONS),
+                    "REPORT.md", "report.html", "manifest.json"]  # every file a comparison writes (tuning: --tune)
 
 
-def write_comparison(out: Path, tables: RunTables, manifest: dict) -> tuple[pd.DataFrame, list[Path]]:
-    """Compute statistics, draw figures and write every table, figure and report of a comparison."""
+def write_comparison(out: Path, tables: RunTables, manifest: dict,
+                     tuning: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[Path]]:
+    """Compute statistics, draw figures and write every table, figure and report of a comparison
+    (`tuning`: the tuning runs of a --tune comparison)."""
     manifest = json.loads(json.dumps(manifest))  # rendered as it is stored (tuples as lists), so verify can redo it
     techniques = list(manifest["techniques"])
-    runs = analysed_runs(tables.runs, manifest)
-    effects = stats.paired_effects(runs, techniques)
-    summary = stats.summarize(runs, techniques, effects)
+    runs, effects, summary = comparison_statistics(tables.runs, manifest)
     epochs_table = stats.best_and_final_epochs(tables.epochs)
     title = comparison_title(manifest)
     figures = {
@@ -50,14 +54,34 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict) -> tuple[pd.D
         "weight_histograms": plots.weight_histograms(tables.weights, tables.runs, techniques, title),
         "cost": plots.cost_plot(summary, tables.runs, title),
     }
+    if manifest.get("tune"):
+        figures["sensitivity"] = plots.sensitivity(tuning, manifest["tune"], title)
     images = {name: png(figure) for name, figure in figures.items()}
-    texts = comparison_texts(manifest, runs, tables.epochs, summary, effects, epochs_table, images)
-    files = write_outputs(
-        out,
-        dict(zip(TABLES, (tables.runs, tables.epochs, tables.weights, summary, effects, epochs_table))),
-        images, manifest, texts,
-    )
+    texts = comparison_texts(manifest, runs, tables.epochs, summary, effects, epochs_table, images, tuning)
+    written = dict(zip(TABLES, (tables.runs, tables.epochs, tables.weights, summary, effects, epochs_table)))
+    if manifest.get("tune"):
+        written["tuning"] = tuning
+    files = write_outputs(out, written, images, manifest, texts)
     return summary, files
+
+
+def comparison_statistics(runs: pd.DataFrame, manifest: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Return a comparison's analysed runs, its paired effects and its summary (with each setting's values)."""
+    techniques = list(manifest["techniques"])
+    runs = analysed_runs(runs, manifest)
+    effects = stats.paired_effects(runs, techniques)
+    summary = stats.summarize(runs, techniques, effects)
+    tuned = (manifest.get("tuned") or {}).get("chosen", {})
+    summary.insert(1, "params", [describe_params({} if t == BASELINE else manifest["techniques"][t])
+                                 for t in summary["technique"]])
+    summary.insert(2, "tuned_score", [tuned[t]["score"] if t in tuned else math.nan for t in summary["technique"]])
+    return runs, effects, summary
+
+
+def figure_captions(manifest: dict) -> dict[str, str]:
+    """Return the captions of a comparison's figures (the sensitivity figure only when it was tuned)."""
+    return {name: caption for name, caption in FIGURE_CAPTIONS.items()
+            if name != "sensitivity" or manifest.get("tune")}
 
 
 def protocol_of(manifest: dict) -> dict:
@@ -71,11 +95,11 @@ def analysed_runs(runs: pd.DataFrame, manifest: dict) -> pd.DataFrame:
 
 
 def comparison_texts(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
-                     effects: pd.DataFrame, epochs_table: pd.DataFrame,
-                     images: dict[str, bytes] | None = None) -> dict[str, str]:
+                     effects: pd.DataFrame, epochs_table: pd.DataFrame, images: dict[str, bytes] | None = None,
+                     tuning: pd.DataFrame | None = None) -> dict[str, str]:
     """Return REPORT.md and report.html of a comparison (report.html's images left empty when not given)."""
-    body = report_markdown(manifest, runs, epochs, summary, effects, epochs_table)
-    images = images if images is not None else {name: b"" for name in FIGURE_CAPTIONS}
+    body = report_markdown(manifest, runs, epochs, summary, effects, epochs_table, tuning)
+    images = images if images is not None else {name: b"" for name in figure_captions(manifest)}
     return {"REPORT.md": body.replace("](figure:", "]("),
             "report.html": report_html(body, images, comparison_title(manifest))}
 
@@ -83,7 +107,7 @@ def comparison_texts(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, s
 def rebuild_report(directory: str | Path) -> tuple[pd.DataFrame, list[Path]]:
     """Re-render the statistics, figures and reports of a compare output directory."""
     tables, manifest = read_comparison(Path(directory))
-    return write_comparison(Path(directory), tables, manifest)
+    return write_comparison(Path(directory), tables, manifest, read_tuning(Path(directory), manifest))
 
 
 def rebuild_study_page(directory: Path) -> dict | None:
@@ -203,7 +227,7 @@ def summary_table(summary: pd.DataFrame) -> str:
 
 def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
     """Say in plain words what the numbers show for one technique."""
-    setting = ", ".join(f"{name}={value:g}" for name, value in params.items())
+    setting = describe_params(params)
     name = f"**{row['technique']}**" + (f" ({setting})" if setting else "")
     if pd.isna(row["test_accuracy_diff"]) or row["pairs"] < 2:
         return (f"{name}: fewer than 2 successful pairs ({row['pairs']}), so no interval or test can be given; "
@@ -236,7 +260,7 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
 
 def bottom_line(row: pd.Series, params: dict) -> str:
     """Say one technique's result in one sentence: effect, interval and verdict."""
-    setting = ", ".join(f"{name}={value:g}" for name, value in params.items())
+    setting = describe_params(params)
     name = f"**{row['technique']}**" + (f" ({setting})" if setting else "")
     if pd.isna(row["test_accuracy_diff"]):
         return f"{name}: no successful pair, so no effect can be given."
@@ -246,8 +270,51 @@ def bottom_line(row: pd.Series, params: dict) -> str:
             f"{row['pairs']} paired seeds): {row['verdict']}.")
 
 
+def tuning_section(manifest: dict, tuning: pd.DataFrame) -> str:
+    """Say how a --tune comparison chose its settings, with a table of the choices and the sensitivity figure."""
+    tune, tuned = manifest["tune"], manifest["tuned"]
+    accuracy = tune["metric"] == "accuracy"
+
+    def score(value) -> str:
+        return _pp(value, False) + "%" if accuracy else _number(value, 4)
+
+    rows = []
+    for setting, searches in tune["searches"].items():
+        choice, trials = tuned["chosen"][setting], tuned["trials"][setting]
+        edges = [name for name in searches
+                 if choice["params"][name] in (min(t["params"][name] for t in trials),
+                                               max(t["params"][name] for t in trials))]
+        space = "; ".join(f"{name} in [{s['low']:g}, {s['high']:g}], {s['scale']}" for name, s in searches.items())
+        completed = sum(1 for t in trials if t["score"] is not None and math.isfinite(t["score"]))
+        rows.append([setting, space, describe_params(choice["params"]),
+                     ", ".join(edges) or "–", score(choice["score"]), f"{completed} of {len(trials)}"])
+    rows += [[setting, "nothing to tune", describe_params(tune["fixed"][setting]) or "–", "–", "–", "–"]
+             for setting in tune["untuned"]]
+    eval_seeds = manifest["seeds"]
+    return f"""## Tuning
+
+Each setting's values were chosen on validation data alone, before any evaluation run: {tune['sampler']}
+proposed {tune['trials']} settings in the declared search space; each trained on the tuning seeds {tune['seeds']},
+which the evaluation seeds {eval_seeds} do not share. A trial's score is the mean validation {tune['metric']}
+over its tuning seeds, at each run's selected weights; a trial with a diverged run fails; the best score is
+chosen. The test set is not read during the search. The chosen setting and the baseline were then trained on
+the evaluation seeds, and every effect below is theirs. The chosen trial's validation score is the best of
+{tune['trials']} and so flatters it (a winner's curse); the evaluation on fresh seeds and the test set does not.
+The baseline scored {score(tuned['baseline_score'])} on the tuning seeds. A value chosen at the edge of the values
+tried hints that the best one may lie outside the searched range: widen it with `--search NAME=LO:HI`.
+{len(tuning)} tuning runs in all (`tuning.csv`).
+
+{markdown_table(["setting", "searched", "chosen", "chosen at the edge of the values tried",
+                 f"validation {tune['metric']} (chosen trial)", "trials completed"], rows)}
+
+![{FIGURE_CAPTIONS['sensitivity']}](figure:sensitivity.png)
+
+*{FIGURE_CAPTIONS['sensitivity']}*
+"""
+
+
 def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
-                    effects: pd.DataFrame, epochs_table: pd.DataFrame) -> str:
+                    effects: pd.DataFrame, epochs_table: pd.DataFrame, tuning: pd.DataFrame | None = None) -> str:
     """Write the whole report in Markdown; figures are linked as 'figure:NAME.png'."""
     techniques = list(manifest["techniques"])
     config = with_added_defaults(manifest["config"])
@@ -269,7 +336,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
                    f"(fingerprint `{manifest['data']['fingerprint']}`)"],
                    ["device", f"`{manifest['device']}`"], ["versions", f"`{manifest['versions']}`"],
                    ["date", manifest["date"]], ["command", f"`{manifest['command']}`"]]
-    technique_rows = [[name, ", ".join(f"{k}={v:g}" for k, v in params.items()) or "–"]
+    technique_rows = [[name, describe_params(params) or "–"]
                       for name, params in manifest["techniques"].items()]
     run_rows = [[technique, ", ".join(f"`{run_id}`" for run_id in ids)] for technique, ids in manifest["run_ids"].items()]
     pairs = int(summary["pairs"].max()) if summary["pairs"].notna().any() else 0
@@ -278,7 +345,10 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
                      f"statistic: " + ", ".join(f"`{r.run_id}` ({r.technique}, seed {r.seed}, epoch "
                                                  f"{r.diverged_epoch:g})" for r in diverged.itertuples())
                      if len(diverged) else "")
-    figures = "\n\n".join(f"![{caption}](figure:{name}.png)\n\n*{caption}*" for name, caption in FIGURE_CAPTIONS.items())
+    figures = "\n\n".join(f"![{caption}](figure:{name}.png)\n\n*{caption}*"
+                          for name, caption in figure_captions(manifest).items() if name != "sensitivity")
+    tuning_text = tuning_section(manifest, tuning) + "\n" if manifest.get("tune") else ""
+    chosen = " (chosen by tuning)" if manifest.get("tune") else ""
     return f"""# regbench: {', '.join(techniques)} against the baseline
 
 {comparison_title(manifest)}.
@@ -299,7 +369,7 @@ this size. {SELECTION_TEXT[protocol["select"]]} The compared loss is the data cr
 
 {budget_paragraph(epochs, config, protocol)}
 
-## Summary
+{tuning_text}## Summary
 
 {summary_table(summary)}
 
@@ -332,7 +402,7 @@ nats for cross-entropy, epochs, seconds).
 
 Techniques and their parameters:
 
-{markdown_table(["technique", "parameters"], technique_rows)}
+{markdown_table(["technique", "parameters" + chosen], technique_rows)}
 
 ## Runs behind each row
 

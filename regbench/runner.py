@@ -19,7 +19,8 @@ from regbench.errors import UsageError
 from regbench.report import COMPARISON_FILES, write_comparison
 from regbench.store import RunStore, check_replaceable, check_same_comparison
 from regbench.sweep import format_duration, train_todo
-from regbench.techniques import BASELINE, regularization_for
+from regbench.techniques import BASELINE, describe_params, regularization_for
+from regbench.tune import TuneOutcome, TunePlan, TuneRequest, choose, plan_tuning, tune_record
 
 @dataclass(frozen=True)
 class CompareRequest:
@@ -37,6 +38,7 @@ class CompareRequest:
     force: bool = False  # replace the results of another comparison in `out`
     protocol: str = "course"  # the named budget the run settings came from (config.PROTOCOLS)
     select: str = "final"  # which weights of every run are measured (config.SELECTIONS)
+    tune: TuneRequest | None = None  # --tune: choose each setting's values on validation first
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,8 @@ def plan_runs(request: CompareRequest) -> list[RunConfig]:
 
 
 def _checked_plan(request: CompareRequest, device: str):
-    """Check everything a user can get wrong (nothing is written); return the data, split, base config and runs."""
+    """Check everything a user can get wrong (nothing is written); return the data, split, base config and
+    the tuning plan (None without --tune)."""
     mnist = load_mnist(request.data)
     split = split_mnist(mnist, request.train_size)
     if request.base.batch_size > len(split.y_train):
@@ -69,35 +72,64 @@ def _checked_plan(request: CompareRequest, device: str):
             f"({len(split.y_train)} images); allowed 1..{len(split.y_train)}"
         )
     base = replace(request.base, train_size=len(split.y_train), device=device, data=mnist.fingerprint)
+    plan = plan_tuning(request.settings, base, request.tune) if request.tune else None
     check_replaceable(request.out, COMPARISON_FILES)
-    check_same_comparison(request.out, _identity(request, base), request.force)
+    check_same_comparison(request.out, _identity(request, base, plan), request.force)
     RunStore(request.store, create=False)  # a file that is not a run store is refused here, and left as it is
-    return mnist, split, base, plan_runs(replace(request, base=base))
+    return mnist, split, base, plan
 
 
 def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None]) -> CompareOutcome:
-    """Train what is missing of `request` and write its tables, figures, manifest and report."""
+    """Tune if asked, train what is missing of `request` and write its tables, figures, manifest and report."""
     # 1. Check everything a user can get wrong before any training.
-    mnist, split, base, configs = _checked_plan(request, device)
+    mnist, split, base, plan = _checked_plan(request, device)
     store = RunStore(request.store)
-    # 2. Train only the runs the store does not hold yet; each is stored the moment it ends.
+    if request.jobs > 1:
+        split = None  # the workers load their own; this process only plans and reports, without Keras
+    trained, tuned = 0, None
+    # 2. With --tune, train the tuning runs first and choose each setting's values on validation alone.
+    if plan is not None:
+        for name in plan.untuned:
+            echo(f"--tune: {name} has nothing to tune; it is compared at {_values(request, name)}")
+        echo(f"tuning: {len(plan.tunings)} setting(s) x {plan.request.trials} trials x {len(plan.request.seeds)} "
+             f"tuning seeds {list(plan.request.seeds)}, and the baseline on those seeds")
+        trained += _train_missing_of(plan.configs, split, store, echo, request, base, device)
+        tuned = choose(plan, store.load([c.run_id for c in plan.configs]).runs, request.select)
+        for name, choice in tuned.record["chosen"].items():
+            echo(f"tuning: {name} chose {describe_params(choice['params'])} (trial {choice['trial'] + 1} of "
+                 f"{plan.request.trials}, mean validation {plan.request.metric} {choice['score']:.4f}; "
+                 f"baseline {tuned.record['baseline_score']:.4f})")
+        request = replace(request, settings=tuned.settings)
+    # 3. Train the evaluation runs the store does not hold yet; each is stored the moment it ends.
+    configs = plan_runs(replace(request, base=base))
+    trained += _train_missing_of(configs, split, store, echo, request, base, device)
+    # 4. Build the comparison, its figures and its report from the store.
+    tables = store.load([c.run_id for c in configs])
+    manifest = _manifest(request, base, mnist.source, tables.runs, plan, tuned)
+    summary, files = write_comparison(request.out, tables, manifest, tuned.table if tuned else None)
+    planned = len(configs) + (len(plan.configs) if plan else 0)
+    return CompareOutcome(summary, files, trained=trained, reused=planned - trained)
+
+
+def _train_missing_of(configs: list[RunConfig], split: Split | None, store: RunStore, echo: Callable[[str], None],
+                      request: CompareRequest, base: RunConfig, device: str) -> int:
+    """Train the runs of `configs` the store does not hold yet; say how many there are first."""
     finished = store.finished([c.run_id for c in configs])
     todo = [c for c in configs if c.run_id not in finished]
     echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {request.store}, "
-         f"{len(todo)} to train on {base.backend}/{device} with {len(split.y_train)} training images")
-    if request.jobs > 1:
-        del split  # the workers load their own; this process only plans and reports, without Keras
-    trained = train_todo(todo, lambda config: split, store, echo, request.jobs, request.data)
-    # 3. Build the comparison, its figures and its report from the store.
-    tables = store.load([c.run_id for c in configs])
-    manifest = _manifest(request, base, mnist.source, tables.runs)
-    summary, files = write_comparison(request.out, tables, manifest)
-    return CompareOutcome(summary, files, trained=trained, reused=len(configs) - trained)
+         f"{len(todo)} to train on {base.backend}/{device} with {base.train_size} training images")
+    return train_todo(todo, lambda config: split, store, echo, request.jobs, request.data)
+
+
+def _values(request: CompareRequest, name: str) -> str:
+    """Say the parameter values a setting is compared at."""
+    return describe_params(dict(dict(request.settings)[name])) or "its only form (no parameters)"
 
 
 def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
     """Describe what `request` would do: each planned run, whether it is stored, and the training time left."""
-    _, _, base, configs = _checked_plan(request, device)
+    _, _, base, plan = _checked_plan(request, device)
+    configs = plan.configs if plan else plan_runs(replace(request, base=base))
     store = RunStore(request.store, create=False)
     stored = store.finished([c.run_id for c in configs])
     claims = store.claims()
@@ -114,8 +146,12 @@ def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
             estimate += seconds * config.epochs if seconds is not None else 0.0
             unknown += seconds is None
     todo = sum(line.endswith("to train") for line in lines)
-    lines.append(f"{len(configs)} runs planned, {len(stored)} already in {request.store}, {todo} to train on "
-                 f"{base.backend}/{device} with {base.train_size} training images; nothing was trained or written")
+    lines.append(f"{len(configs)} {'tuning ' if plan else ''}runs planned, {len(stored)} already in {request.store}, "
+                 f"{todo} to train on {base.backend}/{device} with {base.train_size} training images; nothing was "
+                 "trained or written")
+    if plan:
+        lines.append(f"then {len(plan_runs(request))} evaluation runs at the values tuning chooses (not known before "
+                     "the tuning runs are trained)")
     if todo and unknown == todo:
         lines.append("no time estimate: the store holds no run of the same model, backend, device and batch size")
     elif todo:
@@ -208,22 +244,29 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor() or platform.machine()
 
 
-def _identity(request: CompareRequest, base: RunConfig) -> dict:
-    """Return what makes a comparison the one it is: its shared configuration, techniques and seeds."""
-    return {
+def _identity(request: CompareRequest, base: RunConfig, plan: TunePlan | None) -> dict:
+    """Return what makes a comparison the one it is: its shared configuration, techniques (or, tuned, their
+    searches and budget) and seeds."""
+    identity = {
         "config": {k: v for k, v in base.identity().items() if k not in ("technique", "technique_params", "seed")},
-        "techniques": {technique: dict(params) for technique, params in request.settings},
         "seeds": list(request.seeds),
         "protocol": {"name": request.protocol, "select": request.select},
+        "tune": None if plan is None else tune_record(plan),
     }
+    if plan is None:  # a tuned comparison's values are chosen, so its searches say what it is
+        identity["techniques"] = {technique: dict(params) for technique, params in request.settings}
+    return identity
 
 
-def _manifest(request: CompareRequest, base: RunConfig, source: str, runs) -> dict:
-    """Record the command, the full configuration, versions, device and date."""
+def _manifest(request: CompareRequest, base: RunConfig, source: str, runs, plan: TunePlan | None,
+              tuned: TuneOutcome | None) -> dict:
+    """Record the command, the full configuration, the tuning and its choices, versions, device and date."""
     return {
         "command": request.command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **_identity(request, base),
+        **_identity(request, base, plan),
+        "techniques": {technique: dict(params) for technique, params in request.settings},
+        "tuned": tuned.record if tuned else None,
         "data": {"source": source, "fingerprint": base.data},
         "device": device_description(base),
         "versions": package_versions(base.backend),

@@ -422,6 +422,19 @@ def read_comparison(directory: Path) -> tuple[RunTables, dict]:
     return tables, manifest
 
 
+def read_tuning(directory: Path, manifest: dict) -> pd.DataFrame | None:
+    """Read a tuned comparison's tuning.csv back (None for a comparison made without --tune)."""
+    if not manifest.get("tune"):
+        return None
+    try:
+        return pd.read_csv(directory / "tuning.csv", dtype={"trial": "Int64"})
+    except FileNotFoundError:
+        raise UsageError(f"{directory}: missing tuning.csv, though manifest.json says the comparison was tuned; "
+                         f"rerun `{manifest.get('command')}`") from None
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise UsageError(f"{directory}/tuning.csv: damaged ({type(error).__name__}: {error})") from None
+
+
 def _is_number(value) -> bool:
     """Return whether a CSV cell reads as a number."""
     try:

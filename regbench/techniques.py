@@ -221,6 +221,11 @@ def resolve_params(names: tuple[str, ...], overrides: dict) -> tuple[tuple[str, 
     return tuple(sorted(values.items()))
 
 
+def describe_params(params: dict) -> str:
+    """Write parameter values as 'l2=1e-05, rate=0.3' ('' for none)."""
+    return ", ".join(f"{name}={value:g}" for name, value in params.items())
+
+
 def regularization_for(setting: str, params: tuple[tuple[str, float], ...]) -> Regularization:
     """Combine the effects of every technique in `setting` ('a+b') into one Regularization."""
     values = dict(params)

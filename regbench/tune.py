@@ -11,17 +11,18 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import optuna
+import pandas as pd
 
+from regbench import stats
+from regbench.config import DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, TUNE_METRICS, RunConfig
 from regbench.errors import UsageError
-from regbench.techniques import Param, compared_params, get_technique
+from regbench.techniques import BASELINE, Param, compared_params, get_technique
 
-TUNE_METRICS = {"accuracy": "maximize", "crossentropy": "minimize"}  # validation metric -> direction
-DEFAULT_TRIALS = 8  # settings tried per technique setting
-DEFAULT_TUNE_SEEDS = (1000, 1001)  # tuning seeds: a range of their own, apart from evaluation seeds 0, 1, ...
 SIGNIFICANT_DIGITS = 3  # proposals are rounded so that a chosen value can be typed back as --param
+SAMPLER = "Optuna's QMCSampler (scrambled Sobol sequence, seeded by the setting's name)"
 MAX_ASKS = 10  # proposals asked per trial at most, to find distinct ones (a small integer range has few)
 
 
@@ -109,7 +110,7 @@ class Tuning:
         finished = [t for t in self.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not finished:
             raise UsageError(f"--tune: every trial of {self.setting} diverged; narrow its search with --search")
-        return self.study.best_trial.number
+        return [trial.number for trial in self.trials].index(self.study.best_trial.number)
 
 
 def propose(setting: str, searches: list[Search], trials: int, metric: str) -> Tuning:
@@ -134,3 +135,106 @@ def propose(setting: str, searches: list[Search], trials: int, metric: str) -> T
             break
     return Tuning(setting, searches, study, asked, proposals)
 
+
+
+@dataclass
+class TunePlan:
+    """The tuning runs of a comparison: per tuned setting, each trial's runs on the tuning seeds."""
+
+    request: TuneRequest
+    settings: tuple[tuple[str, tuple], ...]  # the compared settings with their values as given
+    tunings: dict[str, Tuning]  # tuned setting -> its search
+    trial_runs: dict[str, list[list[RunConfig]]]  # tuned setting -> trial -> its runs, one per tuning seed
+    baseline: list[RunConfig]  # the baseline on the tuning seeds: the level a setting must beat
+    untuned: list[str]  # settings with nothing to search (e.g. batchnorm): compared at their values as given
+
+    @property
+    def configs(self) -> list[RunConfig]:
+        """Return every tuning run, the baseline's first."""
+        return self.baseline + [run for trials in self.trial_runs.values() for runs in trials for run in runs]
+
+
+def plan_tuning(settings: tuple[tuple[str, tuple], ...], base: RunConfig, request: TuneRequest) -> TunePlan:
+    """Propose every tuned setting's trials and lay out their runs on the tuning seeds (nothing trains here)."""
+    ranges = dict(request.ranges)
+    tunings, trial_runs, untuned = {}, {}, []
+    for name, params in settings:
+        searches = searches_for(tuple(name.split("+")), ranges)
+        if not searches:
+            untuned.append(name)
+            continue
+        tuning = propose(name, searches, request.trials, request.metric)
+        tunings[name] = tuning
+        trial_runs[name] = [[replace(base, technique=name, seed=seed,
+                                     technique_params=tuple(sorted({**dict(params), **proposal}.items())))
+                             for seed in request.seeds] for proposal in tuning.proposals]
+    baseline = [replace(base, technique=BASELINE, technique_params=(), seed=seed) for seed in request.seeds]
+    return TunePlan(request, settings, tunings, trial_runs, baseline, untuned)
+
+
+@dataclass(frozen=True)
+class TuneOutcome:
+    """What tuning chose: every setting's parameter values, a table of the tuning runs, and the record."""
+
+    settings: tuple[tuple[str, tuple], ...]  # the compared settings with their chosen values
+    table: pd.DataFrame  # a row per tuning run (tuning.csv)
+    record: dict  # the manifest's "tuned": every trial's values and score, and the choices
+
+
+def choose(plan: TunePlan, runs: pd.DataFrame, select: str) -> TuneOutcome:
+    """Score every trial on the tuning `runs` measured at their `select`ed weights, and choose each setting's
+    best: the mean validation metric over the tuning seeds (a trial with a diverged run fails). Only
+    validation numbers are read."""
+    column = f"val_{plan.request.metric}"
+    by_id = stats.selected(runs, select).set_index("run_id")
+    rows, choices = [], {}
+    for config in plan.baseline:
+        rows.append(_tuning_row(BASELINE, None, config, by_id.loc[config.run_id]))
+    for name, trials in plan.trial_runs.items():
+        scores = []
+        for trial, configs in enumerate(trials):
+            measured = by_id.loc[[config.run_id for config in configs]]
+            ok = (measured["status"] == "ok").all()
+            scores.append(float(measured[column].mean()) if ok else math.nan)
+            rows += [_tuning_row(name, trial, config, by_id.loc[config.run_id]) for config in configs]
+        chosen = plan.tunings[name].choose(scores)
+        choices[name] = {"trial": chosen, "params": dict(trials[chosen][0].technique_params),
+                         "score": scores[chosen], "scores": scores}
+    table = pd.DataFrame(rows).astype({"trial": "Int64"})
+    table["score"] = [choices[s]["scores"][t] if s in choices else math.nan
+                      for s, t in zip(table["setting"], table["trial"])]
+    table["chosen"] = [s in choices and t == choices[s]["trial"] for s, t in zip(table["setting"], table["trial"])]
+    baseline_score = float(table.loc[table["setting"] == BASELINE, column].mean())
+    record = {  # the manifest's "tuned"
+        "baseline_score": baseline_score,
+        "chosen": {name: {key: value for key, value in choice.items() if key != "scores"}
+                   for name, choice in choices.items()},
+        "trials": {name: [{"params": proposal, "score": score}
+                          for proposal, score in zip(plan.tunings[name].proposals, choices[name]["scores"])]
+                   for name in choices},
+    }
+    chosen_settings = tuple((name, tuple(sorted(choices[name]["params"].items())) if name in choices else params)
+                            for name, params in plan.settings)
+    return TuneOutcome(chosen_settings, table, record)
+
+
+def tune_record(plan: TunePlan) -> dict:
+    """Return what a tuned comparison fixes before it trains (the manifest's "tune"): budget, metric, sampler and
+    every setting's searches (name -> low, high, scale) and its values not searched."""
+    searches = {name: {search.param.name: {"low": search.low, "high": search.high, "scale": search.param.scale,
+                                           "integer": search.param.kind is int}
+                       for search in tuning.searches}
+                for name, tuning in plan.tunings.items()}
+    fixed = {name: {param: value for param, value in params if param not in searches.get(name, {})}
+             for name, params in plan.settings}
+    return {"trials": plan.request.trials, "seeds": list(plan.request.seeds), "metric": plan.request.metric,
+            "sampler": SAMPLER, "searches": searches, "fixed": fixed, "untuned": plan.untuned}
+
+
+def _tuning_row(setting: str, trial: int | None, config: RunConfig, run: pd.Series) -> dict:
+    """Return a tuning run's row of tuning.csv: its setting, trial, values, seed and validation numbers."""
+    return {"setting": setting, "trial": trial, "seed": config.seed, "run_id": config.run_id,
+            "params": " ".join(f"{name}={value:g}" for name, value in config.technique_params),
+            **{f"param_{name}": value for name, value in config.technique_params},
+            "status": run["status"], "val_accuracy": run["val_accuracy"],
+            "val_crossentropy": run["val_crossentropy"], "best_val_epoch": run["best_val_epoch"]}

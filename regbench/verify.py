@@ -15,9 +15,9 @@ from regbench import stats
 from regbench.config import RunConfig
 from regbench.data import load_mnist, split_mnist
 from regbench.errors import UsageError
-from regbench.report import analysed_runs, comparison_texts
+from regbench.report import comparison_statistics, comparison_texts
 from regbench.runner import device_description, package_versions
-from regbench.store import RunStore, RunTables
+from regbench.store import RunStore, RunTables, read_tuning
 from regbench.techniques import TECHNIQUES
 
 TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at", "warmup_seconds",  # differ on every rerun
@@ -95,18 +95,22 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
                         for run_id in sorted(set(written.runs["run_id"]) - set(named))]
     # 2. Every derived table and the report, recomputed from runs.csv and epochs.csv.
     techniques = list(manifest["techniques"])
-    runs = analysed_runs(written.runs, manifest)
-    effects = stats.paired_effects(runs, techniques)
-    summary = stats.summarize(runs, techniques, effects)
+    runs, effects, summary = comparison_statistics(written.runs, manifest)
+    tuning = read_tuning(directory, manifest)
     derived = {"summary.csv": (summary, "technique"), "effects.csv": (effects, ["technique", "metric"]),
                "best_and_final_epochs.csv": (stats.best_and_final_epochs(written.epochs), "technique")}
     for name, (table, key) in derived.items():
         result.problems += _differences(name, pd.read_csv(directory / name), table, key)
-    texts = comparison_texts(manifest, runs, written.epochs, summary, effects, derived["best_and_final_epochs.csv"][0])
+    texts = comparison_texts(manifest, runs, written.epochs, summary, effects, derived["best_and_final_epochs.csv"][0],
+                             tuning=tuning)
     result.problems += _text_differences(directory, texts)
     result.checked.append(f"{', '.join(derived)} recomputed from runs.csv and epochs.csv, and the text of "
                           "REPORT.md and report.html re-rendered from them")
     result.unchecked.append("the figures' pixels")
+    if tuning is not None:
+        result.problems += _choice_differences(tuning, manifest)
+        result.checked.append("each tuned setting's choice re-derived from tuning.csv (the best trial's mean "
+                              "validation score over its tuning seeds)")
     # 3. runs.csv, epochs.csv and weights.csv against the store, for the runs it holds.
     store = RunStore(store_path, create=False)
     held = sorted(store.finished(named))
@@ -126,6 +130,21 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
     if rerun:
         result.problems += _rerun(written.runs, rerun, data, manifest, result, echo)
     return result
+
+
+def _choice_differences(tuning: pd.DataFrame, manifest: dict) -> list[str]:
+    """Re-derive each tuned setting's choice from tuning.csv and list where the manifest says otherwise."""
+    tune, problems = manifest["tune"], []
+    column = f"val_{tune['metric']}"
+    for setting, recorded in manifest["tuned"]["chosen"].items():
+        runs = tuning[tuning["setting"] == setting]
+        failed = runs.groupby("trial")["status"].agg(lambda status: (status != "ok").any())
+        scores = runs.groupby("trial")[column].mean().mask(failed)
+        best = scores.idxmax() if tune["metric"] == "accuracy" else scores.idxmin()
+        if best != recorded["trial"] or not math.isclose(scores[best], recorded["score"], rel_tol=1e-9):
+            problems.append(f"tuning.csv: {setting}'s best trial is {best + 1} (score {scores[best]!r}), but "
+                            f"manifest.json records trial {recorded['trial'] + 1} (score {recorded['score']!r})")
+    return problems
 
 
 def _text_differences(directory: Path, texts: dict[str, str]) -> list[str]:
