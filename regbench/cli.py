@@ -14,7 +14,7 @@ import pandas as pd
 from regbench import __version__
 from regbench.backend import DEVICES, check_installed, select_backend
 from regbench.config import (
-    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, OPTIMIZERS,
+    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, OPTIMIZERS,
     PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
 )
 from regbench.errors import UsageError
@@ -179,11 +179,17 @@ def _run_options(command_defaults: bool):
                    "[default: accuracy].")
 @click.option("--search", "searches", multiple=True, metavar="NAME=LO:HI",
               help="--tune: search parameter NAME over LO..HI instead of its declared range (repeatable).")
+@click.option("--margin", type=_FiniteFloatRange(0, 100, min_open=True), default=None,
+              help="The smallest test-accuracy effect that matters, in percentage points: an effect shown to lie "
+                   "within ±margin is 'equivalent' or 'negligible' [default: 0.1].")
+@click.option("--target-effect", type=_FiniteFloatRange(0, 100, min_open=True), default=None,
+              help="Plan seeds: how many pairs would detect this test-accuracy effect (percentage points) with 80% "
+                   "power, from this comparison's SD (its 80% upper confidence bound).")
 @_run_options(command_defaults=True)
 def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs, force, dry_run,
             protocol, schedule, warmup_epochs, select, tune, trials, tune_seeds, tune_seed_list, tune_metric,
-            searches):
+            searches, margin, target_effect):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     texts = [text.strip() for text in techniques.split(",") if text.strip()]
@@ -249,6 +255,8 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         protocol=protocol,
         select=select,
         tune=tune_request,
+        analysis={"margin": (margin if margin is not None else DEFAULT_MARGIN * 100) / 100,
+                  "target_effect": None if target_effect is None else target_effect / 100},
     )
     if dry_run:
         for line in dry_run_lines(request, used_device):
@@ -303,7 +311,7 @@ def _check_jobs(jobs: int, device: str) -> str:
 def format_summary(summary) -> str:
     """Render the summary table for the console: means, SDs and the paired difference with its CI."""
     lines = [f"{'technique':<22} {'runs':>4} {'test acc %':>14} {'gap %':>14} {'epochs':>6} "
-             f"{'s/epoch':>7}  paired test-acc diff, pp [95% CI]  verdict"]
+             f"{'s/epoch':>7}  paired test-acc diff, pp [95% CI, unadjusted]  verdict (Holm; ±margin)"]
     for _, row in summary.iterrows():
         diff = ""
         if row["technique"] != BASELINE and pd.notna(row["test_accuracy_diff"]):

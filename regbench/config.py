@@ -25,6 +25,7 @@ PROTOCOLS = {  # named training budgets of `compare`; explicit options override 
                   "select": "best-val"},  # twice the budget where the baseline plateaus (benchmarks/BUDGET.md:
     # 20 cosine epochs), so that regularized arms, which learn more slowly, have room too
 }
+DEFAULT_MARGIN = 0.001  # --margin: the smallest test-accuracy effect that matters (0.1 percentage points)
 TUNE_METRICS = {"accuracy": "maximize", "crossentropy": "minimize"}  # validation metric -> direction
 DEFAULT_TRIALS = 8  # compare --tune: settings tried per technique setting
 DEFAULT_TUNE_SEEDS = (1000, 1001)  # tuning seeds: a range of their own, apart from evaluation seeds 0, 1, ...

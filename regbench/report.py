@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, stats
-from regbench.config import LEGACY_PROTOCOL, with_added_defaults
+from regbench.config import DEFAULT_MARGIN, LEGACY_PROTOCOL, with_added_defaults
 from regbench.errors import UsageError
 from regbench.store import RunTables, read_comparison, read_tuning, write_outputs
 from regbench.techniques import BASELINE, describe_params
@@ -69,13 +69,19 @@ def comparison_statistics(runs: pd.DataFrame, manifest: dict) -> tuple[pd.DataFr
     """Return a comparison's analysed runs, its paired effects and its summary (with each setting's values)."""
     techniques = list(manifest["techniques"])
     runs = analysed_runs(runs, manifest)
-    effects = stats.paired_effects(runs, techniques)
+    analysis = analysis_of(manifest)
+    effects = stats.paired_effects(runs, techniques, analysis["margin"], analysis["target_effect"])
     summary = stats.summarize(runs, techniques, effects)
     tuned = (manifest.get("tuned") or {}).get("chosen", {})
     summary.insert(1, "params", [describe_params({} if t == BASELINE else manifest["techniques"][t])
                                  for t in summary["technique"]])
     summary.insert(2, "tuned_score", [tuned[t]["score"] if t in tuned else math.nan for t in summary["technique"]])
     return runs, effects, summary
+
+
+def analysis_of(manifest: dict) -> dict:
+    """Return how a comparison's effects are judged: the equivalence margin and any planning target (fractions)."""
+    return {"margin": DEFAULT_MARGIN, "target_effect": None, **manifest.get("analysis", {})}
 
 
 def figure_captions(manifest: dict) -> dict[str, str]:
@@ -146,6 +152,20 @@ def comparison_title(manifest: dict) -> str:
             f"{config['backend']}/{config['device']}")
 
 
+VERDICT_RULE = (
+    "Verdicts, in this order (Holm corrects each family of tests across the {family} technique(s)): "
+    "**helps / hurts** when the paired t-test rejects 0 after Holm's correction and equivalence within "
+    "±{margin} pp (`--margin`, the smallest effect that matters) is not shown; **negligible** when both are "
+    "shown (a real but smaller difference); **equivalent** when only equivalence is shown (two one-sided "
+    "tests, TOST, statsmodels' ttost_paired); **inconclusive** otherwise: no detectable effect is not no "
+    "effect. The verdict on 0 rests on the t-interval at the level Holm tested that technique at (0.05/m "
+    "for the smallest p of m, 0.05/(m - 1) for the next, up to 0.05 for the largest): it excludes 0 exactly "
+    "when that step rejects (Holm also needs every smaller p rejected, so in the rare case it stopped "
+    "earlier, that interval may exclude 0 under an inconclusive verdict). Equivalence rests on the "
+    "interval at 1 - 2 x its own Holm level lying inside the margin. The unadjusted 95% intervals are "
+    "shown too; one may exclude 0 while the verdict stays inconclusive."
+)
+
 SELECTION_TEXT = {
     "final": "Test numbers are for the final weights (or, with early stopping, the restored best ones).",
     "best-val": ("Every run, in every arm alike, is measured with the weights of its best validation epoch "
@@ -204,6 +224,16 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _interval(low, high) -> str:
+    """Format an interval of fractions in percentage points, e.g. '[-0.12, +0.30]'."""
+    return f"[{_pp(low)}, {_pp(high)}]"
+
+
+def _level(alpha, sides: int = 1) -> str:
+    """Format the confidence of an interval at Holm's level, e.g. '97.5%'."""
+    return "–" if pd.isna(alpha) else f"{(1 - sides * alpha) * 100:.4g}%"
+
+
 def summary_table(summary: pd.DataFrame) -> str:
     """Render the summary: one row per arm with effects, intervals, p-values and verdicts."""
     rows = []
@@ -214,60 +244,79 @@ def summary_table(summary: pd.DataFrame) -> str:
             rows.append(arm + ["(baseline)"] + [""] * 8 + [f"{_number(row['time_ratio'])}x"])
             continue
         rows.append(arm + [
-            _pp(row["test_accuracy_diff"]),
-            f"[{_pp(row['diff_ci_low'])}, {_pp(row['diff_ci_high'])}]",
-            f"[{_pp(row['diff_boot_low'])}, {_pp(row['diff_boot_high'])}]",
-            _p(row["t_p"]), _p(row["wilcoxon_p"]), _p(row["holm_p"]), _number(row["cohens_dz"]),
+            _pp(row["test_accuracy_diff"]), _interval(row["diff_ci_low"], row["diff_ci_high"]),
+            f"{_interval(row['adj_ci_low'], row['adj_ci_high'])} ({_level(row['holm_level'])})",
+            f"{_interval(row['eq_ci_low'], row['eq_ci_high'])} ({_level(row['tost_level'], 2)})",
+            _p(row["t_p"]), _p(row["holm_p"]), _p(row["tost_holm_p"]), _number(row["cohens_dz"]),
             f"**{row['verdict']}**", _pp(row["gap_diff"]), f"{_number(row['time_ratio'])}x",
         ])
-    header = ["technique", "runs", "test acc % (mean ± SD)", "Δ test acc (pp)", "95% CI (t)", "95% CI (bootstrap)",
-              "p (paired t)", "p (Wilcoxon)", "p (Holm)", "d_z", "verdict", "Δ gap (pp)", "time/epoch"]
+    header = ["technique", "runs", "test acc % (mean ± SD)", "Δ test acc (pp)", "95% CI (t, unadjusted)",
+              "CI at Holm's level (tests 0)", "CI at Holm's level (tests ±margin)", "p (paired t)", "p (Holm)",
+              "p (TOST, Holm)", "d_z", "verdict", "Δ gap (pp)", "time/epoch"]
     return markdown_table(header, rows)
 
 
 def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
-    """Say in plain words what the numbers show for one technique."""
+    """Say in plain words what the numbers show for one technique, and which interval its verdict rests on."""
     setting = describe_params(params)
     name = f"**{row['technique']}**" + (f" ({setting})" if setting else "")
     if pd.isna(row["test_accuracy_diff"]) or row["pairs"] < 2:
         return (f"{name}: fewer than 2 successful pairs ({row['pairs']}), so no interval or test can be given; "
                 "run more seeds.")
+    margin = f"±{row['margin'] * 100:g} pp"
     text = (f"{name}: over {row['pairs']} paired seeds, test accuracy changed by {_pp(row['test_accuracy_diff'])} "
-            f"percentage points (95% CI {_pp(row['diff_ci_low'])} to {_pp(row['diff_ci_high'])}; paired bootstrap "
-            f"{_pp(row['diff_boot_low'])} to {_pp(row['diff_boot_high'])}; paired t-test {_p_equals(row['t_p'])}, "
-            f"Holm-adjusted {_p_equals(row['holm_p'])}, Wilcoxon {_p_equals(row['wilcoxon_p'])}; "
-            f"d_z = {_number(row['cohens_dz'])}). ")
-    if row["verdict"] in ("helps", "hurts"):
-        text += f"Verdict: it **{row['verdict']}** on this setup. "
-    elif row["verdict"] == stats.UNCORRECTED_ONLY:
-        text += (f"Verdict: **no detectable effect** after Holm's correction for the {family} technique(s) "
-                 f"compared (adjusted {_p_equals(row['holm_p'])}); the unadjusted 95% interval above excludes 0, "
-                 "so it is significant only before the correction. ")
-    elif row["diff_sd"] == 0 and row["test_accuracy_diff"] == 0:
-        text += ("Verdict: **no detectable effect**: every pair gave exactly the same test accuracy, so at this "
-                 "strength the technique changed nothing the test set can see. ")
+            f"percentage points (95% CI {_pp(row['diff_ci_low'])} to {_pp(row['diff_ci_high'])}, unadjusted; paired "
+            f"t-test {_p_equals(row['t_p'])}, Holm-adjusted {_p_equals(row['holm_p'])}, Wilcoxon "
+            f"{_p_equals(row['wilcoxon_p'])}; d_z = {_number(row['cohens_dz'])}). ")
+    test_zero = (f"the {_level(row['holm_level'])} interval at the level Holm tested it, "
+                 f"{_interval(row['adj_ci_low'], row['adj_ci_high'])}")
+    test_margin = (f"the {_level(row['tost_level'], 2)} interval at the level Holm tested equivalence, "
+                   f"{_interval(row['eq_ci_low'], row['eq_ci_high'])}")
+    verdict = row["verdict"]
+    if verdict in ("helps", "hurts"):
+        text += (f"Verdict: it **{verdict}** on this setup: {test_zero}, excludes 0, and equivalence within "
+                 f"{margin} is not shown (TOST, Holm-adjusted {_p_equals(row['tost_holm_p'])}). ")
+    elif verdict.startswith("negligible"):
+        text += (f"Verdict: **{verdict}**: the difference is detectable ({test_zero}, excludes 0) but "
+                 f"{test_margin}, lies inside {margin}, the smallest effect that matters here (`--margin`). ")
+    elif verdict.startswith("equivalent"):
+        text += (f"Verdict: **{verdict}**: {test_margin}, lies inside {margin} (TOST, Holm-adjusted "
+                 f"{_p_equals(row['tost_holm_p'])}). This rules out effects larger than the margin, not every effect. ")
     else:
-        detectable = row["min_detectable_effect"]
-        needed = row["seeds_needed"]
-        text += (f"Verdict: **no detectable effect** (the Holm-adjusted test does not reject 0). With this spread, "
-                 f"{row['pairs']} pairs detect a true difference of {_pp(detectable, False)} points with 80% power; ")
-        text += (f"about {needed} seeds would detect one as large as the observed {_pp(row['test_accuracy_diff'])}. "
-                 if pd.notna(needed) else "the observed difference is too small to settle with up to 1,000 seeds. ")
+        reason = (f"its unadjusted 95% interval excludes 0, but not after Holm's correction for the {family} "
+                  f"technique(s) compared" if verdict == stats.UNCORRECTED_ONLY else
+                  f"{test_zero}, includes 0")
+        text += (f"Verdict: **inconclusive**: {reason}, and {test_margin}, is not inside {margin}; neither an "
+                 "effect nor its absence is shown. ")
+        if pd.notna(row["min_detectable_effect"]):
+            text += (f"If the true SD of the paired differences were the observed {_pp(row['diff_sd'], False)} pp, "
+                     f"{row['pairs']} pairs would detect a true difference of {_pp(row['min_detectable_effect'], False)}"
+                     f" pp with 80% power; that SD is itself uncertain (95% CI {_pp(row['sd_low'], False)}"
+                     f" to {_pp(row['sd_high'], False)} pp), so the "
+                     f"detectable difference lies between {_pp(row['mde_low'], False)} and "
+                     f"{_pp(row['mde_high'], False)} pp. ")
+    if pd.notna(row.get("planning_sd")):
+        needed = row["seeds_for_target"]
+        text += (f"Planning (`--target-effect {_pp(row['target_effect'], False)}`): with the SD's 80% upper confidence "
+                 f"bound, {_pp(row['planning_sd'], False)} pp, "
+                 + (f"about {needed} seeds would detect {_pp(row['target_effect'], False)} pp with 80% power. "
+                    if pd.notna(needed) else "more than 1,000 seeds would be needed. "))
     text += (f"The generalization gap changed by {_pp(row['gap_diff'])} points, and an epoch took "
              f"{_number(row['time_ratio'])}x the baseline's time.")
     return text
 
 
 def bottom_line(row: pd.Series, params: dict) -> str:
-    """Say one technique's result in one sentence: effect, interval and verdict."""
+    """Say one technique's result in one sentence: effect, the interval its verdict rests on, and the verdict."""
     setting = describe_params(params)
     name = f"**{row['technique']}**" + (f" ({setting})" if setting else "")
     if pd.isna(row["test_accuracy_diff"]):
         return f"{name}: no successful pair, so no effect can be given."
-    interval = (f"95% CI [{_pp(row['diff_ci_low'])}, {_pp(row['diff_ci_high'])}]" if pd.notna(row["diff_ci_low"])
-                else "no interval from one pair")
-    return (f"{name}: test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline ({interval}, "
-            f"{row['pairs']} paired seeds): {row['verdict']}.")
+    if pd.isna(row["diff_ci_low"]):
+        return f"{name}: test accuracy {_pp(row['test_accuracy_diff'])} pp from one pair, with no interval: {row['verdict']}."
+    return (f"{name}: test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline (95% CI "
+            f"{_interval(row['diff_ci_low'], row['diff_ci_high'])}; {_level(row['holm_level'])} at Holm's level "
+            f"{_interval(row['adj_ci_low'], row['adj_ci_high'])}; {row['pairs']} paired seeds): {row['verdict']}.")
 
 
 def tuning_section(manifest: dict, tuning: pd.DataFrame) -> str:
@@ -340,6 +389,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
                       for name, params in manifest["techniques"].items()]
     run_rows = [[technique, ", ".join(f"`{run_id}`" for run_id in ids)] for technique, ids in manifest["run_ids"].items()]
     pairs = int(summary["pairs"].max()) if summary["pairs"].notna().any() else 0
+    margin = analysis_of(manifest)["margin"]
     diverged = runs[runs["status"] != "ok"]
     diverged_note = (f"\n\n{len(diverged)} run(s) diverged (loss became NaN or infinite) and are left out of every "
                      f"statistic: " + ", ".join(f"`{r.run_id}` ({r.technique}, seed {r.seed}, epoch "
@@ -359,13 +409,13 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
 
 Each technique is compared with the baseline pairwise: for every seed both models start from
 the same initial weights in every layer they share and see the same mini-batches in the same
-order. Δ is technique minus baseline per seed, averaged over pairs; intervals are 95%; p-values
-are two-sided; Holm corrects the paired t-test p-values across the {len(techniques)} technique(s)
-of this comparison; d_z is the mean paired difference over its SD. A verdict of "helps" or "hurts"
-needs a Holm-adjusted p below 0.05; the intervals shown are not adjusted, so one that excludes 0 may
-still be "no detectable effect (significant only before Holm correction)". With {pairs} pairs the Wilcoxon signed-rank test cannot give a
-p-value below {2 / 2 ** pairs:.4g} (all differences of one sign), so it confirms direction but is weak at
-this size. {SELECTION_TEXT[protocol["select"]]} The compared loss is the data cross-entropy, without any penalty.
+order. Δ is technique minus baseline per seed, averaged over pairs; p-values are two-sided; d_z is
+the mean paired difference over its SD. {VERDICT_RULE.format(family=len(techniques), margin=f'{margin * 100:g}')}
+With {pairs} pairs the Wilcoxon signed-rank test cannot give a p-value below {2 / 2 ** pairs:.4g} (all
+differences of one sign), so it confirms direction but is weak at this size. Every interval is a
+t-interval over the paired seeds: conditional on this one training/validation split and test set,
+it says how results vary with the seed (initial weights, batch order, dropout masks), not with the data drawn.
+{SELECTION_TEXT[protocol["select"]]} The compared loss is the data cross-entropy, without any penalty.
 
 {budget_paragraph(epochs, config, protocol)}
 

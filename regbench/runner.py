@@ -6,7 +6,7 @@ import importlib.metadata
 import platform
 import sys
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -39,6 +39,7 @@ class CompareRequest:
     protocol: str = "course"  # the named budget the run settings came from (config.PROTOCOLS)
     select: str = "final"  # which weights of every run are measured (config.SELECTIONS)
     tune: TuneRequest | None = None  # --tune: choose each setting's values on validation first
+    analysis: dict = field(default_factory=dict)  # how effects are judged: margin and target_effect (fractions)
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,7 @@ def _manifest(request: CompareRequest, base: RunConfig, source: str, runs, plan:
         **_identity(request, base, plan),
         "techniques": {technique: dict(params) for technique, params in request.settings},
         "tuned": tuned.record if tuned else None,
+        "analysis": request.analysis,
         "data": {"source": source, "fingerprint": base.data},
         "device": device_description(base),
         "versions": package_versions(base.backend),

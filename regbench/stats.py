@@ -10,20 +10,19 @@ import pandas as pd
 from scipy import optimize
 from scipy import stats as scipy_stats
 
-from regbench.config import MEASURED
+from regbench.config import DEFAULT_MARGIN, MEASURED
 from regbench.errors import UsageError
 from regbench.techniques import BASELINE
 
 CONFIDENCE = 0.95
-ALPHA = 1 - CONFIDENCE  # two-sided significance level of every test
-POWER = 0.8  # power at which the smallest detectable effect is stated
-BOOTSTRAP_SEED = 12_345  # fixes the paired bootstrap's resamples
-BOOTSTRAP_RESAMPLES = 9_999
-MAX_SEEDS = 1_000  # largest seed count considered when saying how many would settle a question
+ALPHA = 1 - CONFIDENCE  # two-sided significance level of every test, and of each TOST's one-sided tests
+POWER = 0.8  # power at which the smallest detectable effect and the seeds for --target-effect are stated
+PLANNING_SD_CONFIDENCE = 0.8  # --target-effect plans with this upper confidence bound of the pairs' SD
+MAX_SEEDS = 1_000  # largest seed count considered when planning
 SUMMARY_METRICS = ("test_accuracy", "gap", "epochs_run", "seconds_per_epoch")
 EFFECT_METRICS = ("test_accuracy", "test_crossentropy", "gap", "epochs_run", "seconds_per_epoch")
 PRIMARY = "test_accuracy"  # the metric the verdict is about
-UNCORRECTED_ONLY = "no detectable effect (significant only before Holm correction)"
+UNCORRECTED_ONLY = "inconclusive (significant only before Holm correction)"
 
 
 def successful(runs: pd.DataFrame) -> pd.DataFrame:
@@ -55,32 +54,39 @@ def paired_differences(runs: pd.DataFrame, metric: str, technique: str) -> pd.Se
     return (by_seed[technique] - by_seed[BASELINE]).dropna().rename(metric)
 
 
+def t_interval(values, confidence: float = CONFIDENCE) -> tuple:
+    """Return the t-interval of the mean of `values` along their last axis (arrays give arrays): NaN below 2
+    values, the mean itself when they do not vary."""
+    values = np.asarray(values, dtype=float)
+    count = values.shape[-1]
+    if count < 2:
+        nan = np.full(values.shape[:-1], math.nan)
+        return (float(nan), float(nan)) if values.ndim == 1 else (nan, nan)
+    mean = values.mean(axis=-1)
+    half = scipy_stats.t.ppf((1 + confidence) / 2, count - 1) * values.std(axis=-1, ddof=1) / math.sqrt(count)
+    low, high = mean - half, mean + half
+    return (float(low), float(high)) if values.ndim == 1 else (low, high)
+
+
 def mean_confidence_interval(values: pd.Series) -> tuple[float, float, float]:
     """Return (mean, low, high): the mean and its 95% t-interval (NaN bounds below 2 values)."""
     values = np.asarray(values, dtype=float)
     if len(values) == 0:
         return math.nan, math.nan, math.nan
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, math.nan, math.nan
-    if np.all(values == values[0]):
-        return mean, mean, mean
-    low, high = scipy_stats.ttest_1samp(values, 0.0).confidence_interval(CONFIDENCE)
-    return mean, float(low), float(high)
+    return (float(values.mean()), *t_interval(values))
 
 
-def bootstrap_interval(values: pd.Series) -> tuple[float, float]:
-    """Return the 95% percentile interval of the mean from a paired bootstrap with a fixed seed."""
+def equivalence_p(values: pd.Series, margin: float) -> float:
+    """Return the p-value of the paired two one-sided tests (TOST) that the mean lies within ±margin
+    (statsmodels' ttost_paired); without spread, 0 when every difference lies inside, else 1."""
+    from statsmodels.stats.weightstats import ttost_paired  # loaded only when a comparison is analysed
+
     values = np.asarray(values, dtype=float)
     if len(values) < 2:
-        return math.nan, math.nan
+        return math.nan
     if np.all(values == values[0]):
-        return float(values[0]), float(values[0])
-    result = scipy_stats.bootstrap(
-        (values,), np.mean, n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=CONFIDENCE,
-        method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+        return 0.0 if abs(values[0]) < margin else 1.0
+    return float(ttost_paired(values, np.zeros_like(values), -margin, margin)[0])
 
 
 def paired_tests(values: pd.Series) -> tuple[float, float]:
@@ -120,7 +126,7 @@ def power(effect_size: float, pairs: int) -> float:
 
 
 def min_detectable_effect(sd: float, pairs: int) -> float:
-    """Return the smallest mean difference detected with POWER by `pairs` pairs of spread `sd`."""
+    """Return the smallest mean difference detected with POWER by `pairs` pairs, if their true SD is `sd`."""
     if pairs < 2 or not sd > 0:
         return math.nan
     high = 1.0
@@ -129,58 +135,120 @@ def min_detectable_effect(sd: float, pairs: int) -> float:
     return optimize.brentq(lambda d: power(d, pairs) - POWER, 0.0, high) * sd
 
 
-def seeds_needed(mean: float, sd: float) -> int | None:
-    """Return how many pairs detect a true difference of `mean` with POWER (None past MAX_SEEDS)."""
-    if not (sd > 0 and abs(mean) > 0):
+def sd_bounds(sd: float, pairs: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Return the two-sided chi-squared confidence interval of a normal SD estimated as `sd` from `pairs` values."""
+    if pairs < 2 or not sd > 0:
+        return math.nan, math.nan
+    df = pairs - 1
+    return (sd * math.sqrt(df / scipy_stats.chi2.ppf((1 + confidence) / 2, df)),
+            sd * math.sqrt(df / scipy_stats.chi2.ppf((1 - confidence) / 2, df)))
+
+
+def planning_sd(sd: float, pairs: int) -> float:
+    """Return the one-sided PLANNING_SD_CONFIDENCE upper confidence bound of a pilot's SD (`pairs` values)."""
+    if pairs < 2 or not sd > 0:
+        return math.nan
+    df = pairs - 1
+    return sd * math.sqrt(df / scipy_stats.chi2.ppf(1 - PLANNING_SD_CONFIDENCE, df))
+
+
+def seeds_for(effect: float, sd: float) -> int | None:
+    """Return how many pairs detect a true difference of `effect` with POWER if their SD is `sd` (None past
+    MAX_SEEDS, or without a spread)."""
+    if not (sd > 0 and abs(effect) > 0):
         return None
-    effect_size = abs(mean) / sd
+    effect_size = abs(effect) / sd
     for pairs in range(2, MAX_SEEDS + 1):
         if power(effect_size, pairs) >= POWER:
             return pairs
     return None
 
 
-def describe_pairs(values: pd.Series) -> dict:
-    """Return every statistic of one set of paired differences."""
+def describe_pairs(values: pd.Series, margin: float = DEFAULT_MARGIN) -> dict:
+    """Return every statistic of one set of paired differences (the equivalence test within ±margin)."""
     mean, t_low, t_high = mean_confidence_interval(values)
-    boot_low, boot_high = bootstrap_interval(values)
     t_p, wilcoxon_p = paired_tests(values)
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+    sd_low, sd_high = sd_bounds(sd, len(values))
     return {
         "pairs": len(values), "diff_mean": mean, "diff_sd": sd,
-        "t_ci_low": t_low, "t_ci_high": t_high, "boot_ci_low": boot_low, "boot_ci_high": boot_high,
-        "t_p": t_p, "wilcoxon_p": wilcoxon_p,
+        "t_ci_low": t_low, "t_ci_high": t_high, "t_p": t_p, "wilcoxon_p": wilcoxon_p,
         "cohens_dz": mean / sd if sd > 0 else math.nan,
-        "min_detectable_effect": min_detectable_effect(sd, len(values)),
-        "seeds_needed": seeds_needed(mean, sd),
+        "tost_p": equivalence_p(values, margin),
+        "min_detectable_effect": min_detectable_effect(sd, len(values)), "sd_low": sd_low, "sd_high": sd_high,
+        "mde_low": min_detectable_effect(sd_low, len(values)), "mde_high": min_detectable_effect(sd_high, len(values)),
     }
 
 
-def paired_effects(runs: pd.DataFrame, techniques: list[str]) -> pd.DataFrame:
-    """Return a row per technique and metric: the paired difference to the baseline and its tests."""
-    rows = []
+def holm_levels(pvalues: pd.Series) -> pd.Series:
+    """Return the level at which Holm's step-down tests each p-value: ALPHA / (m - rank), rank 0 the smallest."""
+    valid = pvalues.dropna().sort_values(kind="stable")
+    levels = pd.Series([ALPHA / (len(valid) - rank) for rank in range(len(valid))], index=valid.index)
+    return levels.reindex(pvalues.index)
+
+
+def paired_effects(runs: pd.DataFrame, techniques: list[str], margin: float = DEFAULT_MARGIN,
+                   target: float | None = None) -> pd.DataFrame:
+    """Return a row per technique and metric: the paired difference to the baseline, its tests and verdict.
+
+    Per metric, Holm corrects the t-tests of zero across the techniques, and for test accuracy also the
+    equivalence tests within ±margin; each is shown with the interval at the level Holm tested it
+    (adj_ci: 1 - level; eq_ci: 1 - 2 x level, inside ±margin when equivalence is shown). `target` (a
+    difference, e.g. 0.002) adds the seeds that would detect it, planned with the SD's upper bound.
+    """
+    rows, differences = [], []
     for metric in EFFECT_METRICS:
         for technique in techniques:
             values = paired_differences(runs, metric, technique)
-            rows.append({"technique": technique, "metric": metric, **describe_pairs(values)})
+            differences.append(values)
+            rows.append({"technique": technique, "metric": metric, **describe_pairs(values, margin)})
     effects = pd.DataFrame(rows)
-    effects["holm_p"] = effects.groupby("metric")["t_p"].transform(holm)
+    effects.loc[effects["metric"] != PRIMARY, "tost_p"] = math.nan  # the margin is in test-accuracy units
+    by_metric = effects.groupby("metric")
+    effects["holm_p"] = by_metric["t_p"].transform(holm)
+    effects["tost_holm_p"] = by_metric["tost_p"].transform(holm)
+    effects["holm_level"] = by_metric["t_p"].transform(holm_levels)
+    effects["tost_level"] = by_metric["tost_p"].transform(holm_levels)
+    for bounds, level, sides in (("adj_ci", "holm_level", 1), ("eq_ci", "tost_level", 2)):
+        intervals = [t_interval(values, 1 - sides * alpha) if pd.notna(alpha) else (math.nan, math.nan)
+                     for values, alpha in zip(differences, effects[level])]
+        effects[[f"{bounds}_low", f"{bounds}_high"]] = pd.DataFrame(intervals, index=effects.index)
+    effects["margin"] = np.where(effects["metric"] == PRIMARY, margin, math.nan)
+    if target is not None:
+        primary = effects["metric"] == PRIMARY
+        effects["target_effect"] = np.where(primary, target, math.nan)
+        effects["planning_sd"] = [planning_sd(sd, n) if first else math.nan
+                                  for sd, n, first in zip(effects["diff_sd"], effects["pairs"], primary)]
+        effects["seeds_for_target"] = [seeds_for(target, sd) if first else None
+                                       for sd, first in zip(effects["planning_sd"], primary)]
     effects["verdict"] = [verdict(row, metric) for (_, row), metric in zip(effects.iterrows(), effects["metric"])]
-    return effects.astype({"pairs": "Int64", "seeds_needed": "Int64"})
+    return effects.astype({"pairs": "Int64", **({"seeds_for_target": "Int64"} if target is not None else {})})
 
 
 def verdict(effect: pd.Series, metric: str = PRIMARY) -> str:
-    """Say from the numbers whether the technique helps, hurts or has no detectable effect."""
+    """Say from the numbers what a difference is, by this precedence (test accuracy, Holm-corrected tests):
+    significant and not equivalent: helps / hurts; significant and equivalent: a negligible help / hurt;
+    equivalent (TOST): equivalent within ±margin; neither: inconclusive. Other metrics: higher / lower, or
+    not significant."""
     if effect["pairs"] < 2:
         return "cannot tell (fewer than 2 successful pairs)"
-    if effect["holm_p"] < ALPHA and effect["t_ci_low"] * effect["t_ci_high"] > 0:
-        better = effect["diff_mean"] > 0 if metric == PRIMARY else effect["diff_mean"] < 0
-        if metric in ("test_accuracy", "test_crossentropy"):
-            return "helps" if better else "hurts"
+    significant = effect["holm_p"] < ALPHA
+    if metric != PRIMARY:
+        if not significant:
+            return "not significant"
+        if metric == "test_crossentropy":
+            return "helps" if effect["diff_mean"] < 0 else "hurts"
         return "higher" if effect["diff_mean"] > 0 else "lower"
+    equivalent = effect["tost_holm_p"] < ALPHA
+    direction = "helps" if effect["diff_mean"] > 0 else "hurts"
+    within = f"within ±{effect['margin'] * 100:g} pp"
+    if significant:
+        return f"negligible: {direction}, {within}" if equivalent else direction
+    if equivalent:
+        return f"equivalent ({within})"
     if effect["t_p"] < ALPHA:  # its unadjusted 95% interval excludes 0, but not after the correction
         return UNCORRECTED_ONLY
-    return "no detectable effect"
+    return "inconclusive"
 
 
 def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -190,6 +258,10 @@ def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame |
     gaps = effects[effects["metric"] == "gap"].set_index("technique")
     ok = successful(runs)
     baseline_time = ok.loc[ok["technique"] == BASELINE, "seconds_per_epoch"].mean()
+    carried = ["diff_sd", "t_p", "wilcoxon_p", "holm_p", "tost_p", "tost_holm_p", "cohens_dz", "margin",
+               "adj_ci_low", "adj_ci_high", "holm_level", "eq_ci_low", "eq_ci_high", "tost_level",
+               "min_detectable_effect", "sd_low", "sd_high", "mde_low", "mde_high", "target_effect", "planning_sd",
+               "seeds_for_target", "verdict"]
     rows = []
     for technique in [BASELINE, *techniques]:
         arm = ok[ok["technique"] == technique]
@@ -204,17 +276,13 @@ def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame |
         row["time_ratio"] = row["seconds_per_epoch_mean"] / baseline_time
         if technique != BASELINE:
             effect = primary.loc[technique]
-            row.update(
-                pairs=effect["pairs"], test_accuracy_diff=effect["diff_mean"], diff_sd=effect["diff_sd"],
-                diff_ci_low=effect["t_ci_low"], diff_ci_high=effect["t_ci_high"],
-                diff_boot_low=effect["boot_ci_low"], diff_boot_high=effect["boot_ci_high"],
-                t_p=effect["t_p"], wilcoxon_p=effect["wilcoxon_p"], holm_p=effect["holm_p"],
-                cohens_dz=effect["cohens_dz"], gap_diff=gaps.loc[technique, "diff_mean"],
-                min_detectable_effect=effect["min_detectable_effect"], seeds_needed=effect["seeds_needed"],
-                verdict=effect["verdict"],
-            )
+            row.update(pairs=effect["pairs"], test_accuracy_diff=effect["diff_mean"],
+                       diff_ci_low=effect["t_ci_low"], diff_ci_high=effect["t_ci_high"],
+                       gap_diff=gaps.loc[technique, "diff_mean"],
+                       **{name: effect[name] for name in carried if name in effect})
         rows.append(row)
-    return pd.DataFrame(rows).astype({"pairs": "Int64", "seeds_needed": "Int64"})
+    summary = pd.DataFrame(rows)
+    return summary.astype({name: "Int64" for name in ("pairs", "seeds_for_target") if name in summary})
 
 
 def plateau(epochs: pd.DataFrame) -> dict | None:

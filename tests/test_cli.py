@@ -70,7 +70,7 @@ def check_report_rebuild(runner, out):
     assert page.count('src="data:image/png;base64,') == 5
     assert not re.search(r"(src|href)=\"(?!data:)", page) and "http" not in page.replace("http-equiv", "")
     markdown = (out / "REPORT.md").read_text()
-    for text in ("## Summary", "p (Wilcoxon)", "p (Holm)", "95% CI (bootstrap)", "verdict", "## Setup",
+    for text in ("## Summary", "p (Holm)", "95% CI (t, unadjusted)", "p (TOST, Holm)", "verdict", "## Setup",
                  "## Runs behind each row", "(learning_curves.png)", "**l2** (l2=0.0001)"):
         assert text in markdown, text
     runs = pd.read_csv(out / "runs.csv")
@@ -161,6 +161,19 @@ BAD_INPUTS = [
     (["--technique", "dropout", "--warmup-epochs", "1"], "--warmup-epochs applies to --schedule cosine"),
     (["--technique", "dropout", "--schedule", "cosine", "--epochs", "3", "--warmup-epochs", "3"], "allowed 0..2"),
     (["--technique", "dropout", "--warmup-epochs", "-1"], "'--warmup-epochs'"),
+    (["--technique", "dropout", "--tune", "--trials", "0"], "'--trials'"),
+    (["--technique", "dropout", "--tune", "--trials", "-2"], "'--trials'"),
+    (["--technique", "dropout", "--tune", "--tune-seeds", "0"], "'--tune-seeds'"),
+    (["--technique", "dropout", "--tune", "--tune-seeds", "2", "--tune-seed-list", "7"], "exclude each other"),
+    (["--technique", "dropout", "--tune", "--tune-seed-list", "2,9", "--seeds", "3"], "tuning seed(s) 2 are also"),
+    (["--technique", "dropout", "--tune", "--seed-list", "1000"], "tuning seed(s) 1000 are also evaluation"),
+    (["--technique", "dropout", "--tune", "--search", "c=1:2"], "unknown parameter 'c'"),
+    (["--technique", "dropout", "--tune", "--search", "rate=0.5:0.5"], "LO must be below HI"),
+    (["--technique", "l2", "--tune", "--search", "l2=0:1e-3"], "log scale, so LO must be above 0"),
+    (["--technique", "dropout", "--tune", "--param", "rate=0.3"], "--tune searches rate"),
+    (["--technique", "dropout", "--search", "rate=0:0.5"], "--search applies to --tune"),
+    (["--technique", "dropout", "--trials", "4"], "--trials applies to --tune"),
+    (["--technique", "dropout", "--tune", "--tune-metric", "loss"], "'--tune-metric'"),
 ]
 
 

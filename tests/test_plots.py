@@ -50,7 +50,8 @@ def summary_table():
         "technique": ARMS, "pairs": pd.array([pd.NA, 3, 1], dtype="Int64"),
         "test_accuracy_diff": [np.nan, 0.004, -0.001],
         "diff_ci_low": [np.nan, 0.001, np.nan], "diff_ci_high": [np.nan, 0.007, np.nan],
-        "diff_boot_low": [np.nan, 0.002, np.nan], "diff_boot_high": [np.nan, 0.006, np.nan],
+        "adj_ci_low": [np.nan, 0.0005, np.nan], "adj_ci_high": [np.nan, 0.0075, np.nan],
+        "margin": [np.nan, 0.001, 0.001],
         "verdict": [np.nan, "helps", "cannot tell (fewer than 2 successful pairs)"],
     })
 
@@ -83,7 +84,8 @@ def test_forest_plot_marks_zero_and_labels_pairs_and_verdicts():
     assert [tick.get_text() for tick in axes.get_yticklabels()] == ["dropout (3 pairs)", "l2 (1 pair)"]
     assert any(list(line.get_xdata()) == [0, 0] for line in axes.get_lines())
     assert "helps" in [text.get_text() for text in axes.texts]
-    assert "bootstrap" in axes.get_xlabel()
+    assert "level Holm tested" in axes.get_xlabel() and "bootstrap" not in axes.get_xlabel()
+    assert legend_texts(axes.get_legend()) == ["±0.1 pp: the smallest effect that matters (--margin)"]
 
 
 def test_weight_histograms_have_a_log_panel_per_arm_with_stats_in_the_legend():

@@ -2,14 +2,16 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from scipy import stats as scipy_stats
 
 from regbench.stats import (
-    EFFECT_METRICS, best_and_final_epochs, bootstrap_interval, holm, mean_confidence_interval, min_detectable_effect,
-    paired_differences, paired_effects, paired_tests, power, seeds_needed, summarize,
+    EFFECT_METRICS, best_and_final_epochs, equivalence_p, holm, holm_levels, mean_confidence_interval,
+    min_detectable_effect, paired_differences, paired_effects, paired_tests, planning_sd, power, sd_bounds, seeds_for,
+    summarize, t_interval,
 )
 
 
@@ -74,15 +76,44 @@ def test_power_and_smallest_detectable_effect_match_published_values():
     # G*Power, paired t-test, alpha 0.05 two-sided, power 0.8: n = 10 needs d_z = 0.9948; n = 34 detects 0.5
     assert min_detectable_effect(1.0, 10) == pytest.approx(0.9948, abs=2e-3)
     assert power(0.5, 34) == pytest.approx(0.8078, abs=2e-3)
-    assert seeds_needed(0.005, 0.01) == 34
-    assert seeds_needed(0.0, 0.01) is None and math.isnan(min_detectable_effect(0.01, 1))
+    assert seeds_for(0.005, 0.01) == 34
+    assert seeds_for(0.0, 0.01) is None and math.isnan(min_detectable_effect(0.01, 1))
 
 
-def test_bootstrap_is_reproducible_and_brackets_the_mean():
-    values = pd.Series([0.012, 0.008, 0.015, 0.004, 0.011])
-    low, high = bootstrap_interval(values)
-    assert (low, high) == bootstrap_interval(values)
-    assert low < values.mean() < high and values.min() <= low and high <= values.max()
+def test_sd_bounds_and_the_planning_sd_follow_the_chi_squared_distribution():
+    # n = 5 (df 4): chi2(0.975) = 11.1433, chi2(0.025) = 0.484419, chi2(0.2) = 1.64878
+    low, high = sd_bounds(1.0, 5)
+    assert low == pytest.approx(math.sqrt(4 / 11.1433), rel=1e-4) and high == pytest.approx(math.sqrt(4 / 0.484419), rel=1e-4)
+    assert planning_sd(1.0, 5) == pytest.approx(math.sqrt(4 / 1.64878), rel=1e-4)
+
+
+COVERAGE_REPETITIONS = 5_000
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.90, 1 - 0.05 / 10, 1 - 2 * 0.05 / 10])
+def test_every_printed_interval_covers_what_it_claims_by_simulation(confidence):
+    # The report prints t-intervals at 95% (unadjusted), at Holm's step levels 1 - 0.05/k (k up to the techniques
+    # compared) and, for equivalence, at 1 - 2 x those levels: all from t_interval. Simulated paired differences,
+    # normal and chi-squared with 8 degrees of freedom (skewness 1), centred on the true mean 0.
+    rng = np.random.default_rng(20261124)
+    shortfall = {"normal": 0.01, "chi2(8)": 0.03}  # 95%: at least 94% and 92%
+    for n in (3, 5, 10):
+        draws = {"normal": rng.normal(size=(COVERAGE_REPETITIONS, n)),
+                 "chi2(8)": rng.chisquare(8, size=(COVERAGE_REPETITIONS, n)) - 8}
+        for name, values in draws.items():
+            low, high = t_interval(values, confidence)
+            coverage = np.mean((low <= 0) & (0 <= high))
+            assert coverage >= confidence - shortfall[name], (n, name, coverage)
+
+
+def test_t_interval_matches_scipy_and_an_equivalence_needs_the_interval_inside_the_margin():
+    values = [0.012, 0.008, 0.015, 0.004, 0.011]
+    expected = scipy_stats.ttest_1samp(values, 0).confidence_interval(0.9)
+    assert t_interval(values, 0.9) == pytest.approx((expected.low, expected.high))
+    low, high = t_interval(values, 0.9)  # 90% interval inside ±margin  <=>  TOST p < 0.05
+    assert (equivalence_p(values, max(abs(low), abs(high)) * 1.01) < 0.05) and equivalence_p(values, high * 0.99) > 0.05
+    assert equivalence_p([0.0, 0.0, 0.0], 0.001) == 0.0 and math.isnan(equivalence_p([0.01], 0.001))
+    assert holm_levels(pd.Series([0.04, 0.01, math.nan, 0.03])).round(6).tolist()[:2] == [0.05, 0.016667]
 
 
 def test_paired_tests_use_scipy_and_handle_degenerate_pairs():
@@ -100,11 +131,30 @@ def test_verdicts_follow_the_numbers():
     table = pd.concat([helps, hurts[hurts["technique"] == "l2"], unclear[unclear["technique"] == "l1"]])
     summary = summarize(table, ["dropout", "l2", "l1"]).set_index("technique")
     assert summary.loc["dropout", "verdict"] == "helps" and summary.loc["l2", "verdict"] == "hurts"
-    assert summary.loc["l1", "verdict"] == "no detectable effect"
-    assert summary.loc["l1", "seeds_needed"] > 5 and summary.loc["l1", "min_detectable_effect"] > 0
+    assert summary.loc["l1", "verdict"] == "inconclusive"
+    assert summary.loc["l1", "mde_low"] < summary.loc["l1", "min_detectable_effect"] < summary.loc["l1", "mde_high"]
     assert summary.loc["dropout", "holm_p"] >= summary.loc["dropout", "t_p"]
+    # the interval at Holm's level excludes 0 for the verdicts that reject it
+    assert summary.loc["dropout", "adj_ci_low"] > 0 and summary.loc["l2", "adj_ci_high"] < 0
+    assert summary.loc["dropout", "adj_ci_low"] < summary.loc["dropout", "diff_ci_low"]  # wider than 95%
     single = summarize(runs_table([0.9], [0.95]), ["dropout"]).set_index("technique")
     assert single.loc["dropout", "verdict"].startswith("cannot tell")
+
+
+def test_equivalence_and_negligible_verdicts_need_the_interval_inside_the_margin():
+    base = [0.90, 0.91, 0.92, 0.90, 0.91, 0.93]
+    same = runs_table(base, [b + d for b, d in zip(base, [0.0002, -0.0001, 0.0001, 0.0, -0.0002, 0.0001])], "l1")
+    small = runs_table(base, [b + d for b, d in zip(base, [0.0005, 0.0006, 0.0004, 0.0005, 0.0006, 0.0005])], "l2")
+    table = pd.concat([same, small[small["technique"] == "l2"]])
+    summary = summarize(table, ["l1", "l2"], paired_effects(table, ["l1", "l2"], margin=0.001)).set_index("technique")
+    assert summary.loc["l1", "verdict"] == "equivalent (within ±0.1 pp)"
+    assert summary.loc["l2", "verdict"] == "negligible: helps, within ±0.1 pp"
+    assert -0.001 < summary.loc["l1", "eq_ci_low"] < summary.loc["l1", "eq_ci_high"] < 0.001
+    wide = summarize(table, ["l1", "l2"], paired_effects(table, ["l1", "l2"], margin=0.00001)).set_index("technique")
+    assert wide.loc["l1", "verdict"] == "inconclusive" and wide.loc["l2", "verdict"] == "helps"
+    planned = paired_effects(table, ["l1"], target=0.002).set_index("metric").loc["test_accuracy"]
+    assert planned["seeds_for_target"] == seeds_for(0.002, planned["planning_sd"])
+    assert planned["planning_sd"] > planned["diff_sd"]
 
 
 def test_effects_cover_every_metric_for_every_technique():

@@ -1,12 +1,19 @@
-"""The declared search of `compare --tune`: proposals, ranges and choices (no training)."""
+"""The declared search of `compare --tune`: proposals, ranges, choices, and tuned comparisons end to end."""
 
+import json
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from regbench.cli import cli
 from regbench.errors import UsageError
+from regbench.store import RunStore
 from regbench.techniques import parse_setting
 from regbench.tune import parse_search_ranges, propose, searches_for
+
+from tests.conftest import SMALL_MNIST
 
 
 def test_the_same_setting_gets_the_same_distinct_proposals_within_its_range():
@@ -42,3 +49,48 @@ def test_a_search_range_replaces_the_declared_one_or_searches_an_undeclared_para
     ranges = parse_search_ranges(("rate=0.1:0.3", "input_rate=0:0.2"), [("dropout",)])
     searches = {s.param.name: (s.low, s.high) for s in searches_for(("dropout",), ranges)}
     assert searches == {"input_rate": (0.0, 0.2), "rate": (0.1, 0.3)}
+
+
+def test_a_choice_indexes_the_proposals_even_when_repeats_were_asked_again():
+    tuning = propose("early-stopping", searches_for(("early-stopping",), {"patience": (1, 4)}), 4, "accuracy")
+    assert len(tuning.study.trials) > 4  # some asks rounded to an earlier integer and were asked again
+    best = tuning.proposals.index({"patience": 3})
+    assert tuning.choose([0.9 + 0.05 * (index == best) for index in range(4)]) == best
+
+
+def _tuned(runner, tmp_path, data, out, store="store.sqlite"):
+    args = ["compare", "--technique", "dropout,batchnorm", "--tune", "--trials", "2", "--tune-seeds", "1",
+            "--seed-list", "0", "--train-size", "200", "--epochs", "1", "--select", "best-val", "--data", str(data),
+            "--out", str(tmp_path / out), "--store", str(tmp_path / store)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / out / "manifest.json").read_text())
+    return result, manifest, pd.read_csv(tmp_path / out / "tuning.csv")
+
+
+def test_tuning_reads_no_test_label_and_a_rerun_trains_only_what_is_missing(runner, tmp_path):
+    result, manifest, tuning = _tuned(runner, tmp_path, SMALL_MNIST, "out")
+    assert "batchnorm has nothing to tune" in result.stderr and "6 runs trained" in result.stdout
+    assert list(tuning["setting"]) == ["none", "dropout", "dropout"] and tuning["chosen"].sum() == 1
+    chosen = manifest["tuned"]["chosen"]["dropout"]
+    assert 0 <= chosen["params"]["rate"] <= 0.8 and manifest["techniques"]["dropout"] == chosen["params"]
+    assert manifest["tune"]["searches"]["dropout"]["rate"] == {"low": 0.0, "high": 0.8, "scale": "linear",
+                                                               "integer": False}
+    assert manifest["tune"]["untuned"] == ["batchnorm"] and manifest["techniques"]["batchnorm"] == {}
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("technique")
+    assert summary.loc["dropout", "tuned_score"] == pytest.approx(chosen["score"])
+    assert "## Tuning" in (tmp_path / "out" / "REPORT.md").read_text()
+    # a tuning run lost (a killed tune): the rerun proposes the same trials and trains only that one
+    store = RunStore(tmp_path / "store.sqlite")
+    store.remove([tuning["run_id"].iloc[-1]])
+    again, manifest_again, _ = _tuned(runner, tmp_path, SMALL_MNIST, "out")
+    assert "1 runs trained, 5 reused" in again.stdout and manifest_again["tuned"] == manifest["tuned"]
+    # the same command on data whose test labels are a random permutation chooses exactly the same
+    arrays = dict(np.load(SMALL_MNIST))
+    arrays["y_test"] = np.random.default_rng(0).permutation(arrays["y_test"])
+    np.savez(tmp_path / "permuted.npz", **arrays)
+    _, permuted, permuted_tuning = _tuned(runner, tmp_path, tmp_path / "permuted.npz", "permuted", "other.sqlite")
+    assert permuted["tuned"] == manifest["tuned"]
+    pd.testing.assert_series_equal(permuted_tuning["val_accuracy"], tuning["val_accuracy"])
+    runs, permuted_runs = (pd.read_csv(tmp_path / name / "runs.csv") for name in ("out", "permuted"))
+    assert not np.allclose(runs["test_accuracy"], permuted_runs["test_accuracy"])  # the test set did change
