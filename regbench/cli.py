@@ -185,11 +185,14 @@ def _run_options(command_defaults: bool):
 @click.option("--target-effect", type=_FiniteFloatRange(0, 100, min_open=True), default=None,
               help="Plan seeds: how many pairs would detect this test-accuracy effect (percentage points) with 80% "
                    "power, from this comparison's SD (its 80% upper confidence bound).")
+@click.option("--resample-data", is_flag=True,
+              help="Each seed also draws its own stratified validation split and training subset, so the intervals "
+                   "include data-sampling variation (the test set stays the same).")
 @_run_options(command_defaults=True)
 def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs, force, dry_run,
             protocol, schedule, warmup_epochs, select, tune, trials, tune_seeds, tune_seed_list, tune_metric,
-            searches, margin, target_effect):
+            searches, margin, target_effect, resample_data):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     texts = [text.strip() for text in techniques.split(",") if text.strip()]
@@ -229,6 +232,7 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
         optimizer=optimizer, lr=lr, momentum=momentum or 0.0, nesterov=nesterov,
         epochs=epochs, batch_size=batch_size, backend=backend, schedule=schedule, warmup_epochs=warmup_epochs,
+        resample_data=resample_data,
     )
     # 2. Start the backend (before Keras is imported), then hand over to the runner.
     # With --jobs the workers start the backend on the CPU; this process plans and reports without it.

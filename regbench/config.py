@@ -62,6 +62,12 @@ class RunConfig:
     variant: str = field(default="", metadata={"added": True})  # a study's model variant from VARIANTS
     schedule: str = field(default="constant", metadata={"added": True})  # a name from SCHEDULES
     warmup_epochs: int = field(default=0, metadata={"added": True})  # cosine: epochs of linear warm-up from 0
+    resample_data: bool = field(default=False, metadata={"added": True})  # the seed also draws the data split
+
+    @property
+    def data_draw(self) -> int | None:
+        """Return the draw of the validation split and training subset: the seed with resample_data, else None."""
+        return self.seed if self.resample_data else None
 
     def identity(self) -> dict:
         """Return the fields that make this run what it is: every field, but a field added after the first

@@ -179,10 +179,13 @@ def validation_size(n_train_images: int) -> int:
     return min(VALIDATION_SIZE, n_train_images // 6)
 
 
-def split_mnist(mnist: Mnist, train_size: int | None = None) -> Split:
-    """Hold out a stratified validation set, then take a stratified --train-size subset of the rest."""
-    # 1. The validation split is fixed by DATA_SEED alone, so it never depends on train_size.
-    rng = np.random.default_rng(DATA_SEED)
+def split_mnist(mnist: Mnist, train_size: int | None = None, draw: int | None = None) -> Split:
+    """Hold out a stratified validation set, then take a stratified --train-size subset of the rest.
+
+    `draw` (--resample-data: the run's seed) draws both from a stream of its own; None: the one fixed split.
+    """
+    # 1. The validation split is fixed by DATA_SEED (and the draw) alone, so it never depends on train_size.
+    rng = np.random.default_rng(DATA_SEED if draw is None else [DATA_SEED, 1, draw])
     val_index = stratified_indices(mnist.y_train, validation_size(len(mnist.y_train)), rng)
     rest = np.setdiff1d(np.arange(len(mnist.y_train)), val_index)
     # 2. The training subset comes from its own stream, so each size is one fixed subset.
@@ -193,7 +196,7 @@ def split_mnist(mnist: Mnist, train_size: int | None = None) -> Split:
                 f"--train-size {train_size} is out of range; allowed {MIN_TRAIN_SIZE}..{available} "
                 f"for {mnist.source}"
             )
-        subset_rng = np.random.default_rng([DATA_SEED, train_size])
+        subset_rng = np.random.default_rng([DATA_SEED, train_size] if draw is None else [DATA_SEED, 2, draw, train_size])
         rest = rest[stratified_indices(mnist.y_train[rest], train_size, subset_rng)]
     monitor = rest[_monitor_index(mnist.y_train[rest])]
     return Split(

@@ -166,6 +166,15 @@ VERDICT_RULE = (
     "shown too; one may exclude 0 while the verdict stays inconclusive."
 )
 
+INTERVAL_KIND = {
+    False: ("Every interval is a t-interval over the paired seeds, conditional on this one training/validation "
+            "split and test set: it says how results vary with the seed (initial weights, batch order, dropout "
+            "masks), not with the data drawn (`--resample-data` draws a split per seed)."),
+    True: ("Every interval is a t-interval over the paired seeds, across data splits: each seed also drew its own "
+           "stratified validation split and training subset (`--resample-data`; both arms of a pair share it), so "
+           "the intervals include data-sampling variation; the test set is the same for all."),
+}
+
 SELECTION_TEXT = {
     "final": "Test numbers are for the final weights (or, with early stopping, the restored best ones).",
     "best-val": ("Every run, in every arm alike, is measured with the weights of its best validation epoch "
@@ -412,9 +421,7 @@ the same initial weights in every layer they share and see the same mini-batches
 order. Δ is technique minus baseline per seed, averaged over pairs; p-values are two-sided; d_z is
 the mean paired difference over its SD. {VERDICT_RULE.format(family=len(techniques), margin=f'{margin * 100:g}')}
 With {pairs} pairs the Wilcoxon signed-rank test cannot give a p-value below {2 / 2 ** pairs:.4g} (all
-differences of one sign), so it confirms direction but is weak at this size. Every interval is a
-t-interval over the paired seeds: conditional on this one training/validation split and test set,
-it says how results vary with the seed (initial weights, batch order, dropout masks), not with the data drawn.
+differences of one sign), so it confirms direction but is weak at this size. {INTERVAL_KIND[config["resample_data"]]}
 {SELECTION_TEXT[protocol["select"]]} The compared loss is the data cross-entropy, without any penalty.
 
 {budget_paragraph(epochs, config, protocol)}

@@ -85,8 +85,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     # 1. Check everything a user can get wrong before any training.
     mnist, split, base, plan = _checked_plan(request, device)
     store = RunStore(request.store)
-    if request.jobs > 1:
-        split = None  # the workers load their own; this process only plans and reports, without Keras
+    split_for = _split_source(mnist, split) if request.jobs == 1 else None  # workers load their own data
     trained, tuned = 0, None
     # 2. With --tune, train the tuning runs first and choose each setting's values on validation alone.
     if plan is not None:
@@ -94,7 +93,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
             echo(f"--tune: {name} has nothing to tune; it is compared at {_values(request, name)}")
         echo(f"tuning: {len(plan.tunings)} setting(s) x {plan.request.trials} trials x {len(plan.request.seeds)} "
              f"tuning seeds {list(plan.request.seeds)}, and the baseline on those seeds")
-        trained += _train_missing_of(plan.configs, split, store, echo, request, base, device)
+        trained += _train_missing_of(plan.configs, split_for, store, echo, request, base, device)
         tuned = choose(plan, store.load([c.run_id for c in plan.configs]).runs, request.select)
         for name, choice in tuned.record["chosen"].items():
             echo(f"tuning: {name} chose {describe_params(choice['params'])} (trial {choice['trial'] + 1} of "
@@ -103,7 +102,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
         request = replace(request, settings=tuned.settings)
     # 3. Train the evaluation runs the store does not hold yet; each is stored the moment it ends.
     configs = plan_runs(replace(request, base=base))
-    trained += _train_missing_of(configs, split, store, echo, request, base, device)
+    trained += _train_missing_of(configs, split_for, store, echo, request, base, device)
     # 4. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
     manifest = _manifest(request, base, mnist.source, tables.runs, plan, tuned)
@@ -112,14 +111,29 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     return CompareOutcome(summary, files, trained=trained, reused=planned - trained)
 
 
-def _train_missing_of(configs: list[RunConfig], split: Split | None, store: RunStore, echo: Callable[[str], None],
-                      request: CompareRequest, base: RunConfig, device: str) -> int:
-    """Train the runs of `configs` the store does not hold yet; say how many there are first."""
+def _split_source(mnist, split: Split) -> Callable[[RunConfig], Split]:
+    """Return the data of each run: the one fixed split, or with --resample-data its seed's own draw."""
+    draws = {}
+
+    def split_for(config: RunConfig) -> Split:
+        if config.data_draw is None:
+            return split
+        if config.data_draw not in draws:
+            draws[config.data_draw] = split_mnist(mnist, config.train_size, config.data_draw)
+        return draws[config.data_draw]
+
+    return split_for
+
+
+def _train_missing_of(configs: list[RunConfig], split_for: Callable[[RunConfig], Split] | None, store: RunStore,
+                      echo: Callable[[str], None], request: CompareRequest, base: RunConfig, device: str) -> int:
+    """Train the runs of `configs` the store does not hold yet (in this process, each on split_for(config));
+    say how many there are first."""
     finished = store.finished([c.run_id for c in configs])
     todo = [c for c in configs if c.run_id not in finished]
     echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {request.store}, "
          f"{len(todo)} to train on {base.backend}/{device} with {base.train_size} training images")
-    return train_todo(todo, lambda config: split, store, echo, request.jobs, request.data)
+    return train_todo(todo, split_for, store, echo, request.jobs, request.data)
 
 
 def _values(request: CompareRequest, name: str) -> str:

@@ -211,9 +211,10 @@ def _worker_main(core: int, data: str | None, store_path, todo: list[RunConfig],
         mnist, splits = load_mnist(data), {}  # read once; a study's training sizes split it in turn
 
         def split_for(config: RunConfig) -> Split:
-            if config.train_size not in splits:
-                splits[config.train_size] = split_mnist(mnist, config.train_size)
-            return splits[config.train_size]
+            key = (config.train_size, config.data_draw)
+            if key not in splits:
+                splits[key] = split_mnist(mnist, *key)
+            return splits[key]
 
         progress = _ForwardedProgress(events)
         trained = _train_missing(todo, split_for, RunStore(store_path), progress, keep_weights, wait_for_others)

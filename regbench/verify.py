@@ -187,6 +187,7 @@ def config_from_row(row: dict) -> RunConfig:
     for name in ("lr", "momentum"):
         values[name] = float(values[name])
     values["nesterov"] = str(values["nesterov"]) == "True"
+    values["resample_data"] = str(values["resample_data"]) == "True"
     config = RunConfig(**values)
     if config.run_id != row["run_id"]:
         raise UsageError(f"runs.csv: the configuration of run {row['run_id']} cannot be rebuilt from its row "
@@ -218,7 +219,7 @@ def _rerun(runs: pd.DataFrame, count: int, data: str | None, manifest: dict, res
         if config.data != mnist.fingerprint:
             raise UsageError(f"{mnist.source} is not the data run {config.run_id} was trained on; pass --data")
         echo(f"[rerun {number}/{count}] {config.technique} seed {config.seed} ({config.run_id})")
-        fresh = train_run(config, split_mnist(mnist, config.train_size)).record
+        fresh = train_run(config, split_mnist(mnist, config.train_size, config.data_draw)).record
         fresh = pd.DataFrame([{"run_id": config.run_id, **fresh}]).drop(columns=["weight_histogram", "keras_backend"])
         compared = [f"rerun of {config.run_id}", runs[runs["run_id"] == config.run_id], fresh, "run_id"]
         identical += not _differences(*compared, None)

@@ -272,3 +272,9 @@ def test_protocol_presets_are_resolved_recorded_and_overridden(runner, tmp_path)
     assert course.exit_code == 0, course.output
     assert json.loads((tmp_path / "course" / "manifest.json").read_text())["protocol"]["select"] == "final"
     assert "3 runs trained" not in course.output and "4 runs trained" in course.output
+    # --resample-data: a data split per seed, recorded, and said to be what the intervals are across
+    drawn = compare(runner, tmp_path, *tiny, "--epochs", "1", "--resample-data", out="drawn")
+    assert drawn.exit_code == 0, drawn.output
+    assert json.loads((tmp_path / "drawn" / "manifest.json").read_text())["config"]["resample_data"] is True
+    assert "across data splits" in (tmp_path / "drawn" / "REPORT.md").read_text()
+    assert "conditional on this one training/validation split" in (tmp_path / "course" / "REPORT.md").read_text()

@@ -115,6 +115,17 @@ def test_split_holds_out_a_fixed_stratified_validation_set(mnist):
     assert not any(row.tobytes() in val_rows for row in full.x_train)
 
 
+def test_a_data_draw_gives_each_seed_its_own_stratified_split_and_none_keeps_the_fixed_one(mnist):
+    fixed, first, again, second = (split_mnist(mnist, 300, draw) for draw in (None, 0, 0, 1))
+    np.testing.assert_array_equal(first.y_val, again.y_val)  # a draw is reproducible
+    assert not np.array_equal(first.x_val, second.x_val) and not np.array_equal(first.x_val, fixed.x_val)
+    assert not np.array_equal(first.x_train, second.x_train)
+    for split in (first, second):  # each draw stays stratified, at the same sizes
+        assert len(split.y_val) == len(fixed.y_val) and len(split.y_train) == 300
+        assert np.abs(np.bincount(split.y_val, minlength=10) - np.bincount(fixed.y_val, minlength=10)).max() <= 1
+    np.testing.assert_array_equal(first.x_test, fixed.x_test)  # the test set never moves
+
+
 def test_validation_size_is_ten_thousand_of_the_full_sixty_thousand():
     assert validation_size(60_000) == 10_000 and DATA_SEED
 
