@@ -4,7 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# The reference comparisons: (a) the course protocol at default strengths, (b) every setting at its
+# validated best strength under the converged protocol. Their runs are kept outside the work tree.
+STORE ?= $(HOME)/.cache/regbench/reference.sqlite
 REFERENCE := --technique all,dropout+l2,batchnorm+dropout --seeds 5 --backend jax --out results
+TUNED := --technique all,dropout+l2,dropout+max-norm,batchnorm+dropout --protocol converged --tune --seeds 5 \
+	--backend jax --out results/tuned
 # Runs trained at once by `make report` and `make studies`: one worker process per core.
 JOBS ?= $(shell nproc)
 
@@ -25,7 +30,9 @@ run: $(STAMP)
 
 # The reference suite on full MNIST (needs $$REGBENCH_DATA or --data); reuses finished runs.
 report: $(STAMP)
-	$(BIN)/regbench compare $(REFERENCE) --jobs $(JOBS)
+	mkdir -p $(dir $(STORE))
+	$(BIN)/regbench compare $(REFERENCE) --jobs $(JOBS) --store $(STORE)
+	$(BIN)/regbench compare $(TUNED) --jobs $(JOBS) --store $(STORE)
 
 # Every study at full size on full MNIST (needs $$REGBENCH_DATA); reuses finished runs.
 studies: $(STAMP)

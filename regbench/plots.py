@@ -120,7 +120,7 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     axes.set_yticks(positions, labels)
     axes.set_ylim(-0.7, len(treated) - 0.3)
     axes.set(xlabel="test accuracy: technique minus baseline, same seed (percentage points)\n"
-                    "thick: t-interval at the level Holm tested the technique (the verdict on 0 rests on it); "
+                    "thick: t-interval at the level Holm tested the technique (the verdict on 0 rests on it)\n"
                     "thin, capped: unadjusted 95% t-interval\n"
                     "verdicts: Holm-adjusted tests of 0 and of equivalence within the margin")
     figure.suptitle(f"Paired test-accuracy difference\n{title}", fontsize="medium")

@@ -93,7 +93,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
             echo(f"--tune: {name} has nothing to tune; it is compared at {_values(request, name)}")
         echo(f"tuning: {len(plan.tunings)} setting(s) x {plan.request.trials} trials x {len(plan.request.seeds)} "
              f"tuning seeds {list(plan.request.seeds)}, and the baseline on those seeds")
-        trained += _train_missing_of(plan.configs, split_for, store, echo, request, base, device)
+        trained += train_missing(plan.configs, split_for, store, echo, request.jobs, request.data)
         tuned = choose(plan, store.load([c.run_id for c in plan.configs]).runs, request.select)
         for name, choice in tuned.record["chosen"].items():
             echo(f"tuning: {name} chose {describe_params(choice['params'])} (trial {choice['trial'] + 1} of "
@@ -102,7 +102,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
         request = replace(request, settings=tuned.settings)
     # 3. Train the evaluation runs the store does not hold yet; each is stored the moment it ends.
     configs = plan_runs(replace(request, base=base))
-    trained += _train_missing_of(configs, split_for, store, echo, request, base, device)
+    trained += train_missing(configs, split_for, store, echo, request.jobs, request.data)
     # 4. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
     manifest = _manifest(request, base, mnist.source, tables.runs, plan, tuned)
@@ -123,17 +123,6 @@ def _split_source(mnist, split: Split) -> Callable[[RunConfig], Split]:
         return draws[config.data_draw]
 
     return split_for
-
-
-def _train_missing_of(configs: list[RunConfig], split_for: Callable[[RunConfig], Split] | None, store: RunStore,
-                      echo: Callable[[str], None], request: CompareRequest, base: RunConfig, device: str) -> int:
-    """Train the runs of `configs` the store does not hold yet (in this process, each on split_for(config));
-    say how many there are first."""
-    finished = store.finished([c.run_id for c in configs])
-    todo = [c for c in configs if c.run_id not in finished]
-    echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {request.store}, "
-         f"{len(todo)} to train on {base.backend}/{device} with {base.train_size} training images")
-    return train_todo(todo, split_for, store, echo, request.jobs, request.data)
 
 
 def _values(request: CompareRequest, name: str) -> str:
@@ -193,16 +182,16 @@ def _seconds_per_epoch(history: pd.DataFrame, config: RunConfig) -> float | None
     return None
 
 
-def train_missing(configs: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore,
+def train_missing(configs: list[RunConfig], split_for: Callable[[RunConfig], Split] | None, store: RunStore,
                   echo: Callable[[str], None], jobs: int = 1, data: str | None = None) -> int:
-    """Train and store the runs of `configs` the store does not hold yet, each on split_for(config).
-
-    With `jobs` > 1 they train in that many worker processes, which read the MNIST file `data`.
+    """Train and store the runs of `configs` the store does not hold yet, each on split_for(config); say how
+    many there are first. With `jobs` > 1 they train in that many worker processes, which read the MNIST file
+    `data` (`split_for` is then not called).
     """
     finished = store.finished([c.run_id for c in configs])
     todo = [c for c in configs if c.run_id not in finished]
-    if todo:
-        echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {store.path}, {len(todo)} to train")
+    where = f" on {configs[0].backend}/{configs[0].device}" if configs else ""
+    echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {store.path}, {len(todo)} to train{where}")
     return train_todo(todo, split_for, store, echo, jobs, data)
 
 

@@ -114,37 +114,40 @@ def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split
     echo = progress.echo
     pending = dict(enumerate(todo))
     trained = 0
-    while pending:
-        started = trained
-        for index, config in list(pending.items()):
-            if not store.claim(config.run_id):
-                if store.finished([config.run_id]):
-                    del pending[index]  # another process finished it
-                    progress.run_ended(index)
-                continue
-            try:
-                result = train_run(config, split_for(config), on_epoch=lambda row: progress.epoch_done(index, row))
-                if keep_weights:
-                    store.save_weights(config.run_id, result.model)
-                store.save(config, result.record, result.epochs)
-            except BaseException as error:
-                store.release(config.run_id)
-                if isinstance(error, KeyboardInterrupt):
-                    done = len(todo) - len(pending)
-                    echo(f"interrupted: {done} of {len(todo)} runs stored, {len(pending)} left "
-                         "(the run in progress is lost); rerun the same command to resume")
-                raise
-            del pending[index]
-            progress.run_ended(index)
-            trained += 1
-            if result.record["status"] != "ok":
-                echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
-                     f"{result.record['diverged_epoch']}: stored, left out of the statistics")
-        if pending and trained == started:
-            if not wait_for_others:
-                break
-            echo(f"waiting for {len(pending)} run(s) that another regbench process is training")
-            time.sleep(CLAIM_POLL_SECONDS)
+    try:
+        while pending:
+            started = trained
+            for index, config in list(pending.items()):
+                if not store.claim(config.run_id):
+                    if store.finished([config.run_id]):
+                        del pending[index]  # another process finished it
+                        progress.run_ended(index)
+                    continue
+                try:
+                    result = train_run(config, split_for(config),
+                                       on_epoch=lambda row: progress.epoch_done(index, row))
+                    if keep_weights:
+                        store.save_weights(config.run_id, result.model)
+                    store.save(config, result.record, result.epochs)
+                except BaseException:
+                    store.release(config.run_id)
+                    raise
+                del pending[index]
+                progress.run_ended(index)
+                trained += 1
+                if result.record["status"] != "ok":
+                    echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
+                         f"{result.record['diverged_epoch']}: stored, left out of the statistics")
+            if pending and trained == started:
+                if not wait_for_others:
+                    break
+                echo(f"waiting for {len(pending)} run(s) that another regbench process is training")
+                time.sleep(CLAIM_POLL_SECONDS)
+    except KeyboardInterrupt:  # wherever it lands, between runs too
+        done = len(store.finished([config.run_id for config in todo]))
+        echo(f"interrupted: {done} of {len(todo)} runs stored, {len(todo) - done} left "
+             "(the run in progress is lost); rerun the same command to resume")
+        raise
     return trained
 
 
