@@ -136,7 +136,6 @@ def propose(setting: str, searches: list[Search], trials: int, metric: str) -> T
     return Tuning(setting, searches, study, asked, proposals)
 
 
-
 @dataclass
 class TunePlan:
     """The tuning runs of a comparison: per tuned setting, each trial's runs on the tuning seeds."""
