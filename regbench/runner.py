@@ -190,8 +190,11 @@ def train_missing(configs: list[RunConfig], split_for: Callable[[RunConfig], Spl
     """
     finished = store.finished([c.run_id for c in configs])
     todo = [c for c in configs if c.run_id not in finished]
-    where = f" on {configs[0].backend}/{configs[0].device}" if configs else ""
-    echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {store.path}, {len(todo)} to train{where}")
+    if todo:
+        echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {store.path}, {len(todo)} to train "
+             f"on {todo[0].backend}/{todo[0].device}")
+    else:
+        echo(f"{len(configs)} runs planned, all already in {store.path}")
     return train_todo(todo, split_for, store, echo, jobs, data)
 
 
