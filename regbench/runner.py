@@ -225,7 +225,8 @@ def trained_models(configs: list[RunConfig], split: Split, store: RunStore, echo
 
 def package_versions(backend: str) -> dict:
     """Return the versions of Python and of every package a result depends on."""
-    packages = ["regbench", "keras", "numpy", "pandas", "scipy", "matplotlib", "click", backend]
+    packages = ["regbench", "keras", "numpy", "pandas", "scipy", "statsmodels", "optuna", "matplotlib", "click",
+                backend]
     versions = {"python": platform.python_version()}
     for name in packages:
         try:
