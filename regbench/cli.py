@@ -14,8 +14,8 @@ import pandas as pd
 from regbench import __version__
 from regbench.backend import DEVICES, check_installed, select_backend
 from regbench.config import (
-    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, OPTIMIZERS,
-    PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
+    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_TRIALS,
+    DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
 )
 from regbench.errors import UsageError
 from regbench.techniques import BASELINE, TECHNIQUES, parse_param_overrides, parse_setting, resolve_params
@@ -259,7 +259,7 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         protocol=protocol,
         select=select,
         tune=tune_request,
-        analysis={"margin": (margin if margin is not None else DEFAULT_MARGIN * 100) / 100,
+        analysis={"margin": DEFAULT_MARGIN if margin is None else margin / 100,
                   "target_effect": None if target_effect is None else target_effect / 100},
     )
     if dry_run:
@@ -286,8 +286,8 @@ def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searche
         raise UsageError("--tune-seeds and --tune-seed-list exclude each other; give one")
     from regbench.tune import TuneRequest, parse_search_ranges, searches_for  # Optuna loads only when tuning
 
-    seeds = tune_seed_list or tuple(range(DEFAULT_TUNE_SEEDS[0], DEFAULT_TUNE_SEEDS[0] + (tune_seeds or
-                                                                                          len(DEFAULT_TUNE_SEEDS))))
+    first, count = DEFAULT_TUNE_SEEDS[0], tune_seeds or len(DEFAULT_TUNE_SEEDS)
+    seeds = tune_seed_list or tuple(range(first, first + count))
     shared = sorted(set(seeds) & set(eval_seeds))
     if shared:
         raise UsageError(f"tuning seed(s) {', '.join(map(str, shared))} are also evaluation seeds; tuning seeds "

@@ -196,7 +196,8 @@ def split_mnist(mnist: Mnist, train_size: int | None = None, draw: int | None = 
                 f"--train-size {train_size} is out of range; allowed {MIN_TRAIN_SIZE}..{available} "
                 f"for {mnist.source}"
             )
-        subset_rng = np.random.default_rng([DATA_SEED, train_size] if draw is None else [DATA_SEED, 2, draw, train_size])
+        subset_seed = [DATA_SEED, train_size] if draw is None else [DATA_SEED, 2, draw, train_size]
+        subset_rng = np.random.default_rng(subset_seed)
         rest = rest[stratified_indices(mnist.y_train[rest], train_size, subset_rng)]
     monitor = rest[_monitor_index(mnist.y_train[rest])]
     return Split(

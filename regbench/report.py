@@ -298,8 +298,9 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
         text += (f"Verdict: **inconclusive**: {reason}, and {test_margin}, is not inside {margin}; neither an "
                  "effect nor its absence is shown. ")
         if pd.notna(row["min_detectable_effect"]):
+            detectable = _pp(row["min_detectable_effect"], False)
             text += (f"If the true SD of the paired differences were the observed {_pp(row['diff_sd'], False)} pp, "
-                     f"{row['pairs']} pairs would detect a true difference of {_pp(row['min_detectable_effect'], False)}"
+                     f"{row['pairs']} pairs would detect a true difference of {detectable}"
                      f" pp with 80% power; that SD is itself uncertain (95% CI {_pp(row['sd_low'], False)}"
                      f" to {_pp(row['sd_high'], False)} pp), so the "
                      f"detectable difference lies between {_pp(row['mde_low'], False)} and "
@@ -322,7 +323,8 @@ def bottom_line(row: pd.Series, params: dict) -> str:
     if pd.isna(row["test_accuracy_diff"]):
         return f"{name}: no successful pair, so no effect can be given."
     if pd.isna(row["diff_ci_low"]):
-        return f"{name}: test accuracy {_pp(row['test_accuracy_diff'])} pp from one pair, with no interval: {row['verdict']}."
+        return (f"{name}: test accuracy {_pp(row['test_accuracy_diff'])} pp from one pair, with no interval: "
+                f"{row['verdict']}.")
     return (f"{name}: test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline (95% CI "
             f"{_interval(row['diff_ci_low'], row['diff_ci_high'])}; {_level(row['holm_level'])} at Holm's level "
             f"{_interval(row['adj_ci_low'], row['adj_ci_high'])}; {row['pairs']} paired seeds): {row['verdict']}.")

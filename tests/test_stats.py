@@ -83,7 +83,8 @@ def test_power_and_smallest_detectable_effect_match_published_values():
 def test_sd_bounds_and_the_planning_sd_follow_the_chi_squared_distribution():
     # n = 5 (df 4): chi2(0.975) = 11.1433, chi2(0.025) = 0.484419, chi2(0.2) = 1.64878
     low, high = sd_bounds(1.0, 5)
-    assert low == pytest.approx(math.sqrt(4 / 11.1433), rel=1e-4) and high == pytest.approx(math.sqrt(4 / 0.484419), rel=1e-4)
+    assert low == pytest.approx(math.sqrt(4 / 11.1433), rel=1e-4)
+    assert high == pytest.approx(math.sqrt(4 / 0.484419), rel=1e-4)
     assert planning_sd(1.0, 5) == pytest.approx(math.sqrt(4 / 1.64878), rel=1e-4)
 
 
