@@ -11,6 +11,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Callable
@@ -101,6 +102,35 @@ def train_todo(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], s
     return _train_missing(todo, split_for, store, _Progress(todo, echo), keep_weights)
 
 
+class _CtrlC:
+    """Remember a Ctrl-C as well as raise it, so that one swallowed where Python cannot raise (in a finalizer or a
+    callback from C, where it is printed as ignored) still stops the sweep before its next run."""
+
+    def __init__(self):
+        self.pressed = False
+        self.previous = None
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()  # not where Ctrl-C is ignored (workers)
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._press)
+        return self
+
+    def _press(self, signum, frame):
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if Ctrl-C was pressed (even if its first raise was lost)."""
+        if self.pressed:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
 def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, progress,
                    keep_weights: bool = False, wait_for_others: bool = True) -> int:
     """Train and store each run of `todo` that no other process is training; return how many.
@@ -109,45 +139,53 @@ def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split
     they are left to it); Ctrl-C keeps every finished run and says how to resume.
     `keep_weights` also keeps each trained model's weights.
     """
+    try:
+        with _CtrlC() as ctrl_c:
+            return _train_pending(dict(enumerate(todo)), split_for, store, progress, keep_weights, wait_for_others,
+                                  ctrl_c)
+    except KeyboardInterrupt:  # wherever it lands, between runs too
+        done = len(store.finished([config.run_id for config in todo]))
+        progress.echo(f"interrupted: {done} of {len(todo)} runs stored, {len(todo) - done} left "
+             "(the run in progress is lost); rerun the same command to resume")
+        raise
+
+
+def _train_pending(pending: dict, split_for, store: RunStore, progress, keep_weights: bool, wait_for_others: bool,
+                   ctrl_c: _CtrlC) -> int:
+    """Train the runs of `pending` (index -> config) one by one, as _train_missing says; return how many."""
     from regbench.train import train_run  # here, not at the top: a --jobs parent never loads Keras
 
     echo = progress.echo
-    pending = dict(enumerate(todo))
     trained = 0
-    try:
-        while pending:
-            started = trained
-            for index, config in list(pending.items()):
-                if not store.claim(config.run_id):
-                    if store.finished([config.run_id]):
-                        del pending[index]  # another process finished it
-                        progress.run_ended(index)
-                    continue
-                try:
-                    result = train_run(config, split_for(config),
-                                       on_epoch=lambda row: progress.epoch_done(index, row))
-                    if keep_weights:
-                        store.save_weights(config.run_id, result.model)
-                    store.save(config, result.record, result.epochs)
-                except BaseException:
-                    store.release(config.run_id)
-                    raise
-                del pending[index]
-                progress.run_ended(index)
-                trained += 1
-                if result.record["status"] != "ok":
-                    echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
-                         f"{result.record['diverged_epoch']}: stored, left out of the statistics")
-            if pending and trained == started:
-                if not wait_for_others:
-                    break
-                echo(f"waiting for {len(pending)} run(s) that another regbench process is training")
-                time.sleep(CLAIM_POLL_SECONDS)
-    except KeyboardInterrupt:  # wherever it lands, between runs too
-        done = len(store.finished([config.run_id for config in todo]))
-        echo(f"interrupted: {done} of {len(todo)} runs stored, {len(todo) - done} left "
-             "(the run in progress is lost); rerun the same command to resume")
-        raise
+    while pending:
+        started = trained
+        for index, config in list(pending.items()):
+            ctrl_c.check()
+            if not store.claim(config.run_id):
+                if store.finished([config.run_id]):
+                    del pending[index]  # another process finished it
+                    progress.run_ended(index)
+                continue
+            try:
+                result = train_run(config, split_for(config),
+                                   on_epoch=lambda row: progress.epoch_done(index, row))
+                if keep_weights:
+                    store.save_weights(config.run_id, result.model)
+                store.save(config, result.record, result.epochs)
+            except BaseException:
+                store.release(config.run_id)
+                raise
+            del pending[index]
+            progress.run_ended(index)
+            trained += 1
+            if result.record["status"] != "ok":
+                echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
+                     f"{result.record['diverged_epoch']}: stored, left out of the statistics")
+        if pending and trained == started:
+            if not wait_for_others:
+                break
+            echo(f"waiting for {len(pending)} run(s) that another regbench process is training")
+            time.sleep(CLAIM_POLL_SECONDS)
     return trained
 
 

@@ -201,3 +201,22 @@ def test_damaged_results_are_a_clear_error(runner, tmp_path, tiny_comparison, da
         assert result.exit_code == 2 and message in result.stderr, result.output
         assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
         assert (out / "REPORT.md").read_bytes() == report  # the old report is left alone
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the lost KeyboardInterrupt
+def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_sweep_before_its_next_run():
+    from regbench.sweep import _CtrlC
+
+    class Finalizer:
+        def __del__(self):  # Ctrl-C handled here can only be printed as ignored, not raised
+            signal.raise_signal(signal.SIGINT)
+
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (pytest may ignore it)
+    try:
+        with _CtrlC() as ctrl_c:
+            Finalizer()  # collected at once: its KeyboardInterrupt is lost
+            with pytest.raises(KeyboardInterrupt):
+                ctrl_c.check()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)
