@@ -164,8 +164,9 @@ def seeds_for(effect: float, sd: float) -> int | None:
     return None
 
 
-def describe_pairs(values: pd.Series, margin: float = DEFAULT_MARGIN) -> dict:
-    """Return every statistic of one set of paired differences (the equivalence test within ±margin)."""
+def describe_pairs(values: pd.Series, margin: float | None = DEFAULT_MARGIN) -> dict:
+    """Return every statistic of one set of paired differences (the equivalence test within ±margin; none
+    without a margin)."""
     mean, t_low, t_high = mean_confidence_interval(values)
     t_p, wilcoxon_p = paired_tests(values)
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
@@ -174,7 +175,7 @@ def describe_pairs(values: pd.Series, margin: float = DEFAULT_MARGIN) -> dict:
         "pairs": len(values), "diff_mean": mean, "diff_sd": sd,
         "t_ci_low": t_low, "t_ci_high": t_high, "t_p": t_p, "wilcoxon_p": wilcoxon_p,
         "cohens_dz": mean / sd if sd > 0 else math.nan,
-        "tost_p": equivalence_p(values, margin),
+        "tost_p": math.nan if margin is None else equivalence_p(values, margin),
         "min_detectable_effect": min_detectable_effect(sd, len(values)), "sd_low": sd_low, "sd_high": sd_high,
         "mde_low": min_detectable_effect(sd_low, len(values)), "mde_high": min_detectable_effect(sd_high, len(values)),
     }
@@ -201,9 +202,9 @@ def paired_effects(runs: pd.DataFrame, techniques: list[str], margin: float = DE
         for technique in techniques:
             values = paired_differences(runs, metric, technique)
             differences.append(values)
-            rows.append({"technique": technique, "metric": metric, **describe_pairs(values, margin)})
+            equivalence_margin = margin if metric == PRIMARY else None  # the margin is in test-accuracy units
+            rows.append({"technique": technique, "metric": metric, **describe_pairs(values, equivalence_margin)})
     effects = pd.DataFrame(rows)
-    effects.loc[effects["metric"] != PRIMARY, "tost_p"] = math.nan  # the margin is in test-accuracy units
     by_metric = effects.groupby("metric")
     effects["holm_p"] = by_metric["t_p"].transform(holm)
     effects["tost_holm_p"] = by_metric["tost_p"].transform(holm)
