@@ -17,7 +17,8 @@ from regbench.config import (
     ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_TRIALS,
     DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
 )
-from regbench.errors import UsageError
+from regbench.errors import SweepError, UsageError
+from regbench.executor import InProcess, executor_for
 from regbench.techniques import BASELINE, TECHNIQUES, parse_param_overrides, parse_setting, resolve_params
 
 DEFAULT_STORE = Path("results/regbench.sqlite")
@@ -38,6 +39,9 @@ class _Commands(click.Group):
         except UsageError as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(2)
+        except SweepError as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(1)
         except click.exceptions.Abort:
             click.echo("Aborted.", err=True)
             sys.exit(130)
@@ -68,6 +72,26 @@ class _IntList(click.ParamType):
         if len(set(numbers)) != len(numbers) and param.name in ("seed_list", "tune_seed_list"):
             self.fail(f"{value!r} repeats a seed", param, ctx)
         return numbers
+
+
+class _Resources(click.ParamType):
+    """Dask worker resources a run asks for: NAME=N[,NAME=N], e.g. GPU=1."""
+
+    name = "NAME=N[,NAME=N]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        resources = {}
+        for part in str(value).split(","):
+            name, _, amount = part.partition("=")
+            try:
+                resources[name.strip()] = float(amount)
+            except ValueError:
+                self.fail(f"{part!r} is not NAME=N with a number N, e.g. GPU=1", param, ctx)
+            if not name.strip() or not math.isfinite(resources[name.strip()]) or resources[name.strip()] <= 0:
+                self.fail(f"{part!r}: give a name and a positive amount, e.g. GPU=1", param, ctx)
+        return resources
 
 
 class _FiniteFloatRange(click.FloatRange):
@@ -125,8 +149,17 @@ def _run_options(command_defaults: bool):
         click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
                      help="SQLite run store shared by all invocations."),
         click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
-                     help="Runs trained at once, each in its own worker process on one CPU core with one thread "
-                          "(CPU only)."),
+                     help="Runs trained at once: N > 1 starts a local Dask cluster of N worker processes on "
+                          "127.0.0.1, one CPU core and one thread each (CPU only)."),
+        click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                     help="Train on the Dask cluster of this scheduler [default: $REGBENCH_SCHEDULER; none: "
+                          "--jobs decides]."),
+        click.option("--resources", type=_Resources(), default=None, metavar="NAME=N[,NAME=N]",
+                     help="--scheduler: what each run asks of a worker, e.g. GPU=1 for workers started with "
+                          "`dask worker ... --resources GPU=1` (runs then train on the GPU)."),
+        click.option("--send-data", is_flag=True,
+                     help="--scheduler: send the data from this process to the workers, rather than have each "
+                          "read the --data path from its own disk."),
     ]
 
     def apply(command):
@@ -190,9 +223,9 @@ def _run_options(command_defaults: bool):
                    "include data-sampling variation (the test set stays the same).")
 @_run_options(command_defaults=True)
 def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
-            activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs, force, dry_run,
-            protocol, schedule, warmup_epochs, select, tune, trials, tune_seeds, tune_seed_list, tune_metric,
-            searches, margin, target_effect, resample_data):
+            activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs, scheduler,
+            resources, send_data, force, dry_run, protocol, schedule, warmup_epochs, select, tune, trials, tune_seeds,
+            tune_seed_list, tune_metric, searches, margin, target_effect, resample_data):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     texts = [text.strip() for text in techniques.split(",") if text.strip()]
@@ -223,7 +256,7 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         raise UsageError(f"--momentum applies to sgd and rmsprop, not {optimizer}")
     if nesterov and optimizer != "sgd":
         raise UsageError(f"--nesterov applies to sgd, not {optimizer}")
-    _check_jobs(jobs, device)
+    executor = _executor(jobs, scheduler, resources, send_data, device)
     eval_seeds = seed_list or tuple(range(seeds or 3))
     tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, settings,
                                  overrides, eval_seeds)
@@ -235,12 +268,12 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         resample_data=resample_data,
     )
     # 2. Start the backend (before Keras is imported), then hand over to the runner.
-    # With --jobs the workers start the backend on the CPU; this process plans and reports without it.
-    if jobs > 1:
-        check_installed(backend)
-        used_device = "cpu"
-    else:
+    # On a Dask cluster the workers start the backend; this process plans and reports without it.
+    if isinstance(executor, InProcess):
         used_device = select_backend(backend, device)
+    else:
+        check_installed(backend)
+        used_device = _cluster_device(device, resources)
     from regbench.runner import CompareRequest, dry_run_lines, run_compare
 
     suffix = "".join(f"_{name}={value:g}" for name, value in sorted(overrides.items()))
@@ -254,7 +287,6 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         store=Path(store),
         data=data,
         command=_command_line(),
-        jobs=jobs,
         force=force,
         protocol=protocol,
         select=select,
@@ -266,7 +298,8 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         for line in dry_run_lines(request, used_device):
             click.echo(line)
         return
-    outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True))
+    with executor:
+        outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True), executor=executor)
     click.echo(format_summary(outcome.summary))
     click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; wrote {len(outcome.files)} files to {request.out}/")
 
@@ -302,14 +335,23 @@ def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searche
                        ranges=tuple(sorted(ranges.items())))
 
 
-def _check_jobs(jobs: int, device: str) -> str:
-    """Check --jobs against the CPU cores and the device ('auto' before the backend starts); return the device."""
+def _executor(jobs: int, scheduler: str | None, resources: dict | None, send_data: bool, device: str):
+    """Check --jobs, --scheduler, --resources and --send-data against each other, the CPU cores and the device;
+    return the executor they choose (nothing is started yet)."""
+    from regbench.executor import executor_for
+
     cores = len(os.sched_getaffinity(0))
     if jobs > cores:
         raise UsageError(f"--jobs {jobs} is more than the {cores} CPU cores this process may use; allowed 1..{cores}")
     if jobs > 1 and device == "gpu":
-        raise UsageError("--jobs trains on CPU cores, one run per core; on a GPU use --jobs 1 (or --device cpu)")
-    return device
+        raise UsageError("--jobs trains on CPU cores, one run per core; on a GPU use --jobs 1 (or --device cpu), "
+                         "or GPU workers of a cluster (--scheduler, --resources GPU=1)")
+    return executor_for(jobs, scheduler, resources or {}, send_data)
+
+
+def _cluster_device(device: str, resources: dict | None) -> str:
+    """Return the device runs train on in a Dask cluster: the GPU when asked, or when each run asks for one."""
+    return "gpu" if device == "gpu" or (device == "auto" and "GPU" in (resources or {})) else "cpu"
 
 
 def format_summary(summary) -> str:
@@ -354,7 +396,7 @@ def _mean_sd(row, metric: str, scale: float) -> str:
 @click.option("--force", is_flag=True, help="Replace results of another study or setting in the output directory.")
 @_run_options(command_defaults=False)
 def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_size, architecture, hidden, activation,
-          optimizer, lr, backend, device, data, store, jobs):
+          optimizer, lr, backend, device, data, store, jobs, scheduler, resources, send_data):
     """Run a named study (a textbook claim, measured) and write its tables, figures and REPORT.md."""
     from regbench.studies import CATALOGUE, study_names
 
@@ -368,8 +410,13 @@ def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_s
     options = {key: value for key, value in dict(
         epochs=epochs, batch_size=batch_size, train_size=train_size, architecture=architecture, hidden=hidden,
         activation=activation, optimizer=optimizer, lr=lr, backend=backend).items() if value is not None}
-    _check_jobs(jobs, device)
-    used_device = _check_jobs(jobs, select_backend(backend, device))
+    executor = _executor(jobs, scheduler, resources, send_data, device)
+    # This process evaluates the studies' models, so it starts the backend too (on the CPU beside a cluster).
+    if isinstance(executor, InProcess):
+        used_device = select_backend(backend, device)
+    else:
+        select_backend(backend, "cpu")
+        used_device = _cluster_device(device, resources)
     from regbench.studies import plan_study, run_study
 
     planned = []  # every study is checked before any trains
@@ -377,11 +424,12 @@ def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_s
         folder = f"{study_name}-quick" if quick else study_name  # a quick look never overwrites full results
         directory = Path(out or "results/studies") / folder if (out is None or len(names) > 1) else Path(out)
         planned.append(plan_study(study_name, options, seeds, quick, directory, Path(store), data, used_device,
-                                  echo=lambda line: click.echo(line, err=True), jobs=jobs, force=force))
-    for plan in planned:
-        verdict, files = run_study(plan, command=_command_line())
-        click.echo(f"{plan.name}: {verdict}")
-        click.echo(f"wrote {len(files)} files to {plan.out}/ (REPORT.md, report.html)")
+                                  echo=lambda line: click.echo(line, err=True), executor=executor, force=force))
+    with executor:
+        for plan in planned:
+            verdict, files = run_study(plan, command=_command_line())
+            click.echo(f"{plan.name}: {verdict}")
+            click.echo(f"wrote {len(files)} files to {plan.out}/ (REPORT.md, report.html)")
 
 
 @cli.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +211,39 @@ def split_mnist(mnist: Mnist, train_size: int | None = None, draw: int | None = 
         x_monitor=_as_float(mnist.x_train[monitor]),
         y_monitor=mnist.y_train[monitor].astype(np.int32),
     )
+
+
+class Splits:
+    """The splits of one MNIST file by (training size, draw), each made once and kept for the runs that follow."""
+
+    def __init__(self, mnist: Mnist):
+        self.mnist = mnist
+        self._made: dict[tuple, Split] = {}
+
+    def get(self, train_size: int | None, draw: int | None = None) -> Split:
+        """Return the split of `train_size` training images (all when None) for `draw` (see split_mnist)."""
+        if (train_size, draw) not in self._made:
+            self._made[train_size, draw] = split_mnist(self.mnist, train_size, draw)
+        return self._made[train_size, draw]
+
+
+def save_split(split: Split, directory: Path) -> None:
+    """Write `split` as one float32/int32 .npy file per array into `directory` (made atomically, kept if there)."""
+    if directory.is_dir():
+        return
+    temp = directory.with_name(f".{directory.name}.{os.getpid()}.partial")
+    temp.mkdir(parents=True)
+    for name in Split.__dataclass_fields__:
+        np.save(temp / f"{name}.npy", getattr(split, name))
+    try:
+        os.rename(temp, directory)
+    except OSError:  # another process placed it first: the same arrays
+        shutil.rmtree(temp)
+
+
+def load_split(directory: Path) -> Split:
+    """Map a split written by save_split read-only into memory: processes on one host share its pages."""
+    return Split(**{name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in Split.__dataclass_fields__})
 
 
 def _monitor_index(labels: np.ndarray) -> np.ndarray:

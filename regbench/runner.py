@@ -14,8 +14,9 @@ from typing import Callable
 import pandas as pd
 
 from regbench.config import RunConfig
-from regbench.data import Split, load_mnist, split_mnist
+from regbench.data import Splits, load_mnist, split_mnist
 from regbench.errors import UsageError
+from regbench.executor import DaskCluster, InProcess
 from regbench.report import COMPARISON_FILES, write_comparison
 from regbench.store import RunStore, check_replaceable, check_same_comparison
 from regbench.sweep import format_duration, train_todo
@@ -34,7 +35,6 @@ class CompareRequest:
     store: Path  # the SQLite run store shared by all invocations
     data: str | None  # --data PATH, or None for the look-up order
     command: str  # the command line, for the manifest
-    jobs: int = 1  # runs trained at once, each in a worker process on one CPU core
     force: bool = False  # replace the results of another comparison in `out`
     protocol: str = "course"  # the named budget the run settings came from (config.PROTOCOLS)
     select: str = "final"  # which weights of every run are measured (config.SELECTIONS)
@@ -63,29 +63,31 @@ def plan_runs(request: CompareRequest) -> list[RunConfig]:
 
 
 def _checked_plan(request: CompareRequest, device: str):
-    """Check everything a user can get wrong (nothing is written); return the data, split, base config and
-    the tuning plan (None without --tune)."""
+    """Check everything a user can get wrong (nothing is written); return the data, base config and the tuning
+    plan (None without --tune)."""
     mnist = load_mnist(request.data)
-    split = split_mnist(mnist, request.train_size)
-    if request.base.batch_size > len(split.y_train):
+    train_size = len(split_mnist(mnist, request.train_size).y_train)  # the split itself is made where runs train
+    if request.base.batch_size > train_size:
         raise UsageError(
             f"--batch-size {request.base.batch_size} is larger than the training set "
-            f"({len(split.y_train)} images); allowed 1..{len(split.y_train)}"
+            f"({train_size} images); allowed 1..{train_size}"
         )
-    base = replace(request.base, train_size=len(split.y_train), device=device, data=mnist.fingerprint)
+    base = replace(request.base, train_size=train_size, device=device, data=mnist.fingerprint)
     plan = plan_tuning(request.settings, base, request.tune) if request.tune else None
     check_replaceable(request.out, COMPARISON_FILES)
     check_same_comparison(request.out, _identity(request, base, plan), request.force)
     RunStore(request.store, create=False)  # a file that is not a run store is refused here, and left as it is
-    return mnist, split, base, plan
+    return mnist, base, plan
 
 
-def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None]) -> CompareOutcome:
-    """Tune if asked, train what is missing of `request` and write its tables, figures, manifest and report."""
+def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None],
+                executor: InProcess | DaskCluster) -> CompareOutcome:
+    """Tune if asked, train what is missing of `request` with `executor` and write its tables, figures, manifest
+    and report."""
     # 1. Check everything a user can get wrong before any training.
-    mnist, split, base, plan = _checked_plan(request, device)
+    mnist, base, plan = _checked_plan(request, device)
     store = RunStore(request.store)
-    split_for = _split_source(mnist, split) if request.jobs == 1 else None  # workers load their own data
+    splits = Splits(mnist)
     trained, tuned = 0, None
     # 2. With --tune, train the tuning runs first and choose each setting's values on validation alone.
     if plan is not None:
@@ -93,7 +95,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
             echo(f"--tune: {name} has nothing to tune; it is compared at {_values(request, name)}")
         echo(f"tuning: {len(plan.tunings)} setting(s) x {plan.request.trials} trials x {len(plan.request.seeds)} "
              f"tuning seeds {list(plan.request.seeds)}, and the baseline on those seeds")
-        trained += train_missing(plan.configs, split_for, store, echo, request.jobs, request.data)
+        trained += train_missing(plan.configs, splits, store, echo, executor)
         tuned = choose(plan, store.load([c.run_id for c in plan.configs]).runs, request.select)
         for name, choice in tuned.record["chosen"].items():
             echo(f"tuning: {name} chose {describe_params(choice['params'])} (trial {choice['trial'] + 1} of "
@@ -102,27 +104,13 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
         request = replace(request, settings=tuned.settings)
     # 3. Train the evaluation runs the store does not hold yet; each is stored the moment it ends.
     configs = plan_runs(replace(request, base=base))
-    trained += train_missing(configs, split_for, store, echo, request.jobs, request.data)
+    trained += train_missing(configs, splits, store, echo, executor)
     # 4. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
     manifest = _manifest(request, base, mnist.source, tables.runs, plan, tuned)
     summary, files = write_comparison(request.out, tables, manifest, tuned.table if tuned else None)
     planned = len(configs) + (len(plan.configs) if plan else 0)
     return CompareOutcome(summary, files, trained=trained, reused=planned - trained)
-
-
-def _split_source(mnist, split: Split) -> Callable[[RunConfig], Split]:
-    """Return the data of each run: the one fixed split, or with --resample-data its seed's own draw."""
-    draws = {}
-
-    def split_for(config: RunConfig) -> Split:
-        if config.data_draw is None:
-            return split
-        if config.data_draw not in draws:
-            draws[config.data_draw] = split_mnist(mnist, config.train_size, config.data_draw)
-        return draws[config.data_draw]
-
-    return split_for
 
 
 def _values(request: CompareRequest, name: str) -> str:
@@ -132,20 +120,21 @@ def _values(request: CompareRequest, name: str) -> str:
 
 def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
     """Describe what `request` would do: each planned run, whether it is stored, and the training time left."""
-    _, _, base, plan = _checked_plan(request, device)
+    _, base, plan = _checked_plan(request, device)
     configs = plan.configs if plan else plan_runs(replace(request, base=base))
     store = RunStore(request.store, create=False)
     stored = store.finished([c.run_id for c in configs])
-    claims = store.claims()
+    claims, failures = store.claims(), store.failures([c.run_id for c in configs])
     history = store.load(store.run_ids()).runs
     lines = [f"{'run id':<16}  {'technique':<22} {'parameters':<28} {'seed':>5}  status"]
     estimate, unknown = 0.0, 0
     for config in configs:
         params = " ".join(f"{name}={value:g}" for name, value in config.technique_params) or "-"
         status = ("stored" if config.run_id in stored else
-                  f"being trained by {claims[config.run_id]}" if config.run_id in claims else "to train")
+                  f"being trained by {claims[config.run_id]}" if config.run_id in claims else
+                  "failed on the workers before: to train" if config.run_id in failures else "to train")
         lines.append(f"{config.run_id:<16}  {config.technique:<22} {params:<28} {config.seed:>5}  {status}")
-        if status == "to train":
+        if status.endswith("to train"):
             seconds = _seconds_per_epoch(history, config)
             estimate += seconds * config.epochs if seconds is not None else 0.0
             unknown += seconds is None
@@ -182,36 +171,38 @@ def _seconds_per_epoch(history: pd.DataFrame, config: RunConfig) -> float | None
     return None
 
 
-def train_missing(configs: list[RunConfig], split_for: Callable[[RunConfig], Split] | None, store: RunStore,
-                  echo: Callable[[str], None], jobs: int = 1, data: str | None = None) -> int:
-    """Train and store the runs of `configs` the store does not hold yet, each on split_for(config); say how
-    many there are first. With `jobs` > 1 they train in that many worker processes, which read the MNIST file
-    `data` (`split_for` is then not called).
-    """
+def train_missing(configs: list[RunConfig], splits: Splits, store: RunStore, echo: Callable[[str], None],
+                  executor: InProcess | DaskCluster) -> int:
+    """Train and store, with `executor`, the runs of `configs` the store does not hold yet, each on its split from
+    `splits`; say how many there are first. Return how many this process trained."""
     finished = store.finished([c.run_id for c in configs])
     todo = [c for c in configs if c.run_id not in finished]
     if todo:
+        retried = store.failures([c.run_id for c in todo])
         echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {store.path}, {len(todo)} to train "
-             f"on {todo[0].backend}/{todo[0].device}")
+             f"on {todo[0].backend}/{todo[0].device} {executor.description}"
+             + (f" ({len(retried)} failed on the workers before: tried again)" if retried else ""))
     else:
         echo(f"{len(configs)} runs planned, all already in {store.path}")
-    return train_todo(todo, split_for, store, echo, jobs, data)
+    return train_todo(todo, splits, store, executor, echo)
 
 
-def trained_models(configs: list[RunConfig], split: Split, store: RunStore, echo: Callable[[str], None],
-                   jobs: int = 1, data: str | None = None) -> tuple[list, int]:
-    """Return each config's trained model (from kept weights, or trained and kept now) and how many were trained."""
-    from regbench.models import build_model  # imported here, as train_run is: a --jobs parent never loads Keras
-    from regbench.train import train_run
+def trained_models(configs: list[RunConfig], splits: Splits, store: RunStore, echo: Callable[[str], None],
+                   executor: InProcess | DaskCluster) -> tuple[list, int]:
+    """Return each config's trained model (from kept weights, or trained with `executor` and kept now) and how
+    many were trained. Needs the runs' backend in this process."""
+    from regbench.models import build_model
+    from regbench.train import train_run, weights_bytes
 
     unkept = [c for c in configs if not store.weights_path(c.run_id).exists()]
     finished = store.finished([c.run_id for c in unkept]) if unkept else set()
     todo = [c for c in unkept if c.run_id not in finished]
-    trained = train_todo(todo, lambda config: split, store, echo, jobs, data, keep_weights=True)
+    trained = train_todo(todo, splits, store, executor, echo, keep_weights=True)
     for config in unkept:
         if not store.weights_path(config.run_id).exists():  # stored by an earlier sweep without weights
             echo(f"retraining stored run {config.run_id} ({config.technique} seed {config.seed}) for its weights")
-            store.save_weights(config.run_id, train_run(config, split).model)
+            model = train_run(config, splits.get(config.train_size, config.data_draw)).model
+            store.save_weights(config.run_id, weights_bytes(model))
             trained += 1
     models = []
     for config in configs:

@@ -10,7 +10,7 @@ import socket
 import sqlite3
 from contextlib import closing
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +19,8 @@ from regbench.config import LEGACY_PROTOCOL, WEIGHT_BIN_EDGES, RunConfig, with_a
 from regbench.errors import UsageError
 from regbench.techniques import BASELINE
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: claims are leases that expire; failures recorded (version 1 is migrated in place)
+LEASE_SECONDS = 120  # a claim expires this long after its owner last renewed it
 MIN_FREE_BYTES = 64 * 2**20  # free disk space needed before a sweep starts (store + reports)
 REQUIRED_COLUMNS = {
     "runs": {"run_id", "technique", "seed", "status", "test_accuracy", "gap", "epochs_run", "seconds_per_epoch"},
@@ -28,7 +29,7 @@ REQUIRED_COLUMNS = {
 }
 NUMERIC_COLUMNS = {"seed", "test_accuracy", "gap", "epochs_run", "seconds_per_epoch", "epoch", "val_accuracy",
                    "val_crossentropy", "bin_low", "bin_high", "count"}
-_SCHEMA = """
+_TABLES = {"runs": """
 CREATE TABLE IF NOT EXISTS runs (
     run_id      TEXT PRIMARY KEY,
     config      TEXT NOT NULL,  -- RunConfig as JSON
@@ -36,26 +37,35 @@ CREATE TABLE IF NOT EXISTS runs (
     epochs      TEXT NOT NULL,  -- list of per-epoch rows as JSON
     status      TEXT NOT NULL,  -- ok | diverged
     finished_at TEXT NOT NULL   -- UTC, ISO 8601
-);
+)""", "claims": """
 CREATE TABLE IF NOT EXISTS claims (
     run_id     TEXT PRIMARY KEY,
-    owner      TEXT NOT NULL,   -- host:pid of the process training the run
-    claimed_at TEXT NOT NULL
-)
-"""
+    owner      TEXT NOT NULL,   -- host:pid of the regbench process that has the run trained
+    claimed_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL    -- UTC; renewed while the run trains, free for anyone after
+)""", "failures": """
+CREATE TABLE IF NOT EXISTS failures (
+    run_id    TEXT PRIMARY KEY,
+    owner     TEXT NOT NULL,    -- the process whose workers failed it
+    error     TEXT NOT NULL,    -- the worker's last error
+    failed_at TEXT NOT NULL     -- a rerun tries the run again; storing it clears this row
+)"""}
+_SCHEMA = ";".join(_TABLES.values())
 LAYOUT = {"runs": ["run_id", "config", "record", "epochs", "status", "finished_at"],
-          "claims": ["run_id", "owner", "claimed_at"]}  # the columns _SCHEMA makes, checked on opening
+          "claims": ["run_id", "owner", "claimed_at", "expires_at"],
+          "failures": ["run_id", "owner", "error", "failed_at"]}  # the columns _SCHEMA makes, checked on opening
+LAYOUT_V1 = {"runs": LAYOUT["runs"], "claims": ["run_id", "owner", "claimed_at"]}  # a version 1 store's
 APPLICATION_ID = 0x52474231  # 'RGB1': marks an SQLite file as a regbench run store
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _now() -> str:
-    """Return the UTC time as ISO 8601."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _now(later_seconds: float = 0) -> str:
+    """Return the UTC time (plus `later_seconds`) as ISO 8601."""
+    return (datetime.now(timezone.utc) + timedelta(seconds=later_seconds)).isoformat(timespec="seconds")
 
 
 def _owner_alive(owner: str) -> bool:
-    """Return whether the claiming process still runs (a process on another host counts as alive)."""
+    """Return whether the claiming process still runs (one on another host counts as alive: its lease tells)."""
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname():
         return True
@@ -106,7 +116,9 @@ class RunStore:
         if self.path.is_dir():
             raise UsageError(f"{self.path}: is a directory; --store takes a file path")
         if exists:
-            self._check_identity()
+            version = self._check_identity()
+            if version == 1 and create:
+                self._migrate_from_v1()
         if exists or not create:
             self.readable = exists
             return
@@ -123,8 +135,9 @@ class RunStore:
             raise UsageError(f"{self.path}: cannot create the run store ({error.strerror})") from None
         self.readable = True
 
-    def _check_identity(self) -> None:
-        """Raise UsageError unless the file is a run store of this layout (read only; nothing is written)."""
+    def _check_identity(self) -> int:
+        """Return the store's schema version; raise UsageError unless the file is a run store of this layout or
+        of version 1's (read only; nothing is written)."""
         with open(self.path, "rb") as file:
             if file.read(16) != b"SQLite format 3\x00":
                 raise UsageError(f"{self.path}: not a usable run store (not an SQLite database); "
@@ -140,13 +153,31 @@ class RunStore:
         if application not in (APPLICATION_ID, 0) or (application == 0 and version != 1):
             raise UsageError(f"{self.path}: not a regbench run store (an SQLite database of another application); "
                              "use another --store path")
-        if version != SCHEMA_VERSION:
+        if version not in (1, SCHEMA_VERSION):
             raise UsageError(f"{self.path}: run store has schema version {version}; this regbench "
-                             f"reads version {SCHEMA_VERSION}. Use another --store path")
-        if layout != LAYOUT:
+                             f"reads versions 1 and {SCHEMA_VERSION}. Use another --store path")
+        if layout != (LAYOUT if version == SCHEMA_VERSION else LAYOUT_V1):
             tables = ", ".join(sorted(layout)) or "no tables"
-            raise UsageError(f"{self.path}: not a regbench run store of version {SCHEMA_VERSION} (it holds {tables}, "
-                             f"not the runs and claims tables of this regbench); use another --store path")
+            raise UsageError(f"{self.path}: not a regbench run store of version {version} (it holds {tables}, "
+                             f"not the tables of this regbench); use another --store path")
+        return version
+
+    def _migrate_from_v1(self) -> None:
+        """Bring a version 1 store to this layout in place, in one transaction: each claim becomes a lease that
+        expires LEASE_SECONDS after it was taken, and the failures table is added."""
+        try:
+            with closing(self._connect()) as db:
+                db.execute("BEGIN IMMEDIATE")
+                if db.execute("PRAGMA user_version").fetchone()[0] == 1:  # not migrated meanwhile by another process
+                    db.execute("ALTER TABLE claims ADD COLUMN expires_at TEXT NOT NULL DEFAULT ''")
+                    db.execute("UPDATE claims SET expires_at = strftime('%Y-%m-%dT%H:%M:%S+00:00', claimed_at, ?)",
+                               (f"+{LEASE_SECONDS} seconds",))
+                    db.execute(_TABLES["failures"])
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute("COMMIT")
+        except sqlite3.DatabaseError as error:
+            raise UsageError(f"{self.path}: cannot migrate the run store from version 1 ({error}); "
+                             "it is left as it was") from None
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60)
@@ -154,24 +185,53 @@ class RunStore:
         return db
 
     def claim(self, run_id: str) -> bool:
-        """Take the right to train `run_id`; False if it is stored or a live process is training it."""
+        """Take a lease on training `run_id`; False if it is stored or another process's lease on it holds.
+
+        A lease holds until it expires (LEASE_SECONDS after its owner last renewed it), or until its owner,
+        a process on this host, is seen to have ended.
+        """
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")  # one claimer at a time
             try:
                 if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
                     return False
-                row = db.execute("SELECT owner FROM claims WHERE run_id = ?", (run_id,)).fetchone()
-                if row and row[0] != OWNER and _owner_alive(row[0]):
+                row = db.execute("SELECT owner, expires_at FROM claims WHERE run_id = ?", (run_id,)).fetchone()
+                if row and row[0] != OWNER and row[1] > _now() and _owner_alive(row[0]):
                     return False
-                db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (run_id, OWNER, _now()))
+                db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
+                           (run_id, OWNER, _now(), _now(LEASE_SECONDS)))
                 return True
             finally:
                 db.execute("COMMIT")
+
+    def renew(self, run_ids: list[str]) -> None:
+        """Extend this process's leases on `run_ids` by LEASE_SECONDS from now."""
+        with closing(self._connect()) as db, db:
+            db.executemany("UPDATE claims SET expires_at = ? WHERE run_id = ? AND owner = ?",
+                           [(_now(LEASE_SECONDS), run_id, OWNER) for run_id in run_ids])
 
     def release(self, run_id: str) -> None:
         """Give up this process's claim on `run_id` (after an interruption or a failure)."""
         with closing(self._connect()) as db, db:
             db.execute("DELETE FROM claims WHERE run_id = ? AND owner = ?", (run_id, OWNER))
+
+    def record_failure(self, run_id: str, error: str) -> None:
+        """Record that `run_id` failed on the workers with `error` and give up its claim; a rerun tries it again."""
+        with closing(self._connect()) as db, db:
+            db.execute("INSERT OR REPLACE INTO failures VALUES (?, ?, ?, ?)", (run_id, OWNER, error, _now()))
+            db.execute("DELETE FROM claims WHERE run_id = ? AND owner = ?", (run_id, OWNER))
+
+    def failures(self, run_ids: list[str]) -> dict[str, str]:
+        """Return the recorded failures among `run_ids` (not stored since): run id -> the worker's error."""
+        if not self.readable or self._version() < SCHEMA_VERSION:
+            return {}
+        with closing(self._connect()) as db:
+            marks = ",".join("?" * len(run_ids))
+            return dict(db.execute(f"SELECT run_id, error FROM failures WHERE run_id IN ({marks})", run_ids))
+
+    def _version(self) -> int:
+        with closing(self._connect()) as db:
+            return db.execute("PRAGMA user_version").fetchone()[0]
 
     def finished(self, run_ids: list[str]) -> set[str]:
         """Return which of `run_ids` are already stored."""
@@ -199,18 +259,19 @@ class RunStore:
                 (config.run_id, _json(asdict(config)), _json(record), _json(epochs), record["status"], _now()),
             )
             db.execute("DELETE FROM claims WHERE run_id = ?", (config.run_id,))
+            db.execute("DELETE FROM failures WHERE run_id = ?", (config.run_id,))
 
     def weights_path(self, run_id: str) -> Path:
         """Return where the trained weights of `run_id` are kept (for studies that inspect models)."""
         return self.path.parent / "models" / f"{run_id}.weights.h5"
 
-    def save_weights(self, run_id: str, model) -> None:
-        """Keep the trained weights of `run_id` (Keras' .weights.h5), written atomically."""
+    def save_weights(self, run_id: str, weights: bytes) -> None:
+        """Keep the trained weights of `run_id` (the bytes of Keras' .weights.h5 file), written atomically."""
         path = self.weights_path(run_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{run_id}.{os.getpid()}.partial.weights.h5")  # Keras needs this suffix
+        temp = path.with_name(f".{run_id}.{os.getpid()}.partial.weights.h5")
         try:
-            model.save_weights(temp)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_bytes(weights)
             os.replace(temp, path)
         except OSError as error:
             raise UsageError(f"{path}: cannot keep the trained weights ({error.strerror}); "
@@ -241,11 +302,14 @@ class RunStore:
             return [row[0] for row in db.execute("SELECT run_id FROM runs ORDER BY finished_at, rowid")]
 
     def claims(self) -> dict[str, str]:
-        """Return the runs being trained now (or left by a process that died): run id -> owner."""
+        """Return the runs whose lease holds now (being trained, or left by a process that died and not yet
+        expired): run id -> owner."""
         if not self.readable:
             return {}
         with closing(self._connect()) as db:
-            return dict(db.execute("SELECT run_id, owner FROM claims"))
+            if self._version() < SCHEMA_VERSION:  # read, not migrated (a dry run): its claims never expire
+                return dict(db.execute("SELECT run_id, owner FROM claims"))
+            return dict(db.execute("SELECT run_id, owner FROM claims WHERE expires_at > ?", (_now(),)))
 
     def remove(self, run_ids: list[str]) -> None:
         """Delete `run_ids` from the store, with their kept weights, in one transaction."""

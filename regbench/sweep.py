@@ -1,27 +1,28 @@
-"""Train a to-do list of runs, in this process or in worker processes, with progress and claims.
+"""Train a to-do list of runs with an executor (this process, or a Dask cluster), with progress and leases.
 
-Every run is claimed in the store before it trains and stored the moment it ends, so several
-processes (other invocations, or this module's workers) share one to-do list safely.
+Every run is claimed in the store (a lease, renewed while it trains) before it trains, and this
+process stores it the moment it ends, so several regbench processes, on one host or many, share one
+to-do list safely.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import queue
 import signal
-import sys
+import sqlite3
 import threading
 import time
 import traceback
 from typing import Callable
 
-from regbench.backend import select_backend
 from regbench.config import RunConfig
-from regbench.data import Split, load_mnist, split_mnist
-from regbench.store import RunStore
+from regbench.data import Splits
+from regbench.errors import SweepError, UsageError
+from regbench.executor import DaskCluster, InProcess
+from regbench.store import LEASE_SECONDS, RunStore
 
 CLAIM_POLL_SECONDS = 2.0  # how often to look again for runs another process is training
+RESULT_POLL_SECONDS = 0.5  # how often to echo the workers' progress while their runs train
 
 
 class _Progress:
@@ -53,22 +54,6 @@ class _Progress:
         self.ended.add(index)
 
 
-class _ForwardedProgress:
-    """A worker's progress: every event goes to the parent process, which echoes it."""
-
-    def __init__(self, events):
-        self.events = events
-
-    def epoch_done(self, index: int, row: dict) -> None:
-        self.events.put(("epoch", index, row))
-
-    def run_ended(self, index: int) -> None:
-        self.events.put(("ended", index))
-
-    def echo(self, line: str) -> None:
-        self.events.put(("line", line))
-
-
 def describe_run(config: RunConfig) -> str:
     """Name a run in a progress line: technique, parameters, variant, seed, size and model."""
     params = "".join(f" {name}={value:g}" for name, value in config.technique_params)
@@ -86,20 +71,31 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def train_todo(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, echo, jobs: int,
-           data: str | None, keep_weights: bool = False) -> int:
-    """Train and store `todo`, in this process or in `jobs` worker processes (those read the file `data`); return how many.
+def train_todo(todo: list[RunConfig], splits: Splits, store: RunStore, executor: InProcess | DaskCluster,
+               echo: Callable[[str], None], keep_weights: bool = False) -> int:
+    """Train and store the runs of `todo` (each on its split from `splits`) that no other process is training;
+    return how many this process stored.
 
-    With `jobs` > 1 this process never trains, even a single run: it may not run the runs' backend.
+    Runs another process holds are waited for; Ctrl-C keeps every stored run and says how to resume.
+    `keep_weights` also keeps each trained model's weights.
     """
-    if jobs > 1 and todo:
-        trained = _train_in_workers(todo, jobs, data, store, echo, keep_weights, wait_for_others=False)
-        finished = store.finished([c.run_id for c in todo])
-        left = [c for c in todo if c.run_id not in finished]
-        if left:  # held by another process (or left by a worker that died): one worker waits for them
-            trained += _train_in_workers(left, 1, data, store, echo, keep_weights, wait_for_others=True)
-        return trained
-    return _train_missing(todo, split_for, store, _Progress(todo, echo), keep_weights)
+    if not todo:
+        return 0
+    progress = _Progress(todo, echo)
+    try:
+        with _CtrlC() as ctrl_c, _Leases(store) as leases:
+            if isinstance(executor, DaskCluster):
+                return _train_on_cluster(todo, splits, store, executor, progress, keep_weights, ctrl_c, leases)
+            return _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, leases)
+    except KeyboardInterrupt:  # wherever it lands, between runs too
+        echo(f"interrupted: {_stored(store, todo)} (the runs in progress are lost); rerun the same command to resume")
+        raise
+
+
+def _stored(store: RunStore, todo: list[RunConfig]) -> str:
+    """Say how many runs of `todo` are stored and how many are left."""
+    done = len(store.finished([config.run_id for config in todo]))
+    return f"{done} of {len(todo)} runs stored, {len(todo) - done} left"
 
 
 class _CtrlC:
@@ -111,7 +107,7 @@ class _CtrlC:
         self.previous = None
 
     def __enter__(self):
-        if (threading.current_thread() is threading.main_thread()  # not where Ctrl-C is ignored (workers)
+        if (threading.current_thread() is threading.main_thread()
                 and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
             self.previous = signal.signal(signal.SIGINT, self._press)
         return self
@@ -131,135 +127,160 @@ class _CtrlC:
         return False
 
 
-def _train_missing(todo: list[RunConfig], split_for: Callable[[RunConfig], Split], store: RunStore, progress,
-                   keep_weights: bool = False, wait_for_others: bool = True) -> int:
-    """Train and store each run of `todo` that no other process is training; return how many.
+class _Leases:
+    """Renew this process's leases on the runs it has training, from a background thread, until they end."""
 
-    Runs claimed by another live process are waited for (unless `wait_for_others` is off: then
-    they are left to it); Ctrl-C keeps every finished run and says how to resume.
-    `keep_weights` also keeps each trained model's weights.
-    """
-    try:
-        with _CtrlC() as ctrl_c:
-            return _train_pending(dict(enumerate(todo)), split_for, store, progress, keep_weights, wait_for_others,
-                                  ctrl_c)
-    except KeyboardInterrupt:  # wherever it lands, between runs too
-        done = len(store.finished([config.run_id for config in todo]))
-        progress.echo(f"interrupted: {done} of {len(todo)} runs stored, {len(todo) - done} left "
-             "(the run in progress is lost); rerun the same command to resume")
-        raise
+    def __init__(self, store: RunStore):
+        self.store, self.held, self.lock = store, set(), threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._renew, name="regbench-leases", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self.stopped.wait(LEASE_SECONDS / 4):
+            with self.lock:
+                held = list(self.held)
+            try:
+                self.store.renew(held)
+            except sqlite3.Error:  # the store is busy or its disk full: the next round tries again
+                pass
+
+    def hold(self, run_id: str) -> None:
+        with self.lock:
+            self.held.add(run_id)
+
+    def drop(self, run_id: str) -> None:
+        with self.lock:
+            self.held.discard(run_id)
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        self.thread.join()
+        for run_id in self.held:  # runs that did not end: free for anyone at once
+            self.store.release(run_id)
+        return False
 
 
-def _train_pending(pending: dict, split_for, store: RunStore, progress, keep_weights: bool, wait_for_others: bool,
-                   ctrl_c: _CtrlC) -> int:
-    """Train the runs of `pending` (index -> config) one by one, as _train_missing says; return how many."""
-    from regbench.train import train_run  # here, not at the top: a --jobs parent never loads Keras
+def _claim(index: int, config: RunConfig, store: RunStore, pending: dict, progress: _Progress, leases: _Leases) -> bool:
+    """Claim run `config` for this process; drop it from `pending` if it is ours now or stored by another."""
+    if store.claim(config.run_id):
+        leases.hold(config.run_id)
+        del pending[index]
+        return True
+    if store.finished([config.run_id]):
+        del pending[index]  # another process finished it
+        progress.run_ended(index)
+    return False
 
-    echo = progress.echo
-    trained = 0
+
+def _store_result(index: int, config: RunConfig, record: dict, epochs: list[dict], weights: bytes | None,
+                  store: RunStore, progress: _Progress, leases: _Leases) -> None:
+    """Store a finished run (and its kept weights) and say so if it diverged."""
+    if weights is not None:
+        store.save_weights(config.run_id, weights)
+    store.save(config, record, epochs)
+    leases.drop(config.run_id)
+    progress.run_ended(index)
+    if record["status"] != "ok":
+        progress.echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
+                      f"{record['diverged_epoch']}: stored, left out of the statistics")
+
+
+def _wait_for_others(pending: dict, progress: _Progress) -> None:
+    """Say that the runs left are held by another process, and wait a moment before looking again."""
+    progress.echo(f"waiting for {len(pending)} run(s) that another regbench process is training")
+    time.sleep(CLAIM_POLL_SECONDS)
+
+
+def _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, leases) -> int:
+    """Train the runs of `todo` here, one by one, as train_todo says; return how many."""
+    from regbench.train import train_run, weights_bytes  # here, not at the top: a cluster's client never loads Keras
+
+    pending, trained = dict(enumerate(todo)), 0
     while pending:
-        started = trained
         for index, config in list(pending.items()):
             ctrl_c.check()
-            if not store.claim(config.run_id):
-                if store.finished([config.run_id]):
-                    del pending[index]  # another process finished it
-                    progress.run_ended(index)
+            if not _claim(index, config, store, pending, progress, leases):
                 continue
-            try:
-                result = train_run(config, split_for(config),
-                                   on_epoch=lambda row: progress.epoch_done(index, row))
-                if keep_weights:
-                    store.save_weights(config.run_id, result.model)
-                store.save(config, result.record, result.epochs)
-            except BaseException:
-                store.release(config.run_id)
-                raise
-            del pending[index]
-            progress.run_ended(index)
+            result = train_run(config, splits.get(config.train_size, config.data_draw),
+                               on_epoch=lambda row: progress.epoch_done(index, row))
+            _store_result(index, config, result.record, result.epochs,
+                          weights_bytes(result.model) if keep_weights else None, store, progress, leases)
             trained += 1
-            if result.record["status"] != "ok":
-                echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
-                     f"{result.record['diverged_epoch']}: stored, left out of the statistics")
-        if pending and trained == started:
-            if not wait_for_others:
-                break
-            echo(f"waiting for {len(pending)} run(s) that another regbench process is training")
-            time.sleep(CLAIM_POLL_SECONDS)
+        if pending:
+            _wait_for_others(pending, progress)
     return trained
 
 
-def _train_in_workers(todo: list[RunConfig], jobs: int, data: str | None, store: RunStore,
-                      echo: Callable[[str], None], keep_weights: bool, wait_for_others: bool) -> int:
-    """Train `todo` in `jobs` worker processes, one CPU core and one thread each; return how many.
+def _train_on_cluster(todo, splits, store, cluster: DaskCluster, progress, keep_weights, ctrl_c, leases) -> int:
+    """Train the runs of `todo` on the Dask cluster, as many at once as its workers have threads; return how
+    many. A run that fails on the workers (after Dask's retries) is recorded as failed and the sweep goes on."""
+    from distributed import CancelledError, wait
+    from distributed.comm import CommClosedError
 
-    Workers share the runs through the store's claims and report every epoch here; this process
-    never trains (it may not have the runs' backend). Ctrl-C stops them; each finished run is
-    already stored, and the runs in progress are lost.
-    """
-    # 1. Start the workers: fresh processes, so each starts its backend pinned to its own core.
-    jobs = min(jobs, len(todo))
-    context = multiprocessing.get_context("spawn")
-    events = context.Queue()
-    workers = [context.Process(target=_worker_main, daemon=True,
-                               args=(core, data, store.path, todo, keep_weights, wait_for_others, events))
-               for core in _worker_cores(jobs)]
-    for worker in workers:
-        worker.start()
-    echo(f"training in {jobs} worker processes, one CPU core each")
-    # 2. Echo their progress until all have stopped; a worker's error stops the sweep.
-    progress, trained = _Progress(todo, echo), 0
+    client = cluster.client()
+    orders, sent = cluster.orders(splits, todo)
+    events = queue.SimpleQueue()
+    client.subscribe_topic(orders.topic, lambda event: events.put(event[1]))
+    pending, running, failed, trained = dict(enumerate(todo)), {}, {}, 0
     try:
-        while any(worker.is_alive() for worker in workers) or not events.empty():
-            try:
-                kind, *payload = events.get(timeout=0.5)
-            except queue.Empty:
+        while pending or running:
+            ctrl_c.check()
+            # 1. Claim and submit runs while the workers have room.
+            slots = cluster.slots
+            for index, config in list(pending.items()):
+                if len(running) >= slots:
+                    break
+                if _claim(index, config, store, pending, progress, leases):
+                    running[cluster.submit(config, index, keep_weights, orders, sent)] = index, config
+            if not running:
+                if pending:
+                    _wait_for_others(pending, progress)
                 continue
-            if kind == "epoch":
-                progress.epoch_done(*payload)
-            elif kind == "ended":
-                progress.run_ended(*payload)
-            elif kind == "line":
-                echo(payload[0])
-            elif kind == "trained":
-                trained += payload[0]
-            elif kind == "error":
-                raise RuntimeError(f"a worker process failed:\n{payload[0]}")
-    except BaseException:
-        for worker in workers:
-            worker.terminate()
-        if sys.exc_info()[0] is KeyboardInterrupt:
-            stored = len(store.finished([c.run_id for c in todo]))
-            echo(f"interrupted: {stored} of {len(todo)} runs stored, {len(todo) - stored} left "
-                 "(runs in progress are lost); rerun the same command to resume")
-        raise
+            # 2. Wait a moment for runs to end, echoing the workers' epochs meanwhile; store each that ends.
+            try:
+                done = wait(list(running), timeout=RESULT_POLL_SECONDS, return_when="FIRST_COMPLETED").done
+            except TimeoutError:
+                done = ()
+            while not events.empty():
+                progress.epoch_done(*events.get())
+            for future in done:
+                index, config = running.pop(future)
+                if future.status == "finished":
+                    _store_result(index, config, *future.result(), store, progress, leases)
+                    trained += 1
+                elif future.status == "cancelled" or client.status != "running":
+                    raise _scheduler_lost(cluster, store, todo)
+                elif isinstance(future.exception(), UsageError):  # e.g. a worker's copy of the data differs
+                    raise future.exception()
+                else:
+                    failed[index] = _failure(future.exception())
+                    store.record_failure(config.run_id, failed[index])
+                    leases.drop(config.run_id)
+                    progress.run_ended(index)
+                    progress.echo(f"run {config.run_id} ({config.technique} seed {config.seed}) failed on the "
+                                  f"workers: {failed[index]}; the sweep goes on")
+    except (CancelledError, CommClosedError):  # the client cancels every future when it loses the scheduler
+        raise _scheduler_lost(cluster, store, todo) from None
+    finally:
+        if client.status == "running":
+            client.cancel(list(running))
+            client.unsubscribe_topic(orders.topic)
+    if failed:
+        raise SweepError(f"{len(failed)} of {len(todo)} runs failed on the workers (first: {next(iter(failed.values()))}"
+                         f"); {_stored(store, todo)}; rerun the same command to retry them")
     return trained
 
 
-def _worker_cores(jobs: int) -> list[int]:
-    """Return the CPU core for each of `jobs` workers, spread over the cores this process may use."""
-    cores = sorted(os.sched_getaffinity(0))
-    return [cores[index % len(cores)] for index in range(jobs)]
+def _scheduler_lost(cluster: DaskCluster, store: RunStore, todo: list[RunConfig]) -> SweepError:
+    """Say that the scheduler is gone, what is stored and how to resume."""
+    return SweepError(f"lost the Dask scheduler{' at ' + cluster.scheduler if cluster.scheduler else ''}: "
+                      f"{_stored(store, todo)} (the runs in progress are lost); rerun the same command to resume")
 
 
-def _worker_main(core: int, data: str | None, store_path, todo: list[RunConfig], keep_weights: bool,
-                 wait_for_others: bool, events) -> None:
-    """Train runs of `todo` that no one else has claimed, on one core and one thread; report to `events`."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops the workers
-    os.sched_setaffinity(0, {core})  # before the backend starts, so it sizes its thread pools to one core
-    try:
-        select_backend(todo[0].backend, todo[0].device)
-        mnist, splits = load_mnist(data), {}  # read once; a study's training sizes split it in turn
-
-        def split_for(config: RunConfig) -> Split:
-            key = (config.train_size, config.data_draw)
-            if key not in splits:
-                splits[key] = split_mnist(mnist, *key)
-            return splits[key]
-
-        progress = _ForwardedProgress(events)
-        trained = _train_missing(todo, split_for, RunStore(store_path), progress, keep_weights, wait_for_others)
-        events.put(("trained", trained))
-    except BaseException:
-        events.put(("error", traceback.format_exc()))
-        raise SystemExit(1)
+def _failure(error: BaseException) -> str:
+    """Say in one line why a run failed on the workers."""
+    return "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[-1]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import keras
@@ -181,6 +183,14 @@ def evaluate(model: keras.Model, config: RunConfig, x: np.ndarray, y: np.ndarray
     else:
         logs = model.evaluate(x, y, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
     return float(logs["crossentropy"]), float(logs["accuracy"])
+
+
+def weights_bytes(model: keras.Model) -> bytes:
+    """Return the model's weights as the bytes of a Keras .weights.h5 file (to keep, or to send from a worker)."""
+    with tempfile.TemporaryDirectory(prefix="regbench-weights-") as directory:
+        path = Path(directory) / "run.weights.h5"  # Keras needs this suffix
+        model.save_weights(path)
+        return path.read_bytes()
 
 
 def penalty(model: keras.Model) -> float:

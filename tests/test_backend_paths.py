@@ -53,7 +53,8 @@ def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
     left = [line.split()[0] for line in plan.splitlines() if line.endswith("to train")]
     assert len(left) == 1 and "1 to train on jax/cpu" in plan and not (tmp_path / "b").exists()
     with sqlite3.connect(store) as db:
-        db.execute("INSERT INTO claims VALUES (?, ?, ?)", (left[0], dead_owner(), "2026-01-01T00:00:00+00:00"))
+        db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", (left[0], dead_owner(), "2026-01-01T00:00:00+00:00",
+                                                              "2099-01-01T00:00:00+00:00"))  # unexpired
     done = regbench(tmp_path, *resume, "--jobs", "2")
     assert "1 runs trained, 1 reused" in done.stdout and "TensorFlow" not in done.stderr
     resumed = pd.read_csv(tmp_path / "b" / "runs.csv")

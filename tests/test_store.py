@@ -3,12 +3,22 @@
 import math
 import re
 import sqlite3
+from pathlib import Path
+
+import pandas as pd
 
 import pytest
 
 from regbench.errors import UsageError
-from regbench.store import _SCHEMA, APPLICATION_ID, RunStore, check_output_dir, write_outputs
+from regbench.store import APPLICATION_ID, LAYOUT, RunStore, check_output_dir, write_outputs
 from helpers import config_for
+from conftest import SMALL_MNIST
+
+V1_SCHEMA = """
+CREATE TABLE runs (run_id TEXT PRIMARY KEY, config TEXT NOT NULL, record TEXT NOT NULL, epochs TEXT NOT NULL,
+                   status TEXT NOT NULL, finished_at TEXT NOT NULL);
+CREATE TABLE claims (run_id TEXT PRIMARY KEY, owner TEXT NOT NULL, claimed_at TEXT NOT NULL)
+"""  # the layout of schema version 1 (tests/data/store-v1.sqlite was made by that regbench)
 
 RECORD = {"status": "ok", "test_accuracy": 0.9, "diverged_epoch": None, "gap": math.nan}
 EPOCHS = [{"epoch": 1, "val_accuracy": 0.8}, {"epoch": 2, "val_accuracy": 0.85}]
@@ -67,7 +77,7 @@ def test_a_file_that_is_not_a_run_store_is_refused_and_left_byte_for_byte(tmp_pa
         db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, config TEXT)")
         db.execute("PRAGMA user_version = 1")
     for path, message in ((foreign, "not a regbench run store (an SQLite database of another application)"),
-                          (ours_in_name, "not a regbench run store of version 1 (it holds runs, not the runs and")):
+                          (ours_in_name, "not a regbench run store of version 1 (it holds runs, not the tables of this")):
         before = path.read_bytes()
         for create in (True, False):
             with pytest.raises(UsageError, match=re.escape(message)):
@@ -78,7 +88,7 @@ def test_a_file_that_is_not_a_run_store_is_refused_and_left_byte_for_byte(tmp_pa
 def test_a_store_made_before_the_application_id_opens(tmp_path):
     legacy = tmp_path / "legacy.sqlite"
     with sqlite3.connect(legacy) as db:  # what the first version of the store wrote
-        db.executescript(_SCHEMA)
+        db.executescript(V1_SCHEMA)
         db.execute("PRAGMA user_version = 1")
     config = config_for("none")
     store = RunStore(legacy)
@@ -142,10 +152,11 @@ def test_claims_keep_two_processes_off_the_same_run(tmp_path):
 
     store = RunStore(tmp_path / "store.sqlite")
     config = config_for("none")
-    with sqlite3.connect(store.path) as db:  # a live process (our parent) holds the claim
-        db.execute("INSERT INTO claims VALUES (?, ?, 'now')", (config.run_id, f"{socket.gethostname()}:{os.getppid()}"))
+    with sqlite3.connect(store.path) as db:  # a live process (our parent) holds an unexpired lease
+        db.execute("INSERT INTO claims VALUES (?, ?, 'now', '2099-01-01')",
+                   (config.run_id, f"{socket.gethostname()}:{os.getppid()}"))
     assert not store.claim(config.run_id)
-    with sqlite3.connect(store.path) as db:  # its process is gone: the claim is stale and taken over
+    with sqlite3.connect(store.path) as db:  # its process is gone: the claim is stale and taken over at once
         db.execute("UPDATE claims SET owner = ?", (f"{socket.gethostname()}:{2**22 + 12345}",))
     assert store.claim(config.run_id) and store.claim(config.run_id)  # ours now, and again
     store.save(config, RECORD, EPOCHS)
@@ -175,3 +186,61 @@ def test_too_little_free_space_is_refused_before_training(tmp_path, monkeypatch)
     with pytest.raises(UsageError, match="only 10.0 MiB free"):
         check_output_dir(tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_lease_held_on_another_host_holds_until_it_expires_and_renewing_extends_it(tmp_path):
+    store = RunStore(tmp_path / "store.sqlite")
+    config = config_for("none")
+    with sqlite3.connect(store.path) as db:  # a process on another host: its pid cannot be checked from here
+        db.execute("INSERT INTO claims VALUES (?, 'elsewhere:1', '2026-01-01', '2099-01-01T00:00:00+00:00')",
+                   (config.run_id,))
+    assert not store.claim(config.run_id) and store.claims() == {config.run_id: "elsewhere:1"}
+    with sqlite3.connect(store.path) as db:  # it stopped renewing: the lease has run out
+        db.execute("UPDATE claims SET expires_at = '2026-01-01T00:02:00+00:00'")
+    assert store.claims() == {} and store.claim(config.run_id)
+    with sqlite3.connect(store.path) as db:
+        db.execute("UPDATE claims SET expires_at = '2026-01-01T00:00:00+00:00'")
+    store.renew([config.run_id])
+    assert list(store.claims()) == [config.run_id]  # ours again, for LEASE_SECONDS from now
+
+
+def test_a_failure_is_recorded_until_the_run_is_stored(tmp_path):
+    store = RunStore(tmp_path / "store.sqlite")
+    config = config_for("none")
+    assert store.claim(config.run_id)
+    store.record_failure(config.run_id, "KilledWorker: all 4 workers died")
+    assert store.failures([config.run_id]) == {config.run_id: "KilledWorker: all 4 workers died"}
+    assert store.claims() == {} and store.finished([config.run_id]) == set()
+    store.save(config, RECORD, EPOCHS)
+    assert store.failures([config.run_id]) == {}
+
+
+def test_a_version_1_store_is_read_as_it_is_and_migrated_in_place_when_written(tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from regbench.cli import cli
+
+    path = tmp_path / "store-v1.sqlite"  # made by the regbench of schema version 1, with a claim left on it
+    shutil.copy(Path(__file__).parent / "data" / "store-v1.sqlite", path)
+    before = path.read_bytes()
+    # 1. Read only (a dry run): its runs and its claim, and not a byte changed.
+    reading = RunStore(path, create=False)
+    runs = reading.load(reading.run_ids()).runs
+    assert len(runs) == 4 and reading.claims() == {"feedfacefeedface": "otherhost:123"}
+    assert path.read_bytes() == before
+    # 2. Opened to write: migrated in place, the runs as they were, the old claim a lease that has expired.
+    store = RunStore(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert {table: [row[1] for row in db.execute(f"PRAGMA table_info('{table}')")] for table in LAYOUT} == LAYOUT
+        assert db.execute("SELECT expires_at FROM claims").fetchall() == [("2026-11-24T00:02:00+00:00",)]
+    pd.testing.assert_frame_equal(store.load(store.run_ids()).runs, runs)
+    assert store.claim("feedfacefeedface")  # another host's claim no longer holds forever
+    # 3. The comparison that made it reuses its runs.
+    result = CliRunner().invoke(cli, ["compare", "--technique", "dropout", "--seeds", "2", "--train-size", "200",
+                                      "--epochs", "1", "--hidden", "8", "--batch-size", "50", "--data",
+                                      str(SMALL_MNIST), "--store", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "0 runs trained, 4 reused" in result.output

@@ -77,7 +77,7 @@ class PlannedStudy:
 
 
 def plan_study(name: str, options: dict, seeds: int | None, quick: bool, out: Path, store_path: Path,
-               data: str | None, device: str, echo: Callable[[str], None], jobs: int = 1,
+               data: str | None, device: str, echo: Callable[[str], None], executor: InProcess | DaskCluster,
                force: bool = False) -> PlannedStudy:
     """Check everything a user can get wrong about study `name` (nothing is trained or written)."""
     from regbench.data import load_mnist
@@ -91,7 +91,7 @@ def plan_study(name: str, options: dict, seeds: int | None, quick: bool, out: Pa
     check_replaceable(out, [])
     context = StudyContext(
         base=replace(base, device=device, data=mnist.fingerprint), seeds=tuple(range(seeds or preset.seeds)),
-        grid=preset.grid, quick=quick, mnist=mnist, store=None, echo=echo, data=data, jobs=jobs,
+        grid=preset.grid, quick=quick, mnist=mnist, store=None, echo=echo, executor=executor,
     )
     context.split()  # a training size the data cannot give fails here, before any training
     check_same_comparison(out, context.identity(name), force)

@@ -16,7 +16,8 @@ from scipy import stats as scipy_stats
 
 from regbench import report, stats
 from regbench.config import RunConfig
-from regbench.data import Mnist, Split, split_mnist
+from regbench.data import Mnist, Split, Splits
+from regbench.executor import DaskCluster, InProcess
 from regbench.runner import device_description, package_versions, train_missing, trained_models
 from regbench.sweep import format_duration
 from regbench.store import RunStore, RunTables, write_outputs
@@ -46,17 +47,16 @@ class StudyContext:
     mnist: Mnist
     store: RunStore | None  # set once every check has passed
     echo: Callable[[str], None]
-    data: str | None = None  # the MNIST file, for worker processes
-    jobs: int = 1  # runs trained at once, in worker processes
+    executor: InProcess | DaskCluster  # where runs train
     trained: int = 0  # runs this invocation trained (the rest were found in the store)
-    _splits: dict = field(default_factory=dict)
+    splits: Splits = field(init=False)
+
+    def __post_init__(self):
+        self.splits = Splits(self.mnist)
 
     def split(self, train_size: int | None = None) -> Split:
         """Return the split for `train_size` training images (the base's size by default)."""
-        size = train_size or self.base.train_size
-        if size not in self._splits:
-            self._splits[size] = split_mnist(self.mnist, size)
-        return self._splits[size]
+        return self.splits.get(train_size or self.base.train_size)
 
     def identity(self, name: str) -> dict:
         """Return what makes this study's results the ones they are (as its manifest records it)."""
@@ -79,15 +79,12 @@ class StudyContext:
     def runs(self, configs: list[RunConfig]) -> RunTables:
         """Train what the store lacks of `configs` and return their tables."""
         configs = list(dict.fromkeys(configs))
-        self.trained += train_missing(configs, lambda config: self.split(config.train_size), self.store, self.echo,
-                                      self.jobs, self.data)
+        self.trained += train_missing(configs, self.splits, self.store, self.echo, self.executor)
         return self.store.load([c.run_id for c in configs])
 
     def models(self, configs: list[RunConfig]) -> list:
-        """Return the trained Keras models of `configs` (one training size), training what is missing."""
-        sizes = {c.train_size for c in configs}
-        assert len(sizes) == 1, "models() takes configs of one training size"
-        models, trained = trained_models(configs, self.split(sizes.pop()), self.store, self.echo, self.jobs, self.data)
+        """Return the trained Keras models of `configs`, training what is missing."""
+        models, trained = trained_models(configs, self.splits, self.store, self.echo, self.executor)
         self.trained += trained
         return models
 

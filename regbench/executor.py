@@ -1,0 +1,155 @@
+"""Where runs train, chosen once in the CLI: in this process, or on Dask distributed (a local cluster of
+one-thread worker processes for --jobs N, or an existing scheduler for a cluster).
+
+This module starts and stops the cluster and sends runs to it; regbench.sweep decides which runs, and
+this process alone writes the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from regbench.config import RunConfig
+from regbench.data import Splits, save_split, split_mnist
+from regbench.errors import UsageError
+from regbench.workers import WorkerOrders, split_name, train_on_worker
+
+CONNECT_SECONDS = 5  # how long to try to reach a --scheduler before saying it cannot be reached
+TASK_RETRIES = 1  # a run whose training raised is tried once more (a worker that dies: Dask's allowed-failures)
+_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss)://\[?[\w.\-:]+\]?:\d{1,5}$")
+
+
+class InProcess:
+    """Train in this process, one run after another (--jobs 1, the default; CPU or GPU)."""
+
+    description = "in this process"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@dataclass
+class DaskCluster:
+    """Train on Dask distributed: a LocalCluster on 127.0.0.1 with `jobs` one-thread worker processes, or the
+    cluster of `scheduler` (tcp://HOST:PORT). Started on first use; a local cluster is closed on exit.
+
+    `resources` are what each run asks of a worker (e.g. {"GPU": 1}, for workers started with
+    `--resources GPU=1`); `send_data` sends the client's MNIST to the workers instead of naming its path.
+    """
+
+    jobs: int | None = None
+    scheduler: str | None = None
+    resources: dict = field(default_factory=dict)
+    send_data: bool = False
+    _client: object = None
+    _cluster: object = None
+    _shared: Path | None = None
+
+    def __post_init__(self):
+        if self.scheduler is not None and not _ADDRESS.match(self.scheduler):
+            raise UsageError(f"--scheduler {self.scheduler}: not a scheduler address; expected e.g. "
+                             "tcp://HOST:8786")
+
+    @property
+    def description(self) -> str:
+        if self.scheduler:
+            return f"on the Dask cluster at {self.scheduler}"
+        return f"on a local Dask cluster of {self.jobs} worker processes, one CPU core and one thread each"
+
+    def __enter__(self):
+        if self.scheduler:  # an address that is wrong is said at once, before anything is planned or written
+            self.client()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def client(self):
+        """Return the Dask client, starting the local cluster or connecting to the scheduler the first time."""
+        if self._client is None:
+            import dask
+            from distributed import Client, LocalCluster
+
+            dask.config.set({"distributed.worker.daemon": False})  # workers may start helper processes
+            for name in ["distributed", *logging.root.manager.loggerDict]:  # its failures reach the user as one line
+                if name.startswith("distributed"):
+                    logging.getLogger(name).setLevel(logging.CRITICAL)
+            if self.scheduler:
+                try:
+                    self._client = Client(self.scheduler, timeout=CONNECT_SECONDS)
+                except (OSError, TimeoutError) as error:
+                    raise UsageError(f"--scheduler {self.scheduler}: cannot reach a Dask scheduler there within "
+                                     f"{CONNECT_SECONDS} s ({type(error).__name__}); is `dask scheduler` running?"
+                                     ) from None
+            else:
+                self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
+                                             host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+                self._client = Client(self._cluster)
+                self._shared = Path(tempfile.mkdtemp(prefix="regbench-splits-"))
+        return self._client
+
+    @property
+    def slots(self) -> int:
+        """Return how many runs the cluster's workers can train at once (at least one, to queue on)."""
+        return max(1, sum(self.client().nthreads().values()))
+
+    def orders(self, splits: Splits, todo: list[RunConfig]) -> tuple[WorkerOrders, object]:
+        """Prepare the workers' data for `todo` (from `splits`) and return their orders, with the sent MNIST (or None).
+
+        A local cluster's workers map the splits this process writes (one copy in memory for all of them);
+        a remote cluster's read the same file by path, or get the data sent (scatter) with `send_data`.
+        """
+        client, mnist = self.client(), splits.mnist
+        topic = f"regbench-progress-{uuid.uuid4().hex}"
+        if self._shared is not None:
+            for size, draw in dict.fromkeys((c.train_size, c.data_draw) for c in todo):
+                directory = self._shared / split_name(mnist.fingerprint, size, draw)
+                if not directory.is_dir():  # made here and not kept: this process needs no copy of its own
+                    save_split(split_mnist(mnist, size, draw), directory)
+            return WorkerOrders(mnist.fingerprint, None, str(self._shared), topic, pin_cores=True), None
+        if self.send_data or not Path(mnist.source).is_file():
+            sent = client.scatter(mnist, broadcast=True)
+            return WorkerOrders(mnist.fingerprint, None, None, topic, pin_cores=False), sent
+        path = str(Path(mnist.source).resolve())
+        return WorkerOrders(mnist.fingerprint, path, None, topic, pin_cores=False), None
+
+    def submit(self, config: RunConfig, index: int, keep_weights: bool, orders: WorkerOrders, sent):
+        """Send run `config` to the cluster; return its future."""
+        return self.client().submit(
+            train_on_worker, config, index, keep_weights, orders, sent, key=f"regbench-{config.run_id}-"
+            f"{uuid.uuid4().hex[:8]}", pure=False, retries=TASK_RETRIES, resources=self.resources or None)
+
+    def close(self) -> None:
+        """Close the client and, if this process started it, the local cluster and its shared splits."""
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        if self._shared is not None:
+            shutil.rmtree(self._shared, ignore_errors=True)
+        self._client = self._cluster = self._shared = None
+
+
+def executor_for(jobs: int, scheduler: str | None, resources: dict, send_data: bool):
+    """Return the executor the options ask for: a Dask cluster for --jobs > 1 or --scheduler, else this process."""
+    scheduler = scheduler or os.environ.get("REGBENCH_SCHEDULER") or None
+    if scheduler and jobs > 1:
+        raise UsageError("--jobs starts a local cluster and --scheduler names an existing one; give one")
+    if scheduler or jobs > 1:
+        return DaskCluster(jobs=None if scheduler else jobs, scheduler=scheduler, resources=resources,
+                           send_data=send_data)
+    if resources or send_data:
+        raise UsageError(f"{'--resources' if resources else '--send-data'} applies to a Dask cluster; add "
+                         "--scheduler ADDRESS (or --jobs N)")
+    return InProcess()

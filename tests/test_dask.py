@@ -1,0 +1,147 @@
+"""Training on Dask distributed (loopback only): a local cluster for --jobs, a real scheduler and worker for
+--scheduler, and what happens when a worker, the scheduler or a second client comes and goes."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import psutil
+import pytest
+
+from conftest import SMALL_MNIST
+
+SWEEP = ["compare", "--technique", "dropout", "--train-size", "200", "--epochs", "12", "--hidden", "8",
+         "--batch-size", "50", "--data", str(SMALL_MNIST)]
+NUMBERS = ["run_id", "test_accuracy", "test_crossentropy", "train_accuracy", "weights_l2", "best_epoch", "status"]
+
+
+def start(tmp_path, *args, log="cli"):
+    """Start regbench in a fresh process, its stderr going to a file; return the process and that file."""
+    stderr = tmp_path / f"{log}.stderr"
+    process = subprocess.Popen([sys.executable, "-m", "regbench", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=stderr.open("w"), text=True)
+    return process, stderr
+
+
+def finish(process, stderr, expect=0):
+    """Wait for a started regbench; assert its exit status; return its stdout and stderr."""
+    stdout, _ = process.communicate(timeout=300)
+    assert process.returncode == expect, stderr.read_text()[-3000:]
+    return stdout, stderr.read_text()
+
+
+def wait_for(condition, limit=120):
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def numbers(directory):
+    return pd.read_csv(directory / "runs.csv")[NUMBERS].sort_values("run_id").reset_index(drop=True)
+
+
+def stored(store):
+    if not store.exists():
+        return []
+    with sqlite3.connect(store) as db:
+        return [row[0] for row in db.execute("SELECT run_id FROM runs")]
+
+
+def integrity(store):
+    with sqlite3.connect(store) as db:
+        return db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def dask_workers(process):
+    """Return the Dask worker processes a regbench process started (its local cluster's)."""
+    return [child for child in psutil.Process(process.pid).children(recursive=True)
+            if "resource_tracker" not in " ".join(child.cmdline())]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The sweep's runs trained in one process, the reference every executor must match."""
+    path = tmp_path_factory.mktemp("one-process")
+    finish(*start(path, *SWEEP, "--seeds", "3", "--store", str(path / "s.sqlite"), "--out", "out"))
+    return numbers(path / "out")
+
+
+def test_jobs_2_matches_one_process_and_survives_a_killed_worker(tmp_path, one_process):
+    store = tmp_path / "s.sqlite"
+    process, stderr = start(tmp_path, *SWEEP, "--seeds", "3", "--jobs", "2", "--store", str(store), "--out", "out")
+    wait_for(lambda: "epoch 3/12" in stderr.read_text())
+    workers = dask_workers(process)
+    assert len(workers) == 2
+    workers[0].send_signal(signal.SIGKILL)  # mid-run: both workers are training (6 runs, 2 at a time)
+    stdout, log = finish(process, stderr)
+    assert "on a local Dask cluster of 2 worker processes" in log
+    assert "6 runs trained, 0 reused" in stdout
+    assert sorted(stored(store)) == sorted(set(stored(store))) and len(stored(store)) == 6
+    assert integrity(store) == "ok"
+    pd.testing.assert_frame_equal(numbers(tmp_path / "out"), one_process)  # the killed run, retried, too
+    assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in workers[1:])
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """A real Dask scheduler and one worker process (one thread), both on 127.0.0.1; yields the address."""
+    info = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(lambda: info.exists() and info.stat().st_size > 0, limit=60)
+    address = json.loads(info.read_text())["address"]
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
+                               "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    yield address, scheduler
+    for process in (worker, scheduler):
+        process.kill()
+        process.wait()
+
+
+def test_a_scheduler_gives_the_same_numbers_to_two_clients_and_its_loss_is_one_line(tmp_path, one_process, cluster):
+    address, scheduler = cluster
+    store = tmp_path / "s.sqlite"
+    # 1. Two regbench processes on one store and one cluster: each run trained once, the numbers of one process.
+    first = start(tmp_path, *SWEEP, "--seeds", "3", "--scheduler", address, "--store", str(store), "--out", "a",
+                  log="a")
+    second = start(tmp_path, *SWEEP, "--seeds", "3", "--scheduler", address, "--send-data", "--store", str(store),
+                   "--out", "b", log="b")
+    outputs = [finish(*first), finish(*second)]
+    trained = [int(stdout.split(" runs trained")[0].split()[-1]) for stdout, _ in outputs]
+    assert sum(trained) == 6 and sorted(stored(store)) == sorted(set(stored(store)))
+    pd.testing.assert_frame_equal(numbers(tmp_path / "a"), one_process)
+    pd.testing.assert_frame_equal(numbers(tmp_path / "b"), one_process)
+    # 2. The scheduler killed mid-sweep: one line, a non-zero exit, the finished runs kept; a rerun resumes.
+    more = [*SWEEP, "--seed-list", "5,6", "--store", str(store), "--out", "c"]
+    process, stderr = start(tmp_path, *more, "--scheduler", address, log="c")
+    wait_for(lambda: len(stored(store)) > 6)
+    scheduler.send_signal(signal.SIGKILL)
+    _, log = finish(process, stderr, expect=1)
+    errors = [line for line in log.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "lost the Dask scheduler" in errors[0] and "rerun the same command" in errors[0]
+    assert "Traceback" not in log
+    kept = len(stored(store)) - 6
+    assert 1 <= kept < 4 and integrity(store) == "ok"
+    stdout, _ = finish(*start(tmp_path, *more, log="d"))
+    assert f"{4 - kept} runs trained, {kept} reused" in stdout
+
+
+@pytest.mark.parametrize("address, message", [
+    ("tcp://127.0.0.1:9", "cannot reach a Dask scheduler there within 5 s"),
+    ("127.0.0.1:8786x", "not a scheduler address; expected e.g. tcp://HOST:8786"),
+])
+def test_a_bad_scheduler_address_is_one_line_and_exit_2_within_seconds(tmp_path, address, message):
+    started = time.monotonic()
+    _, log = finish(*start(tmp_path, *SWEEP, "--seeds", "1", "--scheduler", address, "--store",
+                           str(tmp_path / "s.sqlite"), "--out", "out"), expect=2)
+    assert time.monotonic() - started < 30  # not Dask's 30 s default connect timeout plus start-up
+    assert log.startswith(f"Error: --scheduler {address}") and message in log and log.count("\n") == 1
+    assert not (tmp_path / "out").exists() and stored(tmp_path / "s.sqlite") == []
