@@ -37,22 +37,22 @@ def main() -> None:
     budgets = sorted(int(text) for text in args.epochs.split(","))
 
     from regbench.config import RunConfig
-    from regbench.data import load_mnist, split_mnist
+    from regbench.data import Splits, load_mnist
+    from regbench.executor import executor_for
     from regbench.report import markdown_table
     from regbench.runner import train_missing
     from regbench.store import RunStore
 
-    mnist = load_mnist(args.data)
-    split = split_mnist(mnist, None)
-    base = RunConfig(train_size=len(split.y_train), backend="jax", device="cpu", data=mnist.fingerprint,
+    splits = Splits(load_mnist(args.data))
+    base = RunConfig(train_size=len(splits.get(None).y_train), backend="jax", device="cpu", data=splits.mnist.fingerprint,
                      schedule="cosine")
     arms = [(f"cosine {epochs}", replace(base, epochs=epochs)) for epochs in budgets]
     arms.append((f"constant {budgets[-1]}", replace(base, epochs=budgets[-1], schedule="constant")))
     configs = [replace(config, seed=seed) for _, config in arms for seed in range(args.seeds)]
     store = RunStore(args.store)
     started = time.perf_counter()
-    trained = train_missing(configs, lambda config: split, store, lambda line: print(line, file=sys.stderr),
-                            args.jobs, args.data)
+    with executor_for(args.jobs, None, {}, send_data=False) as executor:
+        trained = train_missing(configs, splits, store, lambda line: print(line, file=sys.stderr), executor)
     wall = time.perf_counter() - started
     tables = store.load([config.run_id for config in configs])
     rows = []

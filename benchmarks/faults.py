@@ -7,8 +7,9 @@ Usage (REGBENCH_DATA set to the full mnist.npz):
 2. The same sweep on a fresh store is started again and again and killed at a random moment
    (SIGKILL or SIGINT, chosen at random) until `--kills` kills have landed on a running process,
    then run to the end; every run must be stored exactly once and equal the reference's numbers.
-   This is done twice: in one process, and with `--jobs 2` (worker processes; a killed sweep's
-   resume often has a single run left, which must still train on JAX in a worker).
+   This is done twice: in one process, and with `--jobs 2` (a local Dask cluster; a killed sweep's
+   resume often has a single run left, which must still train on JAX in a worker, and a killed
+   client's worker processes must end with it).
 3. Every bad input of tests/test_cli.py's table that is bad for the full data too (one is out of
    range only for the tests' small file), and bad files and places (another application's SQLite
    database as the store, /proc as the output, a gzip file as the data) are tried: each must exit 2
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ["compare", "--technique", "dropout,l2", "--seeds", "3", "--epochs", "3", "--backend", "jax"]
@@ -61,7 +63,7 @@ def kill_loop(work: Path, kills: int, rng: random.Random, jobs: int) -> dict:
     """Start the sweep and kill it at a random moment until `kills` kills have landed; return what survived."""
     store, out = work / f"killed-jobs{jobs}.sqlite", work / f"killed-jobs{jobs}"
     command = regbench(*SWEEP, "--jobs", str(jobs), "--store", str(store), "--out", str(out))
-    survived, signals, attempts = 0, {"SIGKILL": 0, "SIGINT": 0}, 0
+    survived, signals, attempts, orphans = 0, {"SIGKILL": 0, "SIGINT": 0}, 0, 0
     while sum(signals.values()) < kills and attempts < 3 * kills:
         attempts += 1
         before = len(stored_runs(store))
@@ -70,17 +72,19 @@ def kill_loop(work: Path, kills: int, rng: random.Random, jobs: int) -> dict:
         time.sleep(rng.uniform(2, 15))
         kill = rng.choice([signal.SIGKILL, signal.SIGINT])
         landed = process.poll() is None
+        workers = psutil.Process(process.pid).children(recursive=True) if landed else []
         if landed:
             os.kill(process.pid, kill)
             signals[kill.name] += 1
         process.wait()
+        orphans += len(psutil.wait_procs(workers, timeout=15)[1])  # a killed client's Dask workers must go too
         after = stored_runs(store)
         survived += landed and len(after) == len(set(after)) and len(after) >= before
         what = kill.name if landed else "none (the sweep had finished)"
         print(f"attempt {attempts}: kill {what}, runs stored {before} -> {len(after)}", flush=True)
     final = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     return {"final_exit": final.returncode, "survived": survived, "signals": signals, "attempts": attempts,
-            "store": store, "out": out}
+            "orphans": orphans, "store": store, "out": out}
 
 
 def bad_inputs(work: Path) -> tuple[int, int]:
@@ -160,9 +164,10 @@ def main() -> None:
             (f"--jobs {jobs}: resumed runs identical to an uninterrupted sweep", "yes" if identical else "NO"),
             (f"--jobs {jobs}: backend that trained the runs", ", ".join(sorted(backends))),
             (f"--jobs {jobs}: store integrity_check", integrity),
+            (f"--jobs {jobs}: worker processes left running 15 s after their client was killed", str(result["orphans"])),
         ]
         failed |= bool(lost or result["final_exit"] or not identical or integrity != "ok" or backends != {"jax"}
-                       or result["survived"] != landed)
+                       or result["survived"] != landed or result["orphans"])
     tried, clear = map(sum, zip(bad_inputs(work), file_faults(work)))
     rows += [
         ("bad inputs tried", str(tried)),
