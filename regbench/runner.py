@@ -197,6 +197,8 @@ def trained_models(configs: list[RunConfig], splits: Splits, store: RunStore, ec
     unkept = [c for c in configs if not store.weights_path(c.run_id).exists()]
     finished = store.finished([c.run_id for c in unkept]) if unkept else set()
     todo = [c for c in unkept if c.run_id not in finished]
+    if todo:
+        echo(f"{len(todo)} runs to train and keep the weights of, {executor.description}")
     trained = train_todo(todo, splits, store, executor, echo, keep_weights=True)
     for config in unkept:
         if not store.weights_path(config.run_id).exists():  # stored by an earlier sweep without weights

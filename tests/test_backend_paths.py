@@ -63,10 +63,6 @@ def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
     regbench(tmp_path, *resume[:-4], "--store", str(reference), "--out", "c")
     alone = pd.read_csv(tmp_path / "c" / "runs.csv")[NUMBERS].sort_values("run_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(resumed[NUMBERS].sort_values("run_id").reset_index(drop=True), alone)
-    # 4. A study in worker processes.
-    regbench(tmp_path, "study", "strength", "--quick", "--backend", "jax", "--jobs", "2", "--data", str(SMALL_MNIST),
-             "--store", str(tmp_path / "study.sqlite"), "--out", "d")
-    assert set(pd.read_csv(tmp_path / "d" / "runs.csv")["keras_backend"]) == {"jax"}
 
 
 def test_a_run_refuses_a_process_of_another_backend():

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import SMALL_MNIST
 
-SWEEP = ["compare", "--technique", "dropout", "--train-size", "200", "--epochs", "12", "--hidden", "8",
+SWEEP = ["compare", "--technique", "dropout", "--train-size", "200", "--epochs", "6", "--hidden", "8",
          "--batch-size", "50", "--data", str(SMALL_MNIST)]
 NUMBERS = ["run_id", "test_accuracy", "test_crossentropy", "train_accuracy", "weights_l2", "best_epoch", "status"]
 
@@ -66,23 +66,29 @@ def dask_workers(process):
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
-    """The sweep's runs trained in one process, the reference every executor must match."""
+    """The sweep's runs trained in this process, the reference every executor must match."""
+    from click.testing import CliRunner
+
+    from regbench.cli import cli
+
     path = tmp_path_factory.mktemp("one-process")
-    finish(*start(path, *SWEEP, "--seeds", "3", "--store", str(path / "s.sqlite"), "--out", "out"))
+    result = CliRunner().invoke(cli, [*SWEEP, "--seeds", "2", "--store", str(path / "s.sqlite"), "--out",
+                                      str(path / "out")])
+    assert result.exit_code == 0, result.output
     return numbers(path / "out")
 
 
 def test_jobs_2_matches_one_process_and_survives_a_killed_worker(tmp_path, one_process):
     store = tmp_path / "s.sqlite"
-    process, stderr = start(tmp_path, *SWEEP, "--seeds", "3", "--jobs", "2", "--store", str(store), "--out", "out")
-    wait_for(lambda: "epoch 3/12" in stderr.read_text())
+    process, stderr = start(tmp_path, *SWEEP, "--seeds", "2", "--jobs", "2", "--store", str(store), "--out", "out")
+    wait_for(lambda: "epoch 3/6" in stderr.read_text())
     workers = dask_workers(process)
     assert len(workers) == 2
-    workers[0].send_signal(signal.SIGKILL)  # mid-run: both workers are training (6 runs, 2 at a time)
+    workers[0].send_signal(signal.SIGKILL)  # mid-run: both workers are training (4 runs, 2 at a time)
     stdout, log = finish(process, stderr)
     assert "on a local Dask cluster of 2 worker processes" in log
-    assert "6 runs trained, 0 reused" in stdout
-    assert sorted(stored(store)) == sorted(set(stored(store))) and len(stored(store)) == 6
+    assert "4 runs trained, 0 reused" in stdout
+    assert sorted(stored(store)) == sorted(set(stored(store))) and len(stored(store)) == 4
     assert integrity(store) == "ok"
     pd.testing.assert_frame_equal(numbers(tmp_path / "out"), one_process)  # the killed run, retried, too
     assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in workers[1:])
@@ -109,26 +115,32 @@ def cluster(tmp_path):
 def test_a_scheduler_gives_the_same_numbers_to_two_clients_and_its_loss_is_one_line(tmp_path, one_process, cluster):
     address, scheduler = cluster
     store = tmp_path / "s.sqlite"
-    # 1. Two regbench processes on one store and one cluster: each run trained once, the numbers of one process.
-    first = start(tmp_path, *SWEEP, "--seeds", "3", "--scheduler", address, "--store", str(store), "--out", "a",
+    # 1. Two regbench processes on one store and one cluster (one reads the data by path, the other sends it):
+    #    each run trained once, the numbers of one process.
+    first = start(tmp_path, *SWEEP, "--seeds", "2", "--scheduler", address, "--store", str(store), "--out", "a",
                   log="a")
-    second = start(tmp_path, *SWEEP, "--seeds", "3", "--scheduler", address, "--send-data", "--store", str(store),
+    second = start(tmp_path, *SWEEP, "--seeds", "2", "--scheduler", address, "--send-data", "--store", str(store),
                    "--out", "b", log="b")
     outputs = [finish(*first), finish(*second)]
     trained = [int(stdout.split(" runs trained")[0].split()[-1]) for stdout, _ in outputs]
-    assert sum(trained) == 6 and sorted(stored(store)) == sorted(set(stored(store)))
+    assert sum(trained) == 4 and sorted(stored(store)) == sorted(set(stored(store)))
     pd.testing.assert_frame_equal(numbers(tmp_path / "a"), one_process)
     pd.testing.assert_frame_equal(numbers(tmp_path / "b"), one_process)
-    # 2. The scheduler killed mid-sweep: one line, a non-zero exit, the finished runs kept; a rerun resumes.
+    # 2. A study on the same cluster (its models' weights come back from the worker).
+    _, log = finish(*start(tmp_path, "study", "large-weights", "--quick", "--scheduler", address, "--data",
+                           str(SMALL_MNIST), "--store", str(tmp_path / "study.sqlite"), "--out", "study", log="study"))
+    assert f"6 runs to train and keep the weights of, on the Dask cluster at {address}" in log
+    assert len(list((tmp_path / "models").glob("*.weights.h5"))) == 6 and (tmp_path / "study" / "REPORT.md").exists()
+    # 3. The scheduler killed mid-sweep: one line, a non-zero exit, the finished runs kept; a rerun resumes.
     more = [*SWEEP, "--seed-list", "5,6", "--store", str(store), "--out", "c"]
     process, stderr = start(tmp_path, *more, "--scheduler", address, log="c")
-    wait_for(lambda: len(stored(store)) > 6)
+    wait_for(lambda: len(stored(store)) > 4)
     scheduler.send_signal(signal.SIGKILL)
     _, log = finish(process, stderr, expect=1)
     errors = [line for line in log.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "lost the Dask scheduler" in errors[0] and "rerun the same command" in errors[0]
     assert "Traceback" not in log
-    kept = len(stored(store)) - 6
+    kept = len(stored(store)) - 4
     assert 1 <= kept < 4 and integrity(store) == "ok"
     stdout, _ = finish(*start(tmp_path, *more, log="d"))
     assert f"{4 - kept} runs trained, {kept} reused" in stdout
