@@ -302,14 +302,15 @@ class RunStore:
             return [row[0] for row in db.execute("SELECT run_id FROM runs ORDER BY finished_at, rowid")]
 
     def claims(self) -> dict[str, str]:
-        """Return the runs whose lease holds now (being trained, or left by a process that died and not yet
-        expired): run id -> owner."""
+        """Return the runs whose lease holds now, as claim() judges it: run id -> owner."""
         if not self.readable:
             return {}
         with closing(self._connect()) as db:
             if self._version() < SCHEMA_VERSION:  # read, not migrated (a dry run): its claims never expire
-                return dict(db.execute("SELECT run_id, owner FROM claims"))
-            return dict(db.execute("SELECT run_id, owner FROM claims WHERE expires_at > ?", (_now(),)))
+                held = db.execute("SELECT run_id, owner FROM claims")
+            else:
+                held = db.execute("SELECT run_id, owner FROM claims WHERE expires_at > ?", (_now(),))
+            return {run_id: owner for run_id, owner in held if _owner_alive(owner)}
 
     def remove(self, run_ids: list[str]) -> None:
         """Delete `run_ids` from the store, with their kept weights, in one transaction."""

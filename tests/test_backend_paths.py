@@ -46,23 +46,26 @@ def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
     by_seed = first[first["technique"] == "none"].set_index("seed")
     assert by_seed.loc[0, "warmup_seconds"] > by_seed.loc[1, "warmup_seconds"]  # seed 1 reuses the program
     assert by_seed.loc[0, "warmup_seconds"] > by_seed.loc[0, "seconds_per_epoch"]  # compile kept out of the epoch
-    # 2. A resume with --jobs 2 that has one run left, held by a worker that died: the old bug trained it
-    #    in the parent, on TensorFlow. The dry run names the run left.
-    resume = ["compare", "--technique", "dropout", "--seed-list", "1", *TINY, "--store", str(store), "--out", "b"]
-    plan = regbench(tmp_path, *resume, "--jobs", "2", "--dry-run").stdout
-    left = [line.split()[0] for line in plan.splitlines() if line.endswith("to train")]
-    assert len(left) == 1 and "1 to train on jax/cpu" in plan and not (tmp_path / "b").exists()
+    # 2. A run lost from the store and held by a process that died, resumed with --jobs 2 (a local Dask cluster):
+    #    it trains on JAX in a worker (an old bug trained it in the parent, on TensorFlow), to the same numbers as
+    #    in this process. The dry run names the run left.
+    lost = by_seed.loc[1, "run_id"]
     with sqlite3.connect(store) as db:
-        db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", (left[0], dead_owner(), "2026-01-01T00:00:00+00:00",
+        db.execute("DELETE FROM runs WHERE run_id = ?", (lost,))
+        db.execute("INSERT INTO claims VALUES (?, ?, ?, ?)", (lost, dead_owner(), "2026-01-01T00:00:00+00:00",
                                                               "2099-01-01T00:00:00+00:00"))  # unexpired
-    done = regbench(tmp_path, *resume, "--jobs", "2")
-    assert "1 runs trained, 1 reused" in done.stdout and "TensorFlow" not in done.stderr
+    again = ["compare", "--technique", "l2", "--param", "l2=0", "--seeds", "2", *TINY, "--store", str(store),
+             "--out", "b", "--jobs", "2"]
+    plan = regbench(tmp_path, *again, "--dry-run").stdout
+    assert [line.split()[0] for line in plan.splitlines() if line.endswith("to train")] == [lost]
+    assert "1 to train on jax/cpu" in plan and not (tmp_path / "b").exists()
+    done = regbench(tmp_path, *again)
+    assert "1 runs trained, 3 reused" in done.stdout and "TensorFlow" not in done.stderr
+    assert "on a local Dask cluster of 2 worker processes" in done.stderr
     resumed = pd.read_csv(tmp_path / "b" / "runs.csv")
     assert set(resumed["keras_backend"]) == {"jax"}
-    # 3. The same run trained in one process on its own store has the same numbers.
-    regbench(tmp_path, *resume[:-4], "--store", str(reference), "--out", "c")
-    alone = pd.read_csv(tmp_path / "c" / "runs.csv")[NUMBERS].sort_values("run_id").reset_index(drop=True)
-    pd.testing.assert_frame_equal(resumed[NUMBERS].sort_values("run_id").reset_index(drop=True), alone)
+    pd.testing.assert_frame_equal(resumed[NUMBERS].sort_values("run_id").reset_index(drop=True),
+                                  first[NUMBERS].sort_values("run_id").reset_index(drop=True))
 
 
 def test_a_run_refuses_a_process_of_another_backend():
