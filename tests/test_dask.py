@@ -16,7 +16,7 @@ import pytest
 from conftest import SMALL_MNIST
 
 SWEEP = ["compare", "--technique", "dropout", "--train-size", "200", "--epochs", "6", "--hidden", "8",
-         "--batch-size", "50", "--data", str(SMALL_MNIST)]
+         "--batch-size", "50", "--backend", "jax", "--data", str(SMALL_MNIST)]  # JAX: workers start and compile fast
 NUMBERS = ["run_id", "test_accuracy", "test_crossentropy", "train_accuracy", "weights_l2", "best_epoch", "status"]
 
 
@@ -36,7 +36,7 @@ def finish(process, stderr, expect=0):
 
 
 def invoke(*args, expect=0):
-    """Run regbench in this process (its Keras already started: no second start-up); return the result."""
+    """Run regbench in this process; return the result."""
     from click.testing import CliRunner
 
     from regbench.cli import cli
@@ -78,8 +78,9 @@ def dask_workers(process):
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
     """The sweep's runs trained in this process, the reference every executor must match."""
+    pytest.importorskip("jax")
     path = tmp_path_factory.mktemp("one-process")
-    invoke(*SWEEP, "--seeds", "2", "--store", str(path / "s.sqlite"), "--out", str(path / "out"))
+    finish(*start(path, *SWEEP, "--seeds", "2", "--store", str(path / "s.sqlite"), "--out", "out"))
     return numbers(path / "out")
 
 
@@ -133,11 +134,17 @@ def test_a_scheduler_gives_the_same_numbers_to_two_clients_and_its_loss_is_one_l
     assert len(seed_0) == 2
     pd.testing.assert_frame_equal(numbers(tmp_path / "a"), seed_0)
     pd.testing.assert_frame_equal(numbers(tmp_path / "b"), seed_0)
-    # 2. A study on the same cluster, from this process (its models' weights come back from the worker).
-    study = invoke("study", "large-weights", "--quick", "--scheduler", address, "--data", str(SMALL_MNIST),
-                   "--store", str(tmp_path / "study.sqlite"), "--out", str(tmp_path / "study"))
-    assert f"6 runs to train and keep the weights of, on the Dask cluster at {address}" in study.output
-    assert len(list((tmp_path / "models").glob("*.weights.h5"))) == 6 and (tmp_path / "study" / "REPORT.md").exists()
+    # 2. Kept weights (as studies keep them) come back from the worker, and this process stores them.
+    from regbench.data import Splits, read_npz
+    from regbench.executor import DaskCluster
+    from regbench.store import RunStore
+    from regbench.sweep import train_todo
+
+    config = RunStore(store).configs([seed_0["run_id"][0]])[0]
+    kept = RunStore(tmp_path / "kept.sqlite")
+    with DaskCluster(scheduler=address) as cluster:
+        assert train_todo([config], Splits(read_npz(SMALL_MNIST)), kept, cluster, print, keep_weights=True) == 1
+    assert kept.weights_path(config.run_id).read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"  # Keras' .weights.h5
     # 3. The scheduler killed mid-sweep: one line, a non-zero exit, the finished runs kept; a rerun resumes.
     more = [*SWEEP, "--seed-list", "5", "--store", str(store), "--out", "c"]
     process, stderr = start(tmp_path, *more, "--scheduler", address, log="c")
@@ -148,7 +155,7 @@ def test_a_scheduler_gives_the_same_numbers_to_two_clients_and_its_loss_is_one_l
     assert len(errors) == 1 and "lost the Dask scheduler" in errors[0] and "rerun the same command" in errors[0]
     assert "Traceback" not in log
     assert len(stored(store)) == 3 and integrity(store) == "ok"
-    assert "1 runs trained, 1 reused" in invoke(*more[:-1], str(tmp_path / "c")).output
+    assert "1 runs trained, 1 reused" in finish(*start(tmp_path, *more, log="d"))[0]
 
 
 @pytest.mark.parametrize("address, message", [
