@@ -84,12 +84,12 @@ class _Resources(click.ParamType):
             return value
         resources = {}
         for part in str(value).split(","):
-            name, _, amount = part.partition("=")
+            name, _, amount = (text.strip() for text in part.partition("="))
             try:
-                resources[name.strip()] = float(amount)
+                resources[name] = float(amount)
             except ValueError:
                 self.fail(f"{part!r} is not NAME=N with a number N, e.g. GPU=1", param, ctx)
-            if not name.strip() or not math.isfinite(resources[name.strip()]) or resources[name.strip()] <= 0:
+            if not name or not math.isfinite(resources[name]) or resources[name] <= 0:
                 self.fail(f"{part!r}: give a name and a positive amount, e.g. GPU=1", param, ctx)
         return resources
 

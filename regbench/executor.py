@@ -146,10 +146,10 @@ def executor_for(jobs: int, scheduler: str | None, resources: dict, send_data: b
     scheduler = scheduler or os.environ.get("REGBENCH_SCHEDULER") or None
     if scheduler and jobs > 1:
         raise UsageError("--jobs starts a local cluster and --scheduler names an existing one; give one")
+    if (resources or send_data) and not scheduler:
+        raise UsageError(f"{'--resources' if resources else '--send-data'} applies to the workers of an existing "
+                         "cluster; add --scheduler ADDRESS")
     if scheduler or jobs > 1:
         return DaskCluster(jobs=None if scheduler else jobs, scheduler=scheduler, resources=resources,
                            send_data=send_data)
-    if resources or send_data:
-        raise UsageError(f"{'--resources' if resources else '--send-data'} applies to a Dask cluster; add "
-                         "--scheduler ADDRESS (or --jobs N)")
     return InProcess()

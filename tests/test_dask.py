@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pandas as pd
 import psutil
@@ -136,15 +137,21 @@ def test_a_scheduler_gives_the_same_numbers_to_two_clients_and_its_loss_is_one_l
     pd.testing.assert_frame_equal(numbers(tmp_path / "b"), seed_0)
     # 2. Kept weights (as studies keep them) come back from the worker, and this process stores them.
     from regbench.data import Splits, read_npz
+    from regbench.errors import SweepError
     from regbench.executor import DaskCluster
     from regbench.store import RunStore
     from regbench.sweep import train_todo
 
     config = RunStore(store).configs([seed_0["run_id"][0]])[0]
-    kept = RunStore(tmp_path / "kept.sqlite")
+    kept, splits = RunStore(tmp_path / "kept.sqlite"), Splits(read_npz(SMALL_MNIST))
+    broken = replace(config, variant="no-such-variant")  # its worker raises, and raises again when retried
     with DaskCluster(scheduler=address) as cluster:
-        assert train_todo([config], Splits(read_npz(SMALL_MNIST)), kept, cluster, print, keep_weights=True) == 1
+        assert train_todo([config], splits, kept, cluster, print, keep_weights=True) == 1
+        with pytest.raises(SweepError, match="1 of 1 runs failed on the workers .*unknown model variant"):
+            train_todo([broken], splits, kept, cluster, print)
     assert kept.weights_path(config.run_id).read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"  # Keras' .weights.h5
+    assert "unknown model variant" in kept.failures([broken.run_id])[broken.run_id]  # a rerun tries it again
+    assert kept.finished([broken.run_id]) == set() and kept.claims() == {}
     # 3. The scheduler killed mid-sweep: one line, a non-zero exit, the finished runs kept; a rerun resumes.
     more = [*SWEEP, "--seed-list", "5", "--store", str(store), "--out", "c"]
     process, stderr = start(tmp_path, *more, "--scheduler", address, log="c")
@@ -170,3 +177,14 @@ def test_a_bad_scheduler_address_is_one_line_and_exit_2_within_seconds(tmp_path,
     assert result.output.startswith(f"Error: --scheduler {address}") and message in result.output
     assert result.output.count("\n") == 1
     assert not (tmp_path / "out").exists() and stored(tmp_path / "s.sqlite") == []
+
+
+def test_a_worker_whose_copy_of_the_data_differs_refuses_naming_the_file():
+    from helpers import config_for
+    from regbench.errors import UsageError
+    from regbench.workers import WorkerOrders, _split
+
+    orders = WorkerOrders(fingerprint="0" * 16, path=str(SMALL_MNIST), shared=None, topic="t", pin_cores=False)
+    with pytest.raises(UsageError, match=f"{SMALL_MNIST}: this worker's copy has content fingerprint [0-9a-f]{{16}}, "
+                                         "not 0000000000000000"):
+        _split(config_for("none"), orders, None)
