@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import time
 from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
@@ -115,20 +116,18 @@ class RunStore:
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if self.path.is_dir():
             raise UsageError(f"{self.path}: is a directory; --store takes a file path")
-        if exists:
-            version = self._check_identity()
-            if version == 1 and create:
-                self._migrate_from_v1()
-        if exists or not create:
-            self.readable = exists
+        version = self._check_identity() if exists else None
+        if version == 1 and create:
+            self._migrate_from_v1()
+        if version or not create:
+            self.readable = bool(version)
             return
         check_filesystem(self.path.parent, "--store")
-        try:
+        try:  # in one transaction: another process opening it meanwhile sees an empty database or the whole store
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with closing(self._connect()) as db, db:
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            with closing(self._connect()) as db:
+                db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA}; PRAGMA application_id = {APPLICATION_ID}; "
+                                 f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT")
         except sqlite3.DatabaseError as error:
             raise UsageError(f"{self.path}: cannot create the run store ({error})") from None
         except OSError as error:
@@ -136,8 +135,8 @@ class RunStore:
         self.readable = True
 
     def _check_identity(self) -> int:
-        """Return the store's schema version; raise UsageError unless the file is a run store of this layout or
-        of version 1's (read only; nothing is written)."""
+        """Return the store's schema version (0: an empty database); raise UsageError unless the file is a run
+        store of this layout or of version 1's (read only; nothing is written)."""
         with open(self.path, "rb") as file:
             if file.read(16) != b"SQLite format 3\x00":
                 raise UsageError(f"{self.path}: not a usable run store (not an SQLite database); "
@@ -150,6 +149,8 @@ class RunStore:
                           for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as error:
             raise UsageError(f"{self.path}: not a usable run store ({error}); use another --store path") from None
+        if (application, version, layout) == (0, 0, {}):
+            return 0  # an empty database: a store another process is creating this moment (or an empty file)
         if application not in (APPLICATION_ID, 0) or (application == 0 and version != 1):
             raise UsageError(f"{self.path}: not a regbench run store (an SQLite database of another application); "
                              "use another --store path")
@@ -181,8 +182,14 @@ class RunStore:
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=60)
-        db.execute("PRAGMA journal_mode = WAL")
-        return db
+        for attempt in range(600):  # switching to WAL does not wait for another process creating the store
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                return db
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or attempt == 599:
+                    raise
+                time.sleep(0.1)
 
     def claim(self, run_id: str) -> bool:
         """Take a lease on training `run_id`; False if it is stored or another process's lease on it holds.
