@@ -180,6 +180,16 @@ def validation_size(n_train_images: int) -> int:
     return min(VALIDATION_SIZE, n_train_images // 6)
 
 
+def training_size(mnist: Mnist, train_size: int | None) -> int:
+    """Return how many images a split of `mnist` trains on (`train_size`, or all not held out); raise
+    UsageError for a size the file cannot give."""
+    available = len(mnist.y_train) - validation_size(len(mnist.y_train))
+    if train_size is not None and not MIN_TRAIN_SIZE <= train_size <= available:
+        raise UsageError(f"--train-size {train_size} is out of range; allowed {MIN_TRAIN_SIZE}..{available} "
+                         f"for {mnist.source}")
+    return available if train_size is None else train_size
+
+
 def split_mnist(mnist: Mnist, train_size: int | None = None, draw: int | None = None) -> Split:
     """Hold out a stratified validation set, then take a stratified --train-size subset of the rest.
 
@@ -190,13 +200,7 @@ def split_mnist(mnist: Mnist, train_size: int | None = None, draw: int | None = 
     val_index = stratified_indices(mnist.y_train, validation_size(len(mnist.y_train)), rng)
     rest = np.setdiff1d(np.arange(len(mnist.y_train)), val_index)
     # 2. The training subset comes from its own stream, so each size is one fixed subset.
-    available = len(rest)
-    if train_size is not None and train_size != available:
-        if not MIN_TRAIN_SIZE <= train_size <= available:
-            raise UsageError(
-                f"--train-size {train_size} is out of range; allowed {MIN_TRAIN_SIZE}..{available} "
-                f"for {mnist.source}"
-            )
+    if training_size(mnist, train_size) != len(rest):
         subset_seed = [DATA_SEED, train_size] if draw is None else [DATA_SEED, 2, draw, train_size]
         subset_rng = np.random.default_rng(subset_seed)
         rest = rest[stratified_indices(mnist.y_train[rest], train_size, subset_rng)]

@@ -14,7 +14,7 @@ from typing import Callable
 import pandas as pd
 
 from regbench.config import RunConfig
-from regbench.data import Splits, load_mnist, split_mnist
+from regbench.data import Splits, load_mnist, training_size
 from regbench.errors import UsageError
 from regbench.executor import DaskCluster, InProcess
 from regbench.report import COMPARISON_FILES, write_comparison
@@ -66,7 +66,7 @@ def _checked_plan(request: CompareRequest, device: str):
     """Check everything a user can get wrong (nothing is written); return the data, base config and the tuning
     plan (None without --tune)."""
     mnist = load_mnist(request.data)
-    train_size = len(split_mnist(mnist, request.train_size).y_train)  # the split itself is made where runs train
+    train_size = training_size(mnist, request.train_size)  # the split itself is made where runs train
     if request.base.batch_size > train_size:
         raise UsageError(
             f"--batch-size {request.base.batch_size} is larger than the training set "

@@ -79,6 +79,11 @@ def _owner_alive(owner: str) -> bool:
     return True
 
 
+def _lease_holds(owner: str, expires_at: str) -> bool:
+    """Return whether a claim still holds: its lease has not expired and its owner is not seen to have ended."""
+    return expires_at > _now() and _owner_alive(owner)
+
+
 def _json(value) -> str:
     """Serialize with NaN stored as null (strict JSON)."""
     return json.dumps(_nan_to_none(value), allow_nan=False)
@@ -119,6 +124,8 @@ class RunStore:
         version = self._check_identity() if exists else None
         if version == 1 and create:
             self._migrate_from_v1()
+            version = SCHEMA_VERSION
+        self.version = version or SCHEMA_VERSION  # a version 1 store opened read only stays version 1
         if version or not create:
             self.readable = bool(version)
             return
@@ -203,7 +210,7 @@ class RunStore:
                 if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
                     return False
                 row = db.execute("SELECT owner, expires_at FROM claims WHERE run_id = ?", (run_id,)).fetchone()
-                if row and row[0] != OWNER and row[1] > _now() and _owner_alive(row[0]):
+                if row and row[0] != OWNER and _lease_holds(*row):
                     return False
                 db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
                            (run_id, OWNER, _now(), _now(LEASE_SECONDS)))
@@ -230,15 +237,11 @@ class RunStore:
 
     def failures(self, run_ids: list[str]) -> dict[str, str]:
         """Return the recorded failures among `run_ids` (not stored since): run id -> the worker's error."""
-        if not self.readable or self._version() < SCHEMA_VERSION:
+        if not self.readable or self.version < SCHEMA_VERSION:
             return {}
         with closing(self._connect()) as db:
             marks = ",".join("?" * len(run_ids))
             return dict(db.execute(f"SELECT run_id, error FROM failures WHERE run_id IN ({marks})", run_ids))
-
-    def _version(self) -> int:
-        with closing(self._connect()) as db:
-            return db.execute("PRAGMA user_version").fetchone()[0]
 
     def finished(self, run_ids: list[str]) -> set[str]:
         """Return which of `run_ids` are already stored."""
@@ -312,12 +315,10 @@ class RunStore:
         """Return the runs whose lease holds now, as claim() judges it: run id -> owner."""
         if not self.readable:
             return {}
+        expiry = "expires_at" if self.version == SCHEMA_VERSION else "'9999'"  # version 1 (read only): no expiry
         with closing(self._connect()) as db:
-            if self._version() < SCHEMA_VERSION:  # read, not migrated (a dry run): its claims never expire
-                held = db.execute("SELECT run_id, owner FROM claims")
-            else:
-                held = db.execute("SELECT run_id, owner FROM claims WHERE expires_at > ?", (_now(),))
-            return {run_id: owner for run_id, owner in held if _owner_alive(owner)}
+            held = db.execute(f"SELECT run_id, owner, {expiry} FROM claims").fetchall()
+        return {run_id: owner for run_id, owner, expires_at in held if _lease_holds(owner, expires_at)}
 
     def remove(self, run_ids: list[str]) -> None:
         """Delete `run_ids` from the store, with their kept weights, in one transaction."""

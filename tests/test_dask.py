@@ -153,7 +153,7 @@ def test_a_scheduler_gives_the_same_numbers_to_two_clients_and_its_loss_is_one_l
     assert "unknown model variant" in kept.failures([broken.run_id])[broken.run_id]  # a rerun tries it again
     assert kept.finished([broken.run_id]) == set() and kept.claims() == {}
     # 3. The scheduler killed mid-sweep: one line, a non-zero exit, the finished runs kept; a rerun resumes.
-    more = [*SWEEP, "--seed-list", "5", "--store", str(store), "--out", "c"]
+    more = [*SWEEP, "--epochs", "150", "--seed-list", "5", "--store", str(store), "--out", "c"]  # runs of seconds
     process, stderr = start(tmp_path, *more, "--scheduler", address, log="c")
     wait_for(lambda: len(stored(store)) > 2)  # the first of the two runs: the second is training
     scheduler.send_signal(signal.SIGKILL)
