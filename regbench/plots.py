@@ -223,3 +223,13 @@ def sensitivity(tuning: pd.DataFrame, tune: dict, title: str) -> Figure:
                     f"parameter ({tune['trials']} trials x {len(tune['seeds'])} tuning seeds per setting)\n"
                     f"{title}", fontsize="medium")
     return figure
+
+
+def finish_panels(figure: Figure, panels) -> Figure:
+    """Give every panel a light grid and a small legend, lay the figure out, and return it."""
+    for axes in panels:
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+

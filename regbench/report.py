@@ -213,7 +213,7 @@ def _p(value) -> str:
     return "–" if pd.isna(value) else ("<0.0001" if value < 1e-4 else f"{value:.4f}")
 
 
-def _p_equals(value) -> str:
+def p_text(value) -> str:
     """Write 'p = 0.0123' or 'p < 0.0001'."""
     text = _p(value)
     return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
@@ -231,6 +231,16 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
     lines = [cells(header), "|" + "---|" * len(header)] + [cells(row) for row in rows]
     return "\n".join(lines)
+
+
+def effect_text(mean, low, high, digits: int = 2, scale: float = 100.0, unit: str = " pp") -> str:
+    """Write an effect with its interval, '+0.12 pp [-0.05, +0.29]' (fractions as percentage points by default;
+    scale=1, unit='' for plain numbers), saying so where there is no effect or no interval."""
+    if pd.isna(mean):
+        return "no paired difference (no successful pair)"
+    if pd.isna(low) or pd.isna(high):
+        return f"{mean * scale:+.{digits}f}{unit} [no interval from one pair]"
+    return f"{mean * scale:+.{digits}f}{unit} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
 
 
 def _interval(low, high) -> str:
@@ -275,8 +285,8 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
     margin = f"±{row['margin'] * 100:g} pp"
     text = (f"{name}: over {row['pairs']} paired seeds, test accuracy changed by {_pp(row['test_accuracy_diff'])} "
             f"percentage points (95% CI {_pp(row['diff_ci_low'])} to {_pp(row['diff_ci_high'])}, unadjusted; paired "
-            f"t-test {_p_equals(row['t_p'])}, Holm-adjusted {_p_equals(row['holm_p'])}, Wilcoxon "
-            f"{_p_equals(row['wilcoxon_p'])}; d_z = {_number(row['cohens_dz'])}). ")
+            f"t-test {p_text(row['t_p'])}, Holm-adjusted {p_text(row['holm_p'])}, Wilcoxon "
+            f"{p_text(row['wilcoxon_p'])}; d_z = {_number(row['cohens_dz'])}). ")
     test_zero = (f"the {_level(row['holm_level'])} interval at the level Holm tested it, "
                  f"{_interval(row['adj_ci_low'], row['adj_ci_high'])}")
     test_margin = (f"the {_level(row['tost_level'], 2)} interval at the level Holm tested equivalence, "
@@ -284,13 +294,13 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
     verdict = row["verdict"]
     if verdict in ("helps", "hurts"):
         text += (f"Verdict: it **{verdict}** on this setup: {test_zero}, excludes 0, and equivalence within "
-                 f"{margin} is not shown (TOST, Holm-adjusted {_p_equals(row['tost_holm_p'])}). ")
+                 f"{margin} is not shown (TOST, Holm-adjusted {p_text(row['tost_holm_p'])}). ")
     elif verdict.startswith("negligible"):
         text += (f"Verdict: **{verdict}**: the difference is detectable ({test_zero}, excludes 0) but "
                  f"{test_margin}, lies inside {margin}, the smallest effect that matters here (`--margin`). ")
     elif verdict.startswith("equivalent"):
         text += (f"Verdict: **{verdict}**: {test_margin}, lies inside {margin} (TOST, Holm-adjusted "
-                 f"{_p_equals(row['tost_holm_p'])}). This rules out effects larger than the margin, not every effect. ")
+                 f"{p_text(row['tost_holm_p'])}). This rules out effects larger than the margin, not every effect. ")
     else:
         reason = (f"its unadjusted 95% interval excludes 0, but not after Holm's correction for the {family} "
                   f"technique(s) compared" if verdict == stats.UNCORRECTED_ONLY else

@@ -19,7 +19,7 @@ ALPHA = 1 - CONFIDENCE  # two-sided significance level of every test, and of eac
 POWER = 0.8  # power at which the smallest detectable effect and the seeds for --target-effect are stated
 PLANNING_SD_CONFIDENCE = 0.8  # --target-effect plans with this upper confidence bound of the pairs' SD
 MAX_SEEDS = 1_000  # largest seed count considered when planning
-SUMMARY_METRICS = ("test_accuracy", "gap", "epochs_run", "seconds_per_epoch")
+SUMMARY_METRICS = ("test_accuracy", "val_accuracy", "train_accuracy", "gap", "epochs_run", "seconds_per_epoch")
 EFFECT_METRICS = ("test_accuracy", "test_crossentropy", "gap", "epochs_run", "seconds_per_epoch")
 PRIMARY = "test_accuracy"  # the metric the verdict is about
 UNCORRECTED_ONLY = "inconclusive (significant only before Holm correction)"
@@ -45,13 +45,25 @@ def selected(runs: pd.DataFrame, select: str) -> pd.DataFrame:
     return runs.assign(**{name: runs[f"best_{name}"] for name in MEASURED})
 
 
-def paired_differences(runs: pd.DataFrame, metric: str, technique: str) -> pd.Series:
-    """Return treated minus baseline `metric` per seed, over the seeds where both runs succeeded."""
+def paired_differences(runs: pd.DataFrame, metric: str, arm: str, against: str = BASELINE,
+                       by: str = "technique") -> pd.Series:
+    """Return `arm` minus `against` in `metric` per seed (the arms named in column `by`), over the seeds where
+    both runs succeeded: the one way runs are paired."""
     ok = successful(runs)
-    by_seed = ok.pivot_table(index="seed", columns="technique", values=metric, aggfunc="first")
-    if technique not in by_seed or BASELINE not in by_seed:
+    by_seed = ok.pivot_table(index="seed", columns=by, values=metric, aggfunc="first")
+    if arm not in by_seed or against not in by_seed:
         return pd.Series(dtype=float, name=metric)
-    return (by_seed[technique] - by_seed[BASELINE]).dropna().rename(metric)
+    return (by_seed[arm] - by_seed[against]).dropna().rename(metric)
+
+
+def seed_slopes(table: pd.DataFrame, x: str, y: str) -> pd.Series:
+    """Return, per seed, the least-squares slope of `y` on `x` over that seed's rows (seeds with fewer than two
+    distinct x are left out): seeds, not rows, are the unit of a trend."""
+    slopes = {}
+    for seed, rows in table.dropna(subset=[x, y]).groupby("seed"):
+        if rows[x].nunique() > 1:
+            slopes[seed] = float(np.polyfit(rows[x].to_numpy(float), rows[y].to_numpy(float), 1)[0])
+    return pd.Series(slopes, dtype=float, name=f"slope of {y} on {x}")
 
 
 def t_interval(values, confidence: float = CONFIDENCE) -> tuple:
@@ -68,9 +80,10 @@ def t_interval(values, confidence: float = CONFIDENCE) -> tuple:
     return (float(low), float(high)) if values.ndim == 1 else (low, high)
 
 
-def mean_confidence_interval(values: pd.Series) -> tuple[float, float, float]:
-    """Return (mean, low, high): the mean and its 95% t-interval (NaN bounds below 2 values)."""
+def mean_confidence_interval(values) -> tuple[float, float, float]:
+    """Return (mean, low, high): the mean of the finite `values` and its 95% t-interval (NaN bounds below 2)."""
     values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
     if len(values) == 0:
         return math.nan, math.nan, math.nan
     return (float(values.mean()), *t_interval(values))
@@ -188,6 +201,22 @@ def holm_levels(pvalues: pd.Series) -> pd.Series:
     return levels.reindex(pvalues.index)
 
 
+def effect_family(differences: dict, margin: float | None = None) -> pd.DataFrame:
+    """Describe a family of paired differences (name -> values per seed), a row each (column 'effect'), corrected
+    for the family by Holm's step-down method: holm_p, and the interval at the level Holm tested each (adj_ci:
+    1 - level). With a margin, the equivalence tests (TOST) too, Holm-corrected, with their 1 - 2 x level
+    intervals (eq_ci), which lie inside ±margin when equivalence is shown."""
+    effects = pd.DataFrame([{"effect": name, **describe_pairs(values, margin)} for name, values in differences.items()])
+    effects["holm_p"], effects["holm_level"] = holm(effects["t_p"]), holm_levels(effects["t_p"])
+    effects["tost_holm_p"], effects["tost_level"] = holm(effects["tost_p"]), holm_levels(effects["tost_p"])
+    for bounds, level, sides in (("adj_ci", "holm_level", 1), ("eq_ci", "tost_level", 2)):
+        intervals = [t_interval(values, 1 - sides * alpha) if pd.notna(alpha) else (math.nan, math.nan)
+                     for values, alpha in zip(differences.values(), effects[level])]
+        effects[[f"{bounds}_low", f"{bounds}_high"]] = pd.DataFrame(intervals, index=effects.index)
+    effects["margin"] = math.nan if margin is None else margin
+    return effects
+
+
 def paired_effects(runs: pd.DataFrame, techniques: list[str], margin: float = DEFAULT_MARGIN,
                    target: float | None = None) -> pd.DataFrame:
     """Return a row per technique and metric: the paired difference to the baseline, its tests and verdict.
@@ -197,24 +226,13 @@ def paired_effects(runs: pd.DataFrame, techniques: list[str], margin: float = DE
     (adj_ci: 1 - level; eq_ci: 1 - 2 x level, inside ±margin when equivalence is shown). `target` (a
     difference, e.g. 0.002) adds the seeds that would detect it, planned with the SD's upper bound.
     """
-    rows, differences = [], []
+    families = []
     for metric in EFFECT_METRICS:
-        for technique in techniques:
-            values = paired_differences(runs, metric, technique)
-            differences.append(values)
-            equivalence_margin = margin if metric == PRIMARY else None  # the margin is in test-accuracy units
-            rows.append({"technique": technique, "metric": metric, **describe_pairs(values, equivalence_margin)})
-    effects = pd.DataFrame(rows)
-    by_metric = effects.groupby("metric")
-    effects["holm_p"] = by_metric["t_p"].transform(holm)
-    effects["tost_holm_p"] = by_metric["tost_p"].transform(holm)
-    effects["holm_level"] = by_metric["t_p"].transform(holm_levels)
-    effects["tost_level"] = by_metric["tost_p"].transform(holm_levels)
-    for bounds, level, sides in (("adj_ci", "holm_level", 1), ("eq_ci", "tost_level", 2)):
-        intervals = [t_interval(values, 1 - sides * alpha) if pd.notna(alpha) else (math.nan, math.nan)
-                     for values, alpha in zip(differences, effects[level])]
-        effects[[f"{bounds}_low", f"{bounds}_high"]] = pd.DataFrame(intervals, index=effects.index)
-    effects["margin"] = np.where(effects["metric"] == PRIMARY, margin, math.nan)
+        differences = {technique: paired_differences(runs, metric, technique) for technique in techniques}
+        family = effect_family(differences, margin if metric == PRIMARY else None)  # the margin is in accuracy
+        families.append(family.rename(columns={"effect": "technique"}))
+    effects = pd.concat(families, ignore_index=True)
+    effects.insert(1, "metric", np.repeat(EFFECT_METRICS, len(techniques)))
     if target is not None:
         primary = effects["metric"] == PRIMARY
         effects["target_effect"] = np.where(primary, target, math.nan)
@@ -284,6 +302,13 @@ def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame |
         rows.append(row)
     summary = pd.DataFrame(rows)
     return summary.astype({name: "Int64" for name in ("pairs", "seeds_for_target") if name in summary})
+
+
+def best_on_validation(summary: pd.DataFrame, arms: list[str]) -> str:
+    """Return which of `arms` (rows of a summary) has the highest mean validation accuracy, the first listed on a
+    tie: the one rule by which a study chooses a setting (test numbers are never read)."""
+    candidates = summary.set_index("technique").loc[arms, "val_accuracy_mean"]
+    return str(candidates.idxmax())
 
 
 def plateau(epochs: pd.DataFrame) -> dict | None:

@@ -49,18 +49,35 @@ def test_quick_study_writes_a_report_with_a_verdict_from_its_numbers(quick_studi
     assert f"Training time of the {len(runs)} runs behind" in report
 
 
-def test_weight_decay_sgd_l2_equals_decoupled_decay_and_adam_does_not(quick_studies):
-    table = pd.read_csv(quick_studies[0] / "out" / "weight-decay-quick" / "weight_comparison.csv")
-    sgd, adam = table[table["optimizer"] == "sgd"], table[table["optimizer"] == "adam"]
-    assert (sgd["max_relative_difference"] < 1e-4).all()
-    assert np.allclose(sgd["l2_shrink_per_step"], sgd["expected_shrink_per_step"], rtol=0, atol=1e-6)
-    assert np.allclose(sgd["wd_shrink_per_step"], sgd["expected_shrink_per_step"], rtol=0, atol=1e-6)
-    assert (adam["norm_relative_difference"] > 100 * sgd["norm_relative_difference"].max()).all()
-    steps = pd.read_csv(quick_studies[0] / "out" / "weight-decay-quick" / "divergence_by_step.csv")
-    sgd, adam = steps[steps["optimizer"] == "sgd"], steps[steps["optimizer"] == "adam"]
-    assert sgd["l2_vs_decay_max"].iloc[0] <= 4 * np.finfo(np.float32).eps  # one step: rounding only
-    assert (1000 * sgd["l2_vs_decay_max"].to_numpy() <= adam["l2_vs_decay_max"].to_numpy()).all()
-    assert (adam["l2_vs_decay_max"] > 100 * adam["l2_vs_ulp_control_max"]).all()  # not amplified rounding
+def test_weight_decay_plain_sgd_l2_equals_decoupled_decay_and_momentum_and_adam_do_not(quick_studies):
+    out = quick_studies[0] / "out" / "weight-decay-quick"
+    table = pd.read_csv(out / "weight_comparison.csv").set_index("optimizer")
+    sgd, momentum = table.loc["plain SGD"], table.loc["SGD, momentum 0.9"]
+    assert sgd["max_relative_difference"] < 1e-4
+    for name in ("l2", "wd"):  # blank-pixel weights shrink by 1 - lr * 2k per step, either way
+        assert sgd[f"{name}_shrink_per_step"] == pytest.approx(1 - 0.01 * 2 * 5e-3, abs=1e-6)
+    assert momentum["wd_shrink_per_step"] == pytest.approx(1 - 0.01 * 2 * 5e-3, abs=1e-6)  # decay ignores momentum
+    assert momentum["l2_shrink_per_step"] < momentum["wd_shrink_per_step"] - 1e-4  # L2 acts through the velocity
+    steps = pd.read_csv(out / "divergence_by_step.csv")
+    by = {name: rows for name, rows in steps.groupby("optimizer")}
+    assert by["plain SGD"]["l2_vs_decay_max"].iloc[0] <= 4 * np.finfo(np.float32).eps  # one step: rounding only
+    assert (by["plain SGD"]["decay_over_control"] <= 10).all()  # within the control at every horizon
+    for other in ("SGD, momentum 0.9", "Adam"):
+        assert by[other]["decay_over_control"].iloc[-1] > 100  # far beyond amplified rounding
+
+
+def test_l2_under_momentum_shrinks_by_the_slow_root_of_its_recurrence():
+    from regbench.studies.weight_decay import l2_shrink_with_momentum
+
+    lr, decay, momentum = 0.01, 1e-3, 0.9
+    v, w = 0.0, 1.0
+    for _ in range(20_000):  # heavy ball on a weight whose only gradient is decay * w
+        v = momentum * v - lr * decay * w
+        w = w + v
+    v_next = momentum * v - lr * decay * w
+    assert (w + v_next) / w == pytest.approx(l2_shrink_with_momentum(lr, decay, momentum), abs=1e-9)
+    assert l2_shrink_with_momentum(lr, decay, momentum) == pytest.approx(1 - lr * decay / (1 - momentum), abs=1e-7)
+    assert l2_shrink_with_momentum(lr, decay, 0.0) == pytest.approx(1 - lr * decay)
 
 
 def test_dropout_scaling_ratios_match_theory(quick_studies):
@@ -126,12 +143,51 @@ def test_a_study_directory_refuses_another_setting_and_report_rerenders_it(quick
     assert (out / "report.html").read_text().count('src="data:image/png;base64,') == len(list(out.glob("*.png")))
 
 
-def test_one_interval_formatter_says_when_there_is_no_interval():
-    from regbench.studies.common import pp
+def test_one_effect_formatter_says_when_there_is_no_interval():
+    from regbench.report import effect_text
 
-    assert pp(0.0123, -0.001, 0.02) == "+1.23 pp [-0.10, +2.00]"
-    assert pp(0.0123, np.nan, np.nan) == "+1.23 pp [no interval from one pair]"
-    assert "nan" not in pp(np.nan, np.nan, np.nan)
+    assert effect_text(0.0123, -0.001, 0.02) == "+1.23 pp [-0.10, +2.00]"
+    assert effect_text(0.0123, np.nan, np.nan) == "+1.23 pp [no interval from one pair]"
+    assert "nan" not in effect_text(np.nan, np.nan, np.nan)
+    assert effect_text(0.5, 0.25, 0.75, digits=3, scale=1, unit="") == "+0.500 [+0.250, +0.750]"
+
+
+def test_strength_chooses_on_validation_and_pairs_against_the_baseline(quick_studies):
+    out = quick_studies[0] / "out" / "strength-quick"
+    runs, table = pd.read_csv(out / "runs.csv"), pd.read_csv(out / "strength.csv").set_index("technique")
+    validation = runs.groupby("technique")["val_accuracy"].mean().drop("none")
+    assert table.index[table["chosen_on_validation"]].tolist() == [validation.idxmax()]
+    by_seed = runs.pivot_table(index="seed", columns="technique", values="test_accuracy")
+    for arm in validation.index:  # the hand-paired difference
+        assert table.loc[arm, "test_accuracy_diff"] == pytest.approx((by_seed[arm] - by_seed["none"]).mean())
+
+
+def test_a_choice_on_validation_never_reads_test_numbers():
+    from regbench.stats import best_on_validation
+
+    summary = pd.DataFrame({"technique": ["a", "b", "c"], "val_accuracy_mean": [0.90, 0.93, 0.93],
+                            "test_accuracy_mean": [0.99, 0.10, 0.50]})
+    assert best_on_validation(summary, ["a", "b", "c"]) == "b"  # the highest validation, the first on a tie
+    assert best_on_validation(summary.assign(test_accuracy_mean=[0.1, 0.9, 0.99]), ["a", "b", "c"]) == "b"
+
+
+def test_early_stopping_counts_rules_restoring_the_same_weights_once():
+    from regbench.studies.early_stopping import outcome_table
+
+    def rows(rule, restored, checkpoint, gains):
+        return [{"seed": seed, "rule": rule, "restored_epoch": r, "stop_epoch": 10, "epochs_saved": 0,
+                 "checkpoint_epoch": c, "test_accuracy_restored": 0.9 + g, "test_accuracy_at_end": 0.9,
+                 "test_accuracy_at_checkpoint": 0.9 + g} for seed, (r, c, g) in enumerate(zip(restored, checkpoint, gains))]
+
+    stops = pd.DataFrame(rows("patience 3", [4, 5, 6], [4, 5, 6], [0.01, 0.02, 0.03])
+                         + rows("patience 5", [4, 5, 6], [4, 5, 6], [0.01, 0.02, 0.03])
+                         + rows("patience 1", [2, 3, 3], [4, 5, 6], [0.0, 0.01, 0.0]))
+    outcomes = outcome_table(stops)
+    # patience 3 = 5 against the end; patience 1 against the end and against its checkpoint; no test of equal weights
+    assert outcomes[["reference", "rules"]].values.tolist() == [
+        ["end", "patience 3 = patience 5"], ["end", "patience 1"], ["checkpoint", "patience 1"]]
+    assert outcomes["diff_mean"].iloc[0] == pytest.approx(0.02)
+    assert (outcomes["holm_p"] >= outcomes["t_p"]).all()
 
 
 def test_stopping_rules_on_a_hand_made_curve():
@@ -143,6 +199,9 @@ def test_stopping_rules_on_a_hand_made_curve():
     assert stop_by_patience(val, 10) == 8  # never fires: the last epoch
     assert stop_by_generalization_loss(val, 2.0) == 4  # 0.72 / 0.7 - 1 = 2.9% > 2
     assert stop_by_generalization_loss(val, 5.0) == 6  # 0.75 / 0.69 - 1 = 8.7% > 5
+    error = 1 - np.array([0.90, 0.95, 0.96, 0.955, 0.97])  # an accuracy curve, as its error
+    assert stop_by_generalization_loss(error, 10.0) == 4  # 0.045 / 0.04 - 1 = 12.5% > 10
+    assert stop_by_patience(error, 2) == 5  # a new best at epoch 5: never fires
 
 
 def test_fields_added_later_leave_stored_run_ids_unchanged():

@@ -82,7 +82,7 @@ def plan_study(name: str, options: dict, seeds: int | None, quick: bool, out: Pa
     """Check everything a user can get wrong about study `name` (nothing is trained or written)."""
     from regbench.data import load_mnist
     from regbench.store import RunStore, check_replaceable, check_same_comparison
-    from regbench.studies.common import StudyContext
+    from regbench.studies.context import StudyContext
 
     module = importlib.import_module(f"regbench.studies.{name.replace('-', '_')}")
     preset = module.QUICK if quick else module.FULL
@@ -102,7 +102,7 @@ def plan_study(name: str, options: dict, seeds: int | None, quick: bool, out: Pa
 def run_study(planned: PlannedStudy, command: str) -> tuple[str, list[Path]]:
     """Run a planned study (training only what the store lacks) and write its report; return verdict and files."""
     from regbench.store import RunStore
-    from regbench.studies.common import write_study
+    from regbench.studies.pages import write_study
 
     planned.context.store = RunStore(planned.store_path)
     started = time.perf_counter()

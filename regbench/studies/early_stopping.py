@@ -1,4 +1,5 @@
-"""Study early-stopping: train long, then ask where each stopping rule would stop and what that costs."""
+"""Study early-stopping: train long, then ask where each stopping rule would stop and what its restored weights
+score against training on and against the best-validation checkpoint of the same run."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from regbench import report
-from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval
+from regbench import plots, report, stats
+from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import BASELINE, resolve_params
 
 FULL = Preset(config={"epochs": 50}, seeds=5,
@@ -17,6 +18,11 @@ FULL = Preset(config={"epochs": 50}, seeds=5,
 QUICK = Preset(config={**QUICK_CONFIG, "epochs": 6, "lr": 0.01}, seeds=2,  # fast enough to stop early
                grid={"patiences": (1, 2), "gl_alphas": (1.0,), "keras_check_patience": 1})
 SWEEPS = {}
+MONITORS = {  # what a rule watches -> (epoch column, the error it minimizes from that column's values)
+    "val cross-entropy": ("val_crossentropy", lambda values: values),
+    "val accuracy": ("val_accuracy", lambda values: 1.0 - values),  # Prechelt's GL is defined on an error
+}
+REFERENCES = {"end": "training all epochs", "checkpoint": "the best-validation checkpoint of the same run"}
 
 
 def run(context: StudyContext) -> Findings:
@@ -26,71 +32,106 @@ def run(context: StudyContext) -> Findings:
     keras_runs = context.configs(technique="early-stopping",
                                  technique_params=resolve_params(("early-stopping",), {"patience": patience}))
     tables = context.runs(long_runs + keras_runs)
-    epochs = tables.epochs
-    long_ids = {c.run_id for c in long_runs}
-    curves = epochs[epochs["run_id"].isin(long_ids)]
-    rules = [(f"patience {p}", lambda val, p=p: stop_by_patience(val, p)) for p in context.grid["patiences"]]
-    rules += [(f"GL > {a:g}", lambda val, a=a: stop_by_generalization_loss(val, a)) for a in context.grid["gl_alphas"]]
-    stops = stop_table(curves, rules)
-    keras = keras_check(tables.runs, stops, f"patience {patience}")
+    curves = tables.epochs[tables.epochs["run_id"].isin({c.run_id for c in long_runs})]
+    stops = stop_table(curves, rules_of(context.grid))
+    outcomes = outcome_table(stops)
+    keras = keras_check(tables.runs, stops, f"patience {patience} on val cross-entropy")
     summary = summarize_stops(stops)
     return Findings(
-        verdict=verdict(summary, keras, context.base.epochs),
-        body=body(summary, keras, context.base.epochs),
-        tables={"runs": tables.runs, "epochs": curves, "stops": stops, "stop_summary": summary},
+        verdict=verdict(summary, outcomes, keras, context.base.epochs),
+        body=body(summary, outcomes, keras, context.base.epochs),
+        tables={"runs": tables.runs, "epochs": curves, "stops": stops, "stop_summary": summary,
+                "distinct_comparisons": outcomes},
         figures={"stopping_points": figure(curves, summary)},
     )
 
 
-def stop_by_patience(val: np.ndarray, patience: int) -> int:
-    """Return the 1-based epoch at which Keras' EarlyStopping (min_delta 0) stops, or the last epoch."""
+def rules_of(grid: dict) -> list[tuple[str, str, callable]]:
+    """Return every (rule name, monitor, stop function of the monitored error) the grid names."""
+    rules = []
+    for monitor in MONITORS:
+        rules += [(f"patience {p} on {monitor}", monitor, lambda error, p=p: stop_by_patience(error, p))
+                  for p in grid["patiences"]]
+        rules += [(f"GL > {a:g} on {monitor}", monitor, lambda error, a=a: stop_by_generalization_loss(error, a))
+                  for a in grid["gl_alphas"]]
+    return rules
+
+
+def stop_by_patience(error: np.ndarray, patience: int) -> int:
+    """Return the 1-based epoch at which Keras' EarlyStopping (min_delta 0) stops on `error`, or the last epoch."""
     best, wait = math.inf, 0
-    for epoch, value in enumerate(val):
+    for epoch, value in enumerate(error):
         wait += 1
         if value < best:
             best, wait = value, 0
         elif wait >= patience and epoch > 0:
             return epoch + 1
-    return len(val)
+    return len(error)
 
 
-def stop_by_generalization_loss(val: np.ndarray, alpha: float) -> int:
-    """Return the first 1-based epoch where Prechelt's GL = 100 (E_va / E_opt - 1) exceeds `alpha`."""
-    lowest = np.minimum.accumulate(val)
-    above = np.nonzero(100 * (val / lowest - 1) > alpha)[0]
-    return int(above[0]) + 1 if len(above) else len(val)
+def stop_by_generalization_loss(error: np.ndarray, alpha: float) -> int:
+    """Return the first 1-based epoch where Prechelt's GL = 100 (E_va / E_opt - 1) exceeds `alpha`, or the last."""
+    lowest = np.minimum.accumulate(error)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero error so far: no loss yet
+        loss = np.where(lowest > 0, 100 * (error / lowest - 1), np.where(error > 0, np.inf, 0.0))
+    above = np.nonzero(loss > alpha)[0]
+    return int(above[0]) + 1 if len(above) else len(error)
 
 
 def stop_table(curves: pd.DataFrame, rules: list) -> pd.DataFrame:
-    """Return one row per seed and rule: stop epoch, restored best epoch and test accuracies there."""
+    """Return one row per seed and rule: stop epoch, restored epoch (Keras' restore_best_weights: the lowest error
+    up to the stop, first on a tie) and the test accuracy there, at the end and at the run's best checkpoint."""
     rows = []
     for seed, curve in curves.sort_values("epoch").groupby("seed"):
-        val, test = curve["val_crossentropy"].to_numpy(), curve["test_accuracy"].to_numpy()
-        overall_best = int(np.argmin(val))
-        for rule, stop_at in rules:
-            stop = stop_at(val)
-            restored = int(np.argmin(val[:stop]))
-            rows.append({"seed": seed, "rule": rule, "stop_epoch": stop, "restored_epoch": restored + 1,
-                         "epochs_saved": len(val) - stop, "test_accuracy_at_stop": test[stop - 1],
-                         "test_accuracy_restored": test[restored], "test_accuracy_at_best_val": test[overall_best],
-                         "test_accuracy_at_end": test[-1], "best_val_epoch": overall_best + 1})
+        test = curve["test_accuracy"].to_numpy()
+        for rule, monitor, stop_at in rules:
+            column, to_error = MONITORS[monitor]
+            error = to_error(curve[column].to_numpy())
+            stop, checkpoint = stop_at(error), int(np.argmin(error))
+            restored = int(np.argmin(error[:stop]))
+            rows.append({"seed": seed, "rule": rule, "monitor": monitor, "stop_epoch": stop,
+                         "restored_epoch": restored + 1, "epochs_saved": len(error) - stop,
+                         "test_accuracy_restored": test[restored], "test_accuracy_at_end": test[-1],
+                         "checkpoint_epoch": checkpoint + 1, "test_accuracy_at_checkpoint": test[checkpoint]})
     return pd.DataFrame(rows)
 
 
 def summarize_stops(stops: pd.DataFrame) -> pd.DataFrame:
-    """Return per rule: mean stop epoch, epochs saved, and restored-minus-end test accuracy with its CI."""
-    rows = []
+    """Return per rule: stop and restored epochs, epochs saved and the mean test accuracies (no tests here: the
+    tests are of distinct outcomes, see outcome_table)."""
+    return stops.groupby(["rule", "monitor"], sort=False).agg(
+        seeds=("seed", "size"), stop_epoch_mean=("stop_epoch", "mean"), stop_epoch_min=("stop_epoch", "min"),
+        stop_epoch_max=("stop_epoch", "max"), restored_epoch_mean=("restored_epoch", "mean"),
+        epochs_saved_mean=("epochs_saved", "mean"), test_accuracy_restored=("test_accuracy_restored", "mean"),
+        test_accuracy_at_end=("test_accuracy_at_end", "mean"),
+        test_accuracy_at_checkpoint=("test_accuracy_at_checkpoint", "mean")).reset_index()
+
+
+def outcome_table(stops: pd.DataFrame) -> pd.DataFrame:
+    """Return the distinct comparisons the rules make, tested and Holm-corrected across them all.
+
+    Rules that restore the same epoch on every seed give the same weights, so against training on they are one
+    comparison, and against the checkpoint one per checkpoint they share; a rule that restores its checkpoint on
+    every seed compares identical weights, which is no test and is left out of the family.
+    """
+    comparisons = {}  # (reference, restored epochs, reference epochs) -> the rules that make it
     for rule, mine in stops.groupby("rule", sort=False):
-        gain, low, high = interval(mine["test_accuracy_restored"] - mine["test_accuracy_at_end"])
-        rows.append({"rule": rule, "seeds": len(mine), "stop_epoch_mean": mine["stop_epoch"].mean(),
-                     "stop_epoch_min": mine["stop_epoch"].min(), "stop_epoch_max": mine["stop_epoch"].max(),
-                     "epochs_saved_mean": mine["epochs_saved"].mean(),
-                     "test_accuracy_at_stop": mine["test_accuracy_at_stop"].mean(),
-                     "test_accuracy_restored": mine["test_accuracy_restored"].mean(),
-                     "test_accuracy_at_best_val": mine["test_accuracy_at_best_val"].mean(),
-                     "test_accuracy_at_end": mine["test_accuracy_at_end"].mean(),
-                     "restored_minus_end": gain, "restored_minus_end_ci_low": low, "restored_minus_end_ci_high": high})
-    return pd.DataFrame(rows)
+        restored = tuple(mine["restored_epoch"])
+        for reference, epochs in (("end", tuple(mine["stop_epoch"] + mine["epochs_saved"])),
+                                  ("checkpoint", tuple(mine["checkpoint_epoch"]))):
+            if restored != epochs:
+                comparisons.setdefault((reference, restored, epochs), []).append(rule)
+    differences, rows = {}, []
+    for number, ((reference, restored, epochs), rules) in enumerate(comparisons.items(), start=1):
+        mine = stops[stops["rule"] == rules[0]].set_index("seed")
+        column = "test_accuracy_at_end" if reference == "end" else "test_accuracy_at_checkpoint"
+        differences[number] = mine["test_accuracy_restored"] - mine[column]
+        rows.append({"comparison": number, "reference": reference, "rules": " = ".join(rules),
+                     "restored_epochs": " ".join(map(str, restored)), "reference_epochs": " ".join(map(str, epochs))})
+    if not rows:
+        return pd.DataFrame(columns=["comparison", "reference", "rules", "restored_epochs", "reference_epochs"])
+    family = stats.effect_family(differences).rename(columns={"effect": "comparison"})
+    return pd.DataFrame(rows).merge(family, on="comparison")
 
 
 def keras_check(runs: pd.DataFrame, stops: pd.DataFrame, rule: str) -> pd.DataFrame:
@@ -103,53 +144,90 @@ def keras_check(runs: pd.DataFrame, stops: pd.DataFrame, rule: str) -> pd.DataFr
                          "keras_test_accuracy": keras.loc[replayed.index, "test_accuracy"].to_numpy()})
 
 
-def verdict(summary: pd.DataFrame, keras: pd.DataFrame, epochs: int) -> str:
-    """State, per rule, where it stops, what it saves and what the restored weights score against the end."""
-    parts = [f"{row.rule} stops at epoch {row.stop_epoch_mean:.1f} on average (saves "
-             f"{row.epochs_saved_mean / epochs:.0%} of {epochs} epochs) with restored test accuracy "
-             f"{row.test_accuracy_restored * 100:.2f}% vs {row.test_accuracy_at_end * 100:.2f}% at the end "
-             f"({row.restored_minus_end * 100:+.2f} pp [{row.restored_minus_end_ci_low * 100:+.2f}, "
-             f"{row.restored_minus_end_ci_high * 100:+.2f}])" for row in summary.itertuples()]
+def _direction(row) -> str:
+    """Say how a comparison came out after Holm's correction."""
+    if row.holm_p < stats.ALPHA:
+        return "better" if row.diff_mean > 0 else "worse"
+    return "no detectable difference"
+
+
+def verdict(summary: pd.DataFrame, outcomes: pd.DataFrame, keras: pd.DataFrame, epochs: int) -> str:
+    """State where the rules stop, how many distinct comparisons they make, and how those come out, from the
+    numbers."""
+    per_monitor = "; ".join(
+        f"on {monitor} they stop at epoch {mine['stop_epoch_mean'].min():.1f}–{mine['stop_epoch_mean'].max():.1f} on "
+        f"average (saving {mine['epochs_saved_mean'].min() / epochs:.0%}–{mine['epochs_saved_mean'].max() / epochs:.0%}"
+        f" of {epochs} epochs)" for monitor, mine in summary.groupby("monitor", sort=False))
+    listing = "; ".join(
+        f"{row.rules} vs {REFERENCES[row.reference]}: "
+        f"{report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high)} ({_direction(row)})"
+        for row in outcomes.itertuples())
+    ends, checkpoints = (outcomes[outcomes["reference"] == name] for name in REFERENCES)
+    better = ends[(ends["holm_p"] < stats.ALPHA) & (ends["diff_mean"] > 0)]
+    worse = checkpoints[(checkpoints["holm_p"] < stats.ALPHA) & (checkpoints["diff_mean"] < 0)]
     agree = (keras["replayed_stop"] == keras["keras_stop"]).all()
-    better = int((summary["restored_minus_end_ci_low"] > 0).sum())
-    worse = int((summary["restored_minus_end_ci_high"] < 0).sum())
-    saved = summary["epochs_saved_mean"] / epochs
-    return ("; ".join(parts) + f". Against training all {epochs} epochs, {better} of {len(summary)} rules score "
-            f"significantly better, {worse} significantly worse, the rest within the seed noise, while saving "
-            f"{saved.min():.0%} to {saved.max():.0%} of the epochs. Real Keras EarlyStopping runs stop at "
-            f"{'the same epochs as the replay' if agree else 'other epochs than the replay (see the table)'}.")
+    return (
+        f"{len(summary)} rules: {per_monitor}. Rules that restore the same weights on every seed make one "
+        f"comparison, and a rule that restores its run's checkpoint makes none against it, so the family holds "
+        f"{len(outcomes)} distinct comparisons (Holm-corrected): {listing or 'none'}. "
+        + (f"{len(better)} of {len(ends)} distinct outcomes score significantly better than training all {epochs} "
+           "epochs" if len(better) else f"No outcome scores significantly better than training all {epochs} epochs")
+        + (f"; {len(worse)} score significantly worse than keeping the run's best-validation checkpoint, which needs "
+           "no stopping rule, only the full run" if len(worse) else
+           "; none scores detectably worse than keeping the run's best-validation checkpoint, so what stopping "
+           "early buys here is the epochs saved")
+        + ". Real Keras EarlyStopping runs stop at "
+        + ("the same epochs as the replay." if agree else "other epochs than the replay (see the table).")
+        + " This design watches one training setup (a constant learning rate); with a decaying schedule the "
+        "validation curve, and so every rule's stop, would differ; 'no detectable difference' is not 'no difference'"
+        " (see the intervals)."
+    )
 
 
-def body(summary: pd.DataFrame, keras: pd.DataFrame, epochs: int) -> str:
+def body(summary: pd.DataFrame, outcomes: pd.DataFrame, keras: pd.DataFrame, epochs: int) -> str:
     """Render the figure and the tables."""
     rows = [[row.rule, row.seeds, f"{row.stop_epoch_mean:.1f} ({row.stop_epoch_min}–{row.stop_epoch_max})",
-             f"{row.epochs_saved_mean:.1f}", f"{row.test_accuracy_at_stop * 100:.2f}",
-             f"{row.test_accuracy_restored * 100:.2f}", f"{row.test_accuracy_at_best_val * 100:.2f}",
-             f"{row.test_accuracy_at_end * 100:.2f}",
-             f"{row.restored_minus_end * 100:+.2f} [{row.restored_minus_end_ci_low * 100:+.2f}, "
-             f"{row.restored_minus_end_ci_high * 100:+.2f}]"] for row in summary.itertuples()]
+             f"{row.restored_epoch_mean:.1f}", f"{row.epochs_saved_mean:.1f}",
+             f"{row.test_accuracy_restored * 100:.2f}", f"{row.test_accuracy_at_checkpoint * 100:.2f}",
+             f"{row.test_accuracy_at_end * 100:.2f}"] for row in summary.itertuples()]
+    outcome_rows = [[row.comparison, row.rules, row.restored_epochs, REFERENCES[row.reference], row.reference_epochs,
+                     row.pairs,
+                     report.effect_text(row.diff_mean, row.t_ci_low, row.t_ci_high),
+                     report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high), report.p_text(row.holm_p)]
+                    for row in outcomes.itertuples()]
     check_rows = [[row.seed, row.replayed_stop, row.keras_stop, f"{row.replayed_test_accuracy * 100:.2f}",
                    f"{row.keras_test_accuracy * 100:.2f}"] for row in keras.itertuples()]
     return f"""## Results
 
-![Validation loss and test accuracy per epoch with each rule's stop](figure:stopping_points.png)
+![Validation curves and test accuracy per epoch with each rule's stop](figure:stopping_points.png)
 
-The baseline is trained for {epochs} epochs; validation cross-entropy (which the rules see) and test accuracy
-(which they never see; measured after every epoch for this study only) are recorded per epoch. Each rule is
-replayed on the validation curve: *patience p* is Keras' EarlyStopping (stop after p epochs without a new
-lowest validation cross-entropy); *GL > α* is Prechelt's generalization loss, GL(t) = 100 (E_va(t) / E_opt(t) − 1),
-stopping at the first epoch where it exceeds α. "Restored" means the weights of the lowest validation
-cross-entropy up to the stop (Keras' restore_best_weights). The rules watch the validation cross-entropy
-(the protocol's data loss, as `--technique early-stopping` does); when it turns up because the model grows
-overconfident on the images it gets wrong while accuracy still rises, stopping on it gives that accuracy up.
+The baseline is trained for {epochs} epochs; validation cross-entropy and accuracy (which the rules see) and test
+accuracy (which they never see; measured after every epoch for this study only) are recorded per epoch. Each
+rule is replayed on one validation curve: *patience p* is Keras' EarlyStopping (stop after p epochs without a
+new best); *GL > α* is Prechelt's generalization loss, GL(t) = 100 (E(t) / E_opt(t) − 1) with E the validation
+cross-entropy or the validation error (1 − accuracy), stopping at the first epoch where it exceeds α.
+"Restored" is the best epoch up to the stop (Keras' restore_best_weights); the "checkpoint" is the best epoch
+of the whole run by the same measure, which any run can keep without stopping.
 
-{report.markdown_table(["rule", "seeds", "stop epoch (range)", "epochs saved", "test acc % at stop",
-                        "restored", "at best val epoch overall", f"at epoch {epochs}",
-                        "restored − end, pp [95% CI]"], rows)}
+### Every rule
+
+{report.markdown_table(["rule", "seeds", "stop epoch (range)", "restored epoch", "epochs saved",
+                        "test acc % restored", "at the run's checkpoint", f"at epoch {epochs}"], rows)}
+
+### Distinct outcomes, tested
+
+Rules that restore the same epoch on every seed give the same weights, so they make one comparison, not several;
+a rule whose restored epoch is its run's checkpoint on every seed compares identical weights, which is no test.
+The {len(outcomes)} distinct comparisons are paired by seed; Holm's step-down correction runs over all of them,
+and its interval is at the level Holm tested each.
+
+{report.markdown_table(["comparison", "rules", "restored epoch per seed", "against", "its epoch per seed", "pairs",
+                        "restored − reference, pp [95% CI]", "[Holm CI]", "p (Holm)"], outcome_rows)}
 
 ### The replay against real Keras EarlyStopping
 
-The same seeds trained with `--technique early-stopping` (Keras' callback, restore_best_weights):
+The same seeds trained with `--technique early-stopping` (Keras' callback on validation cross-entropy,
+restore_best_weights):
 
 {report.markdown_table(["seed", "replayed stop", "Keras stop", "replayed restored test acc %",
                         "Keras run test acc %"], check_rows)}
@@ -157,19 +235,24 @@ The same seeds trained with `--technique early-stopping` (Keras' callback, resto
 
 
 def figure(curves: pd.DataFrame, summary: pd.DataFrame) -> Figure:
-    """Draw mean validation cross-entropy and test accuracy per epoch, with each rule's mean stop."""
-    mean = curves.groupby("epoch")[["val_crossentropy", "test_accuracy"]].mean()
-    fig = Figure(figsize=(13, 5))
-    left, right = fig.subplots(1, 2)
-    for seed, curve in curves.groupby("seed"):
-        left.plot(curve["epoch"], curve["val_crossentropy"], color="#999999", linewidth=0.6)
-        right.plot(curve["epoch"], curve["test_accuracy"] * 100, color="#999999", linewidth=0.6)
-    left.plot(mean.index, mean["val_crossentropy"], color="black", linewidth=2, label="mean over seeds")
-    right.plot(mean.index, mean["test_accuracy"] * 100, color="black", linewidth=2, label="mean over seeds")
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-    for colour, row in zip(colours, summary.itertuples()):
-        for axes in (left, right):
-            axes.axvline(row.stop_epoch_mean, color=colour, linestyle="--", linewidth=1, label=f"{row.rule} stops")
-    left.set(xlabel="epoch", ylabel="validation cross-entropy", title="What the rules see")
-    right.set(xlabel="epoch", ylabel="test accuracy (%)", title="What they never see")
-    return finish(fig, [left, right])
+    """Draw mean validation cross-entropy, validation error and test accuracy per epoch, with each rule's mean stop."""
+    mean = curves.groupby("epoch")[["val_crossentropy", "val_accuracy", "test_accuracy"]].mean()
+    fig = Figure(figsize=(18, 5))
+    panels = fig.subplots(1, 3)
+    columns = [("val_crossentropy", 1, "validation cross-entropy"), ("val_accuracy", 100, "validation accuracy (%)"),
+               ("test_accuracy", 100, "test accuracy (%)")]
+    for axes, (column, scale, label) in zip(panels, columns):
+        for _, curve in curves.groupby("seed"):
+            axes.plot(curve["epoch"], curve[column] * scale, color="#999999", linewidth=0.6)
+        axes.plot(mean.index, mean[column] * scale, color="black", linewidth=2, label="mean over seeds")
+        axes.set(xlabel="epoch", ylabel=label)
+    colours = plots.arm_colours(list(summary["rule"]))
+    for row in summary.itertuples():
+        watched = 0 if row.monitor == "val cross-entropy" else 1
+        for axes in (panels[watched], panels[2]):
+            axes.axvline(row.stop_epoch_mean, color=colours[row.rule], linestyle="--", linewidth=1,
+                         label=f"{row.rule} stops")
+    panels[0].set_title("What the cross-entropy rules see")
+    panels[1].set_title("What the accuracy rules see")
+    panels[2].set_title("What no rule sees")
+    return plots.finish_panels(fig, panels)

@@ -1,0 +1,84 @@
+"""How a study's findings are written: REPORT.md, report.html, tables, figures and the manifest."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+from regbench import report
+from regbench.config import RunConfig
+from regbench.runner import device_description, package_versions
+from regbench.store import write_outputs
+from regbench.studies.context import Findings, StudyContext
+from regbench.sweep import format_duration
+
+
+def config_rows(base: RunConfig, sweeps: dict) -> list[list[str]]:
+    """Return the setup table's rows: every configuration value, or what the study sweeps instead."""
+    rows = []
+    for name, value in asdict(base).items():
+        if name in ("technique", "technique_params", "seed", "data"):
+            continue
+        shown = sweeps.get(name, value)
+        rows.append([name, ",".join(map(str, shown)) if isinstance(shown, tuple) else str(shown)])
+    return rows
+
+
+def write_study(out: Path, name: str, claim: str, question: str, context: StudyContext, findings: Findings,
+                command: str, started: float, sweeps: dict) -> list[Path]:
+    """Write a study's tables, figures, manifest, REPORT.md and report.html into `out`."""
+    wall = time.perf_counter() - started
+    runs = findings.tables["runs"]
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    training = {"wall_seconds": wall, "runs_trained": context.trained, "date": now, "command": command}
+    if context.trained == 0:  # a re-render: keep the wall time of the invocation that trained the runs
+        training = _earlier_training(out, name, context) or training
+    images = {key: report.png(figure) for key, figure in findings.figures.items()}
+    setup = report.markdown_table(["setting", "value"], config_rows(context.base, sweeps))
+    grid = report.markdown_table(["study setting", "value"], [[k, str(v)] for k, v in context.grid.items()])
+    size = "quick (a first look; too small for conclusions)" if context.quick else "full"
+    body = f"""# Study `{name}`: {claim}
+
+**Question.** {question}
+
+**Verdict.** {findings.verdict}
+
+Size: {size}. Seeds: {", ".join(map(str, context.seeds))}. Training time of the {len(runs)} runs behind
+this report: {format_duration(runs["train_seconds"].sum())} (sum of their epochs' seconds; evaluation and start-up
+come on top). Wall time of the study: {format_duration(training["wall_seconds"])} ({training["wall_seconds"]:.1f} s)
+for `{training["command"]}` on {training["date"]}, which trained {training["runs_trained"]} of these runs and
+found the rest in the run store. This report was written by `{command}` in {wall:.1f} s.
+
+{findings.body}
+
+## Setup
+
+{setup}
+
+{grid}
+
+Data: {context.mnist.source} (fingerprint {context.base.data}). Runs are kept in the run store
+`{context.store.path}` and reused by every later study or comparison with the same settings.
+"""
+    manifest = {
+        **context.identity(name), "claim": claim, "question": question, "verdict": findings.verdict,
+        "command": command, "wall_seconds": wall, "runs_trained": context.trained, "training": training, "date": now,
+        "data": {"source": context.mnist.source, "fingerprint": context.base.data},
+        "device": device_description(context.base), "versions": package_versions(context.base.backend),
+    }
+    texts = {"REPORT.md": body.replace("](figure:", "]("),
+             "report.html": report.report_html(body, images, f"study {name}")}
+    return write_outputs(out, findings.tables, images, manifest, texts)
+
+
+def _earlier_training(out: Path, name: str, context: StudyContext) -> dict | None:
+    """Return the training record of an earlier report of this same study in `out`, if there is one."""
+    try:
+        earlier = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    same = all(earlier.get(key) == value for key, value in json.loads(json.dumps(context.identity(name))).items())
+    return earlier.get("training") if same else None
