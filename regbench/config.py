@@ -29,9 +29,13 @@ DEFAULT_MARGIN = 0.001  # --margin: the smallest test-accuracy effect that matte
 TUNE_METRICS = {"accuracy": "maximize", "crossentropy": "minimize"}  # validation metric -> direction
 DEFAULT_TRIALS = 8  # compare --tune: settings tried per technique setting
 DEFAULT_TUNE_SEEDS = (1000, 1001)  # tuning seeds: a range of their own, apart from evaluation seeds 0, 1, ...
+STATISTICS_REFRESH_STEPS = 10  # exact-statistics-bn: training steps between recomputations of the statistics
 VARIANTS = {  # changes to the standard model that studies need; never used by `compare`
     "classic-dropout": "Dropout as first published: no 1/keep rescale in training, activations times keep at inference",
-    "population-bn": "BatchNormalization that normalizes with whole-training-set statistics, refreshed every epoch",
+    "classic-dropout-matched": "classic dropout with every kernel after a dropout layer used as stored / keep: "
+                               "inverted dropout's arithmetic, reordered",
+    "exact-statistics-bn": "BatchNormalization that normalizes with the whole training set's statistics, recomputed "
+                           f"every {STATISTICS_REFRESH_STEPS} steps and used as constants in training and inference",
     "test-curve": "the standard model, also measured on the test set after every epoch (for stopping-rule studies)",
 }
 LEGACY_PROTOCOL = {"name": "course", "select": "final"}  # what a manifest written before protocols means

@@ -102,29 +102,30 @@ def _as_floats(logs: dict) -> dict:
 
 
 def compile_epoch(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array, batch_size: int,
-                  eval_batch_size: int) -> float:
-    """Compile the epoch program of `key` for these training arrays, unless done; return the seconds it took.
+                  eval_batch_size: int, length: int | None = None) -> float:
+    """Compile the epoch program of `key` for these training arrays and an order of `length` images (all of them
+    by default), unless done; return the seconds it took.
 
     Compiling ahead of time keeps the one-off compile out of every epoch's time (a run's warm-up).
     """
     started = time.perf_counter()
     program = _program(key, model, x, y, batch_size, eval_batch_size)
-    shapes = (x.shape, y.shape)
+    shapes = (x.shape, y.shape, length or len(y))
     if shapes not in program.compiled:
-        order = jax.ShapeDtypeStruct((len(y),), jnp.asarray(np.zeros(1, np.int64)).dtype)
+        order = jax.ShapeDtypeStruct((shapes[2],), jnp.asarray(np.zeros(1, np.int64)).dtype)
         program.compiled[shapes] = program.one.lower(_state(model, program), x, y, order).compile()
     return time.perf_counter() - started
 
 
 def train_epoch(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array, order: np.ndarray,
                 batch_size: int, eval_batch_size: int) -> dict:
-    """Train `model` one epoch on x[order], y[order]; return the epoch's mean loss and metrics.
+    """Train `model` one epoch (or part of one) on x[order], y[order]; return its mean loss and metrics.
 
     `key` names the model's structure: runs with the same key share one compiled program.
     """
-    compile_epoch(key, model, x, y, batch_size, eval_batch_size)
+    compile_epoch(key, model, x, y, batch_size, eval_batch_size, len(order))
     program = _program(key, model, x, y, batch_size, eval_batch_size)
-    logs, state = program.compiled[x.shape, y.shape](_state(model, program), x, y, jnp.asarray(order))
+    logs, state = program.compiled[x.shape, y.shape, len(order)](_state(model, program), x, y, jnp.asarray(order))
     _store_state(model, state)
     return _as_floats(logs)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 
 from regbench.config import VARIANTS, RunConfig
@@ -31,10 +33,63 @@ class ClassicDropout(keras.layers.Dropout):
         return {**super().get_config(), "scale_at_inference": self.scale_at_inference}
 
 
-class PopulationBatchNormalization(keras.layers.BatchNormalization):
-    """BatchNormalization that uses its stored (population) statistics in training too: no batch noise.
+class RescaledDense(keras.layers.Dense):
+    """Dense whose kernel in use is its stored kernel times `scale`: after classic dropout with scale = 1/keep,
+    the same arithmetic as inverted dropout reordered (a gradient step on the stored kernel moves the used one
+    scale² as far, and it starts scale times as large)."""
 
-    The statistics are set from the whole training set by train.refresh_population_statistics.
+    def __init__(self, units, scale: float = 1.0, **options):
+        super().__init__(units, **options)
+        self.scale = scale
+
+    def call(self, inputs, training=None):
+        outputs = keras.ops.matmul(inputs, self.kernel * self.scale)
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+class GhostBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization whose training statistics come from groups of `group` consecutive images of each batch
+    (ghost batch normalization; TensorFlow 1's virtual_batch_size). The moving statistics average the groups'
+    means and their variances times n/(n − 1) (n values per group and channel), so that inference normalizes with unbiased estimates whatever the
+    group size (the biased variance of 4 images is 3/4 of the population's on average)."""
+
+    def __init__(self, group: int, **options):
+        super().__init__(**options)
+        self.group = group
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable):
+            return super().call(inputs, training=False, mask=mask)
+        x = keras.ops.cast(inputs, "float32")
+        grouped = keras.ops.reshape(x, (-1, self.group, *x.shape[1:]))  # the batch must be a multiple of group
+        axes = tuple(range(1, len(grouped.shape) - 1))  # within a group: its images (and positions), per channel
+        mean = keras.ops.mean(grouped, axis=axes, keepdims=True)
+        variance = keras.ops.var(grouped, axis=axes, keepdims=True)
+        channels = (-1, x.shape[-1])
+        self.moving_mean.assign(self.moving_mean * self.momentum + keras.ops.mean(
+            keras.ops.reshape(mean, channels), axis=0) * (1.0 - self.momentum))
+        count = self.group * math.prod(x.shape[1:-1])  # values per group and channel
+        unbiased = keras.ops.mean(keras.ops.reshape(variance, channels), axis=0) * (count / (count - 1))
+        self.moving_variance.assign(self.moving_variance * self.momentum + unbiased * (1.0 - self.momentum))
+        normalized = keras.ops.reshape((grouped - mean) * keras.ops.rsqrt(variance + self.epsilon), keras.ops.shape(x))
+        outputs = normalized * self.gamma + self.beta if self.scale and self.center else normalized
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "group": self.group}
+
+
+class PopulationBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization that uses its stored (population) statistics in training too: no batch noise, and no
+    gradient through the statistics.
+
+    The statistics are set from the whole training set by train.refresh_population_statistics, every
+    train.REFRESH_STEPS steps.
     """
 
     def call(self, inputs, training=None, mask=None):
@@ -58,6 +113,7 @@ class _Builder:
         self.reg = regularization
         self.weighted = 0  # weighted layers added so far
         self.dropouts = 0  # dropout layers added so far
+        self.kernel_scale = 1.0  # the next Dense layer's kernel scale (classic-dropout-matched: 1/keep after dropout)
 
     def _kernel_options(self, conv: bool) -> dict:
         """Initializer, regularizer and constraint for the next weighted layer."""
@@ -82,20 +138,30 @@ class _Builder:
             return x
         self.dropouts += 1
         seed = layer_seed(self.config.seed, 1_000 + self.dropouts)
-        layer = ClassicDropout if self.config.variant == "classic-dropout" else keras.layers.Dropout
+        classic = self.config.variant in ("classic-dropout", "classic-dropout-matched")
+        if self.config.variant == "classic-dropout-matched":
+            self.kernel_scale = 1.0 / (1.0 - rate)
+        layer = ClassicDropout if classic else keras.layers.Dropout
         return layer(rate, seed=seed, name=f"dropout_{self.dropouts}")(x)
 
     def hidden(self, x, layer: keras.layers.Layer):
         """Apply a hidden Dense/Conv layer, [BatchNormalization], activation."""
         x = layer(x)
         if self.reg.batchnorm:
-            layer = (PopulationBatchNormalization if self.config.variant == "population-bn"
-                     else keras.layers.BatchNormalization)
-            x = layer(name=f"batchnorm_{self.weighted}")(x)
+            name = f"batchnorm_{self.weighted}"
+            if self.config.variant == "exact-statistics-bn":
+                x = PopulationBatchNormalization(name=name)(x)
+            elif self.reg.batchnorm_group is not None:
+                x = GhostBatchNormalization(self.reg.batchnorm_group, name=name)(x)
+            else:
+                x = keras.layers.BatchNormalization(name=name)(x)
         return keras.layers.Activation(self.config.activation)(x)
 
     def dense(self, units: int, activation: str | None = None):
         """Return a Dense layer with this run's kernel options."""
+        scale, self.kernel_scale = self.kernel_scale, 1.0
+        if scale != 1.0:
+            return RescaledDense(units, scale=scale, activation=activation, **self._kernel_options(conv=False))
         return keras.layers.Dense(units, activation=activation, **self._kernel_options(conv=False))
 
     def conv(self, filters: int):

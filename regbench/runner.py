@@ -20,7 +20,7 @@ from regbench.executor import DaskCluster, InProcess
 from regbench.report import COMPARISON_FILES, write_comparison
 from regbench.store import RunStore, check_replaceable, check_same_comparison
 from regbench.sweep import format_duration, train_todo
-from regbench.techniques import BASELINE, describe_params, regularization_for
+from regbench.techniques import BASELINE, check_groups, describe_params, regularization_for
 from regbench.tune import TuneOutcome, TunePlan, TuneRequest, choose, plan_tuning, tune_record
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ def _checked_plan(request: CompareRequest, device: str):
             f"--batch-size {request.base.batch_size} is larger than the training set "
             f"({train_size} images); allowed 1..{train_size}"
         )
+    check_groups(request.settings, request.base.batch_size, train_size)
     base = replace(request.base, train_size=train_size, device=device, data=mnist.fingerprint)
     plan = plan_tuning(request.settings, base, request.tune) if request.tune else None
     check_replaceable(request.out, COMPARISON_FILES)

@@ -304,6 +304,19 @@ def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame |
     return summary.astype({name: "Int64" for name in ("pairs", "seeds_for_target") if name in summary})
 
 
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Return the expected calibration error: over equal-width bins of the top probability, the share-weighted
+    mean |accuracy − mean top probability| (Guo et al. 2017)."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == labels
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    error = 0.0
+    for index in np.unique(which):
+        members = which == index
+        error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)
+
+
 def best_on_validation(summary: pd.DataFrame, arms: list[str]) -> str:
     """Return which of `arms` (rows of a summary) has the highest mean validation accuracy, the first listed on a
     tie: the one rule by which a study chooses a setting (test numbers are never read)."""

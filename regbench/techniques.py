@@ -22,6 +22,7 @@ class Regularization:
     dropout_rate: float | None = None  # Dropout after each hidden layer; None adds no layer
     input_dropout_rate: float | None = None  # Dropout on the input; None adds no layer
     batchnorm: bool = False  # BatchNormalization after each hidden Dense/Conv, before activation
+    batchnorm_group: int | None = None  # ghost batch normalization: images per statistics group; None: the batch
     max_norm: float | None = None  # keras.constraints.MaxNorm on every kernel
     early_stopping_patience: int | None = None  # EarlyStopping on validation cross-entropy
     early_stopping_min_delta: float = 0.0
@@ -134,6 +135,16 @@ def _batchnorm(values: dict) -> dict:
 
 
 @register(
+    "ghost-batchnorm",
+    "BatchNormalization whose training statistics come from groups of `group` images of each batch (ghost batch "
+    "normalization, Hoffer et al. 2017)",
+    Param("group", int, 8, 2, help="images per statistics group; must divide the batch size and the last batch"),
+)
+def _ghost_batchnorm(values: dict) -> dict:
+    return {"batchnorm": True, "batchnorm_group": values["group"]}
+
+
+@register(
     "early-stopping",
     "EarlyStopping on validation cross-entropy, restoring the best weights",
     Param("patience", int, 3, 1, help="epochs without improvement before stopping", search=(1, 20)),
@@ -236,3 +247,14 @@ def regularization_for(setting: str, params: tuple[tuple[str, float], ...]) -> R
         assert set(changes) <= valid, f"technique {name} sets unknown fields {set(changes) - valid}"
         regularization = replace(regularization, **changes)
     return regularization
+
+
+def check_groups(settings, batch_size: int, train_size: int) -> None:
+    """Refuse a ghost-batchnorm group that does not divide every batch of an epoch (UsageError)."""
+    last = train_size % batch_size or batch_size
+    for name, params in settings:
+        group = dict(params).get("group")
+        if group is not None and "ghost-batchnorm" in name.split("+") and (batch_size % group or last % group):
+            raise UsageError(f"ghost-batchnorm group={group:g} must divide the batch size {batch_size} and the last "
+                             f"batch of an epoch ({last} of {train_size} images); choose a divisor of both")
+

@@ -13,7 +13,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from regbench.config import MEASURED, WEIGHT_BIN_EDGES, RunConfig
+from regbench.config import MEASURED, STATISTICS_REFRESH_STEPS, WEIGHT_BIN_EDGES, RunConfig
 from regbench.data import Split
 from regbench.models import PopulationBatchNormalization, build_model
 from regbench.techniques import Regularization, regularization_for
@@ -151,7 +151,7 @@ def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) 
         from regbench import fused  # imports jax, which other backends' processes never load
 
         started = time.perf_counter()
-        warmup = fused.compile_epoch(program_key(config), model, x, y, config.batch_size, EVAL_BATCH_SIZE)
+        warmup = fused.compile_epoch(program_key(config), model, x, y, config.batch_size, EVAL_BATCH_SIZE, len(order))
         logs = fused.train_epoch(program_key(config), model, x, y, order, config.batch_size, EVAL_BATCH_SIZE)
         return logs, warmup, time.perf_counter() - started
     clock = _ExecutionClock()
@@ -220,12 +220,31 @@ def refresh_population_statistics(model: keras.Model, x: np.ndarray) -> None:
     layers = [layer for layer in model.layers if isinstance(layer, PopulationBatchNormalization)]
     if not layers:
         return
-    probe = keras.Model(model.input, [layer.input for layer in layers])
-    outputs = probe.predict(x, batch_size=EVAL_BATCH_SIZE, verbose=0)
+    if not hasattr(model, "statistics_probe"):  # one probe per model: its predict program is compiled once
+        model.statistics_probe = keras.Model(model.input, [layer.input for layer in layers])
+    outputs = model.statistics_probe.predict(x, batch_size=EVAL_BATCH_SIZE, verbose=0)
     for layer, values in zip(layers, outputs if len(layers) > 1 else [outputs]):
         axes = tuple(range(values.ndim - 1))  # every axis but the channels
-        layer.moving_mean.assign(values.mean(axis=axes))
-        layer.moving_variance.assign(values.var(axis=axes))
+        layer.moving_mean.assign(values.mean(axis=axes, dtype=np.float64))
+        layer.moving_variance.assign(values.var(axis=axes, dtype=np.float64))
+
+
+def train_epoch_refreshing(model: keras.Model, config: RunConfig, x, y, x_all: np.ndarray,
+                           order: np.ndarray) -> tuple[dict, float, float]:
+    """Train one epoch in pieces of STATISTICS_REFRESH_STEPS steps, setting the population statistics from
+    `x_all` before each; return the epoch's logs (image-weighted means of the pieces'), warm-up and seconds."""
+    piece = STATISTICS_REFRESH_STEPS * config.batch_size
+    totals, warmups, seconds = {}, [], 0.0
+    for start in range(0, len(order), piece):
+        part = order[start:start + piece]
+        began = time.perf_counter()
+        refresh_population_statistics(model, x_all)  # part of this variant's training time
+        logs, warmup, _ = train_epoch(model, config, x, y, part)
+        seconds += time.perf_counter() - began
+        warmups.append(warmup)
+        for name, value in logs.items():
+            totals[name] = totals.get(name, 0.0) + value * len(part)
+    return {name: total / len(order) for name, total in totals.items()}, float(np.nansum(warmups)), seconds
 
 
 def train_run(
@@ -248,9 +267,11 @@ def train_run(
     rows, status, diverged_epoch = [], "ok", None
     best = {"epoch": None, "val_accuracy": -math.inf, "val_crossentropy": math.inf, "weights": None}
     for epoch in range(config.epochs):
-        refresh_population_statistics(model, split.x_train)
         order = batch_order(config.seed, epoch, len(split.y_train))
-        logs, warmup, seconds = train_epoch(model, config, x_train, y_train, order)
+        if config.variant == "exact-statistics-bn":
+            logs, warmup, seconds = train_epoch_refreshing(model, config, x_train, y_train, split.x_train, order)
+        else:
+            logs, warmup, seconds = train_epoch(model, config, x_train, y_train, order)
         if epoch == 0:  # only the first epoch of a run compiles or traces
             first_warmup = warmup
             seconds -= warmup if math.isfinite(warmup) else 0.0

@@ -87,6 +87,24 @@ def test_dropout_scaling_ratios_match_theory(quick_studies):
     assert np.allclose(first["classic_forgot_inference_over_train"], 1 / first["keep"], rtol=0.05)
 
 
+def test_classic_dropout_matched_by_the_derivation_trains_like_inverted_dropout(quick_studies):
+    table = pd.read_csv(quick_studies[0] / "out" / "dropout-scaling-quick" / "formulations.csv")
+    matched = table[table["formulation"] == "classic, matched"]
+    plain = table[table["formulation"] == "classic"]
+    assert set(matched["optimizer"]) == {"sgd", "adam"}
+    assert (matched["max_weight_difference"] < 1e-5).all() and (matched["prediction_agreement"] == 1.0).all()
+    assert (plain["max_weight_difference"] > 1e-2).all()  # kernels p times as large, steps of another size
+
+
+def test_expected_calibration_error_on_a_hand_computed_case():
+    from regbench.stats import expected_calibration_error
+
+    probabilities = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    labels = np.array([0, 1, 0, 1])
+    # bins of width 0.25: [0.5, 0.75) holds 0.6, 0.7: accuracy 1, confidence 0.65; [0.75, 1] holds 0.9, 0.9: 0.5, 0.9
+    assert expected_calibration_error(probabilities, labels, bins=4) == pytest.approx(0.5 * 0.35 + 0.5 * 0.4)
+
+
 def test_batch_mean_noise_follows_sigma_over_root_m(quick_studies):
     table = pd.read_csv(quick_studies[0] / "out" / "batchnorm-noise-quick" / "batch_statistics_noise.csv")
     assert table["mean_sd_over_predicted"].between(0.75, 1.33).all()
