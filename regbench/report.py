@@ -239,7 +239,7 @@ def effect_text(mean, low, high, digits: int = 2, scale: float = 100.0, unit: st
     if pd.isna(mean):
         return "no paired difference (no successful pair)"
     if pd.isna(low) or pd.isna(high):
-        return f"{mean * scale:+.{digits}f}{unit} [no interval from one pair]"
+        return f"{mean * scale:+.{digits}f}{unit} [no interval: one pair, or no spread]"
     return f"{mean * scale:+.{digits}f}{unit} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
 
 

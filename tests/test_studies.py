@@ -105,10 +105,47 @@ def test_expected_calibration_error_on_a_hand_computed_case():
     assert expected_calibration_error(probabilities, labels, bins=4) == pytest.approx(0.5 * 0.35 + 0.5 * 0.4)
 
 
-def test_batch_mean_noise_follows_sigma_over_root_m(quick_studies):
-    table = pd.read_csv(quick_studies[0] / "out" / "batchnorm-noise-quick" / "batch_statistics_noise.csv")
-    assert table["mean_sd_over_predicted"].between(0.75, 1.33).all()
-    assert table["mean_sd_over_sigma"].is_monotonic_decreasing
+def test_group_mean_noise_follows_sigma_over_root_g(quick_studies):
+    table = pd.read_csv(quick_studies[0] / "out" / "batchnorm-noise-quick" / "group_statistics_noise.csv")
+    assert table["mean_error_over_predicted"].between(0.75, 1.33).all()
+    assert table["mean_error_over_sigma"].is_monotonic_decreasing
+
+
+def test_ghost_batchnorm_normalizes_each_group_by_its_own_statistics():
+    import keras
+
+    from regbench.models import GhostBatchNormalization
+
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(12, 5)).astype("float32")
+    layer = GhostBatchNormalization(4, momentum=0.0, epsilon=1e-3)
+    out = np.asarray(layer(x, training=True))
+    for start in (0, 4, 8):  # each group of 4 rows is normalized by its own mean and biased variance
+        group = x[start:start + 4]
+        expected = (group - group.mean(axis=0)) / np.sqrt(group.var(axis=0) + 1e-3)
+        assert np.allclose(out[start:start + 4], expected, atol=1e-4)
+    groups = x.reshape(3, 4, 5)  # momentum 0: the moving statistics are this batch's groups', variances unbiased
+    assert np.allclose(np.asarray(layer.moving_mean), groups.mean(axis=1).mean(axis=0), atol=1e-5)
+    assert np.allclose(np.asarray(layer.moving_variance), groups.var(axis=1, ddof=1).mean(axis=0), rtol=1e-4)
+    whole = keras.layers.BatchNormalization(epsilon=1e-3)  # one group of the whole batch is BatchNormalization
+    assert np.allclose(np.asarray(GhostBatchNormalization(12, epsilon=1e-3)(x, training=True)),
+                       np.asarray(whole(x, training=True)), atol=1e-4)
+
+
+def test_a_ghost_group_that_does_not_divide_the_batches_is_refused(runner, tmp_path):
+    from tests.conftest import SMALL_MNIST
+
+    result = runner.invoke(cli, ["compare", "--technique", "ghost-batchnorm", "--param", "group=5", "--train-size",
+                                 "200", "--epochs", "1", "--data", str(SMALL_MNIST), "--store",
+                                 str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "ghost-batchnorm group=5 must divide the batch size 32" in result.output
+    assert not (tmp_path / "s.sqlite").exists()
+
+
+def test_seed_slopes_take_one_slope_per_seed():
+    from regbench.stats import seed_slopes
+
+    table = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "x": [1, 2, 3, 1, 2, 3], "y": [1, 3, 5, 0, 1, 2]})
+    assert seed_slopes(table, "x", "y").tolist() == pytest.approx([2.0, 1.0])
 
 
 def test_early_stopping_replay_matches_keras(quick_studies):
@@ -165,7 +202,7 @@ def test_one_effect_formatter_says_when_there_is_no_interval():
     from regbench.report import effect_text
 
     assert effect_text(0.0123, -0.001, 0.02) == "+1.23 pp [-0.10, +2.00]"
-    assert effect_text(0.0123, np.nan, np.nan) == "+1.23 pp [no interval from one pair]"
+    assert effect_text(0.0123, np.nan, np.nan) == "+1.23 pp [no interval: one pair, or no spread]"
     assert "nan" not in effect_text(np.nan, np.nan, np.nan)
     assert effect_text(0.5, 0.25, 0.75, digits=3, scale=1, unit="") == "+0.500 [+0.250, +0.750]"
 
@@ -253,14 +290,14 @@ def test_classic_dropout_drops_without_rescale_and_scales_by_keep_at_inference()
     assert np.allclose(np.asarray(layer(x, training=False)), 1.0)
 
 
-def test_population_batchnorm_normalizes_with_the_training_set_statistics(split):
+def test_exact_statistics_batchnorm_normalizes_with_the_training_set_statistics(split):
     import keras
 
     from regbench.models import PopulationBatchNormalization
     from regbench.train import compile_model, refresh_population_statistics
     from tests.helpers import config_for
 
-    model, _ = compile_model(config_for("batchnorm", variant="population-bn", hidden=(16,)))
+    model, _ = compile_model(config_for("batchnorm", variant="exact-statistics-bn", hidden=(16,)))
     refresh_population_statistics(model, split.x_train)
     layer = next(layer for layer in model.layers if isinstance(layer, PopulationBatchNormalization))
     inputs = keras.Model(model.input, layer.input).predict(split.x_train, verbose=0)
