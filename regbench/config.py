@@ -67,11 +67,17 @@ class RunConfig:
     schedule: str = field(default="constant", metadata={"added": True})  # a name from SCHEDULES
     warmup_epochs: int = field(default=0, metadata={"added": True})  # cosine: epochs of linear warm-up from 0
     resample_data: bool = field(default=False, metadata={"added": True})  # the seed also draws the data split
+    planted: int = field(default=0, metadata={"added": True})  # pixels planted with the training label (studies)
 
     @property
     def data_draw(self) -> int | None:
         """Return the draw of the validation split and training subset: the seed with resample_data, else None."""
         return self.seed if self.resample_data else None
+
+    @property
+    def split_key(self) -> tuple:
+        """Return what decides the run's data split: (train_size, data_draw, planted), as Splits.get takes it."""
+        return self.train_size, self.data_draw, self.planted
 
     def identity(self) -> dict:
         """Return the fields that make this run what it is: every field, but a field added after the first

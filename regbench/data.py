@@ -16,6 +16,7 @@ from regbench.errors import UsageError
 EXPECTED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 VALIDATION_SIZE = 10_000  # images held out of the 60k training set
 DATA_SEED = 20_240_601  # fixes the validation split and every --train-size subset
+PLANTED_ROW = 0  # the image row that planted features overwrite
 MONITOR_SIZE = 10_000  # training images evaluated in inference mode after every epoch
 MIN_TRAIN_SIZE = 100
 MAX_TRAIN_SIZE = 50_000
@@ -190,10 +191,11 @@ def training_size(mnist: Mnist, train_size: int | None) -> int:
     return available if train_size is None else train_size
 
 
-def split_mnist(mnist: Mnist, train_size: int | None = None, draw: int | None = None) -> Split:
+def split_mnist(mnist: Mnist, train_size: int | None = None, draw: int | None = None, planted: int = 0) -> Split:
     """Hold out a stratified validation set, then take a stratified --train-size subset of the rest.
 
     `draw` (--resample-data: the run's seed) draws both from a stream of its own; None: the one fixed split.
+    `planted` > 0 plants that many label-carrying pixels (see plant_features).
     """
     # 1. The validation split is fixed by DATA_SEED (and the draw) alone, so it never depends on train_size.
     rng = np.random.default_rng(DATA_SEED if draw is None else [DATA_SEED, 1, draw])
@@ -205,7 +207,7 @@ def split_mnist(mnist: Mnist, train_size: int | None = None, draw: int | None = 
         subset_rng = np.random.default_rng(subset_seed)
         rest = rest[stratified_indices(mnist.y_train[rest], train_size, subset_rng)]
     monitor = rest[_monitor_index(mnist.y_train[rest])]
-    return Split(
+    split = Split(
         x_train=_as_float(mnist.x_train[rest]),
         y_train=mnist.y_train[rest].astype(np.int32),
         x_val=_as_float(mnist.x_train[val_index]),
@@ -215,6 +217,30 @@ def split_mnist(mnist: Mnist, train_size: int | None = None, draw: int | None = 
         x_monitor=_as_float(mnist.x_train[monitor]),
         y_monitor=mnist.y_train[monitor].astype(np.int32),
     )
+    return plant_features(split, planted) if planted else split
+
+
+def planted_pixels(features: int) -> tuple[int, slice]:
+    """Return where planted features sit: the first `features` pixels of the top row (blank in every MNIST image)."""
+    return PLANTED_ROW, slice(0, features)
+
+
+def plant_features(split: Split, features: int) -> Split:
+    """Return `split` with `features` planted pixels: in training images pixel k is lit (1.0) when the label is k
+    (modulo `features`), a shortcut that predicts the label; in validation and test images a pixel drawn at random
+    is lit, noise. A model that leans on the shortcut grows large weights on those inputs and pays on test."""
+    row, columns = planted_pixels(features)
+    rng = np.random.default_rng([DATA_SEED, 3, features])
+
+    def lit(images: np.ndarray, which: np.ndarray) -> np.ndarray:
+        images = images.copy()
+        images[:, row, columns] = np.eye(features, dtype=np.float32)[which]
+        return images
+
+    return Split(x_train=lit(split.x_train, split.y_train % features), y_train=split.y_train,
+                 x_val=lit(split.x_val, rng.integers(0, features, len(split.y_val))), y_val=split.y_val,
+                 x_test=lit(split.x_test, rng.integers(0, features, len(split.y_test))), y_test=split.y_test,
+                 x_monitor=lit(split.x_monitor, split.y_monitor % features), y_monitor=split.y_monitor)
 
 
 class Splits:
@@ -224,11 +250,12 @@ class Splits:
         self.mnist = mnist
         self._made: dict[tuple, Split] = {}
 
-    def get(self, train_size: int | None, draw: int | None = None) -> Split:
-        """Return the split of `train_size` training images (all when None) for `draw` (see split_mnist)."""
-        if (train_size, draw) not in self._made:
-            self._made[train_size, draw] = split_mnist(self.mnist, train_size, draw)
-        return self._made[train_size, draw]
+    def get(self, train_size: int | None, draw: int | None = None, planted: int = 0) -> Split:
+        """Return the split of `train_size` training images (all when None) for `draw`, with `planted` features
+        (see split_mnist)."""
+        if (train_size, draw, planted) not in self._made:
+            self._made[train_size, draw, planted] = split_mnist(self.mnist, train_size, draw, planted)
+        return self._made[train_size, draw, planted]
 
 
 def save_split(split: Split, directory: Path) -> None:

@@ -113,10 +113,10 @@ class DaskCluster:
         client, mnist = self.client(), splits.mnist
         topic = f"regbench-progress-{uuid.uuid4().hex}"
         if self._shared is not None:
-            for size, draw in dict.fromkeys((c.train_size, c.data_draw) for c in todo):
-                directory = self._shared / split_name(mnist.fingerprint, size, draw)
+            for key in dict.fromkeys(c.split_key for c in todo):
+                directory = self._shared / split_name(mnist.fingerprint, *key)
                 if not directory.is_dir():  # made here and not kept: this process needs no copy of its own
-                    save_split(split_mnist(mnist, size, draw), directory)
+                    save_split(split_mnist(mnist, *key), directory)
             return WorkerOrders(mnist.fingerprint, None, str(self._shared), topic, pin_cores=True), None
         if self.send_data or not Path(mnist.source).is_file():
             sent = client.scatter(mnist, broadcast=True)

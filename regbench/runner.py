@@ -204,7 +204,7 @@ def trained_models(configs: list[RunConfig], splits: Splits, store: RunStore, ec
     for config in unkept:
         if not store.weights_path(config.run_id).exists():  # stored by an earlier sweep without weights
             echo(f"retraining stored run {config.run_id} ({config.technique} seed {config.seed}) for its weights")
-            model = train_run(config, splits.get(config.train_size, config.data_draw)).model
+            model = train_run(config, splits.get(*config.split_key)).model
             store.save_weights(config.run_id, weights_bytes(model))
             trained += 1
     models = []

@@ -205,7 +205,7 @@ def _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, lease
             ctrl_c.check()
             if not _claim(index, config, store, pending, progress, leases):
                 continue
-            result = train_run(config, splits.get(config.train_size, config.data_draw),
+            result = train_run(config, splits.get(*config.split_key),
                                on_epoch=lambda row: progress.epoch_done(index, row))
             _store_result(index, config, result.record, result.epochs,
                           weights_bytes(result.model) if keep_weights else None, store, progress, leases)

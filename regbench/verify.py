@@ -219,7 +219,7 @@ def _rerun(runs: pd.DataFrame, count: int, data: str | None, manifest: dict, res
         if config.data != mnist.fingerprint:
             raise UsageError(f"{mnist.source} is not the data run {config.run_id} was trained on; pass --data")
         echo(f"[rerun {number}/{count}] {config.technique} seed {config.seed} ({config.run_id})")
-        fresh = train_run(config, split_mnist(mnist, config.train_size, config.data_draw)).record
+        fresh = train_run(config, split_mnist(mnist, *config.split_key)).record
         fresh = pd.DataFrame([{"run_id": config.run_id, **fresh}]).drop(columns=["weight_histogram", "keras_backend"])
         compared = [f"rerun of {config.run_id}", runs[runs["run_id"] == config.run_id], fresh, "run_id"]
         identical += not _differences(*compared, None)

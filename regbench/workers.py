@@ -27,9 +27,9 @@ class WorkerOrders:
     pin_cores: bool  # local cluster: pin worker number k to the k-th CPU core before its backend starts
 
 
-def split_name(fingerprint: str, train_size: int, draw: int | None) -> str:
+def split_name(fingerprint: str, train_size: int, draw: int | None, planted: int) -> str:
     """Name the shared directory that holds one split of one MNIST file."""
-    return f"{fingerprint}-{train_size}-{'fixed' if draw is None else draw}"
+    return f"{fingerprint}-{train_size}-{'fixed' if draw is None else draw}-{planted}"
 
 
 _started: dict = {}  # this worker process's backend and device, once started
@@ -73,7 +73,7 @@ def _start_backend(config: RunConfig, pin_cores: bool, name) -> None:
 def _split(config: RunConfig, orders: WorkerOrders, sent: Mnist | None):
     """Return the run's data: a shared memory-mapped split, or a split of this worker's (or the sent) MNIST."""
     if orders.shared:
-        return load_split(Path(orders.shared) / split_name(orders.fingerprint, config.train_size, config.data_draw))
+        return load_split(Path(orders.shared) / split_name(orders.fingerprint, *config.split_key))
     if orders.fingerprint not in _splits:
         mnist = sent if sent is not None else read_npz(Path(orders.path))
         if mnist.fingerprint != orders.fingerprint:
@@ -81,4 +81,4 @@ def _split(config: RunConfig, orders: WorkerOrders, sent: Mnist | None):
                              f"{orders.fingerprint} as the submitting process's; give the workers the same file "
                              "(or send it with --send-data)")
         _splits[orders.fingerprint] = Splits(mnist)
-    return _splits[orders.fingerprint].get(config.train_size, config.data_draw)
+    return _splits[orders.fingerprint].get(*config.split_key)

@@ -1,146 +1,190 @@
-"""Study capacity: baseline vs dropout and vs L2 across widths and depths, against parameter count."""
+"""Study capacity: does the benefit of dropout and L2 grow with the number of parameters?
+
+In a regime where the baseline's gap grows with its width (a small training set, trained long), each width is
+compared with each technique at a fixed strength and at a strength tuned on validation for that width (Optuna,
+on tuning seeds of their own). Seeds are the unit of every trend.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, report, stats
-from regbench.studies.common import (
-    QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval, pp_effect, slope_interval,
-)
+from regbench.config import DEFAULT_TUNE_SEEDS
+from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import BASELINE, resolve_params
+from regbench.tune import TuneRequest, choose, plan_tuning
 
 FULL = Preset(
-    config={"train_size": 10_000, "epochs": 10},  # 10k images: room to overfit for the wide models
-    seeds=3,
-    grid={"widths": (32, 128, 512, 1024), "depths": (1, 3), "techniques": ("dropout", "l2")},
+    config={"train_size": 1_000, "epochs": 50},  # few images, trained long: wide models memorize them
+    seeds=5,
+    grid={"widths": (8, 32, 128, 512, 2048), "techniques": ("dropout", "l2"), "tune_trials": 6},
 )
 QUICK = Preset(config=QUICK_CONFIG, seeds=2,
-               grid={"widths": (32, 64), "depths": (1,), "techniques": ("dropout",)})
-SWEEPS = {"hidden": "widths x depths"}
+               grid={"widths": (8, 64), "techniques": ("dropout",), "tune_trials": 2})
+SWEEPS = {"hidden": "one hidden layer of each width in the grid"}
 
 
 def run(context: StudyContext) -> Findings:
-    """Train baseline and each technique for every width and depth; relate effects to parameter count."""
-    techniques = list(context.grid["techniques"])
-    architectures = [(width,) * depth for depth in context.grid["depths"] for width in context.grid["widths"]]
-    configs = [config for hidden in architectures for technique in [BASELINE, *techniques]
-               for config in context.configs(technique=technique, hidden=hidden,
-                                             technique_params=resolve_params((technique,), {}))]
+    """Tune each technique per width on the tuning seeds; train the baseline and each technique at its fixed and its
+    tuned strength per width; relate the gap and the paired effects to the parameter count."""
+    techniques, widths = list(context.grid["techniques"]), context.grid["widths"]
+    request = TuneRequest(trials=context.grid["tune_trials"], seeds=DEFAULT_TUNE_SEEDS)
+    fixed = tuple((technique, resolve_params((technique,), {})) for technique in techniques)
+    plans = {width: plan_tuning(fixed, replace(context.base, hidden=(width,)), request) for width in widths}
+    tuning = context.runs([config for plan in plans.values() for config in plan.configs]).runs  # all at once
+    configs, labels, tuned = [], {}, {}
+    for width, plan in plans.items():
+        outcome = choose(plan, tuning, "final")
+        arms = {BASELINE: (BASELINE, ()), **{f"{t} fixed": (t, p) for t, p in fixed},
+                **{f"{t} tuned": (t, p) for t, p in outcome.settings}}
+        tuned[width] = {t: dict(p) for t, p in outcome.settings}
+        for arm, (technique, params) in arms.items():
+            for config in context.configs(hidden=(width,), technique=technique, technique_params=params):
+                configs.append(config)
+                labels[config.run_id] = arm
     runs = context.runs(configs).runs
-    effects = effect_table(runs, techniques)
-    trends = trend_table(runs, techniques)
+    runs["arm"] = runs["run_id"].map(labels)
+    runs["width"] = runs["hidden"].astype(str).str.split(",").str[0].astype(int)
+    runs["log10_parameters"] = np.log10(runs["parameter_count"])
+    arms = [arm for arm in dict.fromkeys(runs["arm"]) if arm != BASELINE]
+    effects = effect_table(runs, arms)
+    trends = trend_table(runs, arms)
     return Findings(
-        verdict=verdict(effects, trends),
-        body=body(effects, trends),
-        tables={"runs": runs, "effects_by_capacity": effects, "trend": trends},
-        figures={"effect_and_gap_by_capacity": figure(effects, [BASELINE, *techniques])},
+        verdict=verdict(runs, effects, trends, tuned),
+        body=body(runs, effects, trends, tuned, context),
+        tables={"runs": runs, "effects_by_width": effects, "trends": trends,
+                "tuned": pd.DataFrame([{"width": w, "technique": t, **p} for w, ps in tuned.items()
+                                       for t, p in ps.items()])},
+        figures={"gap_and_effect_by_capacity": figure(runs, effects, arms)},
     )
 
 
-def effect_table(runs: pd.DataFrame, techniques: list[str]) -> pd.DataFrame:
-    """Return one row per architecture and arm: accuracy, gap, and the paired effect with its CI."""
-    rows = []
-    for hidden, model_runs in runs.groupby("hidden", sort=False):
-        ok = stats.successful(model_runs)
-        for technique in [BASELINE, *techniques]:
-            mine = ok[ok["technique"] == technique]
-            diffs = stats.paired_differences(model_runs, "test_accuracy", technique) if technique != BASELINE else []
-            mean, low, high = interval(diffs)
-            rows.append({"hidden": hidden, "depth": len(hidden.split(",")), "width": int(hidden.split(",")[0]),
-                         "parameters": int(model_runs["parameter_count"].iloc[0]), "technique": technique,
-                         "runs": len(mine), "test_accuracy_mean": mine["test_accuracy"].mean(),
-                         "gap_mean": mine["gap"].mean(), "test_accuracy_diff": mean, "diff_ci_low": low,
-                         "diff_ci_high": high})
-    return pd.DataFrame(rows)
+def effect_table(runs: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
+    """Return per width and arm the paired test-accuracy difference to that width's baseline, Holm-corrected
+    across every width and arm."""
+    differences = {(width, arm): stats.paired_differences(mine, "test_accuracy", arm, by="arm")
+                   for width, mine in runs.groupby("width") for arm in arms}
+    family = stats.effect_family(differences)
+    family[["width", "arm"]] = pd.DataFrame(family.pop("effect").tolist(), index=family.index)
+    return family
 
 
-def trend_table(runs: pd.DataFrame, techniques: list[str]) -> pd.DataFrame:
-    """Regress each technique's per-seed paired effect on log10(parameters): slope with its 95% CI."""
-    rows = []
-    for technique in techniques:
-        x, y = [], []
-        for _, model_runs in runs.groupby("hidden", sort=False):
-            diffs = stats.paired_differences(model_runs, "test_accuracy", technique)
-            x += [np.log10(model_runs["parameter_count"].iloc[0])] * len(diffs)
-            y += list(diffs)
-        fit = slope_interval(x, y)
-        rows.append({"technique": technique, "pairs": fit["pairs"], "slope_per_decade": fit["slope"],
-                     "slope_ci_low": fit["low"], "slope_ci_high": fit["high"], "p": fit["p"]})
-    return pd.DataFrame(rows)
+def trend_table(runs: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
+    """Fit per seed the baseline's gap, and each arm's paired effect, against log10(parameters); the slope's interval
+    is across seeds, Holm-corrected across the family (the premise and every arm's trend)."""
+    ok = stats.successful(runs)
+    slopes = {"baseline gap": stats.seed_slopes(ok[ok["arm"] == BASELINE], "log10_parameters", "gap")}
+    baseline = ok[ok["arm"] == BASELINE].set_index(["seed", "width"])["test_accuracy"]
+    for arm in arms:
+        mine = ok[ok["arm"] == arm].set_index(["seed", "width"])
+        paired = (mine["test_accuracy"] - baseline).dropna().rename("effect").reset_index()
+        paired = paired.merge(mine["log10_parameters"].reset_index(), on=["seed", "width"])
+        slopes[f"{arm} − baseline"] = stats.seed_slopes(paired, "log10_parameters", "effect")
+    return stats.effect_family(slopes).rename(columns={"effect": "trend"})
 
 
-def verdict(effects: pd.DataFrame, trends: pd.DataFrame) -> str:
-    """Say whether the techniques' benefit grows with parameter count, from the fitted slopes."""
-    treated = effects[effects["technique"] != BASELINE]
-    baseline = effects[effects["technique"] == BASELINE].sort_values("parameters")
-    parts = []
-    for trend in trends.itertuples():
-        mine = treated[treated["technique"] == trend.technique].sort_values("parameters")
-        small, large = mine.iloc[0], mine.iloc[-1]
-        direction = ("grows" if trend.slope_ci_low > 0 else "shrinks" if trend.slope_ci_high < 0
-                     else "shows no significant trend")
-        parts.append(
-            f"{trend.technique}'s paired effect {direction} with size: {trend.slope_per_decade * 100:+.2f} pp per "
-            f"tenfold parameters [{trend.slope_ci_low * 100:+.2f}, {trend.slope_ci_high * 100:+.2f}], from "
-            f"{pp_effect(small)} at {small.parameters:,} parameters to {pp_effect(large)} at {large.parameters:,}"
-        )
-    grows = (trends["slope_ci_low"] > 0).sum()
-    return (f"The baseline's gap goes from {baseline['gap_mean'].iloc[0] * 100:.2f} pp "
-            f"({baseline['parameters'].iloc[0]:,} parameters) to {baseline['gap_mean'].iloc[-1] * 100:.2f} pp "
-            f"({baseline['parameters'].iloc[-1]:,}). " + "; ".join(parts) + f". The claim is "
-            f"{'supported' if grows == len(trends) else 'supported for ' + str(grows) + ' of ' + str(len(trends)) + ' techniques'}"
-            " by these runs.")
+def _slope(row) -> str:
+    """Write a slope per tenfold parameters with its Holm interval and its direction."""
+    text = report.effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"])
+    if row["holm_p"] < stats.ALPHA:
+        return f"{text} per tenfold parameters, {'rising' if row['diff_mean'] > 0 else 'falling'}"
+    return f"{text} per tenfold parameters, no detectable trend"
 
 
-def body(effects: pd.DataFrame, trends: pd.DataFrame) -> str:
+def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tuned: dict) -> str:
+    """Say whether the premise holds (the gap grows with size), then whether each arm's benefit grows with size."""
+    ok = stats.successful(runs)
+    gaps = ok[ok["arm"] == BASELINE].groupby("width")["gap"].mean()
+    trend = trends.set_index("trend")
+    premise = trend.loc["baseline gap"]
+    holds = premise["holm_p"] < stats.ALPHA and premise["diff_mean"] > 0
+    first, last = gaps.index.min(), gaps.index.max()
+    premise_text = (f"The baseline's gap grows from {gaps[first] * 100:.2f} pp (width {first}) to "
+                    f"{gaps[last] * 100:.2f} pp (width {last}): {_slope(premise)}, so the premise holds here"
+                    if holds else
+                    f"The premise is not shown: the baseline's gap goes from {gaps[first] * 100:.2f} pp (width {first})"
+                    f" to {gaps[last] * 100:.2f} pp (width {last}), {_slope(premise)}; without a gap that grows with"
+                    " size, the design cannot tell whether bigger models need more regularization")
+    arms = [name for name in trend.index if name != "baseline gap"]
+    growing = [name for name in arms if trend.loc[name, "holm_p"] < stats.ALPHA and trend.loc[name, "diff_mean"] > 0]
+    by_arm = "; ".join(f"{name}: {_slope(trend.loc[name])}" for name in arms)
+    rates = ", ".join(f"{w}: {p['dropout']['rate']:.3g}" for w, p in tuned.items() if "dropout" in p)
+    return (f"{premise_text}. Paired effect against the same width's baseline, per seed against log10(parameters) "
+            f"(Holm-corrected across {len(trends)} trends): {by_arm}. "
+            + (f"The benefit grows with size for {', '.join(growing)}" if growing else
+               "No arm's benefit grows detectably with size")
+            + (f"; the dropout rate chosen on validation per width: {rates}" if rates else "")
+            + f". The claim is {'supported' if holds and growing else 'not supported'} by these runs. One family of "
+            "models (one hidden layer), one data size and budget; 'no detectable trend' is not 'no trend'.")
+
+
+def body(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tuned: dict,
+         context: StudyContext) -> str:
     """Render the figure and the tables."""
-    rows = [[row.hidden, f"{row.parameters:,}", row.technique, row.runs, f"{row.test_accuracy_mean * 100:.2f}",
-             f"{row.gap_mean * 100:.2f}",
-             "(baseline)" if row.technique == BASELINE else
-             f"{row.test_accuracy_diff * 100:+.2f} [{row.diff_ci_low * 100:+.2f}, {row.diff_ci_high * 100:+.2f}]"]
-            for row in effects.itertuples()]
-    trend_rows = [[row.technique, row.pairs, f"{row.slope_per_decade * 100:+.3f}",
-                   f"[{row.slope_ci_low * 100:+.3f}, {row.slope_ci_high * 100:+.3f}]", f"{row.p:.4f}"]
-                  for row in trends.itertuples()]
+    ok = stats.successful(runs)
+    arm_rows = [[width, f"{mine['parameter_count'].iloc[0]:,}", arm, len(rows), f"{rows['test_accuracy'].mean() * 100:.2f}",
+                 f"{rows['train_accuracy'].mean() * 100:.2f}", f"{rows['gap'].mean() * 100:.2f}"]
+                for width, mine in ok.groupby("width") for arm, rows in mine.groupby("arm", sort=False)]
+    effect_rows = [[row.width, row.arm, row.pairs, report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high),
+                    report.p_text(row.holm_p)] for row in effects.itertuples()]
+    trend_rows = [[row.trend, row.pairs, report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high),
+                   report.p_text(row.holm_p)] for row in trends.itertuples()]
+    tuned_rows = [[width, technique, ", ".join(f"{k}={v:g}" for k, v in params.items())]
+                  for width, settings in tuned.items() for technique, params in settings.items()]
     return f"""## Results
 
-![Paired effect and gap against parameter count](figure:effect_and_gap_by_capacity.png)
+![The baseline's gap and each arm's paired effect against the parameter count](figure:gap_and_effect_by_capacity.png)
 
-Left: paired test-accuracy difference to the baseline of the same architecture (95% t-interval); right: the
-gap of every arm. Circles: one hidden layer; squares: three. Parameter count on a log axis.
+One hidden layer of each width, {context.base.train_size:,} training images, {context.base.epochs} epochs.
+"fixed": the technique's default strength at every width; "tuned": the strength chosen for that width on
+validation by `compare --tune`'s search ({context.grid['tune_trials']} Optuna trials on tuning seeds
+{', '.join(map(str, DEFAULT_TUNE_SEEDS))}, which are not evaluation seeds).
 
-### Trend of the paired effect with size
+### Trends (seeds are the unit)
 
-Least-squares line through every seed's paired difference against log10(parameters). It treats the pairs as
-independent and one architecture with a large effect can carry it: read it together with the table below.
+Each seed gives one least-squares slope against log10(parameters) (of the baseline's gap, or of an arm's paired
+effect on the baseline of the same width); the interval is over seeds, Holm-corrected across the {len(trends)}
+trends.
 
-{report.markdown_table(["technique", "pairs", "slope (pp per 10x parameters)", "95% CI", "p"], trend_rows)}
+{report.markdown_table(["trend", "seeds", "slope, pp per tenfold parameters [Holm CI]", "p (Holm)"], trend_rows)}
 
-### Every architecture and arm
+### Every width and arm
 
-{report.markdown_table(["hidden", "parameters", "arm", "runs", "test acc %", "gap (pp)",
-                        "Δ test acc, pp [95% CI]"], rows)}
+{report.markdown_table(["width", "parameters", "arm", "runs", "test acc %", "train acc %", "gap (pp)"], arm_rows)}
+
+### Paired effects (Holm-corrected across all {len(effects)})
+
+{report.markdown_table(["width", "arm", "pairs", "Δ test acc, pp [Holm CI]", "p (Holm)"], effect_rows)}
+
+### Strengths chosen on validation
+
+{report.markdown_table(["width", "technique", "chosen"], tuned_rows)}
 """
 
 
-def figure(effects: pd.DataFrame, arms: list[str]) -> Figure:
-    """Draw paired effects and gaps against parameter count, per depth."""
-    colours = plots.arm_colours(arms)
+def figure(runs: pd.DataFrame, effects: pd.DataFrame, arms: list[str]) -> Figure:
+    """Draw every arm's gap and each arm's paired effect against the parameter count."""
+    ok = stats.successful(runs)
+    parameters = ok.groupby("width")["parameter_count"].first()
+    colours = plots.arm_colours([BASELINE, *arms])
     fig = Figure(figsize=(13, 5))
     left, right = fig.subplots(1, 2)
-    for (technique, depth), rows in effects.groupby(["technique", "depth"], sort=False):
-        rows = rows.sort_values("parameters")
-        style = {"color": colours[technique], "marker": "o" if depth == 1 else "s",
-                 "linestyle": "-" if depth == 1 else "--", "label": f"{technique}, {depth} hidden"}
-        right.plot(rows["parameters"], rows["gap_mean"] * 100, **style)
-        if technique != BASELINE:
-            errors = [(rows["test_accuracy_diff"] - rows["diff_ci_low"]) * 100,
-                      (rows["diff_ci_high"] - rows["test_accuracy_diff"]) * 100]
-            left.errorbar(rows["parameters"], rows["test_accuracy_diff"] * 100, yerr=errors, capsize=3, **style)
-    left.axhline(0, color="black", linewidth=0.8)
-    left.set(xscale="log", xlabel="parameters", ylabel="Δ test accuracy vs baseline (pp)", title="Paired effect")
-    right.set(xscale="log", xlabel="parameters", ylabel="train − test accuracy (pp)", title="Generalization gap")
-    return finish(fig, [left, right])
+    for arm, rows in ok.groupby("arm", sort=False):
+        means = rows.groupby("width")["gap"].mean()
+        left.plot(parameters[means.index], means * 100, "o-" if arm == BASELINE else "o--", color=colours[arm],
+                  linewidth=2.5 if arm == BASELINE else 1.2, label=arm)
+    for arm in arms:
+        rows = effects[effects["arm"] == arm].sort_values("width")
+        errors = [(rows["diff_mean"] - rows["adj_ci_low"]) * 100, (rows["adj_ci_high"] - rows["diff_mean"]) * 100]
+        right.errorbar(parameters[rows["width"]], rows["diff_mean"] * 100, yerr=errors, marker="o", capsize=3,
+                       color=colours[arm], linestyle="-" if arm.endswith("tuned") else "--", label=arm)
+    right.axhline(0, color="black", linewidth=0.8)
+    left.set(xscale="log", xlabel="parameters", ylabel="train − test accuracy (pp)", title="Generalization gap")
+    right.set(xscale="log", xlabel="parameters", ylabel="Δ test accuracy vs baseline (pp, Holm CI)",
+              title="Paired effect")
+    return plots.finish_panels(fig, [left, right])

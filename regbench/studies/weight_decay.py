@@ -33,7 +33,8 @@ NEEDS = {"architecture": ("mlp", "it follows blank pixels' weights into the firs
 ARMS = ("none", "l2", "weight-decay")
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 ONE_STEP_ROUNDING = 4 * FLOAT32_EPS  # one step of two equal methods differs by a few roundings at most
-ROUNDING_FACTOR = 10  # "same up to rounding": the L2-vs-decay gap stays within this many times the 1-ulp control's
+ROUNDING_FACTOR = 10  # "same up to rounding": the L2-vs-decay gap stays within this many times the controls' envelope
+REORDERED_CONTROLS = 2  # rounding controls trained with the images inside each batch in another order
 
 
 def decoupled_wd(grid: dict, setting: str) -> float:
@@ -69,7 +70,7 @@ def run(context: StudyContext) -> Findings:
                                     compile_model(l2_config)[0], dead, context.grid["l2"],
                                     decoupled_wd(context.grid, setting), momentum, DEFAULT_LR[optimizer]))
     weights = pd.DataFrame(rows)
-    context.echo("training the L2, decay and 1-ulp control models step by step from one start, to the full horizon")
+    context.echo("training L2, decay and three rounding controls step by step from one start, to the full horizon")
     steps = pd.DataFrame([row for s in settings for row in divergence(context, s)])
     accuracy = accuracy_table(runs, settings, epochs)
     final = {s: (models[arm_config(context, s, "l2", seed, epochs)],
@@ -100,16 +101,29 @@ def checkpoints_of(grid: dict, steps_per_epoch: int, epochs: int) -> list[int]:
     return sorted({*grid["checkpoints"], steps_per_epoch, steps_per_epoch * epochs} - {0})
 
 
-def divergence(context: StudyContext, setting: str) -> list[dict]:
-    """Train L2, decay and L2 from initial weights moved by one float32 ulp on the run's batches for the whole
-    run; compare them at every checkpoint.
+def within_batch_reorder(order: np.ndarray, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """Return `order` with the images inside each batch shuffled: the same batches, summed in another order."""
+    reordered = order.copy()
+    for start in range(0, len(reordered), batch):
+        rng.shuffle(reordered[start:start + batch])
+    return reordered
 
-    The ulp-moved copy is the control: how far float32 rounding alone carries two runs of one method apart.
+
+def divergence(context: StudyContext, setting: str) -> list[dict]:
+    """Train L2 and decay on the run's batches for the whole run beside three rounding controls (L2 again, from
+    initial weights moved by one float32 ulp, and twice with the images inside each batch in another order);
+    compare them at every checkpoint.
+
+    The controls are one method computed with other roundings: the reordered ones round differently at every step,
+    as two equal methods do, and all are amplified as training amplifies any rounding (a ReLU unit that an image
+    leaves on the other side of its kink sends the two apart at once). Their largest distance is the envelope a
+    pair of equal methods stays within.
     """
     split, batch, seed, epochs = context.split(), context.base.batch_size, context.seeds[0], context.base.epochs
     l2_config, wd_config = (arm_config(context, setting, arm, seed, epochs) for arm in ("l2", "weight-decay"))
-    l2, wd, control = compile_model(l2_config)[0], compile_model(wd_config)[0], compile_model(l2_config)[0]
-    control.set_weights([np.nextafter(w, np.float32(np.inf)) for w in control.get_weights()])
+    l2, wd = compile_model(l2_config)[0], compile_model(wd_config)[0]
+    controls = [compile_model(l2_config)[0] for _ in range(REORDERED_CONTROLS + 1)]
+    controls[0].set_weights([np.nextafter(w, np.float32(np.inf)) for w in controls[0].get_weights()])
     n = len(split.y_train)
     steps_per_epoch = math.ceil(n / batch)
     rows, done = [], 0
@@ -117,15 +131,21 @@ def divergence(context: StudyContext, setting: str) -> list[dict]:
         while done < checkpoint:  # train up to the checkpoint, epoch by epoch, on the run's own batch order
             epoch, first = divmod(done, steps_per_epoch)
             last = min(checkpoint - epoch * steps_per_epoch, steps_per_epoch)
-            order = batch_order(seed, epoch, n)[first * batch:last * batch]
-            for model in (l2, wd, control):
-                model.fit(split.x_train[order], split.y_train[order], batch_size=batch, epochs=1, shuffle=False,
+            order = batch_order(seed, epoch, n)
+            orders = [order] * 3 + [within_batch_reorder(order, batch, np.random.default_rng([seed, epoch, k]))
+                                    for k in range(REORDERED_CONTROLS)]
+            for model, model_order in zip((l2, wd, *controls), orders):
+                part = model_order[first * batch:last * batch]
+                model.fit(split.x_train[part], split.y_train[part], batch_size=batch, epochs=1, shuffle=False,
                           verbose=0)
             done = epoch * steps_per_epoch + last
-        (decay_max, decay_norm), (control_max, control_norm) = relative_difference(l2, wd), relative_difference(l2, control)
+        decay_max, decay_norm = relative_difference(l2, wd)
+        control = [relative_difference(l2, model) for model in controls]
+        envelope = max(value for value, _ in control)
         rows.append({"optimizer": setting, "steps": checkpoint, "l2_vs_decay_max": decay_max,
-                     "l2_vs_decay_norm": decay_norm, "l2_vs_ulp_control_max": control_max,
-                     "l2_vs_ulp_control_norm": control_norm, "decay_over_control": decay_max / control_max})
+                     "l2_vs_decay_norm": decay_norm, "l2_vs_ulp_control_max": control[0][0],
+                     "l2_vs_reordered_max": max(value for value, _ in control[1:]), "control_envelope_max": envelope,
+                     "control_envelope_norm": max(norm for _, norm in control), "decay_over_control": decay_max / envelope})
     return rows
 
 
@@ -189,8 +209,8 @@ def accuracy_table(runs: pd.DataFrame, settings, epochs: int) -> pd.DataFrame:
 
 def same_up_to_rounding(steps: pd.DataFrame, setting: str) -> bool:
     """Say whether L2 and decay differ by rounding only under `setting`: one step apart by a few roundings at most,
-    and at every checkpoint up to the full horizon within ROUNDING_FACTOR times the 1-ulp control's distance (a
-    ratio measured in one process, so it holds wherever rounding is amplified differently)."""
+    and at every checkpoint up to the full horizon within ROUNDING_FACTOR times the rounding controls' envelope (a
+    ratio to controls amplified in the same process, so it holds wherever rounding is amplified differently)."""
     mine = steps[steps["optimizer"] == setting]
     return bool(mine["l2_vs_decay_max"].iloc[0] <= ONE_STEP_ROUNDING
                 and (mine["decay_over_control"] <= ROUNDING_FACTOR).all())
@@ -224,8 +244,8 @@ def verdict(weights: pd.DataFrame, steps: pd.DataFrame, accuracy: pd.DataFrame, 
         parts.append(
             f"{setting} (L2 k = {k:g}, decay wd = {decoupled_wd(grid, setting):g}): {first['l2_vs_decay_max']:.1e} of "
             f"the largest weight apart after {first['steps']} step and {last['l2_vs_decay_max']:.1e} after "
-            f"{last['steps']:,} (the 1-ulp control: {first['l2_vs_ulp_control_max']:.1e} and "
-            f"{last['l2_vs_ulp_control_max']:.1e}; ratio at most {mine['decay_over_control'].max():.3g} over all "
+            f"{last['steps']:,} (the rounding controls' envelope: {first['control_envelope_max']:.1e} and "
+            f"{last['control_envelope_max']:.1e}; ratio at most {mine['decay_over_control'].max():.3g} over all "
             f"{len(mine)} horizons): {'the same method up to float32 rounding' if same[setting] else 'more than rounding'}"
             f"; {shrink}; test accuracy L2 − decoupled "
             f"{report.effect_text(acc['diff_mean'], acc['eq_ci_low'], acc['eq_ci_high'], digits=3)}, {_equivalence(acc)}")
@@ -244,7 +264,8 @@ def body(weights: pd.DataFrame, steps: pd.DataFrame, accuracy: pd.DataFrame, gri
          epochs: int) -> str:
     """Render the derivation, the tables and the figure."""
     step_rows = [[row.optimizer, f"{row.steps:,}", f"{row.l2_vs_decay_max:.3e}", f"{row.l2_vs_ulp_control_max:.3e}",
-                  f"{row.decay_over_control:.3g}", f"{row.l2_vs_decay_norm:.3e}", f"{row.l2_vs_ulp_control_norm:.3e}"]
+                  f"{row.l2_vs_reordered_max:.3e}", f"{row.decay_over_control:.3g}", f"{row.l2_vs_decay_norm:.3e}",
+                  f"{row.control_envelope_norm:.3e}"]
                  for row in steps.itertuples()]
     weight_rows = [[row.optimizer, row.epochs, f"{row.steps:,}", f"{row.max_relative_difference:.3e}",
                     f"{row.norm_relative_difference:.3e}", f"{row.l2_shrink_per_step:.9f}",
@@ -285,14 +306,17 @@ those weights with |w_0| > 1e-3.
 ### Step by step to the full horizon, against a rounding control (first seed)
 
 Three models trained in this process from one start on the run's batches, epoch after epoch: L2, decoupled decay,
-and L2 again from initial weights each moved by one float32 ulp (how far training carries a difference of one
-rounding). Two equal methods round differently at every step, so their difference starts at rounding level and is
-amplified as the control's is; a different method is far beyond the control. Rule: the same method up to
-rounding when one step differs by at most {ONE_STEP_ROUNDING:.1e} and the ratio to the control stays within
-{ROUNDING_FACTOR}x at every horizon.
+and three rounding controls: L2 again from initial weights each moved by one float32 ulp, and L2 again
+{REORDERED_CONTROLS} times with the images inside each batch in another order (the same batches and the same
+mathematics, summed in another order: a different rounding at every step, as two equal methods have). Training
+amplifies any rounding, at times abruptly: when one image's input to a ReLU unit crosses zero in one run and not
+in the other, the two part at once, whichever pair it happens to. So the pair is compared with the controls' envelope (the largest of their distances): the same method up to rounding
+when one step differs by at most {ONE_STEP_ROUNDING:.1e} and the pair stays within {ROUNDING_FACTOR}x of the
+envelope at every horizon; a different method is far beyond it.
 
 {report.markdown_table(["optimizer", "steps", "max |Δw| / max |w|: L2 vs decay", "same: L2 vs 1-ulp control",
-                        "ratio", "‖Δw‖ / ‖w‖: L2 vs decay", "same: L2 vs 1-ulp control"], step_rows)}
+                        "same: L2 vs reordered (largest)", "ratio to the envelope", "‖Δw‖ / ‖w‖: L2 vs decay",
+                        "same: controls' envelope"], step_rows)}
 
 ### The stored runs after N steps (first seed)
 
@@ -322,8 +346,8 @@ def figure(steps: pd.DataFrame, final: dict) -> Figure:
     colours = plots.arm_colours(list(final))
     for setting, rows in steps.groupby("optimizer", sort=False):
         panels[0].plot(rows["steps"], rows["l2_vs_decay_max"], "o-", color=colours[setting], label=f"{setting}: L2 vs decay")
-        panels[0].plot(rows["steps"], rows["l2_vs_ulp_control_max"], "s:", color=colours[setting],
-                       label=f"{setting}: 1-ulp control")
+        panels[0].plot(rows["steps"], rows["control_envelope_max"], "s:", color=colours[setting],
+                       label=f"{setting}: rounding controls' envelope")
     panels[0].set(xscale="log", yscale="log", xlabel="steps", ylabel="max |Δw| / max |w|",
                   title="Apart by the method, or by rounding?")
     for axes, (setting, (l2_model, wd_model)) in zip(panels[1:], final.items()):
