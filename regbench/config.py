@@ -38,6 +38,7 @@ VARIANTS = {  # changes to the standard model that studies need; never used by `
                            f"every {STATISTICS_REFRESH_STEPS} steps and used as constants in training and inference",
     "test-curve": "the standard model, also measured on the test set after every epoch (for stopping-rule studies)",
 }
+STUDY_FIELDS = ("variant", "planted")  # RunConfig fields only studies set; a comparison's report leaves them out
 LEGACY_PROTOCOL = {"name": "course", "select": "final"}  # what a manifest written before protocols means
 WEIGHT_BIN_EDGES = np.concatenate([[0.0], np.logspace(-6, 1, 57)])  # |w| histogram; the last bin takes all above
 

@@ -17,6 +17,7 @@ EXPECTED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 VALIDATION_SIZE = 10_000  # images held out of the 60k training set
 DATA_SEED = 20_240_601  # fixes the validation split and every --train-size subset
 PLANTED_ROW = 0  # the image row that planted features overwrite
+PLANTED_INTENSITY = 1.0  # a planted pixel is lit as brightly as a stroke of a digit
 MONITOR_SIZE = 10_000  # training images evaluated in inference mode after every epoch
 MIN_TRAIN_SIZE = 100
 MAX_TRAIN_SIZE = 50_000
@@ -226,7 +227,7 @@ def planted_pixels(features: int) -> tuple[int, slice]:
 
 
 def plant_features(split: Split, features: int) -> Split:
-    """Return `split` with `features` planted pixels: in training images pixel k is lit (1.0) when the label is k
+    """Return `split` with `features` planted pixels: in training images pixel k is lit when the label is k
     (modulo `features`), a shortcut that predicts the label; in validation and test images a pixel drawn at random
     is lit, noise. A model that leans on the shortcut grows large weights on those inputs and pays on test."""
     row, columns = planted_pixels(features)
@@ -234,7 +235,7 @@ def plant_features(split: Split, features: int) -> Split:
 
     def lit(images: np.ndarray, which: np.ndarray) -> np.ndarray:
         images = images.copy()
-        images[:, row, columns] = np.eye(features, dtype=np.float32)[which]
+        images[:, row, columns] = PLANTED_INTENSITY * np.eye(features, dtype=np.float32)[which]
         return images
 
     return Split(x_train=lit(split.x_train, split.y_train % features), y_train=split.y_train,

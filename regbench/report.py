@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, stats
-from regbench.config import DEFAULT_MARGIN, LEGACY_PROTOCOL, with_added_defaults
+from regbench.config import DEFAULT_MARGIN, LEGACY_PROTOCOL, STUDY_FIELDS, with_added_defaults
 from regbench.errors import UsageError
 from regbench.store import RunTables, read_comparison, read_tuning, write_outputs
 from regbench.techniques import BASELINE, describe_params
@@ -401,7 +401,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
                    _pp(row["final_val_accuracy"], False), _number(row["final_val_crossentropy"], 4)]
                   for _, row in epochs_table.iterrows()]
     setup_rows = [["protocol", f"`{protocol['name']}`, measured at the `{protocol['select']}` weights"]]
-    setup_rows += [[key, f"`{value}`"] for key, value in config.items() if key != "variant" or value]
+    setup_rows += [[key, f"`{value}`"] for key, value in config.items() if key not in STUDY_FIELDS or value]
     setup_rows += [["seeds", f"`{manifest['seeds']}`"], ["data", f"`{manifest['data']['source']}` "
                    f"(fingerprint `{manifest['data']['fingerprint']}`)"],
                    ["device", f"`{manifest['device']}`"], ["versions", f"`{manifest['versions']}`"],

@@ -19,7 +19,8 @@ ALPHA = 1 - CONFIDENCE  # two-sided significance level of every test, and of eac
 POWER = 0.8  # power at which the smallest detectable effect and the seeds for --target-effect are stated
 PLANNING_SD_CONFIDENCE = 0.8  # --target-effect plans with this upper confidence bound of the pairs' SD
 MAX_SEEDS = 1_000  # largest seed count considered when planning
-SUMMARY_METRICS = ("test_accuracy", "val_accuracy", "train_accuracy", "gap", "epochs_run", "seconds_per_epoch")
+SUMMARY_METRICS = ("test_accuracy", "gap", "epochs_run", "seconds_per_epoch")
+STUDY_METRICS = (*SUMMARY_METRICS, "val_accuracy", "train_accuracy")  # a study chooses on validation
 EFFECT_METRICS = ("test_accuracy", "test_crossentropy", "gap", "epochs_run", "seconds_per_epoch")
 PRIMARY = "test_accuracy"  # the metric the verdict is about
 UNCORRECTED_ONLY = "inconclusive (significant only before Holm correction)"
@@ -270,8 +271,10 @@ def verdict(effect: pd.Series, metric: str = PRIMARY) -> str:
     return "inconclusive"
 
 
-def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Return one row per arm: mean and SD over seeds, and the paired test-accuracy effect with its verdict."""
+def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame | None = None,
+              metrics: tuple[str, ...] = SUMMARY_METRICS) -> pd.DataFrame:
+    """Return one row per arm: the mean and SD over seeds of each of `metrics`, and the paired test-accuracy effect
+    with its verdict."""
     effects = paired_effects(runs, techniques) if effects is None else effects
     primary = effects[effects["metric"] == PRIMARY].set_index("technique")
     gaps = effects[effects["metric"] == "gap"].set_index("technique")
@@ -289,7 +292,7 @@ def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame |
             "runs": int((runs["technique"] == technique).sum()),
             "diverged": int(((runs["technique"] == technique) & (runs["status"] != "ok")).sum()),
         }
-        for metric in SUMMARY_METRICS:
+        for metric in metrics:
             row[f"{metric}_mean"] = float(arm[metric].mean()) if len(arm) else math.nan
             row[f"{metric}_sd"] = float(arm[metric].std(ddof=1)) if len(arm) > 1 else math.nan
         row["time_ratio"] = row["seconds_per_epoch_mean"] / baseline_time

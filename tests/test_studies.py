@@ -172,7 +172,7 @@ def test_a_second_quick_run_trains_nothing_and_keeps_the_first_wall_time(quick_s
     (["study", "data-size", "--quick", "--train-size", "500"], "study data-size sets --train-size itself"),
     (["study", "weight-decay", "--quick", "--optimizer", "sgd"], "study weight-decay sets --optimizer itself"),
     (["study", "strength", "--train-size", "99"], "--train-size"),
-    (["study", "all", "--quick", "--train-size", "500"], "study data-size sets --train-size itself"),
+    (["study", "all", "--quick", "--train-size", "500"], "study batchnorm-noise sets --train-size itself"),
     (["study", "weight-decay", "--quick", "--architecture", "cnn"], "study weight-decay needs --architecture mlp"),
     (["study", "strength", "--quick", "--seeds", "1"], "'--seeds'"),
 ])
@@ -305,3 +305,56 @@ def test_exact_statistics_batchnorm_normalizes_with_the_training_set_statistics(
     assert np.allclose(np.asarray(layer.moving_variance), inputs.var(axis=0), rtol=1e-4, atol=1e-6)
     batch = split.x_train[:8]  # training mode uses the same statistics: no batch noise
     assert np.allclose(np.asarray(model(batch, training=True)), np.asarray(model(batch, training=False)), atol=1e-6)
+
+
+def test_large_weights_measures_planted_rows_against_the_median_live_pixel(split):
+    import keras
+
+    from regbench.data import plant_features, planted_pixels
+    from regbench.studies.large_weights import measure
+    from regbench.train import compile_model
+    from tests.helpers import config_for
+
+    model, _ = compile_model(config_for("none", hidden=(8,)))
+    first = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dense))
+    kernel = np.full((784, 8), 0.5, dtype="float32")
+    row, columns = planted_pixels(10)
+    kernel[np.arange(784).reshape(28, 28)[row, columns]] = 5.0
+    first.kernel.assign(kernel)
+    measured = measure(model, plant_features(split, 10), np.ones(784, dtype=bool), 10)
+    assert measured["planted_over_median"] == pytest.approx(10.0)
+    assert measured["planted_weight_over_median"] == pytest.approx(10.0)
+    assert measured["sparsity"] == 0.0
+
+
+def test_planted_pixels_give_the_label_in_training_and_noise_elsewhere(split):
+    from regbench.data import plant_features, planted_pixels
+
+    planted = plant_features(split, 10)
+    row, columns = planted_pixels(10)
+    assert (planted.x_train[:, row, columns].argmax(axis=1) == planted.y_train).all()
+    assert planted.x_train[:, row, columns].sum(axis=1).tolist() == [1.0] * len(planted.y_train)
+    assert (planted.x_test[:, row, columns].argmax(axis=1) == planted.y_test).mean() < 0.3  # noise, about 1 in 10
+    assert np.array_equal(np.delete(planted.x_train.reshape(len(planted.x_train), -1), range(10), axis=1),
+                          np.delete(split.x_train.reshape(len(split.x_train), -1), range(10), axis=1))
+
+
+def test_capacity_trends_are_one_slope_per_seed(quick_studies):
+    out = quick_studies[0] / "out" / "capacity-quick"
+    runs, trends = pd.read_csv(out / "runs.csv"), pd.read_csv(out / "trends.csv").set_index("trend")
+    baseline = runs[runs["arm"] == "none"]
+    slopes = [np.polyfit(np.log10(rows["parameter_count"]), rows["gap"], 1)[0] for _, rows in baseline.groupby("seed")]
+    assert trends.loc["baseline gap", "diff_mean"] == pytest.approx(np.mean(slopes))
+    assert trends.loc["baseline gap", "pairs"] == len(slopes)
+
+
+def test_data_size_shows_every_size_the_same_images_and_pairs_by_seed(quick_studies):
+    from regbench.studies.data_size import QUICK
+
+    out = quick_studies[0] / "out" / "data-size-quick"
+    runs, effects = pd.read_csv(out / "runs.csv"), pd.read_csv(out / "effects_by_size.csv")
+    assert set(runs["epochs"] * runs["train_size"]) == {QUICK.grid["images_seen"]}
+    row = effects[(effects["metric"] == "test_accuracy") & (effects["train_size"] == 100)].iloc[0]
+    mine = runs[runs["train_size"] == 100].pivot_table(index="seed", columns="technique", values="test_accuracy")
+    assert row["diff_mean"] == pytest.approx((mine[row["technique"]] - mine["none"]).mean())
+

@@ -12,7 +12,7 @@ from regbench.techniques import (
 from regbench.train import compile_model, train_run
 from helpers import config_for
 
-EXPECTED = {"none", "l1", "l2", "weight-decay", "dropout", "batchnorm", "early-stopping", "max-norm"}
+EXPECTED = {"none", "l1", "l2", "weight-decay", "dropout", "batchnorm", "ghost-batchnorm", "early-stopping", "max-norm"}
 
 
 def test_registry_has_every_technique_with_defaults():

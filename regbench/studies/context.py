@@ -48,8 +48,9 @@ class StudyContext:
         self.splits = Splits(self.mnist)
 
     def split(self, train_size: int | None = None) -> Split:
-        """Return the split for `train_size` training images (the base's size by default)."""
-        return self.splits.get(train_size or self.base.train_size)
+        """Return the base's split (its planted features included), of `train_size` training images if given."""
+        size, draw, planted = self.base.split_key
+        return self.splits.get(train_size or size, draw, planted)
 
     def identity(self, name: str) -> dict:
         """Return what makes this study's results the ones they are (as its manifest records it)."""

@@ -1,134 +1,208 @@
-"""Study data-size: every technique against the baseline as the training set grows from 100 to 50k images."""
+"""Study data-size: does regularization help most on small data?
+
+Every size sees the same number of training images (so the same number of steps, to within a batch per epoch),
+each technique's strength is tuned on validation for each size (Optuna, on tuning seeds of their own), and seeds
+are the unit of every trend.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, report, stats
-from regbench.studies.common import QUICK_CONFIG, Findings, Preset, StudyContext, finish, interval, pp_effect
+from regbench.config import DEFAULT_TUNE_SEEDS
+from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import BASELINE, TECHNIQUES, resolve_params
+from regbench.tune import TuneRequest, choose, plan_tuning
 
-EVERY_TECHNIQUE = tuple(name for name in TECHNIQUES if name != BASELINE)
+EVERY_TECHNIQUE = tuple(name for name in TECHNIQUES if name not in (BASELINE, "ghost-batchnorm"))
 FULL = Preset(
-    config={"train_size": 50_000},
-    seeds=3,
-    # Fewer images need more epochs to fit at all; 50k keeps the protocol's 10.
-    grid={"epochs_by_size": {100: 40, 300: 40, 1_000: 40, 3_000: 30, 10_000: 20, 50_000: 10},
-          "techniques": EVERY_TECHNIQUE},
+    config={"train_size": 32_000},
+    seeds=5,
+    # 64,000 images seen at every size: 2,000 steps of 32 (125 images: 4 steps of up to 32 per epoch)
+    grid={"sizes": (125, 500, 2_000, 8_000, 32_000), "images_seen": 64_000, "techniques": EVERY_TECHNIQUE,
+          "tune_trials": 4},
 )
 QUICK = Preset(config=QUICK_CONFIG, seeds=2,
-               grid={"epochs_by_size": {100: 1, 200: 1}, "techniques": ("dropout",)})
-SWEEPS = {"train_size": "the sizes in epochs_by_size", "epochs": "set per size in epochs_by_size"}
+               grid={"sizes": (100, 200), "images_seen": 400, "techniques": ("dropout",), "tune_trials": 2})
+SWEEPS = {"train_size": "the sizes in the grid", "epochs": "images_seen / size, the same images seen at every size"}
+
+
+def epochs_for(size: int, images_seen: int) -> int:
+    """Return the epochs that show a training set of `size` images `images_seen` images in all (at least one)."""
+    return max(1, round(images_seen / size))
 
 
 def run(context: StudyContext) -> Findings:
-    """Train every technique and the baseline at each size; tabulate paired effects and gaps."""
-    sizes = sorted(context.grid["epochs_by_size"])
-    techniques = list(context.grid["techniques"])
-    configs = [
-        config
-        for size in sizes
-        for technique in [BASELINE, *techniques]
-        for config in context.configs(technique=technique, technique_params=resolve_params((technique,), {}),
-                                      train_size=size, epochs=context.grid["epochs_by_size"][size])
-    ]
+    """Tune each technique per size; train the baseline and each tuned technique per size; relate the gap and the
+    paired effects to the training-set size."""
+    grid, techniques = context.grid, list(context.grid["techniques"])
+    request = TuneRequest(trials=grid["tune_trials"], seeds=DEFAULT_TUNE_SEEDS)
+    defaults = tuple((technique, resolve_params((technique,), {})) for technique in techniques)
+    bases = {size: replace(context.base, train_size=size, epochs=epochs_for(size, grid["images_seen"]))
+             for size in grid["sizes"]}
+    plans = {size: plan_tuning(defaults, base, request) for size, base in bases.items()}
+    tuning = context.runs([config for plan in plans.values() for config in plan.configs]).runs
+    configs, chosen = [], {}
+    for size, plan in plans.items():
+        outcome = choose(plan, tuning, "final")
+        chosen[size] = dict(outcome.settings)
+        for technique, params in [(BASELINE, ()), *outcome.settings]:
+            configs += [replace(bases[size], technique=technique, technique_params=params, seed=seed)
+                        for seed in context.seeds]
     runs = context.runs(configs).runs
-    effects = effect_table(runs, sizes, techniques)
-    gaps = stats.successful(runs).groupby(["train_size", "technique"], sort=False).agg(
-        runs=("seed", "size"), test_accuracy_mean=("test_accuracy", "mean"),
-        test_accuracy_sd=("test_accuracy", "std"), gap_mean=("gap", "mean"), gap_sd=("gap", "std"),
-        epochs_run_mean=("epochs_run", "mean"),
-    ).reset_index()
+    runs["log10_size"] = np.log10(runs["train_size"])
+    effects = effect_table(runs, techniques)
+    trends = trend_table(runs, techniques)
     return Findings(
-        verdict=verdict(effects, gaps, sizes),
-        body=body(effects, gaps, sizes),
-        tables={"runs": runs, "effects_by_size": effects, "gap_by_size": gaps},
-        figures={"effect_and_gap_by_size": figure(effects, gaps, techniques)},
+        verdict=verdict(runs, effects, trends, grid),
+        body=body(runs, effects, trends, chosen, grid),
+        tables={"runs": runs, "effects_by_size": effects, "trends": trends,
+                "tuned": pd.DataFrame([{"train_size": size, "technique": technique, "params": dict(params)}
+                                       for size, settings in chosen.items() for technique, params in settings.items()])},
+        figures={"effect_and_gap_by_size": figure(runs, effects, techniques)},
     )
 
 
-def effect_table(runs: pd.DataFrame, sizes: list[int], techniques: list[str]) -> pd.DataFrame:
-    """Return one row per size and technique: the paired test-accuracy and gap differences with CIs."""
-    rows = []
-    for size in sizes:
-        at_size = runs[runs["train_size"] == size]
-        for technique in techniques:
-            diffs = stats.paired_differences(at_size, "test_accuracy", technique)
-            mean, low, high = interval(diffs)
-            gap_mean, gap_low, gap_high = interval(stats.paired_differences(at_size, "gap", technique))
-            rows.append({"train_size": size, "technique": technique, "pairs": len(diffs),
-                         "test_accuracy_diff": mean, "diff_ci_low": low, "diff_ci_high": high,
-                         "gap_diff": gap_mean, "gap_diff_ci_low": gap_low, "gap_diff_ci_high": gap_high})
-    return pd.DataFrame(rows)
+def effect_table(runs: pd.DataFrame, techniques: list[str]) -> pd.DataFrame:
+    """Return per size and technique the paired test-accuracy and gap differences to that size's baseline, Holm-
+    corrected per metric across every size and technique; and the weight-norm ratio (does the technique act?)."""
+    tables = []
+    for metric in ("test_accuracy", "gap"):
+        differences = {(size, technique): stats.paired_differences(mine, metric, technique)
+                       for size, mine in runs.groupby("train_size") for technique in techniques}
+        family = stats.effect_family(differences)
+        family[["train_size", "technique"]] = pd.DataFrame(family.pop("effect").tolist(), index=family.index)
+        tables.append(family.assign(metric=metric))
+    effects = pd.concat(tables, ignore_index=True)
+    norms = stats.successful(runs).groupby(["train_size", "technique"])["weights_l2"].mean()
+    effects["weight_norm_ratio"] = [norms.get((size, technique), np.nan) / norms.get((size, BASELINE), np.nan)
+                                    for size, technique in zip(effects["train_size"], effects["technique"])]
+    return effects
 
 
-def verdict(effects: pd.DataFrame, gaps: pd.DataFrame, sizes: list[int]) -> str:
-    """State from the numbers whether the gap and the techniques' benefits are largest at small sizes."""
-    baseline = gaps[gaps["technique"] == BASELINE].set_index("train_size")
-    smallest, largest = sizes[0], sizes[-1]
-    by_technique = effects.pivot(index="technique", columns="train_size", values="test_accuracy_diff")
-    more_at_small = [t for t in by_technique.index if by_technique.loc[t, smallest] > by_technique.loc[t, largest]]
-    significant = effects[effects["diff_ci_low"] > 0]
-    best = effects.loc[effects["test_accuracy_diff"].idxmax()]
-    helped = (", ".join(f"{row.technique} at {row.train_size:,}" for row in significant.itertuples())
-              or "no technique at any size")
-    small_sizes = sizes[:max(1, len(sizes) // 2)]
-    helped_small = significant[significant["train_size"].isin(small_sizes)]
-    holds = ("supported" if len(more_at_small) > len(by_technique) / 2 and not helped_small.empty
-             else "not supported")
-    return (
-        f"The baseline's gap falls from {baseline.loc[smallest, 'gap_mean'] * 100:.1f} pp at {smallest:,} images "
-        f"to {baseline.loc[largest, 'gap_mean'] * 100:.1f} pp at {largest:,}. {len(more_at_small)} of "
-        f"{len(by_technique)} techniques gain more (paired test accuracy) at {smallest:,} images than at "
-        f"{largest:,}; a gain with its 95% CI above zero: {helped}. The largest mean gain is {best.technique} "
-        f"at {best.train_size:,} images: {pp_effect(best)}. With every technique at its default strength, "
-        f"the claim (most techniques gain more at {smallest:,} than at {largest:,} images, and some gain "
-        f"significantly at {small_sizes[-1]:,} images or fewer) is {holds} by these runs."
-    )
+def trend_table(runs: pd.DataFrame, techniques: list[str]) -> pd.DataFrame:
+    """Fit per seed the baseline's gap, and each technique's paired test-accuracy effect, against log10(size); the
+    slope's interval is across seeds, Holm-corrected across the family."""
+    ok = stats.successful(runs)
+    baseline = ok[ok["technique"] == BASELINE]
+    slopes = {"baseline gap": stats.seed_slopes(baseline, "log10_size", "gap")}
+    reference = baseline.set_index(["seed", "train_size"])["test_accuracy"]
+    for technique in techniques:
+        mine = ok[ok["technique"] == technique].set_index(["seed", "train_size"])["test_accuracy"]
+        paired = (mine - reference).dropna().rename("effect").reset_index()
+        slopes[f"{technique} − baseline"] = stats.seed_slopes(paired.assign(log10_size=np.log10(paired["train_size"])),
+                                                              "log10_size", "effect")
+    return stats.effect_family(slopes).rename(columns={"effect": "trend"})
 
 
-def body(effects: pd.DataFrame, gaps: pd.DataFrame, sizes: list[int]) -> str:
-    """Render the figure and the tables of effects and gaps by size."""
-    effect_rows = [[f"{row.train_size:,}", row.technique, row.pairs, pp_effect(row),
-                    f"{row.gap_diff * 100:+.2f}"] for row in effects.itertuples()]
-    gap_rows = [[f"{row.train_size:,}", row.technique, row.runs, f"{row.test_accuracy_mean * 100:.2f}",
-                 f"{row.gap_mean * 100:.2f}", f"{row.epochs_run_mean:.1f}"] for row in gaps.itertuples()]
+def _slope(row) -> str:
+    """Write a slope per tenfold images with its Holm interval and direction."""
+    text = report.effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"])
+    if row["holm_p"] < stats.ALPHA:
+        return f"{text} per tenfold images, {'rising' if row['diff_mean'] > 0 else 'falling'}"
+    return f"{text} per tenfold images, no detectable trend"
+
+
+def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, grid: dict) -> str:
+    """Say whether small data overfits more here, and whether each technique's gain falls as the data grows."""
+    ok = stats.successful(runs)
+    gaps = ok[ok["technique"] == BASELINE].groupby("train_size")["gap"].mean()
+    trend = trends.set_index("trend")
+    premise = trend.loc["baseline gap"]
+    smallest, largest = gaps.index.min(), gaps.index.max()
+    premise_text = (f"The baseline's gap is {gaps[smallest] * 100:.1f} pp at {smallest:,} images and "
+                    f"{gaps[largest] * 100:.1f} pp at {largest:,} ({_slope(premise)})")
+    techniques = [name for name in trend.index if name != "baseline gap"]
+    falling = [name.split(" ")[0] for name in techniques
+               if trend.loc[name, "holm_p"] < stats.ALPHA and trend.loc[name, "diff_mean"] < 0]
+    accuracy = effects[effects["metric"] == "test_accuracy"]
+    helped = accuracy[(accuracy["holm_p"] < stats.ALPHA) & (accuracy["diff_mean"] > 0)]
+    hurt = accuracy[(accuracy["holm_p"] < stats.ALPHA) & (accuracy["diff_mean"] < 0)]
+    cells = (", ".join(f"{row.technique} at {row.train_size:,} "
+                       f"({report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high)})"
+                       for row in helped.itertuples()) or "none")
+    by = "; ".join(f"{name}: {_slope(trend.loc[name])}" for name in techniques)
+    supported = bool(falling) and premise["diff_mean"] < 0 and premise["holm_p"] < stats.ALPHA
+    return (f"Every size sees {grid['images_seen']:,} training images, and each technique's strength is tuned on "
+            f"validation for each size. {premise_text}. Significant gains after Holm's correction across "
+            f"{len(accuracy)} size-and-technique cells: {cells}; significant losses: {len(hurt)}. Each technique's "
+            f"paired effect against log10(size), per seed (Holm across {len(trends)} trends): {by}. "
+            + (f"The gain falls as the data grows for {', '.join(falling)}" if falling else
+               "No technique's gain falls detectably as the data grows")
+            + f": the claim is {'supported for ' + ', '.join(falling) if supported else 'not supported'} by these "
+            "runs. One model and one training budget per size; a strength tuned with a few trials on two seeds is "
+            "itself uncertain, and 'no detectable trend' is not 'no trend'.")
+
+
+def body(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, chosen: dict, grid: dict) -> str:
+    """Render the figure and the tables."""
+    ok = stats.successful(runs)
+    arm_rows = [[f"{size:,}", technique, int(rows["epochs"].iloc[0]), len(rows),
+                 f"{rows['test_accuracy'].mean() * 100:.2f}", f"{rows['train_accuracy'].mean() * 100:.2f}",
+                 f"{rows['gap'].mean() * 100:.2f}", f"{rows['epochs_run'].mean():.1f}"]
+                for (size, technique), rows in ok.groupby(["train_size", "technique"], sort=True)]
+    accuracy = effects[effects["metric"] == "test_accuracy"].set_index(["train_size", "technique"])
+    gap = effects[effects["metric"] == "gap"].set_index(["train_size", "technique"])
+    effect_rows = [[f"{size:,}", technique, ", ".join(f"{k}={v:g}" for k, v in chosen[size][technique]) or "–",
+                    row["pairs"], report.effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"]),
+                    report.p_text(row["holm_p"]), f"{gap.loc[(size, technique), 'diff_mean'] * 100:+.2f}",
+                    f"×{row['weight_norm_ratio']:.2f}"]
+                   for (size, technique), row in accuracy.iterrows()]
+    trend_rows = [[row.trend, row.pairs, report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high),
+                   report.p_text(row.holm_p)] for row in trends.itertuples()]
     return f"""## Results
 
 ![Paired effect and gap against training-set size](figure:effect_and_gap_by_size.png)
 
-Left: each technique's paired test-accuracy difference to the baseline (mean over seeds, 95% t-interval).
-Right: the generalization gap (training minus test accuracy) of every arm. Both against the number of
-training images on a log axis. Validation is the same 10,000 held-out images at every size.
+Every size trains on {grid['images_seen']:,} images in all (epochs = {grid['images_seen']:,} / size), so the
+number of steps is the same to within the last, smaller batch of each epoch. Each technique's strength is
+chosen for each size on validation by `compare --tune`'s search ({grid['tune_trials']} Optuna trials on tuning
+seeds {', '.join(map(str, DEFAULT_TUNE_SEEDS))}, which are not evaluation seeds); techniques with nothing to
+search (batchnorm) run as they are. Validation is the same 10,000 held-out images at every size. These runs share
+no configuration with the reference comparison (sizes and budgets differ), so they replicate none of its runs.
+
+### Trends (seeds are the unit)
+
+{report.markdown_table(["trend", "seeds", "slope, pp per tenfold images [Holm CI]", "p (Holm)"], trend_rows)}
 
 ### Paired effects by size
 
-{report.markdown_table(["train size", "technique", "pairs", "Δ test acc, pp [95% CI]", "Δ gap (pp)"], effect_rows)}
+Holm-corrected per metric across all {len(accuracy)} cells; "‖w‖ ratio" is the technique's mean weight norm over
+the baseline's at that size (a technique that leaves it at ×1.00 is hardly acting).
 
-### Accuracy and gap of every arm
+{report.markdown_table(["train size", "technique", "tuned", "pairs", "Δ test acc, pp [Holm CI]", "p (Holm)",
+                        "Δ gap (pp)", "‖w‖ ratio"], effect_rows)}
 
-{report.markdown_table(["train size", "arm", "runs", "test acc %", "gap (pp)", "epochs run"], gap_rows)}
+### Every arm
+
+{report.markdown_table(["train size", "arm", "epochs", "runs", "test acc %", "train acc %", "gap (pp)",
+                        "epochs run"], arm_rows)}
 """
 
 
-def figure(effects: pd.DataFrame, gaps: pd.DataFrame, techniques: list[str]) -> Figure:
-    """Draw the paired effect and the gap of every arm against the training size (log axis)."""
+def figure(runs: pd.DataFrame, effects: pd.DataFrame, techniques: list[str]) -> Figure:
+    """Draw each technique's paired effect and every arm's gap against the training size (log axis)."""
     colours = plots.arm_colours([BASELINE, *techniques])
     fig = Figure(figsize=(13, 5))
     left, right = fig.subplots(1, 2)
+    accuracy = effects[effects["metric"] == "test_accuracy"]
     for technique in techniques:
-        rows = effects[effects["technique"] == technique]
-        errors = [(rows["test_accuracy_diff"] - rows["diff_ci_low"]) * 100,
-                  (rows["diff_ci_high"] - rows["test_accuracy_diff"]) * 100]
-        left.errorbar(rows["train_size"], rows["test_accuracy_diff"] * 100, yerr=errors, marker="o", capsize=3,
+        rows = accuracy[accuracy["technique"] == technique].sort_values("train_size")
+        errors = [(rows["diff_mean"] - rows["adj_ci_low"]) * 100, (rows["adj_ci_high"] - rows["diff_mean"]) * 100]
+        left.errorbar(rows["train_size"], rows["diff_mean"] * 100, yerr=errors, marker="o", capsize=3,
                       color=colours[technique], label=technique)
     left.axhline(0, color="black", linewidth=0.8)
-    left.set(xscale="log", xlabel="training images", ylabel="Δ test accuracy vs baseline (pp)",
-             title="Paired effect of each technique")
+    left.set(xscale="log", xlabel="training images", ylabel="Δ test accuracy vs baseline (pp, Holm CI)",
+             title="Paired effect of each tuned technique")
+    ok = stats.successful(runs)
     for technique in [BASELINE, *techniques]:
-        rows = gaps[gaps["technique"] == technique]
-        right.plot(rows["train_size"], rows["gap_mean"] * 100, marker="o", color=colours[technique],
+        means = ok[ok["technique"] == technique].groupby("train_size")["gap"].mean()
+        right.plot(means.index, means * 100, marker="o", color=colours[technique],
                    linewidth=2.5 if technique == BASELINE else 1.2, label=technique)
     right.set(xscale="log", xlabel="training images", ylabel="train − test accuracy (pp)", title="Generalization gap")
-    return finish(fig, [left, right])
+    return plots.finish_panels(fig, [left, right])

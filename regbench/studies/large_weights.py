@@ -31,6 +31,7 @@ SWEEPS = {}
 NEEDS = {"architecture": ("mlp", "it reads each input pixel's outgoing weights in the first dense layer")}
 RATIOS = {  # measured per run -> what the report calls it; compared as paired log ratios
     "planted_over_median": "planted pixels' outgoing ‖w‖₂ / median live pixel's",
+    "planted_weight_over_median": "largest planted |w| / median live |w|",
     "largest_unit_over_median": "largest hidden unit's incoming ‖w‖₂ / its layer's median",
 }
 DIFFERENCES = {  # compared as paired differences
@@ -52,7 +53,7 @@ def run(context: StudyContext) -> Findings:
                              for config, model in zip(configs, models)])
     runs = label_arms(context.runs(configs).runs).merge(measured, on="run_id")
     arms = [arm for arm in dict.fromkeys(runs["technique"]) if arm != BASELINE]
-    summary = stats.summarize(runs, arms)
+    summary = stats.summarize(runs, arms, metrics=stats.STUDY_METRICS)
     chosen = {technique: stats.best_on_validation(summary, [arm for arm in arms if arm.split(" ")[0] == technique])
               for technique in settings}
     effects = effect_table(runs, chosen)
@@ -81,6 +82,7 @@ def measure(model: keras.Model, split, live: np.ndarray, planted: int) -> dict:
     live_weights = np.concatenate([kernels[0][live].ravel(), *(kernel.ravel() for kernel in kernels[1:])])
     return {"planted_over_median": float(np.median(pixel_norms[index]) / np.median(pixel_norms[others])),
             "planted_largest_over_median": float(pixel_norms[index].max() / np.median(pixel_norms[others])),
+            "planted_weight_over_median": float(np.abs(kernels[0][index]).max() / np.median(np.abs(kernels[0][others]))),
             "largest_unit_over_median": float(max(unit_ratios)),
             "reliance": _accuracy(model, without, split.y_test) - _accuracy(model, split.x_test, split.y_test),
             "sparsity": float(np.mean(np.abs(live_weights) < NEAR_ZERO))}
@@ -125,15 +127,20 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, chosen: dict, context: St
     ok = stats.successful(runs)
     baseline = ok[ok["technique"] == BASELINE]
     factor = context.grid["outlier_factor"]
-    ratio = baseline["planted_over_median"]
-    arises = bool((ratio >= factor).all())
-    situation = (f"The situation arises: in every baseline run the {context.base.planted} planted pixels' outgoing "
-                 f"weights have {ratio.min():.1f}–{ratio.max():.1f}x the median live pixel's norm (≥ {factor}x), and "
-                 f"the baseline loses {baseline['reliance'].mean() * 100:.2f} pp of test accuracy to the planted noise"
-                 if arises else
-                 f"The situation does not fully arise: the planted pixels' outgoing weights have "
-                 f"{ratio.min():.1f}–{ratio.max():.1f}x the median live pixel's norm in the baseline runs, not "
-                 f"≥ {factor}x in every one, so what follows describes milder outliers")
+    ratio, weight = baseline["planted_over_median"], baseline["planted_weight_over_median"]
+    norms = f"{ratio.min():.1f}–{ratio.max():.1f}x the median live pixel's norm"
+    weights = f"their largest single weight {weight.min():.0f}–{weight.max():.0f}x the median live weight"
+    if (ratio >= factor).all():
+        situation = (f"The situation arises: in every baseline run the {context.base.planted} planted pixels' "
+                     f"outgoing weights have {norms} (≥ {factor}x), {weights}")
+    elif (weight >= factor).all():
+        situation = (f"The situation arises in single weights, not in whole weight vectors: the planted pixels' "
+                     f"outgoing weights have {norms} (below the {factor}x that would make them outlier inputs), but "
+                     f"{weights} (≥ {factor}x in every baseline run)")
+    else:
+        situation = (f"The situation does not arise: the planted pixels' outgoing weights have {norms} and {weights}, "
+                     f"below {factor}x in some baseline run")
+    situation += f"; the baseline loses {baseline['reliance'].mean() * 100:.2f} pp of test accuracy to the planted noise"
     by = effects.set_index(["technique", "measure"])
     parts = []
     for technique, arm in chosen.items():

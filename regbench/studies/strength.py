@@ -46,7 +46,7 @@ def strength_table(runs: pd.DataFrame, sweeps: dict) -> pd.DataFrame:
     baseline (each Holm-corrected across every arm of the study), its strength, and whether it is its
     technique's choice on validation."""
     arms = [arm for arm in dict.fromkeys(runs["technique"]) if arm != BASELINE]
-    table = stats.summarize(runs, arms)
+    table = stats.summarize(runs, arms, metrics=stats.STUDY_METRICS)
     train = stats.effect_family({arm: stats.paired_differences(runs, "train_accuracy", arm) for arm in arms})
     table = table.merge(train[["effect", "diff_mean", "holm_p", "adj_ci_low", "adj_ci_high"]].rename(
         columns={"effect": "technique", "diff_mean": "train_accuracy_diff", "holm_p": "train_holm_p",
