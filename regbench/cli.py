@@ -338,8 +338,6 @@ def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searche
 def _executor(jobs: int, scheduler: str | None, resources: dict | None, send_data: bool, device: str):
     """Check --jobs, --scheduler, --resources and --send-data against each other, the CPU cores and the device;
     return the executor they choose (nothing is started yet)."""
-    from regbench.executor import executor_for
-
     cores = len(os.sched_getaffinity(0))
     if jobs > cores:
         raise UsageError(f"--jobs {jobs} is more than the {cores} CPU cores this process may use; allowed 1..{cores}")

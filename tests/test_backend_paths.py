@@ -34,7 +34,7 @@ def dead_owner() -> str:
 
 def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
     pytest.importorskip("jax")
-    store, reference = tmp_path / "s.sqlite", tmp_path / "reference.sqlite"
+    store = tmp_path / "s.sqlite"
     # 1. In this process (--jobs 1): four runs, the first of each structure compiles; l2 = 0 is the baseline.
     regbench(tmp_path, "compare", "--technique", "l2", "--param", "l2=0", "--seeds", "2", *TINY, "--store", str(store),
              "--out", "a")

@@ -2,7 +2,6 @@
 --scheduler, and what happens when a worker, the scheduler or a second client comes and goes."""
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess

@@ -1,4 +1,6 @@
-"""Studies: every study's --quick run end to end (once, shared), their oracles, and their errors."""
+"""Studies: the quick runs of the studies without a search (once, shared), their oracles, and every study's errors.
+
+tests/test_studies_tuned.py runs the other half, so that the two halves share `make test`'s workers."""
 
 import json
 from pathlib import Path
@@ -9,20 +11,16 @@ import pytest
 
 from regbench.cli import cli
 from regbench.studies import CATALOGUE
+from tests.helpers import check_quick_report, run_quick_studies
+
+HERE = ("weight-decay", "dropout-scaling", "batchnorm-noise", "strength")
 
 
 @pytest.fixture(scope="module")
 def quick_studies(tmp_path_factory):
-    """Run `regbench study all --quick` once on the small real subset; return its output directory."""
-    from click.testing import CliRunner
-
-    from tests.conftest import SMALL_MNIST
-
+    """Run this half's studies with --quick once on the small real subset; return the root and their outputs."""
     root = tmp_path_factory.mktemp("studies")
-    result = CliRunner().invoke(cli, ["study", "all", "--quick", "--out", str(root / "out"),
-                                      "--store", str(root / "runs.sqlite"), "--data", str(SMALL_MNIST)])
-    assert result.exit_code == 0, result.output
-    return root, result
+    return root, run_quick_studies(root, HERE)
 
 
 def test_list_names_every_study(runner):
@@ -31,22 +29,9 @@ def test_list_names_every_study(runner):
     assert [line.split()[0] for line in result.output.splitlines()] == list(CATALOGUE)
 
 
-@pytest.mark.parametrize("name", list(CATALOGUE))
+@pytest.mark.parametrize("name", HERE)
 def test_quick_study_writes_a_report_with_a_verdict_from_its_numbers(quick_studies, name):
-    root, result = quick_studies
-    out = root / "out" / f"{name}-quick"
-    report = (out / "REPORT.md").read_text()
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert report.startswith(f"# Study `{name}`")
-    assert f"**Verdict.** {manifest['verdict']}" in report
-    assert f"{name}: {manifest['verdict']}" in result.output
-    assert any(char.isdigit() for char in manifest["verdict"])
-    assert list(out.glob("*.png")) and (out / "report.html").stat().st_size > 10_000
-    for figure in out.glob("*.png"):
-        assert f"]({figure.name})" in report
-    runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) and (runs["status"] == "ok").all()
-    assert f"Training time of the {len(runs)} runs behind" in report
+    check_quick_report(*quick_studies, name)
 
 
 def test_weight_decay_plain_sgd_l2_equals_decoupled_decay_and_momentum_and_adam_do_not(quick_studies):
@@ -94,6 +79,8 @@ def test_classic_dropout_matched_by_the_derivation_trains_like_inverted_dropout(
     assert set(matched["optimizer"]) == {"sgd", "adam"}
     assert (matched["max_weight_difference"] < 1e-5).all() and (matched["prediction_agreement"] == 1.0).all()
     assert (plain["max_weight_difference"] > 1e-2).all()  # kernels p times as large, steps of another size
+    steps = pd.read_csv(quick_studies[0] / "out" / "dropout-scaling-quick" / "formulations_by_step.csv")
+    assert (steps["matched_over_control"] <= 10).all() and (steps["classic_apart"] > 0.1).all()
 
 
 def test_expected_calibration_error_on_a_hand_computed_case():
@@ -148,23 +135,6 @@ def test_seed_slopes_take_one_slope_per_seed():
     assert seed_slopes(table, "x", "y").tolist() == pytest.approx([2.0, 1.0])
 
 
-def test_early_stopping_replay_matches_keras(quick_studies):
-    report = (quick_studies[0] / "out" / "early-stopping-quick" / "REPORT.md").read_text()
-    assert "Real Keras EarlyStopping runs stop at the same epochs as the replay" in report
-
-
-def test_a_second_quick_run_trains_nothing_and_keeps_the_first_wall_time(quick_studies, runner):
-    root, _ = quick_studies
-    out = root / "out" / "capacity-quick"
-    first = json.loads((out / "manifest.json").read_text())
-    result = runner.invoke(cli, ["study", "capacity", "--quick", "--out", str(out), "--store", str(root / "runs.sqlite")])
-    assert result.exit_code == 0, result.output
-    assert "to train" not in result.output and "[run " not in result.output
-    again = json.loads((out / "manifest.json").read_text())
-    assert again["runs_trained"] == 0 and first["training"]["runs_trained"] > 0
-    assert again["training"] == first["training"]
-
-
 @pytest.mark.parametrize("args, message", [
     (["study", "nonsense"], "unknown study 'nonsense'"),
     (["study", "capacty"], "did you mean 'capacity'?"),
@@ -184,18 +154,6 @@ def test_study_mistakes_exit_2_with_one_line(runner, tmp_path, args, message):
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "s.sqlite").exists() and not (tmp_path / "out").exists()
-
-
-def test_a_study_directory_refuses_another_setting_and_report_rerenders_it(quick_studies, runner):
-    root, _ = quick_studies
-    out = root / "out" / "capacity-quick"
-    other = runner.invoke(cli, ["study", "capacity", "--quick", "--seeds", "3", "--out", str(out),
-                                "--store", str(root / "runs.sqlite")])
-    assert other.exit_code == 2 and "holds the results of study capacity (different seeds)" in other.stderr
-    (out / "report.html").unlink()
-    result = runner.invoke(cli, ["report", str(out)])
-    assert result.exit_code == 0 and "re-rendered report.html from REPORT.md" in result.stdout
-    assert (out / "report.html").read_text().count('src="data:image/png;base64,') == len(list(out.glob("*.png")))
 
 
 def test_one_effect_formatter_says_when_there_is_no_interval():
@@ -224,39 +182,6 @@ def test_a_choice_on_validation_never_reads_test_numbers():
                             "test_accuracy_mean": [0.99, 0.10, 0.50]})
     assert best_on_validation(summary, ["a", "b", "c"]) == "b"  # the highest validation, the first on a tie
     assert best_on_validation(summary.assign(test_accuracy_mean=[0.1, 0.9, 0.99]), ["a", "b", "c"]) == "b"
-
-
-def test_early_stopping_counts_rules_restoring_the_same_weights_once():
-    from regbench.studies.early_stopping import outcome_table
-
-    def rows(rule, restored, checkpoint, gains):
-        return [{"seed": seed, "rule": rule, "restored_epoch": r, "stop_epoch": 10, "epochs_saved": 0,
-                 "checkpoint_epoch": c, "test_accuracy_restored": 0.9 + g, "test_accuracy_at_end": 0.9,
-                 "test_accuracy_at_checkpoint": 0.9 + g} for seed, (r, c, g) in enumerate(zip(restored, checkpoint, gains))]
-
-    stops = pd.DataFrame(rows("patience 3", [4, 5, 6], [4, 5, 6], [0.01, 0.02, 0.03])
-                         + rows("patience 5", [4, 5, 6], [4, 5, 6], [0.01, 0.02, 0.03])
-                         + rows("patience 1", [2, 3, 3], [4, 5, 6], [0.0, 0.01, 0.0]))
-    outcomes = outcome_table(stops)
-    # patience 3 = 5 against the end; patience 1 against the end and against its checkpoint; no test of equal weights
-    assert outcomes[["reference", "rules"]].values.tolist() == [
-        ["end", "patience 3 = patience 5"], ["end", "patience 1"], ["checkpoint", "patience 1"]]
-    assert outcomes["diff_mean"].iloc[0] == pytest.approx(0.02)
-    assert (outcomes["holm_p"] >= outcomes["t_p"]).all()
-
-
-def test_stopping_rules_on_a_hand_made_curve():
-    from regbench.studies.early_stopping import stop_by_generalization_loss, stop_by_patience
-
-    val = np.array([1.0, 0.8, 0.7, 0.72, 0.69, 0.75, 0.8, 0.9])
-    assert stop_by_patience(val, 1) == 4  # epoch 4 does not improve on 0.7
-    assert stop_by_patience(val, 2) == 7  # best 0.69 at epoch 5; epochs 6 and 7 do not improve
-    assert stop_by_patience(val, 10) == 8  # never fires: the last epoch
-    assert stop_by_generalization_loss(val, 2.0) == 4  # 0.72 / 0.7 - 1 = 2.9% > 2
-    assert stop_by_generalization_loss(val, 5.0) == 6  # 0.75 / 0.69 - 1 = 8.7% > 5
-    error = 1 - np.array([0.90, 0.95, 0.96, 0.955, 0.97])  # an accuracy curve, as its error
-    assert stop_by_generalization_loss(error, 10.0) == 4  # 0.045 / 0.04 - 1 = 12.5% > 10
-    assert stop_by_patience(error, 2) == 5  # a new best at epoch 5: never fires
 
 
 def test_fields_added_later_leave_stored_run_ids_unchanged():
@@ -305,56 +230,3 @@ def test_exact_statistics_batchnorm_normalizes_with_the_training_set_statistics(
     assert np.allclose(np.asarray(layer.moving_variance), inputs.var(axis=0), rtol=1e-4, atol=1e-6)
     batch = split.x_train[:8]  # training mode uses the same statistics: no batch noise
     assert np.allclose(np.asarray(model(batch, training=True)), np.asarray(model(batch, training=False)), atol=1e-6)
-
-
-def test_large_weights_measures_planted_rows_against_the_median_live_pixel(split):
-    import keras
-
-    from regbench.data import plant_features, planted_pixels
-    from regbench.studies.large_weights import measure
-    from regbench.train import compile_model
-    from tests.helpers import config_for
-
-    model, _ = compile_model(config_for("none", hidden=(8,)))
-    first = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dense))
-    kernel = np.full((784, 8), 0.5, dtype="float32")
-    row, columns = planted_pixels(10)
-    kernel[np.arange(784).reshape(28, 28)[row, columns]] = 5.0
-    first.kernel.assign(kernel)
-    measured = measure(model, plant_features(split, 10), np.ones(784, dtype=bool), 10)
-    assert measured["planted_over_median"] == pytest.approx(10.0)
-    assert measured["planted_weight_over_median"] == pytest.approx(10.0)
-    assert measured["sparsity"] == 0.0
-
-
-def test_planted_pixels_give_the_label_in_training_and_noise_elsewhere(split):
-    from regbench.data import plant_features, planted_pixels
-
-    planted = plant_features(split, 10)
-    row, columns = planted_pixels(10)
-    assert (planted.x_train[:, row, columns].argmax(axis=1) == planted.y_train).all()
-    assert planted.x_train[:, row, columns].sum(axis=1).tolist() == [1.0] * len(planted.y_train)
-    assert (planted.x_test[:, row, columns].argmax(axis=1) == planted.y_test).mean() < 0.3  # noise, about 1 in 10
-    assert np.array_equal(np.delete(planted.x_train.reshape(len(planted.x_train), -1), range(10), axis=1),
-                          np.delete(split.x_train.reshape(len(split.x_train), -1), range(10), axis=1))
-
-
-def test_capacity_trends_are_one_slope_per_seed(quick_studies):
-    out = quick_studies[0] / "out" / "capacity-quick"
-    runs, trends = pd.read_csv(out / "runs.csv"), pd.read_csv(out / "trends.csv").set_index("trend")
-    baseline = runs[runs["arm"] == "none"]
-    slopes = [np.polyfit(np.log10(rows["parameter_count"]), rows["gap"], 1)[0] for _, rows in baseline.groupby("seed")]
-    assert trends.loc["baseline gap", "diff_mean"] == pytest.approx(np.mean(slopes))
-    assert trends.loc["baseline gap", "pairs"] == len(slopes)
-
-
-def test_data_size_shows_every_size_the_same_images_and_pairs_by_seed(quick_studies):
-    from regbench.studies.data_size import QUICK
-
-    out = quick_studies[0] / "out" / "data-size-quick"
-    runs, effects = pd.read_csv(out / "runs.csv"), pd.read_csv(out / "effects_by_size.csv")
-    assert set(runs["epochs"] * runs["train_size"]) == {QUICK.grid["images_seen"]}
-    row = effects[(effects["metric"] == "test_accuracy") & (effects["train_size"] == 100)].iloc[0]
-    mine = runs[runs["train_size"] == 100].pivot_table(index="seed", columns="technique", values="test_accuracy")
-    assert row["diff_mean"] == pytest.approx((mine[row["technique"]] - mine["none"]).mean())
-

@@ -10,10 +10,13 @@ import importlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from regbench.config import DEFAULT_HIDDEN, DEFAULT_LR, RunConfig
 from regbench.errors import UsageError
+
+if TYPE_CHECKING:  # annotations only: the executor module loads Dask
+    from regbench.executor import DaskCluster, InProcess
 
 CATALOGUE = {  # name -> (the claim, the question it answers)
     "weight-decay": ("L2 regularization is weight decay",

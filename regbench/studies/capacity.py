@@ -25,7 +25,7 @@ FULL = Preset(
     grid={"widths": (8, 32, 128, 512, 2048), "techniques": ("dropout", "l2"), "tune_trials": 6},
 )
 QUICK = Preset(config=QUICK_CONFIG, seeds=2,
-               grid={"widths": (8, 64), "techniques": ("dropout",), "tune_trials": 2})
+               grid={"widths": (8, 64), "techniques": ("dropout",), "tune_trials": 1})
 SWEEPS = {"hidden": "one hidden layer of each width in the grid"}
 
 

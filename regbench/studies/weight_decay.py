@@ -24,9 +24,11 @@ from regbench.train import batch_order, compile_model
 
 OPTIMIZERS = {"plain SGD": ("sgd", 0.0), "SGD, momentum 0.9": ("sgd", 0.9), "Adam": ("adam", 0.0)}
 FULL = Preset(config={"epochs": 10}, seeds=5,
-              grid={"l2": 5e-4, "adam_wd": 0.05, "optimizers": tuple(OPTIMIZERS), "checkpoints": (1, 10, 100, 1000)})
+              grid={"l2": 5e-4, "adam_wd": 0.05, "optimizers": tuple(OPTIMIZERS), "checkpoints": (1, 10, 100, 1000),
+                    "reordered_controls": 2})  # rounding controls with the images inside each batch reordered
 QUICK = Preset(config=QUICK_CONFIG, seeds=2,
-               grid={"l2": 5e-3, "adam_wd": 0.05, "optimizers": tuple(OPTIMIZERS), "checkpoints": (1, 5)})
+               grid={"l2": 5e-3, "adam_wd": 0.05, "optimizers": tuple(OPTIMIZERS), "checkpoints": (1, 5),
+                     "reordered_controls": 1})
 SWEEPS = {"optimizer": "plain SGD, SGD with momentum 0.9 and Adam, each at its default learning rate",
           "lr": "each optimizer's default", "momentum": "0 and 0.9 for SGD"}
 NEEDS = {"architecture": ("mlp", "it follows blank pixels' weights into the first dense layer")}
@@ -34,7 +36,6 @@ ARMS = ("none", "l2", "weight-decay")
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 ONE_STEP_ROUNDING = 4 * FLOAT32_EPS  # one step of two equal methods differs by a few roundings at most
 ROUNDING_FACTOR = 10  # "same up to rounding": the L2-vs-decay gap stays within this many times the controls' envelope
-REORDERED_CONTROLS = 2  # rounding controls trained with the images inside each batch in another order
 
 
 def decoupled_wd(grid: dict, setting: str) -> float:
@@ -122,7 +123,8 @@ def divergence(context: StudyContext, setting: str) -> list[dict]:
     split, batch, seed, epochs = context.split(), context.base.batch_size, context.seeds[0], context.base.epochs
     l2_config, wd_config = (arm_config(context, setting, arm, seed, epochs) for arm in ("l2", "weight-decay"))
     l2, wd = compile_model(l2_config)[0], compile_model(wd_config)[0]
-    controls = [compile_model(l2_config)[0] for _ in range(REORDERED_CONTROLS + 1)]
+    reordered = context.grid["reordered_controls"]
+    controls = [compile_model(l2_config)[0] for _ in range(reordered + 1)]
     controls[0].set_weights([np.nextafter(w, np.float32(np.inf)) for w in controls[0].get_weights()])
     n = len(split.y_train)
     steps_per_epoch = math.ceil(n / batch)
@@ -133,7 +135,7 @@ def divergence(context: StudyContext, setting: str) -> list[dict]:
             last = min(checkpoint - epoch * steps_per_epoch, steps_per_epoch)
             order = batch_order(seed, epoch, n)
             orders = [order] * 3 + [within_batch_reorder(order, batch, np.random.default_rng([seed, epoch, k]))
-                                    for k in range(REORDERED_CONTROLS)]
+                                    for k in range(reordered)]
             for model, model_order in zip((l2, wd, *controls), orders):
                 part = model_order[first * batch:last * batch]
                 model.fit(split.x_train[part], split.y_train[part], batch_size=batch, epochs=1, shuffle=False,
@@ -307,7 +309,7 @@ those weights with |w_0| > 1e-3.
 
 Three models trained in this process from one start on the run's batches, epoch after epoch: L2, decoupled decay,
 and three rounding controls: L2 again from initial weights each moved by one float32 ulp, and L2 again
-{REORDERED_CONTROLS} times with the images inside each batch in another order (the same batches and the same
+{grid['reordered_controls']} times with the images inside each batch in another order (the same batches and the same
 mathematics, summed in another order: a different rounding at every step, as two equal methods have). Training
 amplifies any rounding, at times abruptly: when one image's input to a ReLU unit crosses zero in one run and not
 in the other, the two part at once, whichever pair it happens to. So the pair is compared with the controls' envelope (the largest of their distances): the same method up to rounding
