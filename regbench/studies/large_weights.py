@@ -148,6 +148,7 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, chosen: dict, context: St
                             for name in [*RATIOS, *DIFFERENCES])
         parts.append(f"{arm}: {listing}")
     tamed = [t for t in chosen if _significant(by.loc[(t, "planted_over_median")], lower=True)]
+    raised = [t for t in chosen if _significant(by.loc[(t, "planted_over_median")], lower=False)]
     relieved = [t for t in chosen if _significant(by.loc[(t, "reliance")], lower=True)]
     sparser = [t for t in chosen if _significant(by.loc[(t, "sparsity")], lower=False)]
     best = (min(tamed, key=lambda t: by.loc[(t, "planted_over_median"), "diff_mean"]) if tamed else None)
@@ -157,6 +158,9 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, chosen: dict, context: St
         + (f"{best} tames the planted weights most (their ratio to the median ×"
            f"{np.exp(by.loc[(best, 'planted_over_median'), 'diff_mean']):.2f}); " if best else
            "No chosen setting lowers the planted weights' ratio significantly; ")
+        + (f"{', '.join(raised)} raise{'s' if len(raised) == 1 else ''} it significantly: a penalty shrinks the many "
+           "weak weights further than the few that carry the shortcut, so those stand out more, not less; "
+           if raised else "")
         + (f"the reliance falls significantly under {', '.join(relieved)}; " if relieved else
            "no chosen setting lowers the reliance significantly; ")
         + (f"{', '.join(sparser)} sparsif{'ies' if len(sparser) == 1 else 'y'} the live weights." if sparser else
