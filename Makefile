@@ -10,6 +10,7 @@ STORE ?= $(HOME)/.cache/regbench/reference.sqlite
 REFERENCE := --technique all,dropout+l2,batchnorm+dropout --seeds 5 --backend jax --out results
 TUNED := --technique all,dropout+l2,dropout+max-norm,batchnorm+dropout --protocol converged --tune --seeds 5 \
 	--backend jax --out results/tuned
+STUDY_STORE ?= $(HOME)/.cache/regbench/studies.sqlite  # the studies' runs, also outside the work tree
 # Runs trained at once by `make report` and `make studies`: one worker process per core.
 JOBS ?= $(shell nproc)
 
@@ -36,7 +37,8 @@ report: $(STAMP)
 
 # Every study at full size on full MNIST (needs $$REGBENCH_DATA); reuses finished runs.
 studies: $(STAMP)
-	$(BIN)/regbench study all --backend jax --jobs $(JOBS)
+	mkdir -p $(dir $(STUDY_STORE))
+	$(BIN)/regbench study all --backend jax --jobs $(JOBS) --store $(STUDY_STORE)
 
 # Speed against the plain Keras script on full MNIST (needs $$REGBENCH_DATA) -> benchmarks/RESULTS.md.
 bench: $(STAMP)

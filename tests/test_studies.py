@@ -145,6 +145,9 @@ def test_seed_slopes_take_one_slope_per_seed():
     (["study", "all", "--quick", "--train-size", "500"], "study batchnorm-noise sets --train-size itself"),
     (["study", "weight-decay", "--quick", "--architecture", "cnn"], "study weight-decay needs --architecture mlp"),
     (["study", "strength", "--quick", "--seeds", "1"], "'--seeds'"),
+    (["study", "batchnorm-noise", "--quick", "--batch-size", "64"], "study batchnorm-noise sets --batch-size itself"),
+    (["study", "dropout-scaling", "--quick", "--activation", "tanh"], "study dropout-scaling sets --activation itself"),
+    (["study", "large-weights", "--quick", "--architecture", "cnn"], "study large-weights needs --architecture mlp"),
 ])
 def test_study_mistakes_exit_2_with_one_line(runner, tmp_path, args, message):
     """Every study is checked before any trains: nothing is trained or written."""
