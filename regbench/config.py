@@ -68,7 +68,8 @@ class RunConfig:
     schedule: str = field(default="constant", metadata={"added": True})  # a name from SCHEDULES
     warmup_epochs: int = field(default=0, metadata={"added": True})  # cosine: epochs of linear warm-up from 0
     resample_data: bool = field(default=False, metadata={"added": True})  # the seed also draws the data split
-    planted: int = field(default=0, metadata={"added": True})  # pixels planted with the training label (studies)
+    planted: int = field(default=0, metadata={"added": True})  # pixels planted with the training label
+    # (studies; data.plant_features: what a planted run means, so changing it changes stored runs' meaning)
 
     @property
     def data_draw(self) -> int | None:

@@ -6,6 +6,7 @@ import math
 import random
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,7 @@ EVAL_BATCH_SIZE = 2048  # images per step when evaluating (no effect on the numb
 STEPS_PER_EXECUTION = 100  # training steps fused into one backend call (torch allows only 1)
 NEAR_ZERO = 1e-3  # |w| below this counts as near zero
 WEIGHT_DECAY_EXCLUDED = ["bias", "gamma", "beta"]  # decay kernels only, as L1/L2 do
+_STATISTICS_PROBES = weakref.WeakKeyDictionary()  # model -> the model of its population-statistics layers' inputs
 
 
 @dataclass
@@ -220,9 +222,9 @@ def refresh_population_statistics(model: keras.Model, x: np.ndarray) -> None:
     layers = [layer for layer in model.layers if isinstance(layer, PopulationBatchNormalization)]
     if not layers:
         return
-    if not hasattr(model, "statistics_probe"):  # one probe per model: its predict program is compiled once
-        model.statistics_probe = keras.Model(model.input, [layer.input for layer in layers])
-    outputs = model.statistics_probe.predict(x, batch_size=EVAL_BATCH_SIZE, verbose=0)
+    if model not in _STATISTICS_PROBES:  # one probe per model: its predict program is compiled once
+        _STATISTICS_PROBES[model] = keras.Model(model.input, [layer.input for layer in layers])
+    outputs = _STATISTICS_PROBES[model].predict(x, batch_size=EVAL_BATCH_SIZE, verbose=0)
     for layer, values in zip(layers, outputs if len(layers) > 1 else [outputs]):
         axes = tuple(range(values.ndim - 1))  # every axis but the channels
         layer.moving_mean.assign(values.mean(axis=axes, dtype=np.float64))
