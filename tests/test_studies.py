@@ -233,3 +233,20 @@ def test_exact_statistics_batchnorm_normalizes_with_the_training_set_statistics(
     assert np.allclose(np.asarray(layer.moving_variance), inputs.var(axis=0), rtol=1e-4, atol=1e-6)
     batch = split.x_train[:8]  # training mode uses the same statistics: no batch noise
     assert np.allclose(np.asarray(model(batch, training=True)), np.asarray(model(batch, training=False)), atol=1e-6)
+
+
+def test_exact_statistics_are_recomputed_every_few_steps(split, monkeypatch):
+    from regbench import train
+    from regbench.config import STATISTICS_REFRESH_STEPS
+    from tests.helpers import config_for
+
+    config = config_for("batchnorm", variant="exact-statistics-bn", hidden=(8,), batch_size=8)
+    model, _ = train.compile_model(config)
+    refreshed = []
+    monkeypatch.setattr(train, "refresh_population_statistics", lambda model, x: refreshed.append(len(x)))
+    order = train.batch_order(0, 0, len(split.y_train))
+    logs, _, _ = train.train_epoch_refreshing(model, config, split.x_train, split.y_train, split.x_train, order)
+    steps = -(-len(order) // 8)
+    assert refreshed == [len(split.x_train)] * -(-steps // STATISTICS_REFRESH_STEPS)  # before every piece
+    assert 0.0 <= logs["accuracy"] <= 1.0
+

@@ -87,10 +87,11 @@ def noise_table(model: keras.Model, x: np.ndarray, groups, draws: int) -> pd.Dat
 
 
 def effect_table(runs: pd.DataFrame, groups) -> pd.DataFrame:
-    """Return the paired effects of every group size against the baseline and against the noise-free control,
-    and of the control against the baseline; Holm-corrected across them per metric."""
+    """Return the paired effects of every group size against the baseline, the noise-free control and the whole
+    batch (the least noise), and of the control against the baseline; Holm-corrected across them per metric."""
+    whole = arm_name(max(groups))
     comparisons = {**{(arm_name(g), BASELINE): g for g in groups}, **{(arm_name(g), CONTROL): g for g in groups},
-                   (CONTROL, BASELINE): np.nan}
+                   **{(arm_name(g), whole): g for g in groups if arm_name(g) != whole}, (CONTROL, BASELINE): np.nan}
     tables = []
     for metric in METRICS:
         differences = {pair: stats.paired_differences(runs, metric, *pair, by="arm") for pair in comparisons}
@@ -138,6 +139,13 @@ def verdict(noise: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, ru
         f"g = {g}: {_text(_effect(effects, 'test_accuracy', arm_name(g), BASELINE))} against the baseline, "
         f"{_text(_effect(effects, 'test_accuracy', arm_name(g), CONTROL))} against the control"
         for g in (g_small, g_large))
+    whole = arm_name(g_large)
+    against_whole = effects[(effects["metric"] == "test_accuracy") & (effects["against"] == whole)]
+    differing = against_whole[against_whole["holm_p"] < stats.ALPHA]
+    where = ("; against whole-batch statistics the test accuracy differs significantly at "
+             + ", ".join(f"g = {int(row.group)} ({_text(row._asdict())})" for row in differing.itertuples())
+             + (" only" if len(differing) < len(against_whole) else "") if len(differing) else
+             "; no group size's test accuracy differs significantly from whole-batch statistics")
     noise_rises = accuracy_trend["holm_p"] < stats.ALPHA and accuracy_trend["diff_mean"] < 0
     gap_shrinks = gap_trend["holm_p"] < stats.ALPHA and gap_trend["diff_mean"] > 0
     claim = ("supported: more noise (smaller groups) gives higher test accuracy" if noise_rises else
@@ -151,7 +159,8 @@ def verdict(noise: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, ru
         f"{noise['mean_error_over_predicted'].min():.2f}–{noise['mean_error_over_predicted'].max():.2f}); the group "
         f"variance by {small['var_error_over_sigma2']:.3f} σ² and {large['var_error_over_sigma2']:.3f} σ². With batch, "
         f"steps and learning rate fixed, {by_group}. Test accuracy {_trend_text(accuracy_trend)}; the gap "
-        f"{_trend_text(gap_trend)}{' (noise narrows it)' if gap_shrinks else ''}. The claim that the noise regularizes "
+        f"{_trend_text(gap_trend)}{' (noise narrows it)' if gap_shrinks else ''}{where}. The claim that the noise "
+        "regularizes "
         f"is {claim}. The noise-free control (exact training-set statistics as constants: {means.get(CONTROL, np.nan) * 100:.2f}%"
         f" test accuracy, {_text(control)} against the baseline) also lacks the gradient through the statistics, so a "
         "gap between it and every group size measures that gradient as much as the noise; the trend across group "
