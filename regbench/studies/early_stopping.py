@@ -250,8 +250,8 @@ def figure(curves: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     for row in summary.itertuples():
         watched = 0 if row.monitor == "val cross-entropy" else 1
         for axes in (panels[watched], panels[2]):
-            axes.axvline(row.stop_epoch_mean, color=colours[row.rule], linestyle="--", linewidth=1,
-                         label=f"{row.rule} stops")
+            axes.axvline(row.stop_epoch_mean, color=colours[row.rule], linestyle="--" if watched == 0 else ":",
+                         linewidth=1.2, label=f"{row.rule} stops")
     panels[0].set_title("What the cross-entropy rules see")
     panels[1].set_title("What the accuracy rules see")
     panels[2].set_title("What no rule sees")
