@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regbench import report
-from regbench.config import RunConfig
+from regbench.config import STUDY_FIELDS, RunConfig
 from regbench.runner import device_description, package_versions
 from regbench.store import write_outputs
 from regbench.studies.context import Findings, StudyContext
@@ -20,7 +20,7 @@ def config_rows(base: RunConfig, sweeps: dict) -> list[list[str]]:
     """Return the setup table's rows: every configuration value, or what the study sweeps instead."""
     rows = []
     for name, value in asdict(base).items():
-        if name in ("technique", "technique_params", "seed", "data"):
+        if name in ("technique", "technique_params", "seed", "data") or (name in STUDY_FIELDS and not value):
             continue
         shown = sweeps.get(name, value)
         rows.append([name, ",".join(map(str, shown)) if isinstance(shown, tuple) else str(shown)])
