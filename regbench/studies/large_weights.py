@@ -21,8 +21,9 @@ from regbench.train import NEAR_ZERO
 FULL = Preset(
     config={"train_size": 2_000, "epochs": 30, "planted": 10},  # one planted pixel per class
     seeds=5,
-    grid={"settings": {"l1": ("l1", (1e-5, 3e-5, 1e-4, 3e-4, 1e-3)), "l2": ("l2", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)),
-                       "dropout": ("rate", (0.2, 0.35, 0.5, 0.65, 0.8))},
+    grid={"settings": {"l1": ("l1", (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)),
+                       "l2": ("l2", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
+                       "dropout": ("rate", (0.2, 0.35, 0.5, 0.65, 0.8, 0.9))},
           "outlier_factor": 10},
 )
 QUICK = Preset(config={**QUICK_CONFIG, "planted": 10}, seeds=2,
@@ -146,7 +147,10 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, chosen: dict, context: St
     for technique, arm in chosen.items():
         listing = ", ".join(f"{name.replace('_', ' ')} {_effect_text(by.loc[(technique, name)], name)}"
                             for name in [*RATIOS, *DIFFERENCES])
-        parts.append(f"{arm}: {listing}")
+        arms = [label for label in dict.fromkeys(runs["technique"]) if label.split(" ")[0] == technique]
+        edge = (" (the weakest setting tested: a weaker one might do better)" if arm == arms[0] else
+                " (the strongest setting tested: a stronger one might do better)" if arm == arms[-1] else "")
+        parts.append(f"{arm}{edge}: {listing}")
     tamed = [t for t in chosen if _significant(by.loc[(t, "planted_over_median")], lower=True)]
     raised = [t for t in chosen if _significant(by.loc[(t, "planted_over_median")], lower=False)]
     relieved = [t for t in chosen if _significant(by.loc[(t, "reliance")], lower=True)]
