@@ -148,8 +148,9 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, chosen: dict, context: St
         listing = ", ".join(f"{name.replace('_', ' ')} {_effect_text(by.loc[(technique, name)], name)}"
                             for name in [*RATIOS, *DIFFERENCES])
         arms = [label for label in dict.fromkeys(runs["technique"]) if label.split(" ")[0] == technique]
-        edge = (" (the weakest setting tested: a weaker one might do better)" if arm == arms[0] else
-                " (the strongest setting tested: a stronger one might do better)" if arm == arms[-1] else "")
+        edge = ("" if len(arms) < 2 else " (the weakest setting tested: a weaker one might do better)"
+                if arm == arms[0] else " (the strongest setting tested: a stronger one might do better)"
+                if arm == arms[-1] else "")
         parts.append(f"{arm}{edge}: {listing}")
     tamed = [t for t in chosen if _significant(by.loc[(t, "planted_over_median")], lower=True)]
     raised = [t for t in chosen if _significant(by.loc[(t, "planted_over_median")], lower=False)]
