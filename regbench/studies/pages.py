@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from regbench import report
-from regbench.config import STUDY_FIELDS, RunConfig
+from regbench.config import STUDY_FIELDS, RunConfig, with_added_defaults
 from regbench.runner import device_description, package_versions
 from regbench.store import write_outputs
 from regbench.studies.context import Findings, StudyContext
@@ -80,5 +80,6 @@ def _earlier_training(out: Path, name: str, context: StudyContext) -> dict | Non
         earlier = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    earlier["config"] = with_added_defaults(earlier.get("config", {}))  # a field added since means its default
     same = all(earlier.get(key) == value for key, value in json.loads(json.dumps(context.identity(name))).items())
     return earlier.get("training") if same else None
