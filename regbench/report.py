@@ -243,6 +243,14 @@ def effect_text(mean, low, high, digits: int = 2, scale: float = 100.0, unit: st
     return f"{mean * scale:+.{digits}f}{unit} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
 
 
+def span_text(effects: pd.Series, where) -> str:
+    """Write a trend's two ends, 'from -4.65 pp at width 8 to +0.09 pp at width 2048', from mean effects (fractions)
+    indexed by the trend's x; `where` names an x."""
+    ordered = effects.sort_index()
+    return (f"from {ordered.iloc[0] * 100:+.2f} pp at {where(ordered.index[0])} to "
+            f"{ordered.iloc[-1] * 100:+.2f} pp at {where(ordered.index[-1])}")
+
+
 def _interval(low, high) -> str:
     """Format an interval of fractions in percentage points, e.g. '[-0.12, +0.30]'."""
     return f"[{_pp(low)}, {_pp(high)}]"

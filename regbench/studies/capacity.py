@@ -134,13 +134,9 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tun
 
 def _ends(effects: pd.DataFrame, trends: list[str]) -> str:
     """Name each arm's trend with the arm's paired effect at the smallest and at the largest width."""
-    texts = []
-    for trend in trends:
-        arm = trend.removesuffix(" − baseline")
-        rows = effects[effects["arm"] == arm].set_index("width").sort_index()
-        texts.append(f"{trend} (from {rows['diff_mean'].iloc[0] * 100:+.2f} pp at width {rows.index[0]} to "
-                     f"{rows['diff_mean'].iloc[-1] * 100:+.2f} pp at width {rows.index[-1]})")
-    return ", ".join(texts)
+    by_width = effects.pivot(index="width", columns="arm", values="diff_mean")
+    return ", ".join(f"{trend} ({report.span_text(by_width[trend.removesuffix(' − baseline')], lambda w: f'width {w}')})"
+                     for trend in trends)
 
 
 def body(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tuned: dict,

@@ -118,25 +118,35 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, gri
     premise_text = (f"The baseline's gap is {gaps[smallest] * 100:.1f} pp at {smallest:,} images and "
                     f"{gaps[largest] * 100:.1f} pp at {largest:,} ({_slope(premise)})")
     techniques = [name for name in trend.index if name != "baseline gap"]
-    falling = [name.split(" ")[0] for name in techniques
-               if trend.loc[name, "holm_p"] < stats.ALPHA and trend.loc[name, "diff_mean"] < 0]
+    falling, rising = ([name.split(" ")[0] for name in techniques
+                        if trend.loc[name, "holm_p"] < stats.ALPHA and sign * trend.loc[name, "diff_mean"] > 0]
+                       for sign in (-1, 1))
     accuracy = effects[effects["metric"] == "test_accuracy"]
-    helped = accuracy[(accuracy["holm_p"] < stats.ALPHA) & (accuracy["diff_mean"] > 0)]
-    hurt = accuracy[(accuracy["holm_p"] < stats.ALPHA) & (accuracy["diff_mean"] < 0)]
-    cells = (", ".join(f"{row.technique} at {row.train_size:,} "
-                       f"({report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high)})"
-                       for row in helped.itertuples()) or "none")
+    significant = accuracy[accuracy["holm_p"] < stats.ALPHA]
+    helped, hurt = (_cells(significant[sign * significant["diff_mean"] > 0]) for sign in (1, -1))
     by = "; ".join(f"{name}: {_slope(trend.loc[name])}" for name in techniques)
+    by_size = accuracy.pivot(index="train_size", columns="technique", values="diff_mean")
+    ends = {name: report.span_text(by_size[name], lambda size: f"{size:,} images") for name in falling + rising}
     supported = bool(falling) and premise["diff_mean"] < 0 and premise["holm_p"] < stats.ALPHA
     return (f"Every size sees {grid['images_seen']:,} training images, and each technique's strength is tuned on "
             f"validation for each size. {premise_text}. Significant gains after Holm's correction across "
-            f"{len(accuracy)} size-and-technique cells: {cells}; significant losses: {len(hurt)}. Each technique's "
+            f"{len(accuracy)} size-and-technique cells: {helped}; significant losses: {hurt}. Each technique's "
             f"paired effect against log10(size), per seed (Holm across {len(trends)} trends): {by}. "
-            + (f"The gain falls as the data grows for {', '.join(falling)}" if falling else
+            + (f"The gain falls as the data grows for {', '.join(f'{n} ({ends[n]})' for n in falling)}" if falling else
                "No technique's gain falls detectably as the data grows")
+            + (f"; the effect rises with the data, the opposite of the claim, for "
+               f"{', '.join(f'{n} ({ends[n]})' for n in rising)}" if rising else "")
             + f": the claim is {'supported for ' + ', '.join(falling) if supported else 'not supported'} by these "
             "runs. One model and one training budget per size; a strength tuned with a few trials on two seeds is "
-            "itself uncertain, and 'no detectable trend' is not 'no trend'.")
+            "itself uncertain (the tuned column shows where the search settled on a nearly inert one), and 'no "
+            "detectable trend' is not 'no trend'.")
+
+
+def _cells(rows: pd.DataFrame) -> str:
+    """Name each size-and-technique cell with its effect, or say there is none."""
+    return ", ".join(f"{row.technique} at {row.train_size:,} "
+                     f"({report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high)})"
+                     for row in rows.itertuples()) or "none"
 
 
 def body(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, chosen: dict, grid: dict) -> str:
