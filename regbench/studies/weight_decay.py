@@ -36,6 +36,8 @@ ARMS = ("none", "l2", "weight-decay")
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 ONE_STEP_ROUNDING = 4 * FLOAT32_EPS  # one step of two equal methods differs by a few roundings at most
 ROUNDING_FACTOR = 10  # "same up to rounding": the L2-vs-decay gap stays within this many times the controls' envelope
+# ... or within N steps' worth of one-step rounding: equal methods computed in another order round differently at
+# every step on every weight, and without amplification those roundings add up at most linearly
 
 
 def decoupled_wd(grid: dict, setting: str) -> float:
@@ -71,7 +73,7 @@ def run(context: StudyContext) -> Findings:
                                     compile_model(l2_config)[0], dead, context.grid["l2"],
                                     decoupled_wd(context.grid, setting), momentum, DEFAULT_LR[optimizer]))
     weights = pd.DataFrame(rows)
-    context.echo("training L2, decay and three rounding controls step by step from one start, to the full horizon")
+    context.echo("training L2, decay and the rounding controls step by step from one start, to the full horizon")
     steps = pd.DataFrame([row for s in settings for row in divergence(context, s)])
     accuracy = accuracy_table(runs, settings, epochs)
     final = {s: (models[arm_config(context, s, "l2", seed, epochs)],
@@ -111,14 +113,15 @@ def within_batch_reorder(order: np.ndarray, batch: int, rng: np.random.Generator
 
 
 def divergence(context: StudyContext, setting: str) -> list[dict]:
-    """Train L2 and decay on the run's batches for the whole run beside three rounding controls (L2 again, from
-    initial weights moved by one float32 ulp, and twice with the images inside each batch in another order);
-    compare them at every checkpoint.
+    """Train L2 and decay on the run's batches for the whole run beside rounding controls (L2 again: from initial
+    weights moved by one float32 ulp, and with the images inside each batch in another order, `reordered_controls`
+    times); compare them at every checkpoint.
 
-    The controls are one method computed with other roundings: the reordered ones round differently at every step,
-    as two equal methods do, and all are amplified as training amplifies any rounding (a ReLU unit that an image
-    leaves on the other side of its kink sends the two apart at once). Their largest distance is the envelope a
-    pair of equal methods stays within.
+    The controls are one method computed with other roundings, amplified as training amplifies any rounding (a ReLU
+    unit that an image leaves on the other side of its kink sends the two apart at once); the reordered ones round
+    the data gradient differently at every step. Their largest distance is the envelope a pair of equal methods
+    stays within once amplification dominates; before it does, the rounding allowance (N steps of one-step rounding)
+    covers equal methods that round differently on every weight at every step.
     """
     split, batch, seed, epochs = context.split(), context.base.batch_size, context.seeds[0], context.base.epochs
     l2_config, wd_config = (arm_config(context, setting, arm, seed, epochs) for arm in ("l2", "weight-decay"))
@@ -147,7 +150,8 @@ def divergence(context: StudyContext, setting: str) -> list[dict]:
         rows.append({"optimizer": setting, "steps": checkpoint, "l2_vs_decay_max": decay_max,
                      "l2_vs_decay_norm": decay_norm, "l2_vs_ulp_control_max": control[0][0],
                      "l2_vs_reordered_max": max(value for value, _ in control[1:]), "control_envelope_max": envelope,
-                     "control_envelope_norm": max(norm for _, norm in control), "decay_over_control": decay_max / envelope})
+                     "control_envelope_norm": max(norm for _, norm in control), "decay_over_control": decay_max / envelope,
+                     "rounding_allowance": max(checkpoint * ONE_STEP_ROUNDING, ROUNDING_FACTOR * envelope)})
     return rows
 
 
@@ -209,13 +213,17 @@ def accuracy_table(runs: pd.DataFrame, settings, epochs: int) -> pd.DataFrame:
     return table.merge(pd.DataFrame(means), on="optimizer")
 
 
-def same_up_to_rounding(steps: pd.DataFrame, setting: str) -> bool:
-    """Say whether L2 and decay differ by rounding only under `setting`: one step apart by a few roundings at most,
-    and at every checkpoint up to the full horizon within ROUNDING_FACTOR times the rounding controls' envelope (a
+def beyond_rounding(steps: pd.DataFrame, setting: str) -> pd.DataFrame:
+    """Return the checkpoints at which L2 and decay under `setting` are further apart than rounding allows: N steps'
+    worth of one-step rounding, or ROUNDING_FACTOR times the rounding controls' envelope, whichever is larger (a
     ratio to controls amplified in the same process, so it holds wherever rounding is amplified differently)."""
     mine = steps[steps["optimizer"] == setting]
-    return bool(mine["l2_vs_decay_max"].iloc[0] <= ONE_STEP_ROUNDING
-                and (mine["decay_over_control"] <= ROUNDING_FACTOR).all())
+    return mine[mine["l2_vs_decay_max"] > mine["rounding_allowance"]]
+
+
+def _steps(count: int) -> str:
+    """Write a number of steps, '1 step' or '1,563 steps'."""
+    return f"{count:,} step" + ("" if count == 1 else "s")
 
 
 def _equivalence(row) -> str:
@@ -237,7 +245,8 @@ def verdict(weights: pd.DataFrame, steps: pd.DataFrame, accuracy: pd.DataFrame, 
         first, last = mine.iloc[0], mine.iloc[-1]
         full = weights[(weights["optimizer"] == setting) & (weights["epochs"] == epochs)].iloc[0]
         acc = accuracy[(accuracy["optimizer"] == setting) & (accuracy["comparison"] == "L2 − decoupled")].iloc[0]
-        same[setting] = same_up_to_rounding(steps, setting)
+        beyond = beyond_rounding(steps, setting)
+        same[setting] = beyond.empty
         shrink = (f"blank-pixel weights shrink by {full['l2_shrink_per_step']:.9f} per step under L2 (predicted "
                   + (f"{full['l2_predicted_shrink_per_step']:.9f})" if pd.notna(full["l2_predicted_shrink_per_step"])
                      else "by no closed form: Adam rescales the penalty's gradient)")
@@ -245,11 +254,14 @@ def verdict(weights: pd.DataFrame, steps: pd.DataFrame, accuracy: pd.DataFrame, 
                   f"{full['wd_predicted_shrink_per_step']:.9f})")
         parts.append(
             f"{setting} (L2 k = {k:g}, decay wd = {decoupled_wd(grid, setting):g}): {first['l2_vs_decay_max']:.1e} of "
-            f"the largest weight apart after {first['steps']} step and {last['l2_vs_decay_max']:.1e} after "
+            f"the largest weight apart after {_steps(first['steps'])} and {last['l2_vs_decay_max']:.1e} after "
             f"{last['steps']:,} (the rounding controls' envelope: {first['control_envelope_max']:.1e} and "
-            f"{last['control_envelope_max']:.1e}; ratio at most {mine['decay_over_control'].max():.3g} over all "
-            f"{len(mine)} horizons): {'the same method up to float32 rounding' if same[setting] else 'more than rounding'}"
-            f"; {shrink}; test accuracy L2 − decoupled "
+            f"{last['control_envelope_max']:.1e}): "
+            + (f"within rounding at all {len(mine)} horizons, the same method up to float32 rounding" if same[setting]
+               else f"beyond rounding at {len(beyond)} of {len(mine)} horizons, first after {_steps(beyond['steps'].iloc[0])} "
+                    f"({beyond['l2_vs_decay_max'].iloc[0] / beyond['rounding_allowance'].iloc[0]:.3g}x what "
+                    "rounding allows): more than rounding")
+            + f"; {shrink}; test accuracy L2 − decoupled "
             f"{report.effect_text(acc['diff_mean'], acc['eq_ci_low'], acc['eq_ci_high'], digits=3)}, {_equivalence(acc)}")
     names = [name for name, value in same.items() if value]
     conclusion = (f"L2 is decoupled weight decay for {' and '.join(names)} only" if names and len(names) < len(same)
@@ -258,15 +270,17 @@ def verdict(weights: pd.DataFrame, steps: pd.DataFrame, accuracy: pd.DataFrame, 
     return ("; ".join(parts) + f". {conclusion}: with momentum the penalty's gradient also enters the velocity (its "
             "shrink per step tends to 1 − ηλ/(1 − μ)), and Adam divides it by the gradient's running scale, while "
             "Keras' decay shrinks every weight by η·wd per step either way; that is why SGDW and AdamW decouple it. "
-            f"Sameness is judged against the rounding control (within {ROUNDING_FACTOR}x at every horizon), never by "
-            "a p-value of a small difference; accuracy is compared with an equivalence test.")
+            f"Sameness is judged against rounding at every horizon (N steps' worth of one-step rounding, or "
+            f"{ROUNDING_FACTOR}x the rounding controls' envelope, whichever is larger), never by a p-value of a small "
+            "difference; accuracy is compared with an equivalence test.")
 
 
 def body(weights: pd.DataFrame, steps: pd.DataFrame, accuracy: pd.DataFrame, grid: dict, dead: int,
          epochs: int) -> str:
     """Render the derivation, the tables and the figure."""
     step_rows = [[row.optimizer, f"{row.steps:,}", f"{row.l2_vs_decay_max:.3e}", f"{row.l2_vs_ulp_control_max:.3e}",
-                  f"{row.l2_vs_reordered_max:.3e}", f"{row.decay_over_control:.3g}", f"{row.l2_vs_decay_norm:.3e}",
+                  f"{row.l2_vs_reordered_max:.3e}", f"{row.decay_over_control:.3g}",
+                  f"{row.rounding_allowance:.1e}", f"{row.l2_vs_decay_norm:.3e}",
                   f"{row.control_envelope_norm:.3e}"]
                  for row in steps.itertuples()]
     weight_rows = [[row.optimizer, row.epochs, f"{row.steps:,}", f"{row.max_relative_difference:.3e}",
@@ -307,17 +321,21 @@ those weights with |w_0| > 1e-3.
 
 ### Step by step to the full horizon, against a rounding control (first seed)
 
-Three models trained in this process from one start on the run's batches, epoch after epoch: L2, decoupled decay,
-and three rounding controls: L2 again from initial weights each moved by one float32 ulp, and L2 again
+Models trained in this process from one start on the run's batches, epoch after epoch: L2, decoupled decay,
+and {1 + grid['reordered_controls']} rounding controls: L2 again from initial weights each moved by one float32 ulp, and L2 again
 {grid['reordered_controls']} times with the images inside each batch in another order (the same batches and the same
 mathematics, summed in another order: a different rounding at every step, as two equal methods have). Training
 amplifies any rounding, at times abruptly: when one image's input to a ReLU unit crosses zero in one run and not
-in the other, the two part at once, whichever pair it happens to. So the pair is compared with the controls' envelope (the largest of their distances): the same method up to rounding
-when one step differs by at most {ONE_STEP_ROUNDING:.1e} and the pair stays within {ROUNDING_FACTOR}x of the
-envelope at every horizon; a different method is far beyond it.
+in the other, the two part at once, whichever pair it happens to. And two equal methods whose operations come in
+another order (L2 adds the penalty's gradient to the data gradient; decay shrinks the weights in a step of its
+own) round differently on every weight at every step, which the controls do not: without amplification those
+roundings add up at most linearly, N·{ONE_STEP_ROUNDING:.1e} after N steps. So the pair is the same method up to
+rounding when, at every horizon, it stays within the larger of that budget and {ROUNDING_FACTOR}x the controls'
+envelope (the largest of their distances); a different method is far beyond both.
 
 {report.markdown_table(["optimizer", "steps", "max |Δw| / max |w|: L2 vs decay", "same: L2 vs 1-ulp control",
-                        "same: L2 vs reordered (largest)", "ratio to the envelope", "‖Δw‖ / ‖w‖: L2 vs decay",
+                        "same: L2 vs reordered (largest)", "ratio to the envelope", "rounding allows",
+                        "‖Δw‖ / ‖w‖: L2 vs decay",
                         "same: controls' envelope"], step_rows)}
 
 ### The stored runs after N steps (first seed)
@@ -350,8 +368,12 @@ def figure(steps: pd.DataFrame, final: dict) -> Figure:
         panels[0].plot(rows["steps"], rows["l2_vs_decay_max"], "o-", color=colours[setting], label=f"{setting}: L2 vs decay")
         panels[0].plot(rows["steps"], rows["control_envelope_max"], "s:", color=colours[setting],
                        label=f"{setting}: rounding controls' envelope")
+    budget = np.unique(steps["steps"])
+    panels[0].plot(budget, budget * ONE_STEP_ROUNDING, "--", color="black", linewidth=0.8,
+                   label="N steps of one-step rounding")
     panels[0].set(xscale="log", yscale="log", xlabel="steps", ylabel="max |Δw| / max |w|",
                   title="Apart by the method, or by rounding?")
+    panels[0].set_ylim(top=panels[0].get_ylim()[1] * 1e4)  # room above the data for the legend
     for axes, (setting, (l2_model, wd_model)) in zip(panels[1:], final.items()):
         a = np.concatenate([w.ravel() for w in _kernels(l2_model)])
         b = np.concatenate([w.ravel() for w in _kernels(wd_model)])
