@@ -1,6 +1,10 @@
 """Helpers shared by the tests."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 
@@ -16,21 +20,27 @@ def config_for(setting: str, overrides: dict | None = None, **fields) -> RunConf
                      technique="+".join(names), technique_params=params)
 
 
-def run_quick_studies(root, names) -> dict:
-    """Run `regbench study NAME --quick` for each name into root/out/NAME-quick, sharing one run store; return
-    each study's output."""
-    from click.testing import CliRunner
-
-    from regbench.cli import cli
+def quick_studies_on_jax(root, names, *options: str) -> dict:
+    """Run `regbench study NAME --quick [OPTION ...]` for each name, one after another in one JAX process
+    (tests/quick_studies.py, where their compiled programs are shared), into root/out/NAME-quick with one run
+    store; return each study's exit code, stdout and stderr."""
     from tests.conftest import SMALL_MNIST
 
-    outputs = {}
-    for name in names:
-        result = CliRunner().invoke(cli, ["study", name, "--quick", "--out", str(root / "out" / f"{name}-quick"),
-                                          "--store", str(root / "runs.sqlite"), "--data", str(SMALL_MNIST)])
-        assert result.exit_code == 0, result.output
-        outputs[name] = result.output
-    return outputs
+    env = dict(os.environ)
+    env.pop("KERAS_BACKEND", None)  # the study's --backend jax chooses
+    done = subprocess.run([sys.executable, str(Path(__file__).parent / "quick_studies.py"), str(root), str(SMALL_MNIST),
+                           *names, "--", *options], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_quick_studies(root, names) -> dict:
+    """Run every study in `names` with --quick (quick_studies_on_jax); assert that each succeeded and return its
+    output."""
+    results = quick_studies_on_jax(root, names)
+    for name, result in results.items():
+        assert result["exit_code"] == 0, f"{name}: {result['stdout']}{result['stderr']}"
+    return {name: result["stdout"] for name, result in results.items()}
 
 
 def check_quick_report(root, outputs: dict, name: str) -> None:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from regbench.cli import cli
-from tests.helpers import check_quick_report, run_quick_studies
+from tests.helpers import check_quick_report, quick_studies_on_jax, run_quick_studies
 
 HERE = ("capacity", "data-size", "large-weights", "early-stopping")
 
@@ -29,13 +29,14 @@ def test_early_stopping_replay_matches_keras(quick_studies):
     assert "Real Keras EarlyStopping runs stop at the same epochs as the replay" in report
 
 
-def test_a_second_quick_run_trains_nothing_and_keeps_the_first_wall_time(quick_studies, runner):
+def test_a_second_quick_run_trains_nothing_and_keeps_the_first_wall_time(quick_studies):
     root, _ = quick_studies
     out = root / "out" / "capacity-quick"
     first = json.loads((out / "manifest.json").read_text())
-    result = runner.invoke(cli, ["study", "capacity", "--quick", "--out", str(out), "--store", str(root / "runs.sqlite")])
-    assert result.exit_code == 0, result.output
-    assert "to train" not in result.output and "[run " not in result.output
+    result = quick_studies_on_jax(root, ["capacity"])["capacity"]
+    output = result["stdout"] + result["stderr"]
+    assert result["exit_code"] == 0, output
+    assert "to train" not in output and "[run " not in output
     again = json.loads((out / "manifest.json").read_text())
     assert again["runs_trained"] == 0 and first["training"]["runs_trained"] > 0
     assert again["training"] == first["training"]
@@ -44,9 +45,8 @@ def test_a_second_quick_run_trains_nothing_and_keeps_the_first_wall_time(quick_s
 def test_a_study_directory_refuses_another_setting_and_report_rerenders_it(quick_studies, runner):
     root, _ = quick_studies
     out = root / "out" / "capacity-quick"
-    other = runner.invoke(cli, ["study", "capacity", "--quick", "--seeds", "3", "--out", str(out),
-                                "--store", str(root / "runs.sqlite")])
-    assert other.exit_code == 2 and "holds the results of study capacity (different seeds)" in other.stderr
+    other = quick_studies_on_jax(root, ["capacity"], "--seeds", "3")["capacity"]
+    assert other["exit_code"] == 2 and "holds the results of study capacity (different seeds)" in other["stderr"]
     (out / "report.html").unlink()
     result = runner.invoke(cli, ["report", str(out)])
     assert result.exit_code == 0 and "re-rendered report.html from REPORT.md" in result.stdout
@@ -133,6 +133,7 @@ def test_data_size_shows_every_size_the_same_images_and_pairs_by_seed(quick_stud
     out = quick_studies[0] / "out" / "data-size-quick"
     runs, effects = pd.read_csv(out / "runs.csv"), pd.read_csv(out / "effects_by_size.csv")
     assert set(runs["epochs"] * runs["train_size"]) == {QUICK.grid["images_seen"]}
-    row = effects[(effects["metric"] == "test_accuracy") & (effects["train_size"] == 100)].iloc[0]
-    mine = runs[runs["train_size"] == 100].pivot_table(index="seed", columns="technique", values="test_accuracy")
+    smallest = QUICK.grid["sizes"][0]
+    row = effects[(effects["metric"] == "test_accuracy") & (effects["train_size"] == smallest)].iloc[0]
+    mine = runs[runs["train_size"] == smallest].pivot_table(index="seed", columns="technique", values="test_accuracy")
     assert row["diff_mean"] == pytest.approx((mine[row["technique"]] - mine["none"]).mean())

@@ -22,7 +22,7 @@ FULL = Preset(
     seeds=5,
     grid={"groups": (4, 8, 16, 32, 64, 128), "noise_draws": 500},
 )
-QUICK = Preset(config={**QUICK_CONFIG, "batch_size": 40}, seeds=2, grid={"groups": (4, 8, 40), "noise_draws": 20})
+QUICK = Preset(config={**QUICK_CONFIG, "batch_size": 48}, seeds=2, grid={"groups": (4, 8, 48), "noise_draws": 20})
 SWEEPS = {"batch_size": "fixed by the study so that every group divides every batch",
           "train_size": "a multiple of the batch size, fixed by the study"}
 CONTROL = "exact statistics"

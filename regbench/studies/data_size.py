@@ -28,7 +28,7 @@ FULL = Preset(
           "tune_trials": 4},
 )
 QUICK = Preset(config=QUICK_CONFIG, seeds=2,
-               grid={"sizes": (100, 200), "images_seen": 400, "techniques": ("dropout",), "tune_trials": 1})
+               grid={"sizes": (128, 192), "images_seen": 384, "techniques": ("dropout",), "tune_trials": 1})
 SWEEPS = {"train_size": "the sizes in the grid", "epochs": "images_seen / size, the same images seen at every size"}
 
 
