@@ -42,8 +42,8 @@ def runner():
     return CliRunner()
 
 
-SLOWEST_FIRST = ["test_studies.py", "test_studies_tuned.py", "test_dask.py", "test_faults.py", "test_cli.py",
-                 "test_fused.py", "test_tune.py", "test_backend_paths.py"]  # their own share of `make test`, largest first (pytest --durations)
+SLOWEST_FIRST = ["test_faults.py", "test_cli.py", "test_dask.py", "test_studies.py", "test_fused.py",
+                 "test_studies_tuned.py", "test_tune.py", "test_backend_paths.py"]  # their own share of `make test`, largest first (pytest --durations)
 
 
 def pytest_collection_modifyitems(items):
