@@ -44,9 +44,10 @@ studies: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/speed.py
 
-# One pytest worker per core; each test file stays on one worker (the studies file shares one quick run).
+# One pytest worker per core; each test file stays on one worker (the studies files share one quick run each),
+# handed out in tests/conftest.py's order (slowest first) rather than by their number of tests.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
