@@ -384,7 +384,7 @@ def _mean_sd(row, metric: str, scale: float) -> str:
 @click.argument("name", required=False, metavar="NAME|all")
 @click.option("--list", "list_only", is_flag=True, help="List the studies with their questions and exit.")
 @click.option("--quick", is_flag=True,
-              help="A tiny configuration (200 training images, 1 epoch, one hidden layer of 32): a first look and "
+              help="A tiny configuration (192 training images, 1 epoch, one hidden layer of 32): a first look and "
                    "the CI test, too small for conclusions.")
 @click.option("--seeds", type=click.IntRange(2, 1000), default=None,
               help="Number of seeds 0..N-1, at least 2 (the intervals are across seeds) [default: the study's].")

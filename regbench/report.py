@@ -243,6 +243,15 @@ def effect_text(mean, low, high, digits: int = 2, scale: float = 100.0, unit: st
     return f"{mean * scale:+.{digits}f}{unit} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
 
 
+def slope_text(row: pd.Series, per: str) -> str:
+    """Write a slope of stats.trend_family `per` unit of x ('tenfold images') with its Holm interval, and its
+    direction, or that no trend is detectable."""
+    text = effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"])
+    if row["holm_p"] < stats.ALPHA:
+        return f"{text} per {per}, {'rising' if row['diff_mean'] > 0 else 'falling'}"
+    return f"{text} per {per}, no detectable trend"
+
+
 def span_text(effects: pd.Series, where) -> str:
     """Write a trend's two ends, 'from -4.65 pp at width 8 to +0.09 pp at width 2048', from mean effects (fractions)
     indexed by the trend's x; `where` names an x."""

@@ -67,6 +67,22 @@ def seed_slopes(table: pd.DataFrame, x: str, y: str) -> pd.Series:
     return pd.Series(slopes, dtype=float, name=f"slope of {y} on {x}")
 
 
+def trend_family(runs: pd.DataFrame, arm_column: str, arms: list[str], position: str, x: str) -> pd.DataFrame:
+    """Fit per seed the baseline's gap, and each arm's test-accuracy effect paired by seed and `position` (width,
+    size), against `x`; each slope's interval is across seeds, Holm-corrected across the family ('baseline gap' and
+    'ARM − baseline' in its `trend` column)."""
+    ok = successful(runs)
+    baseline = ok[ok[arm_column] == BASELINE]
+    slopes = {"baseline gap": seed_slopes(baseline, x, "gap")}
+    reference = baseline.set_index(["seed", position])["test_accuracy"]
+    for arm in arms:
+        mine = ok[ok[arm_column] == arm].set_index(["seed", position])
+        paired = (mine["test_accuracy"] - reference).dropna().rename("effect").reset_index()
+        slopes[f"{arm} − baseline"] = seed_slopes(paired.merge(mine[x].reset_index(), on=["seed", position]), x,
+                                                  "effect")
+    return effect_family(slopes).rename(columns={"effect": "trend"})
+
+
 def t_interval(values, confidence: float = CONFIDENCE) -> tuple:
     """Return the t-interval of the mean of `values` along their last axis (arrays give arrays): NaN below 2
     values, the mean itself when they do not vary."""

@@ -27,6 +27,7 @@ FULL = Preset(
 QUICK = Preset(config=QUICK_CONFIG, seeds=2,
                grid={"widths": (8, 64), "techniques": ("dropout",), "tune_trials": 1})
 SWEEPS = {"hidden": "one hidden layer of each width in the grid"}
+PER_TENFOLD = "tenfold parameters"  # what a trend's slope is per: x is log10(parameters)
 
 
 def run(context: StudyContext) -> Findings:
@@ -53,7 +54,7 @@ def run(context: StudyContext) -> Findings:
     runs["log10_parameters"] = np.log10(runs["parameter_count"])
     arms = [arm for arm in dict.fromkeys(runs["arm"]) if arm != BASELINE]
     effects = effect_table(runs, arms)
-    trends = trend_table(runs, arms)
+    trends = stats.trend_family(runs, "arm", arms, "width", "log10_parameters")
     return Findings(
         verdict=verdict(runs, effects, trends, tuned),
         body=body(runs, effects, trends, tuned, context),
@@ -74,28 +75,6 @@ def effect_table(runs: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     return family
 
 
-def trend_table(runs: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
-    """Fit per seed the baseline's gap, and each arm's paired effect, against log10(parameters); the slope's interval
-    is across seeds, Holm-corrected across the family (the premise and every arm's trend)."""
-    ok = stats.successful(runs)
-    slopes = {"baseline gap": stats.seed_slopes(ok[ok["arm"] == BASELINE], "log10_parameters", "gap")}
-    baseline = ok[ok["arm"] == BASELINE].set_index(["seed", "width"])["test_accuracy"]
-    for arm in arms:
-        mine = ok[ok["arm"] == arm].set_index(["seed", "width"])
-        paired = (mine["test_accuracy"] - baseline).dropna().rename("effect").reset_index()
-        paired = paired.merge(mine["log10_parameters"].reset_index(), on=["seed", "width"])
-        slopes[f"{arm} − baseline"] = stats.seed_slopes(paired, "log10_parameters", "effect")
-    return stats.effect_family(slopes).rename(columns={"effect": "trend"})
-
-
-def _slope(row) -> str:
-    """Write a slope per tenfold parameters with its Holm interval and its direction."""
-    text = report.effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"])
-    if row["holm_p"] < stats.ALPHA:
-        return f"{text} per tenfold parameters, {'rising' if row['diff_mean'] > 0 else 'falling'}"
-    return f"{text} per tenfold parameters, no detectable trend"
-
-
 def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tuned: dict) -> str:
     """Say whether the premise holds (the gap grows with size), then whether each arm's benefit grows with size."""
     ok = stats.successful(runs)
@@ -106,7 +85,7 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tun
     falls = premise["holm_p"] < stats.ALPHA and premise["diff_mean"] < 0
     first, last = baseline.index.min(), baseline.index.max()
     gap_range = (f"the baseline's gap goes from {baseline.loc[first, 'gap'] * 100:.2f} pp (width {first}) to "
-                 f"{baseline.loc[last, 'gap'] * 100:.2f} pp (width {last}), {_slope(premise)}")
+                 f"{baseline.loc[last, 'gap'] * 100:.2f} pp (width {last}), {report.slope_text(premise, PER_TENFOLD)}")
     premise_text = (f"The premise holds here: {gap_range}" if holds else
                     f"The premise is not shown: {gap_range}; without a gap that grows with size, the design cannot "
                     "tell whether bigger models need more regularization")
@@ -118,7 +97,7 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tun
                          "widths, another data size or label noise would show whether it appears there")
     arms = [name for name in trend.index if name != "baseline gap"]
     growing = [name for name in arms if trend.loc[name, "holm_p"] < stats.ALPHA and trend.loc[name, "diff_mean"] > 0]
-    by_arm = "; ".join(f"{name}: {_slope(trend.loc[name])}" for name in arms)
+    by_arm = "; ".join(f"{name}: {report.slope_text(trend.loc[name], PER_TENFOLD)}" for name in arms)
     rates = ", ".join(f"{w}: {p['dropout']['rate']:.3g}" for w, p in tuned.items() if "dropout" in p)
     return (f"{premise_text}. Paired effect against the same width's baseline, per seed against log10(parameters) "
             f"(Holm-corrected across {len(trends)} trends): {by_arm}. "

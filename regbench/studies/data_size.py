@@ -30,6 +30,7 @@ FULL = Preset(
 QUICK = Preset(config=QUICK_CONFIG, seeds=2,
                grid={"sizes": (128, 192), "images_seen": 384, "techniques": ("dropout",), "tune_trials": 1})
 SWEEPS = {"train_size": "the sizes in the grid", "epochs": "images_seen / size, the same images seen at every size"}
+PER_TENFOLD = "tenfold images"  # what a trend's slope is per: x is log10(training images)
 
 
 def epochs_for(size: int, images_seen: int) -> int:
@@ -57,7 +58,7 @@ def run(context: StudyContext) -> Findings:
     runs = context.runs(configs).runs
     runs["log10_size"] = np.log10(runs["train_size"])
     effects = effect_table(runs, techniques)
-    trends = trend_table(runs, techniques)
+    trends = stats.trend_family(runs, "technique", techniques, "train_size", "log10_size")
     return Findings(
         verdict=verdict(runs, effects, trends, grid),
         body=body(runs, effects, trends, chosen, grid),
@@ -85,29 +86,6 @@ def effect_table(runs: pd.DataFrame, techniques: list[str]) -> pd.DataFrame:
     return effects
 
 
-def trend_table(runs: pd.DataFrame, techniques: list[str]) -> pd.DataFrame:
-    """Fit per seed the baseline's gap, and each technique's paired test-accuracy effect, against log10(size); the
-    slope's interval is across seeds, Holm-corrected across the family."""
-    ok = stats.successful(runs)
-    baseline = ok[ok["technique"] == BASELINE]
-    slopes = {"baseline gap": stats.seed_slopes(baseline, "log10_size", "gap")}
-    reference = baseline.set_index(["seed", "train_size"])["test_accuracy"]
-    for technique in techniques:
-        mine = ok[ok["technique"] == technique].set_index(["seed", "train_size"])["test_accuracy"]
-        paired = (mine - reference).dropna().rename("effect").reset_index()
-        slopes[f"{technique} − baseline"] = stats.seed_slopes(paired.assign(log10_size=np.log10(paired["train_size"])),
-                                                              "log10_size", "effect")
-    return stats.effect_family(slopes).rename(columns={"effect": "trend"})
-
-
-def _slope(row) -> str:
-    """Write a slope per tenfold images with its Holm interval and direction."""
-    text = report.effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"])
-    if row["holm_p"] < stats.ALPHA:
-        return f"{text} per tenfold images, {'rising' if row['diff_mean'] > 0 else 'falling'}"
-    return f"{text} per tenfold images, no detectable trend"
-
-
 def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, grid: dict) -> str:
     """Say whether small data overfits more here, and whether each technique's gain falls as the data grows."""
     ok = stats.successful(runs)
@@ -116,7 +94,7 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, gri
     premise = trend.loc["baseline gap"]
     smallest, largest = gaps.index.min(), gaps.index.max()
     premise_text = (f"The baseline's gap is {gaps[smallest] * 100:.1f} pp at {smallest:,} images and "
-                    f"{gaps[largest] * 100:.1f} pp at {largest:,} ({_slope(premise)})")
+                    f"{gaps[largest] * 100:.1f} pp at {largest:,} ({report.slope_text(premise, PER_TENFOLD)})")
     techniques = [name for name in trend.index if name != "baseline gap"]
     falling, rising = ([name.split(" ")[0] for name in techniques
                         if trend.loc[name, "holm_p"] < stats.ALPHA and sign * trend.loc[name, "diff_mean"] > 0]
@@ -124,7 +102,7 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, gri
     accuracy = effects[effects["metric"] == "test_accuracy"]
     significant = accuracy[accuracy["holm_p"] < stats.ALPHA]
     helped, hurt = (_cells(significant[sign * significant["diff_mean"] > 0]) for sign in (1, -1))
-    by = "; ".join(f"{name}: {_slope(trend.loc[name])}" for name in techniques)
+    by = "; ".join(f"{name}: {report.slope_text(trend.loc[name], PER_TENFOLD)}" for name in techniques)
     by_size = accuracy.pivot(index="train_size", columns="technique", values="diff_mean")
     ends = {name: report.span_text(by_size[name], lambda size: f"{size:,} images") for name in falling + rising}
     supported = bool(falling) and premise["diff_mean"] < 0 and premise["holm_p"] < stats.ALPHA
