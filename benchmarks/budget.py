@@ -37,14 +37,14 @@ def main() -> None:
     budgets = sorted(int(text) for text in args.epochs.split(","))
 
     from regbench.config import RunConfig
-    from regbench.data import Splits, load_mnist
+    from regbench.data import Splits, load_images
     from regbench.executor import executor_for
     from regbench.report import markdown_table
     from regbench.runner import train_missing
     from regbench.store import RunStore
 
-    splits = Splits(load_mnist(args.data))
-    base = RunConfig(train_size=len(splits.get(None).y_train), backend="jax", device="cpu", data=splits.mnist.fingerprint,
+    splits = Splits(load_images(args.data))
+    base = RunConfig(train_size=len(splits.get(None).y_train), backend="jax", device="cpu", data=splits.images.fingerprint,
                      schedule="cosine")
     arms = [(f"cosine {epochs}", replace(base, epochs=epochs)) for epochs in budgets]
     arms.append((f"constant {budgets[-1]}", replace(base, epochs=budgets[-1], schedule="constant")))

@@ -16,9 +16,9 @@ select_backend(backend, "cpu", tf_threads=int(rest[0]) if lever == "tf-fit" else
 
 from regbench import train  # noqa: E402
 from regbench.config import RunConfig  # noqa: E402
-from regbench.data import load_mnist, split_mnist  # noqa: E402
+from regbench.data import load_images, split_images  # noqa: E402
 
-split = split_mnist(load_mnist(path))
+split = split_images(load_images(path))
 runs = int(rest[0]) if lever == "jax-together" else 1
 configs = [RunConfig(backend=backend, seed=seed) for seed in range(runs)]
 models = []

@@ -34,16 +34,16 @@ def retrain(directory: Path, run_ids: list[str]) -> list[dict]:
     from regbench.backend import select_backend
 
     select_backend("jax", "cpu")
-    from regbench.data import load_mnist, split_mnist
+    from regbench.data import load_images, split_images
     from regbench.train import train_run
     from regbench.verify import config_from_row
 
     runs = pd.read_csv(directory / "runs.csv").set_index("run_id", drop=False)
-    mnist = load_mnist()
+    images = load_images()
     records = []
     for run_id in run_ids:
         config = config_from_row(runs.loc[run_id].to_dict())
-        record = train_run(config, split_mnist(mnist, config.train_size)).record
+        record = train_run(config, split_images(images, config.train_size)).record
         records.append({"run_id": run_id, **{name: record[name] for name in NUMBERS}})
         print(f"retrained {run_id}", file=sys.stderr, flush=True)
     return records

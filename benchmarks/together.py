@@ -31,9 +31,9 @@ def main() -> None:
 
     from regbench import fused, train
     from regbench.config import RunConfig
-    from regbench.data import load_mnist, split_mnist
+    from regbench.data import load_images, split_images
 
-    split = split_mnist(load_mnist(args.data))
+    split = split_images(load_images(args.data))
     x, y = train.training_arrays(split)
     print(f"device: {device} ({jax.devices()[0].device_kind}); {len(split.y_train):,} images, batch 32, "
           f"{args.epochs} timed epochs after one compiling epoch")

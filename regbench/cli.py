@@ -19,11 +19,13 @@ from regbench.config import (
 )
 from regbench.errors import SweepError, UsageError
 from regbench.executor import InProcess, executor_for
-from regbench.techniques import BASELINE, TECHNIQUES, parse_param_overrides, parse_setting, resolve_params
+from regbench.data import DATASETS, DEFAULT_DATASET
+from regbench.techniques import (
+    BASELINE, TECHNIQUES, applicable, check_architecture, parse_param_overrides, parse_setting, resolve_params,
+)
 
 DEFAULT_STORE = Path("results/regbench.sqlite")
 MAX_SEED = 2**32 - 1  # NumPy's global seed (which Keras sets) takes 0..2**32-1
-ALL_ALONE = [name for name in TECHNIQUES if name != BASELINE]  # what `--technique all` expands to
 
 
 class _Commands(click.Group):
@@ -144,8 +146,12 @@ def _run_options(command_defaults: bool):
                           + "1e-3; 1e-2 for sgd]."),
         click.option("--backend", type=click.Choice(BACKENDS), default="tensorflow", show_default=True),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
-        click.option("--data", type=click.Path(dir_okay=False), default=None,
-                     help="mnist.npz in Keras' layout [default: $REGBENCH_DATA, then ~/.keras/datasets/mnist.npz]."),
+        click.option("--dataset", type=click.Choice(list(DATASETS)), default=default(DEFAULT_DATASET),
+                     show_default=command_defaults, help="The images to train and test on." + hint),
+        click.option("--data", type=click.Path(), default=None,
+                     help="The --dataset's images: an .npz in Keras' layout (as mnist.npz) or a directory of its idx "
+                          "files (as Keras' fashion-mnist/) [default: $REGBENCH_DATA, then Keras' cache in "
+                          "~/.keras/datasets, then Keras' download]."),
         click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
                      help="SQLite run store shared by all invocations."),
         click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
@@ -173,7 +179,7 @@ def _run_options(command_defaults: bool):
 @cli.command()
 @click.option("--technique", "techniques", required=True, metavar="SETTING[,SETTING...]",
               help="Technique(s) to compare with the baseline: 'dropout', 'dropout+l2', 'dropout,l2,batchnorm'; "
-                   "'all' is every technique alone.")
+                   "'all' is every technique alone that applies to the --architecture.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Set a technique parameter, e.g. rate=0.3 or l2=1e-3 (repeatable; see `regbench list`).")
 @click.option("--seeds", type=click.IntRange(1, 1000), default=None, help="Number of seeds 0..N-1 [default: 3].")
@@ -223,14 +229,15 @@ def _run_options(command_defaults: bool):
                    "include data-sampling variation (the test set stays the same).")
 @_run_options(command_defaults=True)
 def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
-            activation, optimizer, lr, momentum, nesterov, backend, device, data, out, store, jobs, scheduler,
+            activation, optimizer, lr, momentum, nesterov, backend, device, dataset, data, out, store, jobs, scheduler,
             resources, send_data, force, dry_run, protocol, schedule, warmup_epochs, select, tune, trials, tune_seeds,
             tune_seed_list, tune_metric, searches, margin, target_effect, resample_data):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     texts = [text.strip() for text in techniques.split(",") if text.strip()]
-    texts = [name for text in texts for name in (ALL_ALONE if text == "all" else [text])]
+    texts = [name for text in texts for name in (applicable(architecture) if text == "all" else [text])]
     settings = [parse_setting(text) for text in texts]
+    check_architecture(settings, architecture)
     if any(names == (BASELINE,) for names in settings):
         raise UsageError("--technique: 'none' is the baseline, which every comparison runs; leave it out")
     if not settings:
@@ -265,7 +272,7 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
         optimizer=optimizer, lr=lr, momentum=momentum or 0.0, nesterov=nesterov,
         epochs=epochs, batch_size=batch_size, backend=backend, schedule=schedule, warmup_epochs=warmup_epochs,
-        resample_data=resample_data,
+        resample_data=resample_data, dataset=dataset,
     )
     # 2. Start the backend (before Keras is imported), then hand over to the runner.
     # On a Dask cluster the workers start the backend; this process plans and reports without it.
@@ -283,7 +290,7 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         base=base,
         train_size=train_size,
         out=Path(out or f"results/compare-{'_'.join(names)}{suffix}{'' if protocol == 'course' else '-' + protocol}"
-                        f"{'-tuned' if tune else ''}"),
+                        f"{'-tuned' if tune else ''}{'' if dataset == DEFAULT_DATASET else '-' + dataset}"),
         store=Path(store),
         data=data,
         command=_command_line(),
@@ -394,7 +401,7 @@ def _mean_sd(row, metric: str, scale: float) -> str:
 @click.option("--force", is_flag=True, help="Replace results of another study or setting in the output directory.")
 @_run_options(command_defaults=False)
 def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_size, architecture, hidden, activation,
-          optimizer, lr, backend, device, data, store, jobs, scheduler, resources, send_data):
+          optimizer, lr, backend, device, dataset, data, store, jobs, scheduler, resources, send_data):
     """Run a named study (a textbook claim, measured) and write its tables, figures and REPORT.md."""
     from regbench.studies import CATALOGUE, study_names
 
@@ -407,7 +414,8 @@ def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_s
     names = study_names(name)
     options = {key: value for key, value in dict(
         epochs=epochs, batch_size=batch_size, train_size=train_size, architecture=architecture, hidden=hidden,
-        activation=activation, optimizer=optimizer, lr=lr, backend=backend).items() if value is not None}
+        activation=activation, optimizer=optimizer, lr=lr, backend=backend, dataset=dataset).items()
+        if value is not None}
     executor = _executor(jobs, scheduler, resources, send_data, device)
     # This process evaluates the studies' models, so it starts the backend too (on the CPU beside a cluster).
     if isinstance(executor, InProcess):
@@ -453,7 +461,8 @@ def report(directory):
 @click.option("--rerun", type=click.IntRange(0), default=0, show_default=True,
               help="Also retrain this many random runs from their recorded configuration and compare every number "
                    "but timings.")
-@click.option("--data", type=click.Path(dir_okay=False), default=None, help="mnist.npz, for --rerun.")
+@click.option("--data", type=click.Path(), default=None,
+              help="The comparison's images (an .npz or a directory of idx files), for --rerun.")
 def verify(directory, store, rerun, data):
     """Check a compare DIRECTORY: recompute its tables and report from its runs, match the store; exit 1 on a difference."""
     from regbench.store import read_comparison
@@ -523,7 +532,8 @@ def list_choices():
     """List techniques with their parameters and defaults, architectures, optimizers and backends."""
     click.echo("Techniques (combine with '+', compare several with ','; set parameters with --param NAME=VALUE):")
     for technique in TECHNIQUES.values():
-        click.echo(f"  {technique.name:<15} {technique.summary}")
+        only = "" if technique.architectures == ARCHITECTURES else f" [{', '.join(technique.architectures)} only]"
+        click.echo(f"  {technique.name:<15} {technique.summary}{only}")
         for param in technique.params:
             searched = f"; --tune searches {param.describe_search()}" if param.search else ""
             click.echo(f"  {'':<15}   {param.name}={param.default:g}  ({param.kind.__name__}, "
@@ -535,3 +545,8 @@ def list_choices():
     for name in OPTIMIZERS:
         click.echo(f"  {name:<15} lr {DEFAULT_LR[name]:g}")
     click.echo(f"Backends: {', '.join(BACKENDS)} (default tensorflow); devices: {', '.join(DEVICES)}")
+    click.echo(f"Datasets (--dataset; default {DEFAULT_DATASET}):")
+    for spec in DATASETS.values():
+        shape = "x".join(map(str, spec.image_shape))
+        click.echo(f"  {spec.name:<15} {spec.title}: {shape} grey images, {spec.classes} classes "
+                   f"({', '.join(spec.class_names)}); by {spec.credit}")

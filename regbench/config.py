@@ -62,7 +62,7 @@ class RunConfig:
     seed: int = 0  # initial weights, dropout masks and batch order
     backend: str = "tensorflow"  # Keras backend
     device: str = "cpu"  # 'cpu' or 'gpu', as resolved
-    data: str = field(default="")  # fingerprint of the MNIST arrays
+    data: str = field(default="")  # content fingerprint of the dataset's arrays (data.Images.fingerprint)
     # Fields added after the first layout (metadata "added"): hashed only when not at their default.
     variant: str = field(default="", metadata={"added": True})  # a study's model variant from VARIANTS
     schedule: str = field(default="constant", metadata={"added": True})  # a name from SCHEDULES
@@ -70,6 +70,7 @@ class RunConfig:
     resample_data: bool = field(default=False, metadata={"added": True})  # the seed also draws the data split
     planted: int = field(default=0, metadata={"added": True})  # pixels planted with the training label
     # (studies; data.plant_features: what a planted run means, so changing it changes stored runs' meaning)
+    dataset: str = field(default="mnist", metadata={"added": True})  # a name from data.DATASETS
 
     @property
     def data_draw(self) -> int | None:

@@ -1,12 +1,14 @@
-"""Load, validate, split and subset MNIST (the only module that reads data)."""
+"""The dataset registry; load, validate, identify, split and subset a dataset's images (the only module that reads data)."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
 import zipfile
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +23,71 @@ PLANTED_INTENSITY = 1.0  # a planted pixel is lit as brightly as a stroke of a d
 MONITOR_SIZE = 10_000  # training images evaluated in inference mode after every epoch
 MIN_TRAIN_SIZE = 100
 MAX_TRAIN_SIZE = 50_000
-KERAS_CACHE = Path("~/.keras/datasets/mnist.npz")
+KERAS_CACHE = Path("~/.keras/datasets")
+KNOWN_IMAGES = Path(__file__).with_name("known_images")  # a sample of each dataset's image hashes (see image_hashes)
+HASH_SAMPLE = 8  # known_images keeps the hashes divisible by this: about one image in eight
+SUBSET_SHARE = 0.9  # a file whose sampled images are at least this share one dataset's is a subset of it
+IDX_FILES = {"x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels-idx1-ubyte.gz",
+             "x_test": "t10k-images-idx3-ubyte.gz", "y_test": "t10k-labels-idx1-ubyte.gz"}  # Keras' directory layout
 
 
 @dataclass(frozen=True)
-class Mnist:
-    """MNIST as loaded: uint8 images (N, 28, 28) and uint8 labels, plus where it came from."""
+class Dataset:
+    """A registered dataset: its images' shape and classes, where Keras keeps it, and its known content."""
+
+    name: str  # --dataset
+    title: str  # how reports and figures name it
+    image_shape: tuple[int, int]  # height, width (one channel)
+    classes: int
+    class_names: tuple[str, ...]
+    cache: str  # Keras' cache under ~/.keras/datasets: an .npz file or a directory of idx files
+    fingerprint: str  # the content fingerprint (Images.fingerprint) of the full, published dataset
+    keras_loader: str  # the keras.datasets module that downloads it
+    credit: str
+
+    def load_with_keras(self) -> dict:
+        """Fetch the dataset through keras.datasets (needs internet unless Keras has it cached)."""
+        import keras
+
+        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, self.keras_loader).load_data()
+        return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+DATASETS = {dataset.name: dataset for dataset in (
+    Dataset("mnist", "MNIST", (28, 28), 10, tuple("0123456789"), "mnist.npz", "06b0d1f124c4e5fa", "mnist",
+            "Yann LeCun, Corinna Cortes and Christopher J.C. Burges, CC BY-SA 3.0"),
+    Dataset("fashion-mnist", "Fashion-MNIST", (28, 28), 10,
+            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            "fashion-mnist", "ca3ab2a37f845e1b", "fashion_mnist",
+            "Han Xiao, Kashif Rasul and Roland Vollgraf (Zalando Research, 2017), MIT licence"),
+)}
+DEFAULT_DATASET = "mnist"
+
+
+def get_dataset(name: str) -> Dataset:
+    """Look a dataset up by name; a miss raises UsageError listing the registered ones."""
+    if name not in DATASETS:
+        raise UsageError(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+@dataclass(frozen=True)
+class Images:
+    """A dataset's images as loaded: uint8 images (N, H, W) and uint8 labels, where they came from, and what they are."""
 
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    source: str  # path (or 'keras download') the arrays came from
+    source: str  # path (or Keras' loader) the arrays came from
     fingerprint: str  # sha256 of the arrays' bytes; part of every run's identity
+    dataset: str = DEFAULT_DATASET  # the registered dataset they are used as
+    content: str = ""  # what the content check found: the dataset's title, 'a subset of ...', or an unknown file
+
+    @property
+    def description(self) -> str:
+        """Name the data for reports: 'MNIST', 'a subset of MNIST (3,500 images)', or the unknown file's name."""
+        return self.content or get_dataset(self.dataset).title
 
 
 @dataclass(frozen=True)
@@ -50,47 +104,81 @@ class Split:
     y_monitor: np.ndarray
 
 
-def validate_arrays(arrays: dict, source: str) -> None:
-    """Raise UsageError naming `source` unless `arrays` hold MNIST in Keras' layout."""
+def validate_arrays(arrays: dict, source: str, dataset: Dataset) -> None:
+    """Raise UsageError naming `source` unless `arrays` hold images of `dataset`'s shape and classes in Keras' layout."""
     missing = [key for key in EXPECTED_KEYS if key not in arrays]
     if missing:
         raise UsageError(
             f"{source}: missing key(s) {', '.join(missing)}; expected {', '.join(EXPECTED_KEYS)}"
         )
+    shape = "(N, " + ", ".join(map(str, dataset.image_shape)) + ")"
     for part in ("train", "test"):
         x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
-        if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) == 0:
-            raise UsageError(f"{source}: x_{part} has shape {x.shape}; expected (N, 28, 28) with N > 0")
+        if x.ndim != 3 or x.shape[1:] != dataset.image_shape or len(x) == 0:
+            raise UsageError(f"{source}: x_{part} has shape {x.shape}; expected {shape} with N > 0 for {dataset.title}")
         if x.dtype != np.uint8:
             raise UsageError(f"{source}: x_{part} has dtype {x.dtype}; expected uint8 pixels 0..255")
         if y.ndim != 1 or len(y) != len(x):
             raise UsageError(
                 f"{source}: y_{part} has shape {y.shape}; expected ({len(x)},) to match x_{part}"
             )
-        if not np.issubdtype(y.dtype, np.integer) or len(y) and (y.min() < 0 or y.max() > 9):
-            raise UsageError(f"{source}: y_{part} must hold integer labels 0..9")
+        if not np.issubdtype(y.dtype, np.integer) or len(y) and (y.min() < 0 or y.max() >= dataset.classes):
+            raise UsageError(f"{source}: y_{part} must hold integer labels 0..{dataset.classes - 1}")
     least = MIN_TRAIN_SIZE + -(-MIN_TRAIN_SIZE // 5)  # 100 to train on, a sixth of the file held out
     if len(arrays["x_train"]) < least:
         raise UsageError(f"{source}: x_train has {len(arrays['x_train'])} images; regbench needs at least {least} "
                          f"({MIN_TRAIN_SIZE} to train on and a sixth held out for validation)")
 
 
-def read_npz(path: Path) -> Mnist:
-    """Read and validate an mnist.npz file; every problem becomes a UsageError naming the file."""
+def read_arrays(path: Path) -> dict:
+    """Read the four arrays of an .npz file or of a directory of idx files in Keras' layout (UsageError naming
+    the path for every problem)."""
     if not path.exists():
-        raise UsageError(f"{path}: no such file")
+        raise UsageError(f"{path}: no such file or directory")
     if path.is_dir():
-        raise UsageError(f"{path}: is a directory; expected an mnist.npz file")
+        return _read_idx_directory(path)
     kind = _file_kind(path)
     if kind != "zip":
-        raise UsageError(f"{path}: {kind}, not an .npz archive; expected an mnist.npz in Keras' layout")
+        raise UsageError(f"{path}: {kind}, not an .npz archive; expected an .npz in Keras' layout (as mnist.npz) or "
+                         "a directory of idx files (as Keras' fashion-mnist/)")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+            return {key: npz[key] for key in npz.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
         raise UsageError(f"{path}: not a readable .npz file ({error})") from None
-    validate_arrays(arrays, str(path))
-    return _mnist_from_arrays(arrays, str(path))
+
+
+def _read_idx_directory(directory: Path) -> dict:
+    """Read the four gzipped idx files of `directory` (Keras' fashion-mnist/ layout) into arrays."""
+    missing = [name for name in IDX_FILES.values() if not (directory / name).is_file()]
+    if missing:
+        raise UsageError(f"{directory}: is a directory without {', '.join(missing)}; expected an .npz file or a "
+                         f"directory of the four idx files {', '.join(IDX_FILES.values())}")
+    arrays = {}
+    for key, name in IDX_FILES.items():
+        path = directory / name
+        try:
+            raw = gzip.decompress(path.read_bytes())
+        except (OSError, EOFError, gzip.BadGzipFile) as error:
+            raise UsageError(f"{path}: not a readable gzip file ({error})") from None
+        dims = 3 if key.startswith("x") else 1
+        header = 4 + 4 * dims
+        if len(raw) < header or raw[:4] != bytes([0, 0, 8, dims]):
+            raise UsageError(f"{path}: not an idx file of uint8 {'images' if dims == 3 else 'labels'} "
+                             f"(magic {raw[:4].hex() or 'missing'}, expected 0000080{dims})")
+        shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+        if len(raw) - header != math.prod(shape):
+            raise UsageError(f"{path}: holds {len(raw) - header:,} bytes after its header; its header says {shape}")
+        arrays[key] = np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+    return arrays
+
+
+def read_images(path: Path, dataset: str = DEFAULT_DATASET) -> Images:
+    """Read, validate and identify the images of `dataset` at `path` (an .npz file or an idx directory)."""
+    spec = get_dataset(dataset)
+    arrays = read_arrays(path)
+    validate_arrays(arrays, str(path), spec)
+    return identify(_images_from_arrays(arrays, str(path), dataset))
 
 
 _MAGIC = [(b"PK\x03\x04", "zip"), (b"PK\x05\x06", "an empty zip archive"), (b"\x1f\x8b", "a gzip file"),
@@ -111,55 +199,95 @@ def _file_kind(path: Path) -> str:
     return kind or ("a text file" if head.isascii() else "a file of unknown format")
 
 
-def _mnist_from_arrays(arrays: dict, source: str) -> Mnist:
-    """Wrap validated arrays, fingerprinting their contents."""
+def content_fingerprint(arrays: dict) -> str:
+    """Return the first 16 hex digits of the sha256 of the four arrays' bytes, in Keras' key order."""
     digest = hashlib.sha256()
     for key in EXPECTED_KEYS:
         digest.update(np.ascontiguousarray(arrays[key]).tobytes())
-    return Mnist(
-        *(np.asarray(arrays[key]) for key in EXPECTED_KEYS),
-        source=source,
-        fingerprint=digest.hexdigest()[:16],
-    )
+    return digest.hexdigest()[:16]
 
 
-def _download_with_keras() -> Mnist:
-    """Fetch MNIST through keras.datasets (needs internet)."""
-    import keras
-
-    (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
-    arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    validate_arrays(arrays, "keras.datasets.mnist.load_data()")
-    return _mnist_from_arrays(arrays, "keras.datasets.mnist.load_data()")
+def _images_from_arrays(arrays: dict, source: str, dataset: str) -> Images:
+    """Wrap validated arrays, fingerprinting their contents."""
+    return Images(*(np.asarray(arrays[key]) for key in EXPECTED_KEYS), source=source,
+                  fingerprint=content_fingerprint(arrays), dataset=dataset)
 
 
-def load_mnist(path: str | os.PathLike | None = None) -> Mnist:
-    """Find and load MNIST: `path`, then $REGBENCH_DATA, then Keras' cache, then a download.
+def image_hashes(images: np.ndarray) -> np.ndarray:
+    """Return a 64-bit hash of every image's pixels (blake2b), to recognise a dataset's images in any file."""
+    return np.array([int.from_bytes(hashlib.blake2b(image.tobytes(), digest_size=8).digest(), "little")
+                     for image in np.ascontiguousarray(images)], dtype=np.uint64)
 
-    An explicit path or $REGBENCH_DATA that is broken is an error at once (the user
-    asked for that file). Keras' cache is used only if its content is valid. The
-    download is skipped when $REGBENCH_OFFLINE is set (tests set it).
+
+def known_hashes(dataset: str) -> np.ndarray:
+    """Return the stored sample of `dataset`'s image hashes (those divisible by HASH_SAMPLE), sorted."""
+    return np.load(KNOWN_IMAGES / f"{dataset}.npy")
+
+
+def identify(images: Images) -> Images:
+    """Check that the content is the dataset it is used as: the full published file (its fingerprint), a subset of
+    its images, or a file that is neither dataset (accepted, and named so). A file of another registered dataset's
+    images is a UsageError."""
+    spec = get_dataset(images.dataset)
+    if images.fingerprint == spec.fingerprint:
+        return replace(images, content=spec.title)
+    for other in DATASETS.values():
+        if other.name != images.dataset and images.fingerprint == other.fingerprint:
+            raise _wrong_dataset(images, other, "is")
+    hashes = image_hashes(np.concatenate([images.x_train, images.x_test]))
+    sampled = hashes[hashes % HASH_SAMPLE == 0]
+    count = f"{len(hashes):,} images"
+    for other in DATASETS.values():
+        share = np.isin(sampled, known_hashes(other.name)).mean() if len(sampled) else 0.0
+        if share >= SUBSET_SHARE:
+            if other.name != images.dataset:
+                raise _wrong_dataset(images, other, "holds images of")
+            return replace(images, content=f"a subset of {spec.title} ({count}, fingerprint {images.fingerprint})")
+    return replace(images, content=f"{Path(images.source).name}: not the published {spec.title} nor a subset of a "
+                                   f"registered dataset ({count}, fingerprint {images.fingerprint})")
+
+
+def _wrong_dataset(images: Images, other: Dataset, what: str) -> UsageError:
+    """Say that `images` are another registered dataset's, not the one asked for."""
+    asked = get_dataset(images.dataset)
+    return UsageError(f"{images.source} {what} {other.title}, not {asked.title} (content fingerprint "
+                      f"{images.fingerprint}); pass --dataset {other.name}, or --data with {asked.title}")
+
+
+def load_images(dataset: str = DEFAULT_DATASET, path: str | os.PathLike | None = None) -> Images:
+    """Find and load `dataset`: `path`, then $REGBENCH_DATA, then Keras' cache, then Keras' loader.
+
+    An explicit path or $REGBENCH_DATA that is broken (or holds another dataset) is an error at once (the user
+    asked for that file). Keras' cache is used only if its content is valid. Keras' loader is skipped when
+    $REGBENCH_OFFLINE is set (tests set it).
     """
+    spec = get_dataset(dataset)
     if path is not None:
-        return read_npz(Path(path).expanduser())
+        return read_images(Path(path).expanduser(), dataset)
     if os.environ.get("REGBENCH_DATA"):
-        return read_npz(Path(os.environ["REGBENCH_DATA"]).expanduser())
+        return read_images(Path(os.environ["REGBENCH_DATA"]).expanduser(), dataset)
     tried = ["--data PATH (not given)", "$REGBENCH_DATA (not set)"]
-    cache = KERAS_CACHE.expanduser()
+    cache = (KERAS_CACHE / spec.cache).expanduser()
     try:
-        return read_npz(cache)
+        return read_images(cache, dataset)
     except UsageError as error:
         tried.append(f"{cache} ({str(error).removeprefix(str(cache) + ': ')})")
+    loader = f"keras.datasets.{spec.keras_loader}.load_data()"
     if os.environ.get("REGBENCH_OFFLINE"):
-        tried.append("download (skipped: $REGBENCH_OFFLINE is set)")
+        tried.append(f"{loader} (skipped: $REGBENCH_OFFLINE is set)")
     else:
         try:
-            return _download_with_keras()
+            arrays = spec.load_with_keras()
+            validate_arrays(arrays, loader, spec)
+            return identify(_images_from_arrays(arrays, loader, dataset))
+        except UsageError:
+            raise
         except Exception as error:  # any network or keras failure ends the search
-            tried.append(f"keras.datasets.mnist.load_data() ({type(error).__name__}: {error})")
+            tried.append(f"{loader} ({type(error).__name__}: {error})")
     raise UsageError(
-        "MNIST not found; tried " + "; ".join(tried)
-        + ". Pass --data PATH or set REGBENCH_DATA to an mnist.npz in Keras' layout"
+        f"{spec.title} not found; tried " + "; ".join(tried)
+        + f". Pass --data PATH or set REGBENCH_DATA to {spec.title} as an .npz in Keras' layout or a directory of "
+        "its idx files"
     )
 
 
@@ -182,17 +310,17 @@ def validation_size(n_train_images: int) -> int:
     return min(VALIDATION_SIZE, n_train_images // 6)
 
 
-def training_size(mnist: Mnist, train_size: int | None) -> int:
-    """Return how many images a split of `mnist` trains on (`train_size`, or all not held out); raise
+def training_size(images: Images, train_size: int | None) -> int:
+    """Return how many images a split of `images` trains on (`train_size`, or all not held out); raise
     UsageError for a size the file cannot give."""
-    available = len(mnist.y_train) - validation_size(len(mnist.y_train))
+    available = len(images.y_train) - validation_size(len(images.y_train))
     if train_size is not None and not MIN_TRAIN_SIZE <= train_size <= available:
         raise UsageError(f"--train-size {train_size} is out of range; allowed {MIN_TRAIN_SIZE}..{available} "
-                         f"for {mnist.source}")
+                         f"for {images.source}")
     return available if train_size is None else train_size
 
 
-def split_mnist(mnist: Mnist, train_size: int | None = None, draw: int | None = None, planted: int = 0) -> Split:
+def split_images(images: Images, train_size: int | None = None, draw: int | None = None, planted: int = 0) -> Split:
     """Hold out a stratified validation set, then take a stratified --train-size subset of the rest.
 
     `draw` (--resample-data: the run's seed) draws both from a stream of its own; None: the one fixed split.
@@ -200,23 +328,23 @@ def split_mnist(mnist: Mnist, train_size: int | None = None, draw: int | None = 
     """
     # 1. The validation split is fixed by DATA_SEED (and the draw) alone, so it never depends on train_size.
     rng = np.random.default_rng(DATA_SEED if draw is None else [DATA_SEED, 1, draw])
-    val_index = stratified_indices(mnist.y_train, validation_size(len(mnist.y_train)), rng)
-    rest = np.setdiff1d(np.arange(len(mnist.y_train)), val_index)
+    val_index = stratified_indices(images.y_train, validation_size(len(images.y_train)), rng)
+    rest = np.setdiff1d(np.arange(len(images.y_train)), val_index)
     # 2. The training subset comes from its own stream, so each size is one fixed subset.
-    if training_size(mnist, train_size) != len(rest):
+    if training_size(images, train_size) != len(rest):
         subset_seed = [DATA_SEED, train_size] if draw is None else [DATA_SEED, 2, draw, train_size]
         subset_rng = np.random.default_rng(subset_seed)
-        rest = rest[stratified_indices(mnist.y_train[rest], train_size, subset_rng)]
-    monitor = rest[_monitor_index(mnist.y_train[rest])]
+        rest = rest[stratified_indices(images.y_train[rest], train_size, subset_rng)]
+    monitor = rest[_monitor_index(images.y_train[rest])]
     split = Split(
-        x_train=_as_float(mnist.x_train[rest]),
-        y_train=mnist.y_train[rest].astype(np.int32),
-        x_val=_as_float(mnist.x_train[val_index]),
-        y_val=mnist.y_train[val_index].astype(np.int32),
-        x_test=_as_float(mnist.x_test),
-        y_test=mnist.y_test.astype(np.int32),
-        x_monitor=_as_float(mnist.x_train[monitor]),
-        y_monitor=mnist.y_train[monitor].astype(np.int32),
+        x_train=_as_float(images.x_train[rest]),
+        y_train=images.y_train[rest].astype(np.int32),
+        x_val=_as_float(images.x_train[val_index]),
+        y_val=images.y_train[val_index].astype(np.int32),
+        x_test=_as_float(images.x_test),
+        y_test=images.y_test.astype(np.int32),
+        x_monitor=_as_float(images.x_train[monitor]),
+        y_monitor=images.y_train[monitor].astype(np.int32),
     )
     return plant_features(split, planted) if planted else split
 
@@ -247,15 +375,15 @@ def plant_features(split: Split, features: int) -> Split:
 class Splits:
     """The splits of one MNIST file by (training size, draw), each made once and kept for the runs that follow."""
 
-    def __init__(self, mnist: Mnist):
-        self.mnist = mnist
+    def __init__(self, images: Images):
+        self.images = images
         self._made: dict[tuple, Split] = {}
 
     def get(self, train_size: int | None, draw: int | None = None, planted: int = 0) -> Split:
         """Return the split of `train_size` training images (all when None) for `draw`, with `planted` features
-        (see split_mnist)."""
+        (see split_images)."""
         if (train_size, draw, planted) not in self._made:
-            self._made[train_size, draw, planted] = split_mnist(self.mnist, train_size, draw, planted)
+            self._made[train_size, draw, planted] = split_images(self.images, train_size, draw, planted)
         return self._made[train_size, draw, planted]
 
 

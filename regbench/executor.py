@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from regbench.config import RunConfig
-from regbench.data import Splits, save_split, split_mnist
+from regbench.data import Splits, save_split, split_images
 from regbench.errors import UsageError
 from regbench.workers import WorkerOrders, split_name, train_on_worker
 
@@ -110,19 +110,19 @@ class DaskCluster:
         A local cluster's workers map the splits this process writes (one copy in memory for all of them);
         a remote cluster's read the same file by path, or get the data sent (scatter) with `send_data`.
         """
-        client, mnist = self.client(), splits.mnist
+        client, images = self.client(), splits.images
         topic = f"regbench-progress-{uuid.uuid4().hex}"
         if self._shared is not None:
             for key in dict.fromkeys(c.split_key for c in todo):
-                directory = self._shared / split_name(mnist.fingerprint, *key)
+                directory = self._shared / split_name(images.fingerprint, *key)
                 if not directory.is_dir():  # made here and not kept: this process needs no copy of its own
-                    save_split(split_mnist(mnist, *key), directory)
-            return WorkerOrders(mnist.fingerprint, None, str(self._shared), topic, pin_cores=True), None
-        if self.send_data or not Path(mnist.source).is_file():
-            sent = client.scatter(mnist, broadcast=True)
-            return WorkerOrders(mnist.fingerprint, None, None, topic, pin_cores=False), sent
-        path = str(Path(mnist.source).resolve())
-        return WorkerOrders(mnist.fingerprint, path, None, topic, pin_cores=False), None
+                    save_split(split_images(images, *key), directory)
+            return WorkerOrders(images.fingerprint, None, str(self._shared), topic, pin_cores=True), None
+        if self.send_data or not Path(images.source).is_file():
+            sent = client.scatter(images, broadcast=True)
+            return WorkerOrders(images.fingerprint, None, None, topic, pin_cores=False), sent
+        path = str(Path(images.source).resolve())
+        return WorkerOrders(images.fingerprint, path, None, topic, pin_cores=False), None
 
     def submit(self, config: RunConfig, index: int, keep_weights: bool, orders: WorkerOrders, sent):
         """Send run `config` to the cluster; return its future."""

@@ -7,9 +7,9 @@ import math
 import keras
 
 from regbench.config import VARIANTS, RunConfig
-from regbench.techniques import Regularization
+from regbench.data import get_dataset
+from regbench.techniques import Hooks
 
-NUM_CLASSES = 10
 CNN_FILTERS = (32, 64)  # filters of the two conv+pool blocks
 
 
@@ -105,15 +105,25 @@ def layer_seed(run_seed: int, slot: int) -> int:
     return (run_seed * 1_000_003 + slot * 7_919) % 2**31
 
 
-class _Builder:
-    """Adds layers to a functional graph, counting weighted layers for their seeds."""
+SEED_SLOTS = {"dropout": 1_000, "augment": 2_000, "noise": 3_000, "spatial-dropout": 4_000, "epoch-data": 5_000}  # seed
+# slots of random layers and of each epoch's data draw, apart from the weighted layers' 1, 2, ... (dropout's as before)
 
-    def __init__(self, config: RunConfig, regularization: Regularization):
+
+class _Builder:
+    """Adds layers to a functional graph, counting weighted and random layers for their seeds; technique hooks
+    call its layer methods."""
+
+    def __init__(self, config: RunConfig, hooks: Hooks):
         self.config = config
-        self.reg = regularization
+        self.hooks = hooks
         self.weighted = 0  # weighted layers added so far
-        self.dropouts = 0  # dropout layers added so far
+        self.random = dict.fromkeys(SEED_SLOTS, 0)  # random layers of each kind added so far
         self.kernel_scale = 1.0  # the next Dense layer's kernel scale (classic-dropout-matched: 1/keep after dropout)
+
+    def seed(self, kind: str) -> int:
+        """Return the seed of the next random layer of `kind` (a key of SEED_SLOTS)."""
+        self.random[kind] += 1
+        return layer_seed(self.config.seed, SEED_SLOTS[kind] + self.random[kind])
 
     def _kernel_options(self, conv: bool) -> dict:
         """Initializer, regularizer and constraint for the next weighted layer."""
@@ -123,39 +133,54 @@ class _Builder:
                 seed=layer_seed(self.config.seed, self.weighted)
             )
         }
-        if self.reg.l1 is not None or self.reg.l2 is not None:
-            options["kernel_regularizer"] = keras.regularizers.L1L2(
-                l1=self.reg.l1 or 0.0, l2=self.reg.l2 or 0.0
-            )
-        if self.reg.max_norm is not None:
-            axis = [0, 1, 2] if conv else 0
-            options["kernel_constraint"] = keras.constraints.MaxNorm(self.reg.max_norm, axis=axis)
+        if self.hooks.kernel_penalty:
+            options["kernel_regularizer"] = keras.regularizers.L1L2(**self.hooks.kernel_penalty)
+        for extra in self.hooks.kernel_options:
+            options.update(extra(conv))
         return options
 
-    def dropout(self, x, rate: float | None):
-        """Apply a seeded Dropout layer when `rate` is set."""
-        if rate is None:
-            return x
-        self.dropouts += 1
-        seed = layer_seed(self.config.seed, 1_000 + self.dropouts)
+    def apply(self, hooks: list, x):
+        """Apply layer hooks in turn."""
+        for hook in hooks:
+            x = hook(self, x)
+        return x
+
+    def dropout(self, x, rate: float):
+        """Apply a seeded Dropout layer (the study variant's classic dropout where it names one)."""
+        seed = self.seed("dropout")
         classic = self.config.variant in ("classic-dropout", "classic-dropout-matched")
         if self.config.variant == "classic-dropout-matched":
             self.kernel_scale = 1.0 / (1.0 - rate)
         layer = ClassicDropout if classic else keras.layers.Dropout
-        return layer(rate, seed=seed, name=f"dropout_{self.dropouts}")(x)
+        return layer(rate, seed=seed, name=f"dropout_{self.random['dropout']}")(x)
 
-    def hidden(self, x, layer: keras.layers.Layer):
-        """Apply a hidden Dense/Conv layer, [BatchNormalization], activation."""
+    def spatial_dropout(self, x, rate: float):
+        """Apply a seeded SpatialDropout2D layer."""
+        return keras.layers.SpatialDropout2D(rate, seed=self.seed("spatial-dropout"))(x)
+
+    def noise(self, x, stddev: float):
+        """Apply a seeded GaussianNoise layer."""
+        return keras.layers.GaussianNoise(stddev, seed=self.seed("noise"))(x)
+
+    def batchnorm(self, x, group: int | None = None):
+        """Apply BatchNormalization (ghost batch normalization with `group`; the study variant's where it names one)."""
+        name = f"batchnorm_{self.weighted}"
+        if self.config.variant == "exact-statistics-bn":
+            return PopulationBatchNormalization(name=name)(x)
+        if group is not None:
+            return GhostBatchNormalization(group, name=name)(x)
+        return keras.layers.BatchNormalization(name=name)(x)
+
+    def hidden(self, x, layer: keras.layers.Layer, pool: bool = False):
+        """Apply a hidden Dense/Conv layer, [normalization], activation, [2x2 max-pooling and the after-block hooks],
+        then the after-hidden hooks."""
         x = layer(x)
-        if self.reg.batchnorm:
-            name = f"batchnorm_{self.weighted}"
-            if self.config.variant == "exact-statistics-bn":
-                x = PopulationBatchNormalization(name=name)(x)
-            elif self.reg.batchnorm_group is not None:
-                x = GhostBatchNormalization(self.reg.batchnorm_group, name=name)(x)
-            else:
-                x = keras.layers.BatchNormalization(name=name)(x)
-        return keras.layers.Activation(self.config.activation)(x)
+        if self.hooks.normalization is not None:
+            x = self.hooks.normalization(self, x)
+        x = keras.layers.Activation(self.config.activation)(x)
+        if pool:
+            x = self.apply(self.hooks.after_block, keras.layers.MaxPooling2D(2)(x))
+        return self.apply(self.hooks.after_hidden, x)
 
     def dense(self, units: int, activation: str | None = None):
         """Return a Dense layer with this run's kernel options."""
@@ -169,27 +194,28 @@ class _Builder:
         return keras.layers.Conv2D(filters, 3, padding="same", **self._kernel_options(conv=True))
 
 
-def build_model(config: RunConfig, regularization: Regularization) -> keras.Model:
-    """Build the (uncompiled) model of `config` with `regularization` applied."""
+def build_model(config: RunConfig, hooks: Hooks) -> keras.Model:
+    """Build the (uncompiled) model of `config` on its dataset's images, with the technique's hooks applied."""
     if config.variant and config.variant not in VARIANTS:
         raise ValueError(f"unknown model variant {config.variant!r}; choose from {', '.join(VARIANTS)}")
-    builder = _Builder(config, regularization)
-    inputs = keras.Input(shape=(28, 28), name="image")
+    dataset = get_dataset(config.dataset)
+    builder = _Builder(config, hooks)
+    inputs = keras.Input(shape=dataset.image_shape, name="image")
+    image = (*dataset.image_shape, 1)  # one channel
     if config.architecture == "mlp":
-        x = keras.layers.Flatten()(inputs)
-        x = builder.dropout(x, regularization.input_dropout_rate)
+        x = inputs
+        if hooks.image_layers:
+            x = builder.apply(hooks.image_layers, keras.layers.Reshape(image)(x))
+        x = builder.apply(hooks.input_layers, keras.layers.Flatten()(x))
     elif config.architecture == "cnn":
-        x = keras.layers.Reshape((28, 28, 1))(inputs)
-        x = builder.dropout(x, regularization.input_dropout_rate)
+        x = builder.apply(hooks.image_layers, keras.layers.Reshape(image)(inputs))
+        x = builder.apply(hooks.input_layers, x)
         for filters in CNN_FILTERS:
-            x = builder.hidden(x, builder.conv(filters))
-            x = keras.layers.MaxPooling2D(2)(x)
-            x = builder.dropout(x, regularization.dropout_rate)
+            x = builder.hidden(x, builder.conv(filters), pool=True)
         x = keras.layers.Flatten()(x)
     else:
         raise ValueError(f"unknown architecture {config.architecture!r}")
     for units in config.hidden:
         x = builder.hidden(x, builder.dense(units))
-        x = builder.dropout(x, regularization.dropout_rate)
-    outputs = builder.dense(NUM_CLASSES, activation="softmax")(x)
+    outputs = builder.dense(dataset.classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name=f"{config.architecture}_{config.technique.replace('+', '_and_')}")

@@ -14,13 +14,13 @@ from typing import Callable
 import pandas as pd
 
 from regbench.config import RunConfig
-from regbench.data import Splits, load_mnist, training_size
+from regbench.data import Splits, load_images, training_size
 from regbench.errors import UsageError
 from regbench.executor import DaskCluster, InProcess
 from regbench.report import COMPARISON_FILES, write_comparison
 from regbench.store import RunStore, check_replaceable, check_same_comparison
 from regbench.sweep import format_duration, train_todo
-from regbench.techniques import BASELINE, check_groups, describe_params, regularization_for
+from regbench.techniques import BASELINE, check_groups, describe_params, hooks_for
 from regbench.tune import TuneOutcome, TunePlan, TuneRequest, choose, plan_tuning, tune_record
 
 @dataclass(frozen=True)
@@ -65,20 +65,20 @@ def plan_runs(request: CompareRequest) -> list[RunConfig]:
 def _checked_plan(request: CompareRequest, device: str):
     """Check everything a user can get wrong (nothing is written); return the data, base config and the tuning
     plan (None without --tune)."""
-    mnist = load_mnist(request.data)
-    train_size = training_size(mnist, request.train_size)  # the split itself is made where runs train
+    images = load_images(request.base.dataset, request.data)
+    train_size = training_size(images, request.train_size)  # the split itself is made where runs train
     if request.base.batch_size > train_size:
         raise UsageError(
             f"--batch-size {request.base.batch_size} is larger than the training set "
             f"({train_size} images); allowed 1..{train_size}"
         )
     check_groups(request.settings, request.base.batch_size, train_size)
-    base = replace(request.base, train_size=train_size, device=device, data=mnist.fingerprint)
+    base = replace(request.base, train_size=train_size, device=device, data=images.fingerprint)
     plan = plan_tuning(request.settings, base, request.tune) if request.tune else None
     check_replaceable(request.out, COMPARISON_FILES)
     check_same_comparison(request.out, _identity(request, base, plan), request.force)
     RunStore(request.store, create=False)  # a file that is not a run store is refused here, and left as it is
-    return mnist, base, plan
+    return images, base, plan
 
 
 def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None],
@@ -86,9 +86,9 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     """Tune if asked, train what is missing of `request` with `executor` and write its tables, figures, manifest
     and report."""
     # 1. Check everything a user can get wrong before any training.
-    mnist, base, plan = _checked_plan(request, device)
+    images, base, plan = _checked_plan(request, device)
     store = RunStore(request.store)
-    splits = Splits(mnist)
+    splits = Splits(images)
     trained, tuned = 0, None
     # 2. With --tune, train the tuning runs first and choose each setting's values on validation alone.
     if plan is not None:
@@ -108,7 +108,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     trained += train_missing(configs, splits, store, echo, executor)
     # 4. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
-    manifest = _manifest(request, base, mnist.source, tables.runs, plan, tuned)
+    manifest = _manifest(request, base, images.source, tables.runs, plan, tuned)
     summary, files = write_comparison(request.out, tables, manifest, tuned.table if tuned else None)
     planned = len(configs) + (len(plan.configs) if plan else 0)
     return CompareOutcome(summary, files, trained=trained, reused=planned - trained)
@@ -209,7 +209,7 @@ def trained_models(configs: list[RunConfig], splits: Splits, store: RunStore, ec
             trained += 1
     models = []
     for config in configs:
-        model = build_model(config, regularization_for(config.technique, config.technique_params))
+        model = build_model(config, hooks_for(config.technique, config.technique_params))
         with warnings.catch_warnings():  # the kept file also holds optimizer state, which is not needed here
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             model.load_weights(store.weights_path(config.run_id))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 from regbench.errors import UsageError
@@ -12,20 +12,31 @@ from regbench.errors import UsageError
 BASELINE = "none"
 
 
-@dataclass(frozen=True)
-class Regularization:
-    """What a technique setting changes in the model, the optimizer and the training loop."""
+@dataclass
+class Hooks:
+    """What a technique setting changes: the model builder and the training step call each hook in turn.
 
-    l1: float | None = None  # keras.regularizers.L1L2 l1 factor on every kernel; None: no penalty
-    l2: float | None = None  # keras.regularizers.L1L2 l2 factor on every kernel; None: no penalty
-    weight_decay: float | None = None  # optimizer's decoupled decay; None keeps the optimizer's own
-    dropout_rate: float | None = None  # Dropout after each hidden layer; None adds no layer
-    input_dropout_rate: float | None = None  # Dropout on the input; None adds no layer
-    batchnorm: bool = False  # BatchNormalization after each hidden Dense/Conv, before activation
-    batchnorm_group: int | None = None  # ghost batch normalization: images per statistics group; None: the batch
-    max_norm: float | None = None  # keras.constraints.MaxNorm on every kernel
-    early_stopping_patience: int | None = None  # EarlyStopping on validation cross-entropy
-    early_stopping_min_delta: float = 0.0
+    Layer hooks take the model builder (`build`: its seeded layers, e.g. build.dropout) and a tensor, and return
+    the tensor with their layers applied; they import Keras when called, so that this registry stays light.
+    """
+
+    kernel_penalty: dict = field(default_factory=dict)  # l1/l2 factors of one keras.regularizers.L1L2 on every kernel
+    kernel_options: list[Callable] = field(default_factory=list)  # (conv: bool) -> options of every kernel's layer
+    image_layers: list[Callable] = field(default_factory=list)  # (build, images (N, H, W, 1)) -> images
+    input_layers: list[Callable] = field(default_factory=list)  # (build, x) -> x where the first layer reads it
+    normalization: Callable | None = None  # (build, x) -> x between every hidden Dense/Conv and its activation
+    after_hidden: list[Callable] = field(default_factory=list)  # (build, x) -> x after every hidden layer and block
+    after_block: list[Callable] = field(default_factory=list)  # (build, x) -> x after every conv block (cnn)
+    loss_options: dict = field(default_factory=dict)  # options of the training cross-entropy (label_smoothing)
+    optimizer_options: dict = field(default_factory=dict)  # extra keyword arguments of the Keras optimizer
+    callbacks: list[Callable] = field(default_factory=list)  # () -> a Keras callback the epoch loop calls
+    epoch_data: Callable | None = None  # (x, y one-hot, seed) -> (x, y): an epoch's training data, in order
+
+    def set_once(self, name: str, value, technique: str) -> None:
+        """Set the single-valued hook `name`, refusing a second technique that sets it too."""
+        if getattr(self, name) is not None:
+            raise UsageError(f"{technique} cannot be combined with another technique that sets the {name} hook")
+        setattr(self, name, value)
 
 
 @dataclass(frozen=True)
@@ -73,40 +84,41 @@ class Param:
 
 @dataclass(frozen=True)
 class Technique:
-    """A registered technique: its parameters and the change it makes."""
+    """A registered technique: its parameters, the architectures it applies to, and the hooks it fills."""
 
     name: str
     summary: str
     params: tuple[Param, ...]
-    effect: Callable[[dict], dict]  # parameter values -> Regularization fields it sets
+    fill: Callable[[dict, Hooks], None]  # (parameter values, hooks) -> None: fills the hooks it uses
+    architectures: tuple[str, ...] = ("mlp", "cnn")
 
 
 TECHNIQUES: dict[str, Technique] = {}
 
 
-def register(name: str, summary: str, *params: Param):
-    """Register the decorated effect function as technique `name`."""
+def register(name: str, summary: str, *params: Param, architectures: tuple[str, ...] = ("mlp", "cnn")):
+    """Register the decorated hook-filling function as technique `name`."""
 
-    def decorate(effect: Callable[[dict], dict]) -> Callable[[dict], dict]:
-        TECHNIQUES[name] = Technique(name, summary, params, effect)
-        return effect
+    def decorate(fill: Callable[[dict, Hooks], None]) -> Callable[[dict, Hooks], None]:
+        TECHNIQUES[name] = Technique(name, summary, params, fill, architectures)
+        return fill
 
     return decorate
 
 
 @register(BASELINE, "the baseline: no regularization")
-def _none(values: dict) -> dict:
-    return {}
+def _none(values: dict, hooks: Hooks) -> None:
+    pass
 
 
 @register("l1", "Keras L1 penalty on every kernel", Param("l1", float, 1e-5, 0.0, help="L1 factor", scale="log", search=(1e-7, 1e-2)))
-def _l1(values: dict) -> dict:
-    return {"l1": values["l1"]}
+def _l1(values: dict, hooks: Hooks) -> None:
+    hooks.kernel_penalty["l1"] = values["l1"]
 
 
 @register("l2", "Keras L2 penalty on every kernel", Param("l2", float, 1e-4, 0.0, help="L2 factor", scale="log", search=(1e-6, 1e-1)))
-def _l2(values: dict) -> dict:
-    return {"l2": values["l2"]}
+def _l2(values: dict, hooks: Hooks) -> None:
+    hooks.kernel_penalty["l2"] = values["l2"]
 
 
 @register(
@@ -115,8 +127,8 @@ def _l2(values: dict) -> dict:
     Param("wd", float, 1e-4, 0.0, help="decay per step, multiplied by the learning rate", scale="log",
           search=(1e-4, 10.0)),
 )
-def _weight_decay(values: dict) -> dict:
-    return {"weight_decay": values["wd"]}
+def _weight_decay(values: dict, hooks: Hooks) -> None:
+    hooks.optimizer_options["weight_decay"] = values["wd"]
 
 
 @register(
@@ -125,13 +137,15 @@ def _weight_decay(values: dict) -> dict:
     Param("rate", float, 0.5, 0.0, 1.0, high_inclusive=False, help="hidden-layer drop rate", search=(0.0, 0.8)),
     Param("input_rate", float, 0.0, 0.0, 1.0, high_inclusive=False, help="input drop rate"),
 )
-def _dropout(values: dict) -> dict:
-    return {"dropout_rate": values["rate"], "input_dropout_rate": values["input_rate"] or None}
+def _dropout(values: dict, hooks: Hooks) -> None:
+    if values["input_rate"]:
+        hooks.input_layers.append(lambda build, x: build.dropout(x, values["input_rate"]))
+    hooks.after_hidden.append(lambda build, x: build.dropout(x, values["rate"]))
 
 
 @register("batchnorm", "BatchNormalization after each hidden Dense/Conv, before its activation")
-def _batchnorm(values: dict) -> dict:
-    return {"batchnorm": True}
+def _batchnorm(values: dict, hooks: Hooks) -> None:
+    hooks.set_once("normalization", lambda build, x: build.batchnorm(x), "batchnorm")
 
 
 @register(
@@ -140,8 +154,8 @@ def _batchnorm(values: dict) -> dict:
     "normalization, Hoffer et al. 2017)",
     Param("group", int, 8, 2, help="images per statistics group; must divide the batch size and the last batch"),
 )
-def _ghost_batchnorm(values: dict) -> dict:
-    return {"batchnorm": True, "batchnorm_group": values["group"]}
+def _ghost_batchnorm(values: dict, hooks: Hooks) -> None:
+    hooks.set_once("normalization", lambda build, x: build.batchnorm(x, group=values["group"]), "ghost-batchnorm")
 
 
 @register(
@@ -150,11 +164,15 @@ def _ghost_batchnorm(values: dict) -> dict:
     Param("patience", int, 3, 1, help="epochs without improvement before stopping", search=(1, 20)),
     Param("min_delta", float, 0.0, 0.0, help="smallest decrease that counts as improvement"),
 )
-def _early_stopping(values: dict) -> dict:
-    return {
-        "early_stopping_patience": values["patience"],
-        "early_stopping_min_delta": values["min_delta"],
-    }
+def _early_stopping(values: dict, hooks: Hooks) -> None:
+    def stopper():
+        import keras
+
+        return keras.callbacks.EarlyStopping(
+            monitor="val_crossentropy", mode="min",  # the data loss, not val_loss (which holds any penalty)
+            patience=values["patience"], min_delta=values["min_delta"], restore_best_weights=True)
+
+    hooks.callbacks.append(stopper)
 
 
 @register(
@@ -163,8 +181,111 @@ def _early_stopping(values: dict) -> dict:
     Param("c", float, 3.0, 0.0, low_inclusive=False, help="largest allowed norm of a unit's weights", scale="log",
           search=(0.5, 32.0)),
 )
-def _max_norm(values: dict) -> dict:
-    return {"max_norm": values["c"]}
+def _max_norm(values: dict, hooks: Hooks) -> None:
+    def constraint(conv: bool) -> dict:
+        import keras
+
+        return {"kernel_constraint": keras.constraints.MaxNorm(values["c"], axis=[0, 1, 2] if conv else 0)}
+
+    hooks.kernel_options.append(constraint)
+
+
+@register(
+    "augment",
+    "random translations, rotations and zooms of each training image (Keras' RandomTranslation, RandomRotation, "
+    "RandomZoom; empty space filled black), none at inference",
+    Param("shift", float, 0.1, 0.0, 1.0, help="largest translation, as a fraction of the image's height and width",
+          search=(0.0, 0.25)),
+    Param("rotation", float, 10.0, 0.0, 180.0, help="largest rotation, degrees either way", search=(0.0, 30.0)),
+    Param("zoom", float, 0.1, 0.0, 1.0, high_inclusive=False, help="largest zoom in or out, as a fraction of the size",
+          search=(0.0, 0.25)),
+)
+def _augment(values: dict, hooks: Hooks) -> None:
+    def augmented(build, images):
+        import keras
+
+        steps = [(keras.layers.RandomTranslation, values["shift"], lambda f: {"height_factor": f, "width_factor": f}),
+                 (keras.layers.RandomRotation, values["rotation"] / 360.0, lambda f: {"factor": f}),
+                 (keras.layers.RandomZoom, values["zoom"], lambda f: {"height_factor": (-f, f)})]
+        for layer, factor, options in steps:
+            if factor:  # a zero factor adds no layer: the baseline's model
+                images = layer(**options(factor), fill_mode="constant", seed=build.seed("augment"))(images)
+        return images
+
+    hooks.image_layers.append(augmented)
+
+
+@register(
+    "label-smoothing",
+    "Keras' label_smoothing in the training cross-entropy (targets 1 − s + s/K and s/K); the cross-entropy that is "
+    "compared and the validation metrics stay the plain one",
+    Param("smoothing", float, 0.1, 0.0, 1.0, high_inclusive=False, help="label_smoothing: the mass s spread over "
+          "all classes", search=(0.0, 0.3)),
+)
+def _label_smoothing(values: dict, hooks: Hooks) -> None:
+    if values["smoothing"]:  # 0: the baseline's plain loss, bit for bit
+        hooks.loss_options["label_smoothing"] = values["smoothing"]
+
+
+@register(
+    "gaussian-noise",
+    "Keras GaussianNoise after each hidden layer and/or on the input, training only",
+    Param("noise_stddev", float, 0.1, 0.0, help="standard deviation of the noise after each hidden activation",
+          scale="linear", search=(0.0, 1.0)),
+    Param("input_noise_stddev", float, 0.0, 0.0, help="standard deviation of the noise on the input pixels (0..1)"),
+)
+def _gaussian_noise(values: dict, hooks: Hooks) -> None:
+    if values["input_noise_stddev"]:
+        hooks.input_layers.append(lambda build, x: build.noise(x, values["input_noise_stddev"]))
+    if values["noise_stddev"]:
+        hooks.after_hidden.append(lambda build, x: build.noise(x, values["noise_stddev"]))
+
+
+@register(
+    "ema",
+    "an exponential moving average of the weights, kept by the optimizer (use_ema, ema_momentum = 1 − "
+    "1/ema_horizon); training steps move the raw weights, while validation, the best-epoch choice, test and the "
+    "kept weights all use the averaged ones",
+    Param("ema_horizon", float, 1000.0, 1.0, help="steps the average spans: ema_momentum = 1 − 1/ema_horizon "
+          "(1: no averaging)", scale="log", search=(10.0, 10_000.0)),
+)
+def _ema(values: dict, hooks: Hooks) -> None:
+    hooks.optimizer_options.update(use_ema=True, ema_momentum=1.0 - 1.0 / values["ema_horizon"])
+
+
+@register(
+    "mixup",
+    "mixup (Zhang et al. 2018) through Keras' MixUp: each training image of an epoch is blended with another "
+    "one of the epoch drawn at random, weight λ ~ Beta(α, α) per image, and trained on the same blend of the two "
+    "one-hot labels; inference sees plain images",
+    Param("mixup_alpha", float, 0.2, 0.0, help="α of the Beta(α, α) blend weights (0: no mixing)", scale="log",
+          search=(0.05, 1.0)),
+)
+def _mixup(values: dict, hooks: Hooks) -> None:
+    alpha = values["mixup_alpha"]
+    if not alpha:
+        return
+
+    def mixed(images, labels, seed: int):
+        import keras
+
+        layer = keras.layers.MixUp(alpha=alpha, seed=seed)
+        out = layer({"images": images[..., None], "labels": labels}, training=True)
+        return (keras.ops.convert_to_numpy(out["images"])[..., 0],
+                keras.ops.convert_to_numpy(out["labels"]).astype("float32"))
+
+    hooks.set_once("epoch_data", mixed, "mixup")
+
+
+@register(
+    "spatial-dropout",
+    "Keras SpatialDropout2D after each conv block: whole feature maps dropped (cnn only)",
+    Param("spatial_rate", float, 0.1, 0.0, 1.0, high_inclusive=False, help="fraction of feature maps dropped",
+          search=(0.0, 0.5)),
+    architectures=("cnn",),
+)
+def _spatial_dropout(values: dict, hooks: Hooks) -> None:
+    hooks.after_block.append(lambda build, x: build.spatial_dropout(x, values["spatial_rate"]))
 
 
 def get_technique(name: str) -> Technique:
@@ -192,7 +313,22 @@ def parse_setting(text: str) -> tuple[str, ...]:
         raise UsageError(f"technique setting {text!r} names a technique twice")
     if BASELINE in names and len(names) > 1:
         raise UsageError(f"technique setting {text!r} combines 'none' with a technique")
+    hooks_for("+".join(names), resolve_params(names, {}))  # two techniques that fill one single hook: refused
     return names
+
+
+def applicable(architecture: str) -> list[str]:
+    """Return every technique but the baseline that applies to `architecture` (what `--technique all` means)."""
+    return [name for name, technique in TECHNIQUES.items() if name != BASELINE and architecture in technique.architectures]
+
+
+def check_architecture(settings, architecture: str) -> None:
+    """Refuse a technique that does not apply to `architecture` (UsageError)."""
+    for names in settings:
+        for name in names:
+            if architecture not in get_technique(name).architectures:
+                raise UsageError(f"technique {name} needs --architecture {' or '.join(get_technique(name).architectures)}"
+                                 f"; it does not apply to the {architecture}")
 
 
 def compared_params(settings: list[tuple[str, ...]]) -> dict[str, Param]:
@@ -237,16 +373,12 @@ def describe_params(params: dict) -> str:
     return ", ".join(f"{name}={value:g}" for name, value in params.items())
 
 
-def regularization_for(setting: str, params: tuple[tuple[str, float], ...]) -> Regularization:
-    """Combine the effects of every technique in `setting` ('a+b') into one Regularization."""
-    values = dict(params)
-    regularization = Regularization()
-    valid = {f.name for f in fields(Regularization)}
+def hooks_for(setting: str, params: tuple[tuple[str, float], ...]) -> Hooks:
+    """Return the hooks that every technique in `setting` ('a+b') fills, in the setting's order."""
+    values, hooks = dict(params), Hooks()
     for name in setting.split("+"):
-        changes = get_technique(name).effect(values)
-        assert set(changes) <= valid, f"technique {name} sets unknown fields {set(changes) - valid}"
-        regularization = replace(regularization, **changes)
-    return regularization
+        get_technique(name).fill(values, hooks)
+    return hooks
 
 
 def check_groups(settings, batch_size: int, train_size: int) -> None:

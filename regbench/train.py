@@ -7,6 +7,7 @@ import random
 import tempfile
 import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -15,9 +16,9 @@ import keras
 import numpy as np
 
 from regbench.config import MEASURED, STATISTICS_REFRESH_STEPS, WEIGHT_BIN_EDGES, RunConfig
-from regbench.data import Split
-from regbench.models import PopulationBatchNormalization, build_model
-from regbench.techniques import Regularization, regularization_for
+from regbench.data import Split, get_dataset
+from regbench.models import PopulationBatchNormalization, SEED_SLOTS, build_model, layer_seed
+from regbench.techniques import Hooks, hooks_for
 
 EVAL_BATCH_SIZE = 2048  # images per step when evaluating (no effect on the numbers)
 STEPS_PER_EXECUTION = 100  # training steps fused into one backend call (torch allows only 1)
@@ -60,11 +61,10 @@ def learning_rate(config: RunConfig) -> float | keras.optimizers.schedules.Learn
         warmup_target=config.lr if warmup else None, warmup_steps=warmup)
 
 
-def make_optimizer(config: RunConfig, regularization: Regularization) -> keras.optimizers.Optimizer:
-    """Build the run's Keras optimizer, with its learning-rate schedule and the technique's decoupled weight decay."""
-    options = {"learning_rate": learning_rate(config)}
-    if regularization.weight_decay is not None:
-        options["weight_decay"] = regularization.weight_decay
+def make_optimizer(config: RunConfig, hooks: Hooks) -> keras.optimizers.Optimizer:
+    """Build the run's Keras optimizer, with its learning-rate schedule and the techniques' options (decoupled
+    weight decay, a moving average of the weights)."""
+    options = {"learning_rate": learning_rate(config), **hooks.optimizer_options}
     if config.optimizer == "sgd":
         optimizer = keras.optimizers.SGD(momentum=config.momentum, nesterov=config.nesterov, **options)
     elif config.optimizer == "rmsprop":
@@ -79,31 +79,91 @@ def make_optimizer(config: RunConfig, regularization: Regularization) -> keras.o
     return optimizer
 
 
-def compile_model(config: RunConfig) -> tuple[keras.Model, list[keras.callbacks.Callback]]:
-    """Build and compile the run's model; return it with its technique callbacks."""
-    regularization = regularization_for(config.technique, config.technique_params)
-    model = build_model(config, regularization)
+class Crossentropy(keras.losses.Loss):
+    """The training cross-entropy of integer labels (one-hot encoded here) or of soft labels (mixup's blends), with
+    Keras' label_smoothing; runs whose techniques change neither keep SparseCategoricalCrossentropy."""
+
+    def __init__(self, classes: int, label_smoothing: float = 0.0, name: str = "crossentropy_loss", **options):
+        super().__init__(name=name, **options)
+        self.classes, self.label_smoothing = classes, label_smoothing
+
+    def call(self, y_true, y_pred):
+        return keras.losses.categorical_crossentropy(
+            _one_hot(y_true, self.classes), y_pred, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "classes": self.classes, "label_smoothing": self.label_smoothing}
+
+
+def _one_hot(y_true, classes: int):
+    """Return integer labels one-hot encoded; soft labels as they are."""
+    if len(y_true.shape) > 1 and y_true.shape[-1] == classes:
+        return y_true
+    return keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"), classes)
+
+
+def _hard(y_true):
+    """Return integer labels as they are; soft labels as the class each weighs most."""
+    return keras.ops.argmax(y_true, axis=-1) if len(y_true.shape) > 1 and y_true.shape[-1] > 1 else y_true
+
+
+def _soft_label_metrics(classes: int) -> list[keras.metrics.Metric]:
+    """Return the accuracy (against each soft label's heaviest class) and cross-entropy of a run trained on soft
+    labels; on integer labels they compute what the sparse metrics compute."""
+    return [
+        keras.metrics.MeanMetricWrapper(
+            lambda y_true, y_pred: keras.metrics.sparse_categorical_accuracy(_hard(y_true), y_pred), name="accuracy"),
+        keras.metrics.MeanMetricWrapper(
+            lambda y_true, y_pred: keras.losses.categorical_crossentropy(_one_hot(y_true, classes), y_pred),
+            name="crossentropy"),
+    ]
+
+
+def compile_model(config: RunConfig) -> tuple[keras.Model, Hooks]:
+    """Build and compile the run's model; return it with its technique hooks."""
+    hooks = hooks_for(config.technique, config.technique_params)
+    model = build_model(config, hooks)
+    classes = get_dataset(config.dataset).classes
+    soft = hooks.epoch_data is not None  # mixup trains on blended (soft) labels
     model.compile(
-        optimizer=make_optimizer(config, regularization),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=[
+        optimizer=make_optimizer(config, hooks),
+        loss=Crossentropy(classes, **hooks.loss_options) if hooks.loss_options or soft
+        else keras.losses.SparseCategoricalCrossentropy(),
+        metrics=_soft_label_metrics(classes) if soft else [
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             keras.metrics.SparseCategoricalCrossentropy(name="crossentropy"),
         ],
         steps_per_execution=1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION,
     )
-    callbacks = []
-    if regularization.early_stopping_patience is not None:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_crossentropy",  # the data loss, not val_loss (which holds any penalty)
-                mode="min",
-                patience=regularization.early_stopping_patience,
-                min_delta=regularization.early_stopping_min_delta,
-                restore_best_weights=True,
-            )
-        )
-    return model, callbacks
+    return model, hooks
+
+
+@contextmanager
+def measured_weights(model: keras.Model):
+    """Within: the model holds the weights a run is measured with: its optimizer's moving average where it keeps
+    one (ema), else its own; the raw weights come back after."""
+    if not model.optimizer.use_ema:
+        yield
+        return
+    raw = [keras.ops.convert_to_numpy(variable) for variable in model.trainable_variables]
+    model.optimizer.finalize_variable_values(model.trainable_variables)  # Keras' own swap to the average
+    try:
+        yield
+    finally:
+        for variable, value in zip(model.trainable_variables, raw):
+            variable.assign(value)
+
+
+class KeepRawWeights(keras.callbacks.Callback):
+    """Undo the swap to the averaged weights that Keras' `fit` makes when it ends (finalize_variable_values): the
+    epoch loop goes on training the raw weights, and measures the average through measured_weights."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.raw = [keras.ops.convert_to_numpy(variable) for variable in self.model.trainable_variables]
+
+    def on_train_end(self, logs=None):
+        for variable, value in zip(self.model.trainable_variables, self.raw):
+            variable.assign(value)
 
 
 def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
@@ -158,10 +218,20 @@ def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) 
         return logs, warmup, time.perf_counter() - started
     clock = _ExecutionClock()
     started = time.perf_counter()
+    callbacks = [clock, KeepRawWeights()] if model.optimizer.use_ema else [clock]
     history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0,
-                        callbacks=[clock])
+                        callbacks=callbacks)
     seconds = time.perf_counter() - started
     return {name: float(values[0]) for name, values in history.history.items()}, clock.warmup(), seconds
+
+
+def epoch_arrays(hooks: Hooks, config: RunConfig, split: Split, order: np.ndarray, epoch: int) -> tuple:
+    """Return the training images and labels of one epoch made by the techniques' epoch_data hook (mixup's blends),
+    in the epoch's visiting `order`, where the backend trains from."""
+    classes = get_dataset(config.dataset).classes
+    labels = np.eye(classes, dtype=np.float32)[split.y_train[order]]
+    x, y = hooks.epoch_data(split.x_train[order], labels, layer_seed(config.seed, SEED_SLOTS["epoch-data"] + epoch))
+    return training_arrays(replace(split, x_train=x, y_train=y))
 
 
 def training_arrays(split: Split) -> tuple:
@@ -260,7 +330,8 @@ def train_run(
         raise RuntimeError(f"run {config.run_id} names backend {config.backend!r} but this process runs Keras on "
                            f"{keras.backend.backend()!r}; a run trains only on the backend of its id")
     seed_globals(config.seed)
-    model, callbacks = compile_model(config)
+    model, hooks = compile_model(config)
+    callbacks = [make() for make in hooks.callbacks]
     for callback in callbacks:
         callback.set_model(model)
         callback.on_train_begin()
@@ -272,6 +343,9 @@ def train_run(
         order = batch_order(config.seed, epoch, len(split.y_train))
         if config.variant == "exact-statistics-bn":
             logs, warmup, seconds = train_epoch_refreshing(model, config, x_train, y_train, split.x_train, order)
+        elif hooks.epoch_data is not None:
+            x_epoch, y_epoch = epoch_arrays(hooks, config, split, order, epoch)
+            logs, warmup, seconds = train_epoch(model, config, x_epoch, y_epoch, np.arange(len(order)))
         else:
             logs, warmup, seconds = train_epoch(model, config, x_train, y_train, order)
         if epoch == 0:  # only the first epoch of a run compiles or traces
@@ -290,22 +364,25 @@ def train_run(
                        train_inference_crossentropy=math.nan, train_inference_accuracy=math.nan)
             rows.append(row)
             break
-        row["val_crossentropy"], row["val_accuracy"] = evaluate(model, config, split.x_val, split.y_val)
-        row["train_inference_crossentropy"], row["train_inference_accuracy"] = evaluate(
-            model, config, split.x_monitor, split.y_monitor
-        )
-        if config.variant == "test-curve":
-            row["test_crossentropy"], row["test_accuracy"] = evaluate(model, config, split.x_test, split.y_test)
-        if (row["val_accuracy"], -row["val_crossentropy"]) > (best["val_accuracy"], -best["val_crossentropy"]):
-            best = {**row, "weights": model.get_weights()}  # the best validation epoch so far
-        rows.append(row)
-        if on_epoch:
-            on_epoch(row)
-        # 3. Keras' own EarlyStopping decides when to stop (and restores the best weights at the end).
-        for callback in callbacks:
-            callback.on_epoch_end(epoch, {"val_crossentropy": row["val_crossentropy"]})
+        with measured_weights(model):
+            row["val_crossentropy"], row["val_accuracy"] = evaluate(model, config, split.x_val, split.y_val)
+            row["train_inference_crossentropy"], row["train_inference_accuracy"] = evaluate(
+                model, config, split.x_monitor, split.y_monitor
+            )
+            if config.variant == "test-curve":
+                row["test_crossentropy"], row["test_accuracy"] = evaluate(model, config, split.x_test, split.y_test)
+            if (row["val_accuracy"], -row["val_crossentropy"]) > (best["val_accuracy"], -best["val_crossentropy"]):
+                best = {**row, "weights": model.get_weights()}  # the best validation epoch so far
+            rows.append(row)
+            if on_epoch:
+                on_epoch(row)
+            # 3. Keras' own EarlyStopping decides when to stop (and restores the best weights at the end).
+            for callback in callbacks:
+                callback.on_epoch_end(epoch, {"val_crossentropy": row["val_crossentropy"]})
         if model.stop_training:
             break
+    if model.optimizer.use_ema:
+        model.optimizer.finalize_variable_values(model.trainable_variables)  # the run ends on its averaged weights
     for callback in callbacks:
         callback.on_train_end()
     refresh_population_statistics(model, split.x_train)  # the final weights' statistics

@@ -13,7 +13,7 @@ import pandas as pd
 
 from regbench import stats
 from regbench.config import RunConfig
-from regbench.data import load_mnist, split_mnist
+from regbench.data import load_images, split_images
 from regbench.errors import UsageError
 from regbench.report import comparison_statistics, comparison_texts
 from regbench.runner import device_description, package_versions
@@ -213,13 +213,13 @@ def _rerun(runs: pd.DataFrame, count: int, data: str | None, manifest: dict, res
     tolerance = None if same_machine else CROSS_CPU_TOLERANCE
     from regbench.train import train_run  # here: checking the files needs no Keras
 
-    mnist = load_mnist(data)
+    images = load_images(configs[0].dataset, data)
     problems, identical = [], 0
     for number, config in enumerate(configs, start=1):
-        if config.data != mnist.fingerprint:
-            raise UsageError(f"{mnist.source} is not the data run {config.run_id} was trained on; pass --data")
+        if config.data != images.fingerprint:
+            raise UsageError(f"{images.source} is not the data run {config.run_id} was trained on; pass --data")
         echo(f"[rerun {number}/{count}] {config.technique} seed {config.seed} ({config.run_id})")
-        fresh = train_run(config, split_mnist(mnist, *config.split_key)).record
+        fresh = train_run(config, split_images(images, *config.split_key)).record
         fresh = pd.DataFrame([{"run_id": config.run_id, **fresh}]).drop(columns=["weight_histogram", "keras_backend"])
         compared = [f"rerun of {config.run_id}", runs[runs["run_id"] == config.run_id], fresh, "run_id"]
         identical += not _differences(*compared, None)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regbench.config import RunConfig
-from regbench.data import Mnist, Splits, load_split, read_npz
+from regbench.data import Images, Splits, load_split, read_images
 from regbench.errors import UsageError
 
 
@@ -37,7 +37,7 @@ _splits: dict[str, Splits] = {}  # this worker process's MNIST (by fingerprint),
 
 
 def train_on_worker(config: RunConfig, index: int, keep_weights: bool, orders: WorkerOrders,
-                    sent: Mnist | None = None) -> tuple[dict, list[dict], bytes | None]:
+                    sent: Images | None = None) -> tuple[dict, list[dict], bytes | None]:
     """Train run `config` (number `index` of its sweep) here; return its record, epoch rows and (if kept) weights.
 
     `sent` is the client's MNIST when it sends the data (scatter) rather than naming a path.
@@ -70,15 +70,15 @@ def _start_backend(config: RunConfig, pin_cores: bool, name) -> None:
     _started["backend"] = wanted
 
 
-def _split(config: RunConfig, orders: WorkerOrders, sent: Mnist | None):
+def _split(config: RunConfig, orders: WorkerOrders, sent: Images | None):
     """Return the run's data: a shared memory-mapped split, or a split of this worker's (or the sent) MNIST."""
     if orders.shared:
         return load_split(Path(orders.shared) / split_name(orders.fingerprint, *config.split_key))
     if orders.fingerprint not in _splits:
-        mnist = sent if sent is not None else read_npz(Path(orders.path))
-        if mnist.fingerprint != orders.fingerprint:
-            raise UsageError(f"{mnist.source}: this worker's copy has content fingerprint {mnist.fingerprint}, not "
+        images = sent if sent is not None else read_images(Path(orders.path), config.dataset)
+        if images.fingerprint != orders.fingerprint:
+            raise UsageError(f"{images.source}: this worker's copy has content fingerprint {images.fingerprint}, not "
                              f"{orders.fingerprint} as the submitting process's; give the workers the same file "
                              "(or send it with --send-data)")
-        _splits[orders.fingerprint] = Splits(mnist)
+        _splits[orders.fingerprint] = Splits(images)
     return _splits[orders.fingerprint].get(*config.split_key)

@@ -22,17 +22,17 @@ def offline_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def mnist():
-    from regbench.data import read_npz
+def images():
+    from regbench.data import read_images
 
-    return read_npz(SMALL_MNIST)
+    return read_images(SMALL_MNIST)
 
 
 @pytest.fixture(scope="session")
-def split(mnist):
-    from regbench.data import split_mnist
+def split(images):
+    from regbench.data import split_images
 
-    return split_mnist(mnist, train_size=300)
+    return split_images(images, train_size=300)
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from regbench import fused  # noqa: E402
-from regbench.data import read_npz, split_mnist  # noqa: E402
+from regbench.data import read_images, split_images  # noqa: E402
 from regbench.train import (  # noqa: E402
-    EVAL_BATCH_SIZE, batch_order, compile_model, program_key, seed_globals, training_arrays,
+    EVAL_BATCH_SIZE, KeepRawWeights, batch_order, compile_model, epoch_arrays, measured_weights, program_key,
+    seed_globals, training_arrays,
 )
 from helpers import config_for  # noqa: E402
 
@@ -22,7 +23,12 @@ CHECKS = [("weight-decay+max-norm", 0, 1, {}), ("batchnorm+dropout+l2", 0, 1, {}
           ("batchnorm+dropout+l2", 1, 2, {}),  # seed 1 runs on the program that seed 0's model made
           ("weight-decay", 0, 1, {"schedule": "cosine"}),  # a schedule's steps are compiled into the program:
           ("weight-decay", 0, 2, {"schedule": "cosine"}),  # a longer run needs its own
-          ("weight-decay", 0, 2, {"schedule": "cosine", "warmup_epochs": 1})]
+          ("weight-decay", 0, 2, {"schedule": "cosine", "warmup_epochs": 1}),
+          ("gaussian-noise+label-smoothing", 0, 1, {"params": {"input_noise_stddev": 0.1}}),
+          ("ema+mixup", 0, 2, {"params": {"ema_horizon": 5.0, "mixup_alpha": 0.4}}),  # raw weights train on; each
+          # epoch blends its own images
+          ("augment", 0, 1, {}),  # rounding apart (see test_fused)
+          ("spatial-dropout", 0, 1, {"architecture": "cnn", "hidden": (16,)})]
 
 
 def weights(model):
@@ -34,6 +40,16 @@ def fresh(config):
     return compile_model(config)[0]
 
 
+def fresh_with_hooks(config):
+    seed_globals(config.seed)
+    return compile_model(config)
+
+
+def averaged_weights(model):
+    with measured_weights(model):
+        return weights(model)
+
+
 def largest_difference(first, second):
     return max(float(np.max(np.abs(a - b))) for a, b in zip(weights(first), weights(second)))
 
@@ -43,24 +59,33 @@ def largest_kernel_difference(first, second):
                for a, b in zip(first.trainable_variables, second.trainable_variables))
 
 
-split = split_mnist(read_npz(Path(sys.argv[1])), train_size=300)
+split = split_images(read_images(Path(sys.argv[1])), train_size=300)
 x, y = training_arrays(split)
 repeats = -(-EVAL_BATCH_SIZE // len(split.y_val)) + 1  # full evaluation batches and a smaller last one
 x_eval, y_eval = np.concatenate([split.x_val] * repeats), np.concatenate([split.y_val] * repeats)
 assert len(y_eval) > EVAL_BATCH_SIZE and len(y_eval) % EVAL_BATCH_SIZE
 report = {"fit_vs_fused": {}, "together_vs_alone": None}
 for setting, seed, epochs, changes in CHECKS:
-    config = config_for(setting, seed=seed, backend="jax", batch_size=32, epochs=epochs, **changes)
-    by_fit, by_program = fresh(config), fresh(config)
+    params = changes.get("params", {})
+    config = config_for(setting, params, seed=seed, backend="jax", batch_size=32, epochs=epochs,
+                        **{name: value for name, value in changes.items() if name != "params"})
+    (by_fit, hooks), by_program = fresh_with_hooks(config), fresh(config)
+    callbacks = [KeepRawWeights()] if by_fit.optimizer.use_ema else []
     for epoch in range(epochs):
         order = batch_order(seed, epoch, len(split.y_train))
-        history = by_fit.fit(split.x_train[order], split.y_train[order], batch_size=32, epochs=1,
-                             shuffle=False, verbose=0).history
-        logs = fused.train_epoch(program_key(config), by_program, x, y, order, 32, EVAL_BATCH_SIZE)
+        x_fit, y_fit, x_program, y_program = split.x_train[order], split.y_train[order], x, y
+        if hooks.epoch_data is not None:  # mixup: the epoch's blends, in visiting order
+            x_program, y_program = epoch_arrays(hooks, config, split, order, epoch)
+            x_fit, y_fit, order = np.asarray(x_program), np.asarray(y_program), np.arange(len(order))
+        history = by_fit.fit(x_fit, y_fit, batch_size=32, epochs=1, shuffle=False, verbose=0,
+                             callbacks=callbacks).history
+        logs = fused.train_epoch(program_key(config), by_program, x_program, y_program, order, 32, EVAL_BATCH_SIZE)
     keras_logs = by_fit.evaluate(x_eval, y_eval, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
     program_logs = fused.evaluate(program_key(config), by_program, x_eval, y_eval, 32, EVAL_BATCH_SIZE)
     report["fit_vs_fused"][f"{setting} seed {seed} {epochs} epochs {changes}"] = {
         "weights": largest_difference(by_fit, by_program),
+        "averaged": max(float(np.max(np.abs(a - b))) for a, b in zip(averaged_weights(by_fit),
+                                                                       averaged_weights(by_program))),
         "evaluation": [[keras_logs[name], program_logs[name]] for name in ("crossentropy", "accuracy", "loss")],
         "accuracy": [history["accuracy"][0], logs["accuracy"]],
         "loss": [history["loss"][0], logs["loss"]],

@@ -135,14 +135,14 @@ def test_a_scheduler_gives_the_same_numbers_to_two_clients_and_its_loss_is_one_l
     pd.testing.assert_frame_equal(numbers(tmp_path / "a"), seed_0)
     pd.testing.assert_frame_equal(numbers(tmp_path / "b"), seed_0)
     # 2. Kept weights (as studies keep them) come back from the worker, and this process stores them.
-    from regbench.data import Splits, read_npz
+    from regbench.data import Splits, read_images
     from regbench.errors import SweepError
     from regbench.executor import DaskCluster
     from regbench.store import RunStore
     from regbench.sweep import train_todo
 
     config = RunStore(store).configs([seed_0["run_id"][0]])[0]
-    kept, splits = RunStore(tmp_path / "kept.sqlite"), Splits(read_npz(SMALL_MNIST))
+    kept, splits = RunStore(tmp_path / "kept.sqlite"), Splits(read_images(SMALL_MNIST))
     broken = replace(config, variant="no-such-variant")  # its worker raises, and raises again when retried
     with DaskCluster(scheduler=address) as cluster:
         assert train_todo([config], splits, kept, cluster, print, keep_weights=True) == 1

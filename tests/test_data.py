@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from regbench.data import (
-    DATA_SEED, load_mnist, read_npz, split_mnist, stratified_indices, validation_size,
+    DATA_SEED, load_images, read_images, split_images, stratified_indices, validation_size,
 )
 from regbench.errors import UsageError
 
@@ -22,11 +22,11 @@ def _write(path, **overrides):
     return path
 
 
-def test_small_subset_is_real_mnist_in_keras_layout(mnist):
-    assert mnist.x_train.shape == (3000, 28, 28) and mnist.x_train.dtype == np.uint8
-    assert mnist.x_test.shape == (500, 28, 28)
-    assert set(np.unique(mnist.y_train)) == set(range(10))
-    assert mnist.x_train.max() == 255 and mnist.x_train.min() == 0
+def test_small_subset_is_real_mnist_in_keras_layout(images):
+    assert images.x_train.shape == (3000, 28, 28) and images.x_train.dtype == np.uint8
+    assert images.x_test.shape == (500, 28, 28)
+    assert set(np.unique(images.y_train)) == set(range(10))
+    assert images.x_train.max() == 255 and images.x_train.min() == 0
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_small_subset_is_real_mnist_in_keras_layout(mnist):
 def test_wrong_contents_name_the_file_and_the_problem(tmp_path, overrides, message):
     path = _write(tmp_path / "bad.npz", **overrides)
     with pytest.raises(UsageError) as error:
-        read_npz(path)
+        read_images(path)
     assert message in str(error.value) and str(path) in str(error.value)
 
 
@@ -64,7 +64,7 @@ def test_missing_truncated_and_non_npz_files_are_clear_errors(tmp_path):
         (tmp_path, "is a directory"),
     ]:
         with pytest.raises(UsageError, match=message):
-            read_npz(path)
+            read_images(path)
 
 
 def test_lookup_prefers_explicit_path_then_env_then_keras_cache(tmp_path, monkeypatch):
@@ -74,10 +74,10 @@ def test_lookup_prefers_explicit_path_then_env_then_keras_cache(tmp_path, monkey
     cache.parent.mkdir(parents=True)
     _write(cache)
     monkeypatch.setenv("REGBENCH_DATA", str(env))
-    assert load_mnist(explicit).source == str(explicit)
-    assert load_mnist().source == str(env)
+    assert load_images(explicit).source == str(explicit)
+    assert load_images().source == str(env)
     monkeypatch.delenv("REGBENCH_DATA")
-    assert load_mnist().source == str(cache)
+    assert load_images().source == str(cache)
 
 
 def test_lookup_failure_names_every_place_tried(tmp_path, monkeypatch):
@@ -86,7 +86,7 @@ def test_lookup_failure_names_every_place_tried(tmp_path, monkeypatch):
     cache.parent.mkdir(parents=True)
     cache.write_text("garbage")  # the cache is checked by content, not trusted
     with pytest.raises(UsageError) as error:
-        load_mnist()
+        load_images()
     message = str(error.value)
     for place in ("--data PATH", "$REGBENCH_DATA", str(cache), "a text file, not an .npz", "download (skipped"):
         assert place in message
@@ -101,22 +101,22 @@ def test_stratified_indices_keep_class_shares():
     assert np.all(np.abs(counts - expected) < 1)
 
 
-def test_split_holds_out_a_fixed_stratified_validation_set(mnist):
-    full = split_mnist(mnist)
-    small = split_mnist(mnist, train_size=300)
+def test_split_holds_out_a_fixed_stratified_validation_set(images):
+    full = split_images(images)
+    small = split_images(images, train_size=300)
     assert len(full.y_val) == validation_size(3000) == 500
     assert len(full.y_train) == 2500 and len(small.y_train) == 300
     np.testing.assert_array_equal(full.x_val, small.x_val)  # the validation set ignores --train-size
-    np.testing.assert_array_equal(small.x_train, split_mnist(mnist, train_size=300).x_train)
-    assert np.abs(np.bincount(small.y_train) / 300 - np.bincount(mnist.y_train) / 3000).max() < 0.01
+    np.testing.assert_array_equal(small.x_train, split_images(images, train_size=300).x_train)
+    assert np.abs(np.bincount(small.y_train) / 300 - np.bincount(images.y_train) / 3000).max() < 0.01
     assert full.x_train.dtype == np.float32 and 0.0 <= full.x_train.min() and full.x_train.max() == 1.0
     # no training image is also a validation image
     val_rows = {row.tobytes() for row in full.x_val}
     assert not any(row.tobytes() in val_rows for row in full.x_train)
 
 
-def test_a_data_draw_gives_each_seed_its_own_stratified_split_and_none_keeps_the_fixed_one(mnist):
-    fixed, first, again, second = (split_mnist(mnist, 300, draw) for draw in (None, 0, 0, 1))
+def test_a_data_draw_gives_each_seed_its_own_stratified_split_and_none_keeps_the_fixed_one(images):
+    fixed, first, again, second = (split_images(images, 300, draw) for draw in (None, 0, 0, 1))
     np.testing.assert_array_equal(first.y_val, again.y_val)  # a draw is reproducible
     assert not np.array_equal(first.x_val, second.x_val) and not np.array_equal(first.x_val, fixed.x_val)
     assert not np.array_equal(first.x_train, second.x_train)
@@ -131,6 +131,6 @@ def test_validation_size_is_ten_thousand_of_the_full_sixty_thousand():
 
 
 @pytest.mark.parametrize("size", [99, 2501])
-def test_train_size_out_of_range_says_the_allowed_range(mnist, size):
+def test_train_size_out_of_range_says_the_allowed_range(images, size):
     with pytest.raises(UsageError, match=r"allowed 100\.\.2500"):
-        split_mnist(mnist, train_size=size)
+        split_images(images, train_size=size)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from regbench.models import build_model
-from regbench.techniques import regularization_for
+from regbench.techniques import hooks_for
 from regbench.train import batch_order, train_run
 from helpers import config_for
 
@@ -19,7 +19,7 @@ TIMING_FIELDS = {"train_seconds", "seconds_per_epoch", "seconds", "warmup_second
 
 def initial_kernels(setting: str, seed: int = 0, **fields):
     config = config_for(setting, seed=seed, **fields)
-    model = build_model(config, regularization_for(config.technique, config.technique_params))
+    model = build_model(config, hooks_for(config.technique, config.technique_params))
     return [layer.get_weights() for layer in model.layers if hasattr(layer, "kernel")]
 
 

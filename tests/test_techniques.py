@@ -7,7 +7,7 @@ import pytest
 from regbench.errors import UsageError
 from regbench.models import build_model
 from regbench.techniques import (
-    TECHNIQUES, get_technique, parse_param_overrides, parse_setting, regularization_for, resolve_params,
+    TECHNIQUES, get_technique, parse_param_overrides, parse_setting, hooks_for, resolve_params,
 )
 from regbench.train import compile_model, train_run
 from helpers import config_for
@@ -122,7 +122,7 @@ def test_max_norm_constrains_every_kernel():
 
 def test_cnn_has_two_conv_blocks_and_techniques_reach_its_conv_layers():
     config = config_for("batchnorm+dropout+max-norm", architecture="cnn", hidden=(128,))
-    model = build_model(config, regularization_for(config.technique, config.technique_params))
+    model = build_model(config, hooks_for(config.technique, config.technique_params))
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [layer.filters for layer in convs] == [32, 64]
     assert all(isinstance(layer.kernel_constraint, keras.constraints.MaxNorm) for layer in convs)

@@ -83,18 +83,18 @@ def plan_study(name: str, options: dict, seeds: int | None, quick: bool, out: Pa
                data: str | None, device: str, echo: Callable[[str], None], executor: InProcess | DaskCluster,
                force: bool = False) -> PlannedStudy:
     """Check everything a user can get wrong about study `name` (nothing is trained or written)."""
-    from regbench.data import load_mnist
+    from regbench.data import load_images
     from regbench.store import RunStore, check_replaceable, check_same_comparison
     from regbench.studies.context import StudyContext
 
     module = importlib.import_module(f"regbench.studies.{name.replace('-', '_')}")
     preset = module.QUICK if quick else module.FULL
     base = base_config(preset.config, options, module, name)
-    mnist = load_mnist(data)
+    images = load_images(base.dataset, data)
     check_replaceable(out, [])
     context = StudyContext(
-        base=replace(base, device=device, data=mnist.fingerprint), seeds=tuple(range(seeds or preset.seeds)),
-        grid=preset.grid, quick=quick, mnist=mnist, store=None, echo=echo, executor=executor,
+        base=replace(base, device=device, data=images.fingerprint), seeds=tuple(range(seeds or preset.seeds)),
+        grid=preset.grid, quick=quick, images=images, store=None, echo=echo, executor=executor,
     )
     context.split()  # a training size the data cannot give fails here, before any training
     check_same_comparison(out, context.identity(name), force)

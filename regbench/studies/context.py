@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench.config import RunConfig
-from regbench.data import Mnist, Split, Splits
+from regbench.data import Images, Split, Splits
 from regbench.executor import DaskCluster, InProcess
 from regbench.runner import train_missing, trained_models
 from regbench.store import RunStore, RunTables
@@ -38,7 +38,7 @@ class StudyContext:
     seeds: tuple[int, ...]
     grid: dict
     quick: bool
-    mnist: Mnist
+    images: Images
     store: RunStore | None  # set once every check has passed
     echo: Callable[[str], None]
     executor: InProcess | DaskCluster  # where runs train
@@ -46,7 +46,7 @@ class StudyContext:
     splits: Splits = field(init=False)
 
     def __post_init__(self):
-        self.splits = Splits(self.mnist)
+        self.splits = Splits(self.images)
 
     def split(self, train_size: int | None = None) -> Split:
         """Return the base's split (its planted features included), of `train_size` training images if given."""
