@@ -114,7 +114,7 @@ def _command_line() -> str:
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="regbench")
 def cli():
-    """Paired regularization benchmarks on real MNIST with Keras."""
+    """Paired regularization benchmarks on real MNIST and Fashion-MNIST with Keras."""
 
 
 def _run_options(command_defaults: bool):

@@ -86,8 +86,13 @@ class Images:
 
     @property
     def description(self) -> str:
-        """Name the data for reports: 'MNIST', 'a subset of MNIST (3,500 images)', or the unknown file's name."""
+        """Name the data for reports: 'MNIST', 'a subset of MNIST (3,500 images, ...)', or the unknown file's name."""
         return self.content or get_dataset(self.dataset).title
+
+    def record(self) -> dict:
+        """Return what a manifest records of the data: dataset, its title, what the content is, source, fingerprint."""
+        return {"dataset": self.dataset, "title": get_dataset(self.dataset).title, "content": self.description,
+                "source": self.source, "fingerprint": self.fingerprint}
 
 
 @dataclass(frozen=True)

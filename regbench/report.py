@@ -146,10 +146,19 @@ def comparison_title(manifest: dict) -> str:
     schedule = "" if config["schedule"] == "constant" else (
         " cosine" + (f" (warm-up {config['warmup_epochs']})" if config["warmup_epochs"] else ""))
     measured = ", best-val epoch" if protocol_of(manifest)["select"] == "best-val" else ""
-    return (f"{config['architecture']} {widths} {config['activation']}, {config['train_size']:,} MNIST "
-            f"training images, {len(manifest['seeds'])} seeds; {config['optimizer']} lr {config['lr']:g}{schedule}, "
+    return (f"{config['architecture']} {widths} {config['activation']}, {training_images(manifest, config['train_size'])}"
+            f", {len(manifest['seeds'])} seeds; {config['optimizer']} lr {config['lr']:g}{schedule}, "
             f"batch {config['batch_size']}, {config['epochs']} epochs max{measured}, "
             f"{config['backend']}/{config['device']}")
+
+
+def training_images(manifest: dict, count: int) -> str:
+    """Say how many training images of which data: '50,000 Fashion-MNIST training images', or '2,500 training images
+    of a subset of MNIST (...)' for a file that is not the published dataset (manifests before datasets: MNIST)."""
+    data = manifest["data"]
+    title = data.get("title", "MNIST")
+    content = data.get("content", title)
+    return f"{count:,} {title} training images" if content == title else f"{count:,} training images of {content}"
 
 
 VERDICT_RULE = (
@@ -419,8 +428,8 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
                   for _, row in epochs_table.iterrows()]
     setup_rows = [["protocol", f"`{protocol['name']}`, measured at the `{protocol['select']}` weights"]]
     setup_rows += [[key, f"`{value}`"] for key, value in config.items() if key not in STUDY_FIELDS or value]
-    setup_rows += [["seeds", f"`{manifest['seeds']}`"], ["data", f"`{manifest['data']['source']}` "
-                   f"(fingerprint `{manifest['data']['fingerprint']}`)"],
+    setup_rows += [["seeds", f"`{manifest['seeds']}`"], ["data", f"{manifest['data'].get('content', 'MNIST')}, from "
+                   f"`{manifest['data']['source']}` (fingerprint `{manifest['data']['fingerprint']}`)"],
                    ["device", f"`{manifest['device']}`"], ["versions", f"`{manifest['versions']}`"],
                    ["date", manifest["date"]], ["command", f"`{manifest['command']}`"]]
     technique_rows = [[name, describe_params(params) or "–"]

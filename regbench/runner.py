@@ -14,7 +14,7 @@ from typing import Callable
 import pandas as pd
 
 from regbench.config import RunConfig
-from regbench.data import Splits, load_images, training_size
+from regbench.data import Images, Splits, load_images, training_size
 from regbench.errors import UsageError
 from regbench.executor import DaskCluster, InProcess
 from regbench.report import COMPARISON_FILES, write_comparison
@@ -108,7 +108,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     trained += train_missing(configs, splits, store, echo, executor)
     # 4. Build the comparison, its figures and its report from the store.
     tables = store.load([c.run_id for c in configs])
-    manifest = _manifest(request, base, images.source, tables.runs, plan, tuned)
+    manifest = _manifest(request, base, images, tables.runs, plan, tuned)
     summary, files = write_comparison(request.out, tables, manifest, tuned.table if tuned else None)
     planned = len(configs) + (len(plan.configs) if plan else 0)
     return CompareOutcome(summary, files, trained=trained, reused=planned - trained)
@@ -260,7 +260,7 @@ def _identity(request: CompareRequest, base: RunConfig, plan: TunePlan | None) -
     return identity
 
 
-def _manifest(request: CompareRequest, base: RunConfig, source: str, runs, plan: TunePlan | None,
+def _manifest(request: CompareRequest, base: RunConfig, images: Images, runs, plan: TunePlan | None,
               tuned: TuneOutcome | None) -> dict:
     """Record the command, the full configuration, the tuning and its choices, versions, device and date."""
     return {
@@ -270,7 +270,7 @@ def _manifest(request: CompareRequest, base: RunConfig, source: str, runs, plan:
         "techniques": {technique: dict(params) for technique, params in request.settings},
         "tuned": tuned.record if tuned else None,
         "analysis": request.analysis,
-        "data": {"source": source, "fingerprint": base.data},
+        "data": images.record(),
         "device": device_description(base),
         "versions": package_versions(base.backend),
         "run_ids": {t: list(runs.loc[runs["technique"] == t, "run_id"]) for t in runs["technique"].unique()},

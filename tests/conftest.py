@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 SMALL_MNIST = Path(__file__).parent / "data" / "mnist-small.npz"
+SMALL_FASHION = Path(__file__).parent / "data" / "fashion-mnist-small"  # Keras' idx directory layout
 
 # Set before anything imports Keras: the in-process backend is TensorFlow, and nothing downloads.
 os.environ["KERAS_BACKEND"] = "tensorflow"

@@ -13,6 +13,7 @@ from regbench import __version__
 from regbench.cli import cli
 
 SMALL_MNIST = Path(__file__).parent / "data" / "mnist-small.npz"  # not from conftest: benchmarks import this module
+SMALL_FASHION = Path(__file__).parent / "data" / "fashion-mnist-small"
 TINY = ["--train-size", "200", "--epochs", "1", "--seeds", "2"]
 FILES = {"runs.csv", "epochs.csv", "weights.csv", "summary.csv", "effects.csv", "best_and_final_epochs.csv",
          "manifest.json", "REPORT.md", "report.html", "learning_curves.png", "gap_curves.png",
@@ -98,19 +99,24 @@ def test_diverging_runs_are_stored_as_diverged_and_the_sweep_goes_on(runner, tmp
     assert pd.read_csv(tmp_path / "out" / "summary.csv")["diverged"].tolist() == [1, 1]
 
 
-def test_one_seed_gives_a_difference_but_no_interval(runner, tmp_path):
-    result = compare(runner, tmp_path, "--technique", "dropout", "--train-size", "200", "--epochs", "1",
-                     "--seed-list", "7")
+def test_one_seed_on_fashion_mnist_gives_a_difference_but_no_interval_and_names_the_data(runner, tmp_path):
+    result = compare(runner, tmp_path, "--technique", "mixup", "--train-size", "200", "--epochs", "1",
+                     "--seed-list", "7", "--dataset", "fashion-mnist", "--data", str(SMALL_FASHION))
     assert result.exit_code == 0, result.output
     assert "[no interval from one pair] n=1" in result.stdout
-    assert pd.read_csv(tmp_path / "out" / "runs.csv")["seed"].tolist() == [7, 7]
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert runs["seed"].tolist() == [7, 7] and set(runs["dataset"]) == {"fashion-mnist"}
+    data = json.loads((tmp_path / "out" / "manifest.json").read_text())["data"]
+    assert data["dataset"] == "fashion-mnist" and data["content"].startswith("a subset of Fashion-MNIST")
+    assert "200 training images of a subset of Fashion-MNIST" in (tmp_path / "out" / "REPORT.md").read_text()
 
 
 def test_list_version_and_help(runner):
     listing = runner.invoke(cli, ["list"])
     assert listing.exit_code == 0
     for text in ("dropout", "rate=0.5", "l2=0.0001", "patience=3", "c=3", "weight-decay", "wd=0.0001",
-                 "mlp", "cnn", "adamw", "tensorflow"):
+                 "mlp", "cnn", "adamw", "tensorflow", "augment", "mixup_alpha=0.2", "ema_horizon=1000",
+                 "spatial-dropout", "[cnn only]", "fashion-mnist", "Fashion-MNIST: 28x28 grey images, 10 classes"):
         assert text in listing.output
     assert runner.invoke(cli, ["--version"]).output.strip() == f"regbench, version {__version__}"
     help_text = runner.invoke(cli, ["compare", "--help"])
@@ -152,6 +158,11 @@ BAD_INPUTS = [
     (["--technique", "dropout", "--device", "tpu"], "'--device'"),
     (["--technique", "dropout", "--device", "gpu"], "sees no GPU"),
     (["--technique", "dropout", "--data", "/nonexistent/mnist.npz"], "no such file"),
+    (["--technique", "dropout", "--dataset", "cifar10"], "'--dataset'"),
+    (["--technique", "dropout", "--dataset", "fashion-mnist"], "holds images of MNIST, not Fashion-MNIST"),
+    (["--technique", "spatial-dropout"], "spatial-dropout needs --architecture cnn"),
+    (["--technique", "batchnorm+ghost-batchnorm"], "sets the normalization hook"),
+    (["--technique", "ema", "--param", "ema_horizon=0.5"], "allowed 1 <= ema_horizon"),
     (["--epochs", "1"], "Missing option '--technique'"),
     (["--technique", "dropout", "--jobs", "256"], "more than the"),
     (["--technique", "dropout", "--jobs", "0"], "'--jobs'"),

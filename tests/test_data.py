@@ -1,10 +1,16 @@
 """Data: validation of what was loaded, the look-up order, and the stratified split."""
 
+import gzip
+import shutil
+
 import numpy as np
 import pytest
 
+from conftest import SMALL_FASHION, SMALL_MNIST
+
 from regbench.data import (
-    DATA_SEED, load_images, read_images, split_images, stratified_indices, validation_size,
+    DATA_SEED, DATASETS, IDX_FILES, get_dataset, load_images, read_images, split_images, stratified_indices,
+    validation_size,
 )
 from regbench.errors import UsageError
 
@@ -61,7 +67,7 @@ def test_missing_truncated_and_non_npz_files_are_clear_errors(tmp_path):
         (truncated, "not a readable .npz"),
         (text, "a text file, not an .npz archive"),
         (empty, "an empty file, not an .npz archive"),
-        (tmp_path, "is a directory"),
+        (tmp_path, "is a directory without train-images-idx3-ubyte.gz"),
     ]:
         with pytest.raises(UsageError, match=message):
             read_images(path)
@@ -74,7 +80,7 @@ def test_lookup_prefers_explicit_path_then_env_then_keras_cache(tmp_path, monkey
     cache.parent.mkdir(parents=True)
     _write(cache)
     monkeypatch.setenv("REGBENCH_DATA", str(env))
-    assert load_images(explicit).source == str(explicit)
+    assert load_images(path=explicit).source == str(explicit)
     assert load_images().source == str(env)
     monkeypatch.delenv("REGBENCH_DATA")
     assert load_images().source == str(cache)
@@ -88,7 +94,8 @@ def test_lookup_failure_names_every_place_tried(tmp_path, monkeypatch):
     with pytest.raises(UsageError) as error:
         load_images()
     message = str(error.value)
-    for place in ("--data PATH", "$REGBENCH_DATA", str(cache), "a text file, not an .npz", "download (skipped"):
+    for place in ("--data PATH", "$REGBENCH_DATA", str(cache), "a text file, not an .npz",
+                  "keras.datasets.mnist.load_data() (skipped"):
         assert place in message
 
 
@@ -134,3 +141,53 @@ def test_validation_size_is_ten_thousand_of_the_full_sixty_thousand():
 def test_train_size_out_of_range_says_the_allowed_range(images, size):
     with pytest.raises(UsageError, match=r"allowed 100\.\.2500"):
         split_images(images, train_size=size)
+
+
+def test_the_fashion_subset_is_read_from_keras_idx_directory_layout_and_recognised():
+    fashion = read_images(SMALL_FASHION, "fashion-mnist")
+    assert fashion.x_train.shape == (3000, 28, 28) and fashion.x_test.shape == (500, 28, 28)
+    assert np.bincount(fashion.y_train).tolist() == [300] * 10  # stratified
+    assert fashion.description.startswith("a subset of Fashion-MNIST (3,500 images")
+    assert read_images(SMALL_MNIST).description.startswith("a subset of MNIST")
+
+
+@pytest.mark.parametrize("path, asked, found", [(SMALL_MNIST, "fashion-mnist", "MNIST"),
+                                                (SMALL_FASHION, "mnist", "Fashion-MNIST")])
+def test_another_datasets_images_are_refused_by_content(path, asked, found):
+    with pytest.raises(UsageError, match=f"holds images of {found}, not {get_dataset(asked).title}"):
+        read_images(path, asked)
+
+
+def test_a_file_of_neither_dataset_is_accepted_under_its_own_fingerprint_and_named(tmp_path):
+    images = read_images(_write(tmp_path / "mine.npz"), "fashion-mnist")
+    assert "mine.npz: not the published Fashion-MNIST" in images.description
+    assert images.fingerprint in images.description
+
+
+def test_fashion_lookup_uses_keras_cache_directory_and_refuses_mnist_in_regbench_data(tmp_path, monkeypatch):
+    cache = tmp_path / "home" / ".keras" / "datasets" / "fashion-mnist"
+    shutil.copytree(SMALL_FASHION, cache)
+    with pytest.raises(UsageError, match="holds images of MNIST, not Fashion-MNIST"):
+        load_images("fashion-mnist")  # $REGBENCH_DATA is the MNIST subset
+    monkeypatch.delenv("REGBENCH_DATA")
+    assert load_images("fashion-mnist").source == str(cache)
+
+
+def test_broken_idx_files_are_clear_errors(tmp_path):
+    directory = shutil.copytree(SMALL_FASHION, tmp_path / "fashion")
+    labels = directory / IDX_FILES["y_test"]
+    raw = gzip.decompress(labels.read_bytes())
+    for content, message in [(raw[:-3], "holds 497 bytes after its header"), (b"\0\0\x09\x01" + raw[4:], "magic"),
+                             (b"", "magic missing")]:
+        labels.write_bytes(gzip.compress(content))
+        with pytest.raises(UsageError, match=message):
+            read_images(directory, "fashion-mnist")
+    labels.write_text("not gzip")
+    with pytest.raises(UsageError, match="not a readable gzip file"):
+        read_images(directory, "fashion-mnist")
+
+
+def test_unknown_dataset_lists_the_registered_ones():
+    with pytest.raises(UsageError, match="unknown dataset 'cifar10'; choose from mnist, fashion-mnist"):
+        get_dataset("cifar10")
+    assert all(spec.image_shape == (28, 28) and spec.classes == 10 for spec in DATASETS.values())

@@ -52,6 +52,8 @@ def test_run_identity_covers_every_field():
     assert config_for("none").run_id != config_for("none", seed=1).run_id
     assert config_for("dropout").run_id != config_for("dropout", {"rate": 0.4}).run_id
     assert config_for("none").run_id != config_for("none", backend="jax").run_id
+    assert config_for("none").run_id == config_for("none", dataset="mnist").run_id  # the default keeps its id
+    assert config_for("none").run_id != config_for("none", dataset="fashion-mnist").run_id
 
 
 def test_damaged_or_foreign_stores_are_clear_errors(tmp_path):

@@ -7,12 +7,14 @@ import pytest
 from regbench.errors import UsageError
 from regbench.models import build_model
 from regbench.techniques import (
-    TECHNIQUES, get_technique, parse_param_overrides, parse_setting, hooks_for, resolve_params,
+    TECHNIQUES, applicable, check_architecture, get_technique, parse_param_overrides, parse_setting, hooks_for,
+    resolve_params,
 )
-from regbench.train import compile_model, train_run
+from regbench.train import compile_model, measured_weights, train_run
 from helpers import config_for
 
-EXPECTED = {"none", "l1", "l2", "weight-decay", "dropout", "batchnorm", "ghost-batchnorm", "early-stopping", "max-norm"}
+EXPECTED = {"none", "l1", "l2", "weight-decay", "dropout", "batchnorm", "ghost-batchnorm", "early-stopping", "max-norm",
+            "augment", "label-smoothing", "gaussian-noise", "ema", "mixup", "spatial-dropout"}
 
 
 def test_registry_has_every_technique_with_defaults():
@@ -63,7 +65,8 @@ def kernels(model):
 
 
 def test_baseline_is_the_course_mlp():
-    model, callbacks = compile_model(config_for("none"))
+    model, hooks = compile_model(config_for("none"))
+    callbacks = hooks.callbacks
     assert [layer.units for layer in kernels(model)] == [128, 64, 10]
     assert model.count_params() == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
     assert "Dropout" not in layer_types(model) and "BatchNormalization" not in layer_types(model)
@@ -107,8 +110,9 @@ def test_batchnorm_sits_between_each_hidden_layer_and_its_activation():
 
 
 def test_early_stopping_watches_validation_crossentropy_and_restores_best():
-    _, callbacks = compile_model(config_for("early-stopping", {"patience": 2}))
-    (callback,) = callbacks
+    _, hooks = compile_model(config_for("early-stopping", {"patience": 2}))
+    (make,) = hooks.callbacks
+    callback = make()
     assert isinstance(callback, keras.callbacks.EarlyStopping)
     assert callback.monitor == "val_crossentropy" and callback.patience == 2 and callback.restore_best_weights
 
@@ -131,29 +135,133 @@ def test_cnn_has_two_conv_blocks_and_techniques_reach_its_conv_layers():
     assert model.output_shape == (None, 10)
 
 
+@pytest.fixture(scope="module")
+def baseline(split):
+    return train_run(config_for("none"), split)
+
+
 @pytest.mark.parametrize(
     "setting, zero",
-    [("l1", {"l1": 0.0}), ("l2", {"l2": 0.0}), ("weight-decay", {"wd": 0.0}),
-     ("dropout", {"rate": 0.0})],
+    [("l1", {"l1": 0.0}), ("l2", {"l2": 0.0}), ("weight-decay", {"wd": 0.0}), ("dropout", {"rate": 0.0}),
+     ("augment", {"shift": 0.0, "rotation": 0.0, "zoom": 0.0}), ("label-smoothing", {"smoothing": 0.0}),
+     ("gaussian-noise", {"noise_stddev": 0.0}), ("ema", {"ema_horizon": 1.0}), ("mixup", {"mixup_alpha": 0.0})],
 )
-def test_strength_zero_gives_the_baselines_outputs(split, setting, zero):
-    baseline = train_run(config_for("none"), split)
+def test_strength_zero_gives_the_baselines_outputs(split, baseline, setting, zero):
     treated = train_run(config_for(setting, zero), split)
     for key in ("test_accuracy", "test_crossentropy", "train_crossentropy", "weights_l2"):
         assert treated.record[key] == baseline.record[key], key
     assert treated.epochs[0]["val_crossentropy"] == baseline.epochs[0]["val_crossentropy"]
 
 
-def test_max_norm_that_never_binds_matches_the_baseline_to_rounding(split):
+def test_max_norm_that_never_binds_matches_the_baseline_to_rounding(split, baseline):
     # Keras' MaxNorm rescales by c / (eps + norm) even when no norm exceeds c: not bit-exact.
-    baseline = train_run(config_for("none"), split)
     treated = train_run(config_for("max-norm", {"c": 1e9}), split)
     for key in ("test_accuracy", "test_crossentropy", "weights_l2"):
         assert np.isclose(treated.record[key], baseline.record[key], rtol=1e-5), key
 
 
-def test_a_real_setting_does_change_the_outcome(split):
-    baseline = train_run(config_for("none"), split)
+def test_a_real_setting_does_change_the_outcome(split, baseline):
     treated = train_run(config_for("l2", {"l2": 0.05}), split)
     assert treated.record["weights_l2"] < baseline.record["weights_l2"]
     assert treated.epochs[0]["penalty"] > 0 == baseline.epochs[0]["penalty"]
+
+
+def test_parameter_names_are_unique_and_clash_with_no_option():
+    from regbench.cli import cli
+
+    names = [param.name for technique in TECHNIQUES.values() for param in technique.params]
+    assert len(names) == len(set(names))
+    options = {name.lstrip("-").replace("-", "_") for command in cli.commands.values() for option in command.params
+               for name in option.opts}
+    assert not set(names) & options
+
+
+def test_all_means_every_technique_that_applies_to_the_architecture():
+    assert "spatial-dropout" not in applicable("mlp") and "spatial-dropout" in applicable("cnn")
+    assert set(applicable("cnn")) == EXPECTED - {"none"}
+    with pytest.raises(UsageError, match="spatial-dropout needs --architecture cnn"):
+        check_architecture([("spatial-dropout",)], "mlp")
+    with pytest.raises(UsageError, match="normalization"):
+        parse_setting("batchnorm+ghost-batchnorm")
+
+
+def test_augment_transforms_training_images_only():
+    model, _ = compile_model(config_for("augment", {"shift": 0.2, "rotation": 20.0, "zoom": 0.2}))
+    layers = [layer for layer in model.layers if layer.name.startswith("random_")]
+    assert [type(layer).__name__ for layer in layers] == ["RandomTranslation", "RandomRotation", "RandomZoom"]
+    assert np.isclose(layers[1].factor[1], 20 / 360)
+    images = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
+    for layer in layers:
+        assert np.array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+        assert not np.allclose(keras.ops.convert_to_numpy(layer(images, training=True)), images)
+
+
+def test_label_smoothing_smooths_the_training_loss_but_not_the_compared_crossentropy():
+    model, _ = compile_model(config_for("label-smoothing", {"smoothing": 0.2}))
+    predicted = np.array([[0.7, 0.2, 0.1] + [0.0] * 7], dtype="float32")
+    targets = np.full(10, 0.02)
+    targets[0] += 0.8
+    expected = -np.sum(targets * np.log(np.clip(predicted[0], 1e-7, 1)))
+    assert np.isclose(float(model.loss(np.array([0]), predicted)), expected, rtol=1e-5)
+    crossentropy = keras.metrics.SparseCategoricalCrossentropy()
+    crossentropy.update_state(np.array([0]), predicted)
+    assert np.isclose(float(crossentropy.result()), -np.log(0.7), rtol=1e-5)  # the metric: plain
+    assert "SparseCategoricalCrossentropy" in str(model.get_compile_config()["metrics"])  # what runs report
+
+
+def test_gaussian_noise_follows_each_hidden_layer_and_the_input_in_training_only():
+    model, _ = compile_model(config_for("gaussian-noise", {"noise_stddev": 0.5, "input_noise_stddev": 0.25}))
+    noises = [layer for layer in model.layers if isinstance(layer, keras.layers.GaussianNoise)]
+    assert [layer.stddev for layer in noises] == [0.25, 0.5, 0.5]
+    types = layer_types(model)
+    assert types.index("GaussianNoise") == types.index("Flatten") + 1
+    zeros = np.zeros((4000, 64), dtype="float32")
+    assert np.array_equal(keras.ops.convert_to_numpy(noises[-1](zeros, training=False)), zeros)
+    assert np.isclose(np.std(keras.ops.convert_to_numpy(noises[-1](zeros, training=True))), 0.5, rtol=0.02)
+
+
+def test_ema_measures_the_averaged_weights_and_trains_the_raw_ones(split):
+    config = config_for("ema", {"ema_horizon": 4.0}, epochs=2)
+    model, _ = compile_model(config)
+    assert model.optimizer.use_ema and np.isclose(model.optimizer.ema_momentum, 0.75)
+    run = train_run(config, split)
+    averages = [keras.ops.convert_to_numpy(v) for v in run.model.optimizer.variables if "average" in v.path]
+    assert len(averages) == len(run.model.trainable_variables)
+    for variable, average in zip(run.model.trainable_variables, averages):  # the run ends on the averaged weights
+        assert np.array_equal(keras.ops.convert_to_numpy(variable), average)
+    plain = train_run(config_for("none", epochs=2), split)
+    assert run.record["test_accuracy"] != plain.record["test_accuracy"]
+    raw = [keras.ops.convert_to_numpy(v) + 1 for v in run.model.trainable_variables]
+    for variable, value in zip(run.model.trainable_variables, raw):
+        variable.assign(value)
+    with measured_weights(run.model):  # swapped to the averages within, the raw weights back after
+        assert np.array_equal(keras.ops.convert_to_numpy(run.model.trainable_variables[0]), averages[0])
+    assert np.array_equal(keras.ops.convert_to_numpy(run.model.trainable_variables[0]), raw[0])
+
+
+def test_mixup_blends_images_and_their_labels_alike_and_leaves_the_model_alone(split):
+    hooks = hooks_for("mixup", (("mixup_alpha", 0.4),))
+    images, labels = split.x_train[:64], np.eye(10, dtype="float32")[split.y_train[:64]]
+    mixed, soft = hooks.epoch_data(images, labels, 7)
+    assert mixed.shape == images.shape and np.allclose(soft.sum(axis=1), 1, atol=1e-6)
+    weight = soft[np.arange(64), split.y_train[:64]]  # the share of each image's own label (both labels alike: 1)
+    blended = [i for i in range(64) if weight[i] < 0.999]
+    assert len(blended) > 32
+    for i in blended[:8]:  # each blended image is weight × its own + (1 − weight) × one other training image
+        partner = (mixed[i] - weight[i] * images[i]) / (1 - weight[i])
+        assert np.abs(images - partner).reshape(64, -1).max(axis=1).min() < 1e-4
+    assert np.array_equal(hooks.epoch_data(images, labels, 7)[0], mixed)  # seeded
+    model, _ = compile_model(config_for("mixup"))
+    assert layer_types(model) == layer_types(compile_model(config_for("none"))[0])
+
+
+def test_spatial_dropout_drops_whole_feature_maps_after_each_conv_block():
+    model, _ = compile_model(config_for("spatial-dropout", {"spatial_rate": 0.5}, architecture="cnn", hidden=(16,)))
+    types = layer_types(model)
+    assert types.count("SpatialDropout2D") == 2
+    assert all(types[index - 1] == "MaxPooling2D" for index, name in enumerate(types) if name == "SpatialDropout2D")
+    layer = next(layer for layer in model.layers if isinstance(layer, keras.layers.SpatialDropout2D))
+    maps = keras.ops.convert_to_numpy(layer(np.ones((4, 7, 7, 64), dtype="float32"), training=True))
+    per_map = maps.reshape(4, 49, 64)
+    assert np.all((per_map.min(axis=1) == per_map.max(axis=1)))  # every map all dropped or all kept
+    assert 0.3 < np.mean(per_map[:, 0, :] == 0) < 0.7

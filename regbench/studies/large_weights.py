@@ -29,7 +29,8 @@ FULL = Preset(
 QUICK = Preset(config={**QUICK_CONFIG, "planted": 10}, seeds=2,
                grid={"settings": {"l1": ("l1", (1e-4,)), "dropout": ("rate", (0.5,))}, "outlier_factor": 10})
 SWEEPS = {}
-NEEDS = {"architecture": ("mlp", "it reads each input pixel's outgoing weights in the first dense layer")}
+NEEDS = {"architecture": ("mlp", "it reads each input pixel's outgoing weights in the first dense layer"),
+         "dataset": ("mnist", "it plants pixels in a row that is blank in every MNIST image")}
 RATIOS = {  # measured per run -> what the report calls it; compared as paired log ratios
     "planted_over_median": "planted pixels' outgoing ‖w‖₂ / median live pixel's",
     "planted_weight_over_median": "largest planted |w| / median live |w|",

@@ -60,13 +60,13 @@ found the rest in the run store. This report was written by `{command}` in {wall
 
 {grid}
 
-Data: {context.images.source} (fingerprint {context.base.data}). Runs are kept in the run store
+Data: {context.images.description}, from `{context.images.source}` (fingerprint {context.base.data}). Runs are kept in the run store
 `{context.store.path}` and reused by every later study or comparison with the same settings.
 """
     manifest = {
         **context.identity(name), "claim": claim, "question": question, "verdict": findings.verdict,
         "command": command, "wall_seconds": wall, "runs_trained": context.trained, "training": training, "date": now,
-        "data": {"source": context.images.source, "fingerprint": context.base.data},
+        "data": context.images.record(),
         "device": device_description(context.base), "versions": package_versions(context.base.backend),
     }
     texts = {"REPORT.md": body.replace("](figure:", "]("),

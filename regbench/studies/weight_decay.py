@@ -31,7 +31,8 @@ QUICK = Preset(config=QUICK_CONFIG, seeds=2,
                      "reordered_controls": 1})
 SWEEPS = {"optimizer": "plain SGD, SGD with momentum 0.9 and Adam, each at its default learning rate",
           "lr": "each optimizer's default", "momentum": "0 and 0.9 for SGD"}
-NEEDS = {"architecture": ("mlp", "it follows blank pixels' weights into the first dense layer")}
+NEEDS = {"architecture": ("mlp", "it follows blank pixels' weights into the first dense layer"),
+         "dataset": ("mnist", "it follows the weights of pixels blank in every MNIST training image")}
 ARMS = ("none", "l2", "weight-decay")
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 ONE_STEP_ROUNDING = 4 * FLOAT32_EPS  # one step of two equal methods differs by a few roundings at most
