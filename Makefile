@@ -5,11 +5,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 # The reference comparisons: (a) the course protocol at default strengths, (b) every setting at its
-# validated best strength under the converged protocol. Their runs are kept outside the work tree.
+# validated best strength under the converged protocol, on MNIST; (c) the same as (b) for every technique alone on
+# Fashion-MNIST. Their runs are kept outside the work tree.
 STORE ?= $(HOME)/.cache/regbench/reference.sqlite
-REFERENCE := --technique all,dropout+l2,batchnorm+dropout --seeds 5 --backend jax --out results
+REFERENCE := --technique l1,l2,weight-decay,dropout,batchnorm,early-stopping,max-norm,dropout+l2,batchnorm+dropout \
+	--seeds 5 --backend jax --out results
 TUNED := --technique all,dropout+l2,dropout+max-norm,batchnorm+dropout --protocol converged --tune --seeds 5 \
 	--backend jax --out results/tuned
+FASHION := --dataset fashion-mnist --technique all --protocol converged --tune --seeds 5 --backend jax \
+	--out results/fashion-mnist
+FASHION_DATA ?= $(HOME)/.keras/datasets/fashion-mnist  # Fashion-MNIST: Keras' idx directory (or an .npz)
 STUDY_STORE ?= $(HOME)/.cache/regbench/studies.sqlite  # the studies' runs, also outside the work tree
 # Runs trained at once by `make report` and `make studies`: one worker process per core.
 JOBS ?= $(shell nproc)
@@ -29,11 +34,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/regbench compare --technique dropout
 
-# The reference suite on full MNIST (needs $$REGBENCH_DATA or --data); reuses finished runs.
+# The reference suite on full MNIST ($$REGBENCH_DATA) and full Fashion-MNIST (FASHION_DATA); reuses finished runs.
 report: $(STAMP)
 	mkdir -p $(dir $(STORE))
 	$(BIN)/regbench compare $(REFERENCE) --jobs $(JOBS) --store $(STORE)
 	$(BIN)/regbench compare $(TUNED) --jobs $(JOBS) --store $(STORE)
+	$(BIN)/regbench compare $(FASHION) --data $(FASHION_DATA) --jobs $(JOBS) --store $(STORE)
 
 # Every study at full size on full MNIST (needs $$REGBENCH_DATA); reuses finished runs.
 studies: $(STAMP)

@@ -12,14 +12,16 @@ from matplotlib.ticker import MaxNLocator
 from regbench.techniques import BASELINE
 
 _PALETTE = ("#4d4d4d", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-            "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8")
+            "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#393b79", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+            "#f7b6d2", "#dbdb8d", "#9edae5")  # the baseline's grey, then one colour per technique
 _BAND = "mean over seeds\n(band: min to max)"
 
 
 def arm_colours(techniques: list[str]) -> dict[str, str]:
     """Give the baseline grey and every technique its own colour, the same in every figure."""
     arms = [BASELINE, *[t for t in techniques if t != BASELINE]]
-    return {arm: _PALETTE[index % len(_PALETTE)] for index, arm in enumerate(arms)}
+    return {arm: _PALETTE[0] if index == 0 else _PALETTE[1 + (index - 1) % (len(_PALETTE) - 1)]
+            for index, arm in enumerate(arms)}
 
 
 def _mean_band(epochs: pd.DataFrame, technique: str, column: str) -> pd.DataFrame:

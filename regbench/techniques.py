@@ -279,7 +279,7 @@ def _mixup(values: dict, hooks: Hooks) -> None:
 
 @register(
     "spatial-dropout",
-    "Keras SpatialDropout2D after each conv block: whole feature maps dropped (cnn only)",
+    "Keras SpatialDropout2D after each conv block: whole feature maps dropped",
     Param("spatial_rate", float, 0.1, 0.0, 1.0, high_inclusive=False, help="fraction of feature maps dropped",
           search=(0.0, 0.5)),
     architectures=("cnn",),
