@@ -22,14 +22,14 @@ def fused_report():
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-ROUNDING_APART = ("augment", "spatial-dropout")  # image transformations and convolutions: XLA compiles them
+ROUNDING_APART = ("augment+spatial-dropout",)  # image transformations and convolutions: XLA compiles them
 # differently inside the scanned epoch than in fit's one-step program (the cnn baseline too), ~1e-6 apart
 
 
 def test_fused_epochs_train_the_same_bits_as_keras_fit(fused_report):
     checks = {name: check for name, check in fused_report["fit_vs_fused"].items()
               if not name.startswith(ROUNDING_APART)}
-    assert len(checks) == 8
+    assert len(checks) == 5
     for name, check in checks.items():
         assert check["weights"] == 0.0, name  # every weight, moving statistic and random layer's seed state
         assert check["averaged"] == 0.0, name  # ema: the moving average too (others: the weights again)
@@ -46,7 +46,7 @@ def test_runs_trained_together_match_their_lone_twins_closely(fused_report):
 
 def test_fused_epochs_with_image_transformations_or_convolutions_match_fit_to_rounding(fused_report):
     checks = {name: check for name, check in fused_report["fit_vs_fused"].items() if name.startswith(ROUNDING_APART)}
-    assert len(checks) == 2
+    assert len(checks) == 1
     for name, check in checks.items():
         assert 0 < check["weights"] < 1e-5, name
         assert abs(check["loss"][0] - check["loss"][1]) < 1e-5, name

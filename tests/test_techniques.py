@@ -141,10 +141,11 @@ def baseline(split):
 
 
 @pytest.mark.parametrize(
-    "setting, zero",
-    [("l1", {"l1": 0.0}), ("l2", {"l2": 0.0}), ("weight-decay", {"wd": 0.0}), ("dropout", {"rate": 0.0}),
-     ("augment", {"shift": 0.0, "rotation": 0.0, "zoom": 0.0}), ("label-smoothing", {"smoothing": 0.0}),
-     ("gaussian-noise", {"noise_stddev": 0.0}), ("ema", {"ema_horizon": 1.0}), ("mixup", {"mixup_alpha": 0.0})],
+    "setting, zero",  # several techniques at zero strength at once: one run each, any one of them not inert fails it
+    [("l1+l2+weight-decay+dropout", {"l1": 0.0, "l2": 0.0, "wd": 0.0, "rate": 0.0}),
+     ("augment+label-smoothing+gaussian-noise+ema+mixup",
+      {"shift": 0.0, "rotation": 0.0, "zoom": 0.0, "smoothing": 0.0, "noise_stddev": 0.0, "ema_horizon": 1.0,
+       "mixup_alpha": 0.0})],
 )
 def test_strength_zero_gives_the_baselines_outputs(split, baseline, setting, zero):
     treated = train_run(config_for(setting, zero), split)
@@ -220,8 +221,8 @@ def test_gaussian_noise_follows_each_hidden_layer_and_the_input_in_training_only
     assert np.isclose(np.std(keras.ops.convert_to_numpy(noises[-1](zeros, training=True))), 0.5, rtol=0.02)
 
 
-def test_ema_measures_the_averaged_weights_and_trains_the_raw_ones(split):
-    config = config_for("ema", {"ema_horizon": 4.0}, epochs=2)
+def test_ema_measures_the_averaged_weights_and_trains_the_raw_ones(split, baseline):
+    config = config_for("ema", {"ema_horizon": 4.0})
     model, _ = compile_model(config)
     assert model.optimizer.use_ema and np.isclose(model.optimizer.ema_momentum, 0.75)
     run = train_run(config, split)
@@ -229,8 +230,7 @@ def test_ema_measures_the_averaged_weights_and_trains_the_raw_ones(split):
     assert len(averages) == len(run.model.trainable_variables)
     for variable, average in zip(run.model.trainable_variables, averages):  # the run ends on the averaged weights
         assert np.array_equal(keras.ops.convert_to_numpy(variable), average)
-    plain = train_run(config_for("none", epochs=2), split)
-    assert run.record["test_accuracy"] != plain.record["test_accuracy"]
+    assert run.record["test_crossentropy"] != baseline.record["test_crossentropy"]
     raw = [keras.ops.convert_to_numpy(v) + 1 for v in run.model.trainable_variables]
     for variable, value in zip(run.model.trainable_variables, raw):
         variable.assign(value)
