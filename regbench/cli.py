@@ -17,9 +17,9 @@ from regbench.config import (
     ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_TRIALS,
     DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
 )
+from regbench.data import DATASETS, DEFAULT_DATASET
 from regbench.errors import SweepError, UsageError
 from regbench.executor import InProcess, executor_for
-from regbench.data import DATASETS, DEFAULT_DATASET
 from regbench.techniques import (
     BASELINE, TECHNIQUES, applicable, check_architecture, parse_param_overrides, parse_setting, resolve_params,
 )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import zipfile
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
