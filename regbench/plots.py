@@ -12,8 +12,8 @@ from matplotlib.ticker import MaxNLocator
 from regbench.techniques import BASELINE
 
 _PALETTE = ("#4d4d4d", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-            "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#393b79", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
-            "#f7b6d2", "#dbdb8d", "#9edae5")  # the baseline's grey, then one colour per technique
+            "#17becf", "#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173", "#8c6d31", "#3182bd", "#e6550d",
+            "#31a354", "#756bb1", "#636363")  # the baseline's grey, then one strong colour per technique (no greys)
 _BAND = "mean over seeds\n(band: min to max)"
 
 
@@ -117,7 +117,7 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     if len(margin):
         axes.axvspan(-margin.iloc[0] * 100, margin.iloc[0] * 100, color="#2ca02c", alpha=0.12, linewidth=0,
                      label=f"±{margin.iloc[0] * 100:g} pp: the smallest effect that matters (--margin)")
-        axes.legend(loc="lower right", fontsize="small")
+        figure.legend(loc="outside lower center", fontsize="small")  # below the axes: no row hidden
     labels = [f"{t} ({n} pair{'' if n == 1 else 's'})" for t, n in zip(treated["technique"], treated["pairs"])]
     axes.set_yticks(positions, labels)
     axes.set_ylim(-0.7, len(treated) - 0.3)
@@ -125,7 +125,8 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
                     "thick: t-interval at the level Holm tested the technique (the verdict on 0 rests on it)\n"
                     "thin, capped: unadjusted 95% t-interval\n"
                     "verdicts: Holm-adjusted tests of 0 and of equivalence within the margin")
-    figure.suptitle(f"Paired test-accuracy difference\n{title}", fontsize="medium")
+    wrapped = title.replace("; ", ";\n", 1)  # the model and data, then the training: the figure is narrower
+    figure.suptitle(f"Paired test-accuracy difference\n{wrapped}", fontsize="medium")
     axes.grid(axis="x", alpha=0.3)
     return figure
 
