@@ -85,7 +85,7 @@ def test_forest_plot_marks_zero_and_labels_pairs_and_verdicts():
     assert any(list(line.get_xdata()) == [0, 0] for line in axes.get_lines())
     assert "helps" in [text.get_text() for text in axes.texts]
     assert "level Holm tested" in axes.get_xlabel() and "bootstrap" not in axes.get_xlabel()
-    assert legend_texts(axes.get_legend()) == ["±0.1 pp: the smallest effect that matters (--margin)"]
+    assert legend_texts(figure.legends[0]) == ["±0.1 pp: the smallest effect that matters (--margin)"]  # below the axes
 
 
 def test_weight_histograms_have_a_log_panel_per_arm_with_stats_in_the_legend():
