@@ -21,7 +21,8 @@ from regbench.data import DATASETS, DEFAULT_DATASET
 from regbench.errors import SweepError, UsageError
 from regbench.executor import InProcess, executor_for
 from regbench.techniques import (
-    BASELINE, TECHNIQUES, applicable, check_architecture, parse_param_overrides, parse_setting, resolve_params,
+    ARM_SYNTAX, BASELINE, TECHNIQUES, Arm, applicable, check_architecture, describe_params, exact_text, parse_arm,
+    parse_param_overrides, parse_setting,
 )
 
 DEFAULT_STORE = Path("results/regbench.sqlite")
@@ -117,6 +118,21 @@ def cli():
     """Paired regularization benchmarks on real MNIST and Fashion-MNIST with Keras."""
 
 
+def _read_config(ctx: click.Context, param: click.Parameter, path: str | None) -> None:
+    """Make the options of --config FILE.toml the command's defaults, so that flags on the command line win."""
+    if path is not None:
+        from regbench.experiment import read_options
+
+        ctx.default_map = {**(ctx.default_map or {}), **read_options(Path(path), ctx.command, ctx)}
+
+
+_config_option = click.option(
+    "--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False, callback=_read_config,
+    metavar="FILE.toml",
+    help="Read options from a TOML file whose keys are the long option names (train-size = 2000, technique = "
+         "\"dropout\"); options given on the command line win. Every comparison writes its own as experiment.toml.")
+
+
 def _run_options(command_defaults: bool):
     """Return the model, data and backend options shared by `compare` and `study`.
 
@@ -178,10 +194,16 @@ def _run_options(command_defaults: bool):
 
 @cli.command()
 @click.option("--technique", "techniques", required=True, metavar="SETTING[,SETTING...]",
-              help="Technique(s) to compare with the baseline: 'dropout', 'dropout+l2', 'dropout,l2,batchnorm'; "
+              help="The arms to compare with the baseline, each SETTING one arm: 'dropout', 'dropout+l2', "
+                   "'dropout,l2,batchnorm'; several settings of one technique as TECHNIQUE:NAME=VALUE, e.g. "
+                   f"'l2:l2=1e-4,l2:l2=1e-3,dropout:rate=0.2' (in full {ARM_SYNTAX}; '+' combines); "
                    "'all' is every technique alone that applies to the --architecture.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
-              help="Set a technique parameter, e.g. rate=0.3 or l2=1e-3 (repeatable; see `regbench list`).")
+              help="Set a technique parameter for every arm that takes it, e.g. rate=0.3 or l2=1e-3 (repeatable; "
+                   "see `regbench list`); a value given in --technique as TECHNIQUE:NAME=VALUE wins for its arm.")
+@click.option("--baseline", default=BASELINE, show_default=True, metavar="SETTING",
+              help="The reference arm every arm is paired with, a SETTING as in --technique, e.g. "
+                   "--baseline dropout --technique dropout+batchnorm.")
 @click.option("--seeds", type=click.IntRange(1, 1000), default=None, help="Number of seeds 0..N-1 [default: 3].")
 @click.option("--seed-list", type=_IntList(0, MAX_SEED), default=None, help="Explicit seeds, e.g. 0,4,7.")
 @click.option("--momentum", type=_FiniteFloatRange(0, 1, max_open=True), default=None,
@@ -228,24 +250,16 @@ def _run_options(command_defaults: bool):
               help="Each seed also draws its own stratified validation split and training subset, so the intervals "
                    "include data-sampling variation (the test set stays the same).")
 @_run_options(command_defaults=True)
-def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
+@_config_option
+def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, dataset, data, out, store, jobs, scheduler,
             resources, send_data, force, dry_run, protocol, schedule, warmup_epochs, select, tune, trials, tune_seeds,
             tune_seed_list, tune_metric, searches, margin, target_effect, resample_data):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
-    texts = [text.strip() for text in techniques.split(",") if text.strip()]
-    texts = [name for text in texts for name in (applicable(architecture) if text == "all" else [text])]
-    settings = [parse_setting(text) for text in texts]
-    check_architecture(settings, architecture)
-    if any(names == (BASELINE,) for names in settings):
-        raise UsageError("--technique: 'none' is the baseline, which every comparison runs; leave it out")
-    if not settings:
-        raise UsageError("--technique needs at least one technique, e.g. dropout (see `regbench list`)")
-    repeated = [names for index, names in enumerate(settings) if names in settings[:index]]
-    if repeated:
-        raise UsageError(f"--technique names {'+'.join(repeated[0])} twice; give each setting once")
-    overrides = parse_param_overrides(params, settings)
+    reference, arms = _arms(techniques, baseline, architecture)
+    overrides = parse_param_overrides(params, [arm.names for arm in (reference, *arms)])
+    _check_distinct(reference, arms, overrides)
     if seeds is not None and seed_list is not None:
         raise UsageError("--seeds and --seed-list exclude each other; give one")
     preset = PROTOCOLS[protocol]
@@ -265,9 +279,9 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         raise UsageError(f"--nesterov applies to sgd, not {optimizer}")
     executor = _executor(jobs, scheduler, resources, send_data, device)
     eval_seeds = seed_list or tuple(range(seeds or 3))
-    tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, settings,
-                                 overrides, eval_seeds)
-    names = ["+".join(setting) for setting in settings]
+    tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches,
+                                 [arm.names for arm in (reference, *arms)], overrides, eval_seeds)
+    names = [arm.label for arm in arms]
     base = RunConfig(
         architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
         optimizer=optimizer, lr=lr, momentum=momentum or 0.0, nesterov=nesterov,
@@ -284,13 +298,29 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
     from regbench.runner import CompareRequest, dry_run_lines, run_compare
 
     suffix = "".join(f"_{name}={value:g}" for name, value in sorted(overrides.items()))
+    out = Path(out or f"results/compare-{'_'.join(names)}{suffix}{'' if protocol == 'course' else '-' + protocol}"
+                      f"{'-tuned' if tune else ''}{'' if dataset == DEFAULT_DATASET else '-' + dataset}"
+                      f"{'' if reference.label == BASELINE else '-vs-' + reference.label}")
+    resolved = {  # every option that decides the results, as resolved: experiment.toml, which reruns them exactly
+        "technique": ",".join(names), "baseline": reference.label,
+        "param": [f"{name}={exact_text(value)}" for name, value in sorted(overrides.items())],
+        "seed-list": list(eval_seeds), "protocol": protocol, "epochs": epochs, "batch-size": batch_size,
+        "train-size": train_size, "architecture": architecture, "hidden": list(base.hidden), "activation": activation,
+        "optimizer": optimizer, "lr": lr, "momentum": momentum, "nesterov": nesterov, "schedule": schedule,
+        "warmup-epochs": warmup_epochs, "select": select, "backend": backend, "device": used_device,
+        "dataset": dataset, "data": data, "resample-data": resample_data,
+        "margin": DEFAULT_MARGIN * 100 if margin is None else margin, "target-effect": target_effect,
+        "tune": tune, **({"trials": tune_request.trials, "tune-seed-list": list(tune_request.seeds),
+                          "tune-metric": tune_request.metric, "search": list(searches)} if tune else {}),
+        "out": str(out), "store": store,
+    }
     request = CompareRequest(
-        settings=tuple((name, resolve_params(setting, overrides)) for name, setting in zip(names, settings)),
+        settings=tuple((arm.label, arm.values(overrides)) for arm in arms),
+        baseline=(reference.label, reference.values(overrides)),
         seeds=eval_seeds,
         base=base,
         train_size=train_size,
-        out=Path(out or f"results/compare-{'_'.join(names)}{suffix}{'' if protocol == 'course' else '-' + protocol}"
-                        f"{'-tuned' if tune else ''}{'' if dataset == DEFAULT_DATASET else '-' + dataset}"),
+        out=out,
         store=Path(store),
         data=data,
         command=_command_line(),
@@ -300,6 +330,7 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         tune=tune_request,
         analysis={"margin": DEFAULT_MARGIN if margin is None else margin / 100,
                   "target_effect": None if target_effect is None else target_effect / 100},
+        options={name: value for name, value in resolved.items() if value not in (None, [])},
     )
     if dry_run:
         for line in dry_run_lines(request, used_device):
@@ -309,6 +340,35 @@ def compare(techniques, params, seeds, seed_list, epochs, batch_size, train_size
         outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True), executor=executor)
     click.echo(format_summary(outcome.summary))
     click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; wrote {len(outcome.files)} files to {request.out}/")
+
+
+def _arms(techniques: str, baseline: str, architecture: str) -> tuple[Arm, list[Arm]]:
+    """Parse --baseline and --technique into the reference arm and the compared arms, checked against the
+    architecture ('all' is every technique alone that applies to it)."""
+    reference = parse_arm(baseline)
+    texts = [text.strip() for text in techniques.split(",") if text.strip()]
+    texts = [name for text in texts for name in (applicable(architecture) if text == "all" else [text])]
+    arms = [parse_arm(text) for text in texts]
+    check_architecture([arm.names for arm in (reference, *arms)], architecture)
+    if not arms:
+        raise UsageError("--technique needs at least one technique, e.g. dropout (see `regbench list`)")
+    if reference.label == BASELINE and any(arm.label == BASELINE for arm in arms):
+        raise UsageError("--technique: 'none' is the baseline, which every comparison runs; leave it out")
+    return reference, arms
+
+
+def _check_distinct(reference: Arm, arms: list[Arm], overrides: dict) -> None:
+    """Refuse two arms that would train the same runs, the reference among them (UsageError)."""
+    seen = {}
+    for arm in (reference, *arms):
+        setting = (arm.technique, arm.values(overrides))
+        if setting in seen:
+            values = describe_params(dict(setting[1])) or "no parameters"
+            what = ("--baseline " + seen[setting] + " is also a compared arm" if seen[setting] == reference.label
+                    else f"names {arm.label} twice" if seen[setting] == arm.label
+                    else f"{seen[setting]} and {arm.label} are the same setting")
+            raise UsageError(f"--technique: {what} ({arm.technique}, {values}); give each setting once")
+        seen[setting] = arm.label
 
 
 def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, settings, overrides,
@@ -360,19 +420,21 @@ def _cluster_device(device: str, resources: dict | None) -> str:
 
 
 def format_summary(summary) -> str:
-    """Render the summary table for the console: means, SDs and the paired difference with its CI."""
-    lines = [f"{'technique':<22} {'runs':>4} {'test acc %':>14} {'gap %':>14} {'epochs':>6} "
+    """Render the summary table for the console: means, SDs and the paired difference with its CI (the baseline arm
+    first)."""
+    width = max(22, *summary["technique"].str.len())
+    lines = [f"{'technique':<{width}} {'runs':>4} {'test acc %':>14} {'gap %':>14} {'epochs':>6} "
              f"{'s/epoch':>7}  paired test-acc diff, pp [95% CI, unadjusted]  verdict (Holm; ±margin)"]
-    for _, row in summary.iterrows():
-        diff = ""
-        if row["technique"] != BASELINE and pd.notna(row["test_accuracy_diff"]):
+    for index, row in summary.iterrows():
+        diff = "(baseline)" if index == 0 and row["technique"] != BASELINE else ""
+        if index > 0 and pd.notna(row["test_accuracy_diff"]):
             interval = (f"[{row['diff_ci_low'] * 100:+.2f}, {row['diff_ci_high'] * 100:+.2f}]"
                         if pd.notna(row["diff_ci_low"]) else "[no interval from one pair]")
             diff = f"{row['test_accuracy_diff'] * 100:+.2f} {interval} n={int(row['pairs'])}  {row['verdict']}"
-        elif row["technique"] != BASELINE:
+        elif index > 0:
             diff = "no successful pair"
         lines.append(
-            f"{row['technique']:<22} {row['runs']:>4} {_mean_sd(row, 'test_accuracy', 100):>14} "
+            f"{row['technique']:<{width}} {row['runs']:>4} {_mean_sd(row, 'test_accuracy', 100):>14} "
             f"{_mean_sd(row, 'gap', 100):>14} {row['epochs_run_mean']:>6.1f} "
             f"{row['seconds_per_epoch_mean']:>7.2f}  {diff}"
         )
@@ -400,6 +462,7 @@ def _mean_sd(row, metric: str, scale: float) -> str:
                    "subdirectory per study].")
 @click.option("--force", is_flag=True, help="Replace results of another study or setting in the output directory.")
 @_run_options(command_defaults=False)
+@_config_option
 def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_size, architecture, hidden, activation,
           optimizer, lr, backend, device, dataset, data, store, jobs, scheduler, resources, send_data):
     """Run a named study (a textbook claim, measured) and write its tables, figures and REPORT.md."""

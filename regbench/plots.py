@@ -17,9 +17,9 @@ _PALETTE = ("#4d4d4d", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#
 _BAND = "mean over seeds\n(band: min to max)"
 
 
-def arm_colours(techniques: list[str]) -> dict[str, str]:
-    """Give the baseline grey and every technique its own colour, the same in every figure."""
-    arms = [BASELINE, *[t for t in techniques if t != BASELINE]]
+def arm_colours(techniques: list[str], baseline: str = BASELINE) -> dict[str, str]:
+    """Give the `baseline` arm grey, first, and every other arm its own colour, the same in every figure."""
+    arms = [baseline, *[t for t in techniques if t != baseline]]
     return {arm: _PALETTE[0] if index == 0 else _PALETTE[1 + (index - 1) % (len(_PALETTE) - 1)]
             for index, arm in enumerate(arms)}
 
@@ -50,11 +50,11 @@ def _style_legend(axes) -> None:
     axes.plot([], [], "k--", label="training, inference mode (dashed)")
 
 
-def learning_curves(epochs: pd.DataFrame, techniques: list[str], title: str) -> Figure:
+def learning_curves(epochs: pd.DataFrame, techniques: list[str], title: str, baseline: str = BASELINE) -> Figure:
     """Plot validation (solid) and training (dashed) accuracy and cross-entropy per epoch, per arm."""
     figure = Figure(figsize=(12, 5.6), layout="constrained")
     accuracy, crossentropy = figure.subplots(1, 2)
-    for technique, colour in arm_colours(techniques).items():
+    for technique, colour in arm_colours(techniques, baseline).items():
         _curve(accuracy, epochs, technique, "val_accuracy", colour, 100, marker="o", markersize=3, label=technique)
         _curve(accuracy, epochs, technique, "train_inference_accuracy", colour, 100, linestyle="--")
         _curve(crossentropy, epochs, technique, "val_crossentropy", colour, marker="o", markersize=3)
@@ -71,12 +71,12 @@ def learning_curves(epochs: pd.DataFrame, techniques: list[str], title: str) -> 
     return figure
 
 
-def gap_curves(epochs: pd.DataFrame, techniques: list[str], title: str) -> Figure:
+def gap_curves(epochs: pd.DataFrame, techniques: list[str], title: str, baseline: str = BASELINE) -> Figure:
     """Plot the generalization gap per epoch (training minus validation accuracy) for each arm."""
     figure = Figure(figsize=(9, 4.5), layout="constrained")
     axes = figure.subplots()
     epochs = epochs.assign(gap=epochs["train_inference_accuracy"] - epochs["val_accuracy"])
-    for technique, colour in arm_colours(techniques).items():
+    for technique, colour in arm_colours(techniques, baseline).items():
         _curve(axes, epochs, technique, "gap", colour, 100, marker="o", markersize=3, label=technique)
     axes.axhline(0, color="black", linewidth=0.8)
     axes.set(ylabel="training minus validation accuracy (percentage points)")
@@ -91,8 +91,8 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     """Forest plot: each technique's mean paired test-accuracy difference with the interval at the level Holm
     tested it (thick, the one the verdict on 0 rests on) and the unadjusted 95% interval (thin), zero and the
     equivalence margin marked."""
-    treated = summary[summary["technique"] != BASELINE].reset_index(drop=True)
-    colours = arm_colours(list(treated["technique"]))
+    treated = summary.iloc[1:].reset_index(drop=True)  # the summary's first row is the baseline arm
+    colours = arm_colours(list(summary["technique"]), summary["technique"].iloc[0])
     figure = Figure(figsize=(9, 2.2 + 0.5 * len(treated)), layout="constrained")
     axes = figure.subplots()
     positions = np.arange(len(treated))[::-1]
@@ -121,7 +121,9 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     labels = [f"{t} ({n} pair{'' if n == 1 else 's'})" for t, n in zip(treated["technique"], treated["pairs"])]
     axes.set_yticks(positions, labels)
     axes.set_ylim(-0.7, len(treated) - 0.3)
-    axes.set(xlabel="test accuracy: technique minus baseline, same seed (percentage points)\n"
+    versus = "technique minus baseline" if summary["technique"].iloc[0] == BASELINE else \
+        f"arm minus the baseline {summary['technique'].iloc[0]}"
+    axes.set(xlabel=f"test accuracy: {versus}, same seed (percentage points)\n"
                     "thick: t-interval at the level Holm tested the technique (the verdict on 0 rests on it)\n"
                     "thin, capped: unadjusted 95% t-interval\n"
                     "verdicts: Holm-adjusted tests of 0 and of equivalence within the margin")
@@ -131,9 +133,10 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     return figure
 
 
-def weight_histograms(weights: pd.DataFrame, runs: pd.DataFrame, techniques: list[str], title: str) -> Figure:
+def weight_histograms(weights: pd.DataFrame, runs: pd.DataFrame, techniques: list[str], title: str,
+                      baseline: str = BASELINE) -> Figure:
     """Plot the |w| histogram of every arm's final kernels (summed over seeds; log-scaled counts)."""
-    arms = list(arm_colours(techniques).items())
+    arms = list(arm_colours(techniques, baseline).items())
     columns = min(3, len(arms))
     rows = math.ceil(len(arms) / columns)
     figure = Figure(figsize=(4.2 * columns, 2.9 * rows + 0.8), layout="constrained")
@@ -165,22 +168,23 @@ def weight_histograms(weights: pd.DataFrame, runs: pd.DataFrame, techniques: lis
 def cost_plot(summary: pd.DataFrame, runs: pd.DataFrame, title: str) -> Figure:
     """Plot time per epoch and total training time per arm, relative to the baseline."""
     ok = runs[runs["status"] == "ok"]
-    techniques = list(summary["technique"])
-    colours = arm_colours(techniques)
+    techniques = list(summary["technique"])  # the baseline arm first
+    colours = arm_colours(techniques, techniques[0])
     figure = Figure(figsize=(11, 1.8 + 0.45 * len(techniques)), layout="constrained")
     panels = figure.subplots(1, 2, sharey=True)
     positions = np.arange(len(techniques))[::-1]
     for axes, column, label in ((panels[0], "seconds_per_epoch", "time per epoch"),
                                 (panels[1], "train_seconds", "total training time")):
         means = ok.groupby("technique")[column].mean().reindex(techniques)
-        ratios = means / means[BASELINE]
+        ratios = means / means.iloc[0]
         axes.barh(positions, ratios, color=[colours[t] for t in techniques], alpha=0.85)
         for position, ratio, seconds in zip(positions, ratios, means):
             if pd.notna(ratio):
                 axes.annotate(f"{ratio:.2f}x ({seconds:.1f} s)", (ratio, position), xytext=(4, 0),
                               textcoords="offset points", va="center", fontsize="small")
         axes.axvline(1, color="black", linewidth=1)
-        axes.set(xlabel=f"{label} relative to the baseline (x)", title=label.capitalize())
+        axes.set(xlabel=f"{label} relative to the baseline{'' if techniques[0] == BASELINE else ' ' + techniques[0]} (x)",
+                 title=label.capitalize())
         axes.set_xlim(0, max([1.0, *ratios.dropna()]) * 1.35)
         axes.grid(axis="x", alpha=0.3)
     panels[0].set_yticks(positions, techniques)
@@ -214,7 +218,7 @@ def sensitivity(tuning: pd.DataFrame, tune: dict, title: str) -> Figure:
             axes.plot(chosen[f"param_{name}"].iloc[0], chosen[metric].mean() * scale, "*", markersize=15,
                       color="black", label="chosen")
         if len(baseline):
-            axes.axhline(baseline.mean(), color="#4d4d4d", linestyle="--", linewidth=1, label="baseline (mean)")
+            axes.axhline(baseline.mean(), color="#4d4d4d", linestyle="--", linewidth=1, label="none, no regularization (mean)")
         search = searches[setting][name]
         axes.set(xscale="log" if search["scale"] == "log" else "linear", xlabel=name, ylabel=unit, title=setting)
         axes.grid(alpha=0.3)

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure
 from regbench import plots, stats
 from regbench.config import DEFAULT_MARGIN, LEGACY_PROTOCOL, STUDY_FIELDS, with_added_defaults
 from regbench.errors import UsageError
-from regbench.store import RunTables, read_comparison, read_tuning, write_outputs
+from regbench.experiment import EXPERIMENT_FILE, experiment_toml
+from regbench.store import RunTables, baseline_label, read_comparison, read_tuning, write_outputs
 from regbench.techniques import BASELINE, describe_params
 
 FIGURE_CAPTIONS = {
@@ -34,8 +35,9 @@ FIGURE_CAPTIONS = {
 
 
 TABLES = ("runs", "epochs", "weights", "summary", "effects", "best_and_final_epochs")
+# Every file a comparison writes (tuning.csv and the sensitivity figure: with --tune).
 COMPARISON_FILES = [*(f"{name}.csv" for name in (*TABLES, "tuning")), *(f"{name}.png" for name in FIGURE_CAPTIONS),
-                    "REPORT.md", "report.html", "manifest.json"]  # every file a comparison writes (tuning: --tune)
+                    "REPORT.md", "report.html", "manifest.json", EXPERIMENT_FILE]
 
 
 def write_comparison(out: Path, tables: RunTables, manifest: dict,
@@ -43,21 +45,23 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict,
     """Compute statistics, draw figures and write every table, figure and report of a comparison
     (`tuning`: the tuning runs of a --tune comparison)."""
     manifest = json.loads(json.dumps(manifest))  # rendered as it is stored (tuples as lists), so verify can redo it
-    techniques = list(manifest["techniques"])
+    techniques, reference = list(manifest["techniques"]), reference_arm(manifest)[0]
     runs, effects, summary = comparison_statistics(tables.runs, manifest)
     epochs_table = stats.best_and_final_epochs(tables.epochs)
     title = comparison_title(manifest)
     figures = {
-        "learning_curves": plots.learning_curves(tables.epochs, techniques, title),
-        "gap_curves": plots.gap_curves(tables.epochs, techniques, title),
+        "learning_curves": plots.learning_curves(tables.epochs, techniques, title, reference),
+        "gap_curves": plots.gap_curves(tables.epochs, techniques, title, reference),
         "paired_test_accuracy": plots.paired_differences_plot(summary, title),
-        "weight_histograms": plots.weight_histograms(tables.weights, tables.runs, techniques, title),
+        "weight_histograms": plots.weight_histograms(tables.weights, tables.runs, techniques, title, reference),
         "cost": plots.cost_plot(summary, tables.runs, title),
     }
     if manifest.get("tune"):
         figures["sensitivity"] = plots.sensitivity(tuning, manifest["tune"], title)
     images = {name: png(figure) for name, figure in figures.items()}
     texts = comparison_texts(manifest, runs, tables.epochs, summary, effects, epochs_table, images, tuning)
+    if manifest.get("options"):  # manifests before experiment files have none
+        texts[EXPERIMENT_FILE] = experiment_toml(manifest["options"])
     written = dict(zip(TABLES, (tables.runs, tables.epochs, tables.weights, summary, effects, epochs_table)))
     if manifest.get("tune"):
         written["tuning"] = tuning
@@ -67,16 +71,24 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict,
 
 def comparison_statistics(runs: pd.DataFrame, manifest: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Return a comparison's analysed runs, its paired effects and its summary (with each setting's values)."""
-    techniques = list(manifest["techniques"])
+    techniques, (reference, reference_params) = list(manifest["techniques"]), reference_arm(manifest)
     runs = analysed_runs(runs, manifest)
     analysis = analysis_of(manifest)
-    effects = stats.paired_effects(runs, techniques, analysis["margin"], analysis["target_effect"])
-    summary = stats.summarize(runs, techniques, effects)
+    effects = stats.paired_effects(runs, techniques, analysis["margin"], analysis["target_effect"], reference)
+    summary = stats.summarize(runs, techniques, effects, baseline=reference)
     tuned = (manifest.get("tuned") or {}).get("chosen", {})
-    summary.insert(1, "params", [describe_params({} if t == BASELINE else manifest["techniques"][t])
+    summary.insert(1, "params", [describe_params(reference_params if t == reference else manifest["techniques"][t])
                                  for t in summary["technique"]])
     summary.insert(2, "tuned_score", [tuned[t]["score"] if t in tuned else math.nan for t in summary["technique"]])
     return runs, effects, summary
+
+
+def reference_arm(manifest: dict) -> tuple[str, dict]:
+    """Return the arm every arm is paired with (--baseline; 'none' in manifests written before it) and its values,
+    as tuning chose them when it was tuned."""
+    label = baseline_label(manifest)
+    chosen = (manifest.get("tuned") or {}).get("chosen", {})
+    return label, chosen[label]["params"] if label in chosen else manifest.get("baseline", {label: {}})[label]
 
 
 def analysis_of(manifest: dict) -> dict:
@@ -193,9 +205,9 @@ SELECTION_TEXT = {
 }
 
 
-def budget_paragraph(epochs: pd.DataFrame, config: dict, protocol: dict) -> str:
+def budget_paragraph(epochs: pd.DataFrame, config: dict, protocol: dict, reference: str = BASELINE) -> str:
     """Say whether the baseline had plateaued: its validation accuracy over the last 10% of its epochs."""
-    plateau = stats.plateau(epochs[epochs["technique"] == BASELINE])
+    plateau = stats.plateau(epochs[epochs["technique"] == reference])
     if plateau is None:
         return ""
     schedule = "cosine-decayed" if config["schedule"] == "cosine" else "constant"
@@ -280,12 +292,12 @@ def _level(alpha, sides: int = 1) -> str:
 
 
 def summary_table(summary: pd.DataFrame) -> str:
-    """Render the summary: one row per arm with effects, intervals, p-values and verdicts."""
+    """Render the summary: one row per arm, the baseline first, with effects, intervals, p-values and verdicts."""
     rows = []
-    for _, row in summary.iterrows():
+    for index, row in summary.iterrows():
         arm = [row["technique"], f"{row['runs']}" + (f" ({row['diverged']} diverged)" if row["diverged"] else ""),
                f"{_pp(row['test_accuracy_mean'], False)} ± {_pp(row['test_accuracy_sd'], False)}"]
-        if row["technique"] == BASELINE:
+        if index == 0:
             rows.append(arm + ["(baseline)"] + [""] * 8 + [f"{_number(row['time_ratio'])}x"])
             continue
         rows.append(arm + [
@@ -387,6 +399,10 @@ def tuning_section(manifest: dict, tuning: pd.DataFrame) -> str:
     rows += [[setting, "nothing to tune", describe_params(tune["fixed"][setting]) or "–", "–", "–", "–"]
              for setting in tune["untuned"]]
     eval_seeds = manifest["seeds"]
+    untreated = ("The baseline" if reference_arm(manifest)[0] == BASELINE else
+                 f"The model without regularization ({BASELINE}; the baseline {reference_arm(manifest)[0]} was tuned "
+                 "like every arm)" if reference_arm(manifest)[0] in tuned["chosen"] else
+                 f"The model without regularization ({BASELINE})")
     return f"""## Tuning
 
 Each setting's values were chosen on validation data alone, before any evaluation run: {tune['sampler']}
@@ -396,7 +412,7 @@ over its tuning seeds, at each run's selected weights; a trial with a diverged r
 chosen. The test set is not read during the search. The chosen setting and the baseline were then trained on
 the evaluation seeds, and every effect below is theirs. The chosen trial's validation score is the best of
 {tune['trials']} and so flatters it (a winner's curse); the evaluation on fresh seeds and the test set does not.
-The baseline scored {score(tuned['baseline_score'])} on the tuning seeds. A value chosen at the edge of the values
+{untreated} scored {score(tuned['baseline_score'])} on the tuning seeds. A value chosen at the edge of the values
 tried hints that the best one may lie outside the searched range: widen it with `--search NAME=LO:HI`.
 {len(tuning)} tuning runs in all (`tuning.csv`).
 
@@ -412,10 +428,10 @@ tried hints that the best one may lie outside the searched range: widen it with 
 def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
                     effects: pd.DataFrame, epochs_table: pd.DataFrame, tuning: pd.DataFrame | None = None) -> str:
     """Write the whole report in Markdown; figures are linked as 'figure:NAME.png'."""
-    techniques = list(manifest["techniques"])
+    techniques, (reference, reference_params) = list(manifest["techniques"]), reference_arm(manifest)
     config = with_added_defaults(manifest["config"])
     protocol = protocol_of(manifest)
-    treated = summary[summary["technique"] != BASELINE]
+    treated = summary.iloc[1:]
     paragraphs = [technique_paragraph(row, manifest["techniques"][row["technique"]], len(techniques))
                   for _, row in treated.iterrows()]
     other_effects = effects[effects["metric"] != stats.PRIMARY]
@@ -434,6 +450,8 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
                    ["date", manifest["date"]], ["command", f"`{manifest['command']}`"]]
     technique_rows = [[name, describe_params(params) or "–"]
                       for name, params in manifest["techniques"].items()]
+    if reference != BASELINE:
+        technique_rows.insert(0, [f"{reference} (baseline)", describe_params(reference_params) or "–"])
     run_rows = [[technique, ", ".join(f"`{run_id}`" for run_id in ids)] for technique, ids in manifest["run_ids"].items()]
     pairs = int(summary["pairs"].max()) if summary["pairs"].notna().any() else 0
     margin = analysis_of(manifest)["margin"]
@@ -446,7 +464,8 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
                           for name, caption in figure_captions(manifest).items() if name != "sensitivity")
     tuning_text = tuning_section(manifest, tuning) + "\n" if manifest.get("tune") else ""
     chosen = " (chosen by tuning)" if manifest.get("tune") else ""
-    return f"""# regbench: {', '.join(techniques)} against the baseline
+    against = "the baseline" if reference == BASELINE else f"the baseline {reference}"
+    return f"""# regbench: {', '.join(techniques)} against {against}
 
 {comparison_title(manifest)}.
 
@@ -462,7 +481,7 @@ With {pairs} pairs the Wilcoxon signed-rank test cannot give a p-value below {2 
 differences of one sign), so it confirms direction but is weak at this size. {INTERVAL_KIND[config["resample_data"]]}
 {SELECTION_TEXT[protocol["select"]]} The compared loss is the data cross-entropy, without any penalty.
 
-{budget_paragraph(epochs, config, protocol)}
+{budget_paragraph(epochs, config, protocol, reference)}
 
 {tuning_text}## Summary
 

@@ -20,14 +20,14 @@ from regbench.executor import DaskCluster, InProcess
 from regbench.report import COMPARISON_FILES, write_comparison
 from regbench.store import RunStore, check_replaceable, check_same_comparison
 from regbench.sweep import format_duration, train_todo
-from regbench.techniques import BASELINE, check_groups, describe_params, hooks_for
+from regbench.techniques import BASELINE, check_groups, describe_params, hooks_for, technique_of
 from regbench.tune import TuneOutcome, TunePlan, TuneRequest, choose, plan_tuning, tune_record
 
 @dataclass(frozen=True)
 class CompareRequest:
     """One `regbench compare`: the arms, the seeds, the shared run settings and where to write."""
 
-    settings: tuple[tuple[str, tuple], ...]  # (canonical technique setting, its parameter values)
+    settings: tuple[tuple[str, tuple], ...]  # the compared arms: (label, its parameter values)
     seeds: tuple[int, ...]  # one pair per seed
     base: RunConfig  # every field but technique, technique_params, seed, train_size, device and data
     train_size: int | None  # --train-size, or None for every training image
@@ -40,6 +40,8 @@ class CompareRequest:
     select: str = "final"  # which weights of every run are measured (config.SELECTIONS)
     tune: TuneRequest | None = None  # --tune: choose each setting's values on validation first
     analysis: dict = field(default_factory=dict)  # how effects are judged: margin and target_effect (fractions)
+    baseline: tuple[str, tuple] = (BASELINE, ())  # the reference arm every arm is paired with: (label, values)
+    options: dict = field(default_factory=dict)  # the command's options as resolved (experiment.toml)
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,14 @@ class CompareOutcome:
 
 def plan_runs(request: CompareRequest) -> list[RunConfig]:
     """Return the runs of a comparison, seed by seed, each seed's baseline first."""
-    arms = [(BASELINE, ()), *request.settings]
-    return [
-        replace(request.base, technique=technique, technique_params=params, seed=seed)
-        for seed in request.seeds
-        for technique, params in arms
-    ]
+    return [replace(request.base, technique=technique_of(label), technique_params=params, seed=seed)
+            for seed in request.seeds for label, params in (request.baseline, *request.settings)]
+
+
+def arm_of_run(request: CompareRequest) -> dict[str, str]:
+    """Return each run's arm label, by run id (the same order as plan_runs)."""
+    labels = [label for _ in request.seeds for label, _ in (request.baseline, *request.settings)]
+    return {config.run_id: label for config, label in zip(plan_runs(request), labels)}
 
 
 def _checked_plan(request: CompareRequest, device: str):
@@ -72,9 +76,9 @@ def _checked_plan(request: CompareRequest, device: str):
             f"--batch-size {request.base.batch_size} is larger than the training set "
             f"({train_size} images); allowed 1..{train_size}"
         )
-    check_groups(request.settings, request.base.batch_size, train_size)
+    check_groups((request.baseline, *request.settings), request.base.batch_size, train_size)
     base = replace(request.base, train_size=train_size, device=device, data=images.fingerprint)
-    plan = plan_tuning(request.settings, base, request.tune) if request.tune else None
+    plan = plan_tuning(_tuned_arms(request), base, request.tune) if request.tune else None
     check_replaceable(request.out, COMPARISON_FILES)
     check_same_comparison(request.out, _identity(request, base, plan), request.force)
     RunStore(request.store, create=False)  # a file that is not a run store is refused here, and left as it is
@@ -95,28 +99,37 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
         for name in plan.untuned:
             echo(f"--tune: {name} has nothing to tune; it is compared at {_values(request, name)}")
         echo(f"tuning: {len(plan.tunings)} setting(s) x {plan.request.trials} trials x {len(plan.request.seeds)} "
-             f"tuning seeds {list(plan.request.seeds)}, and the baseline on those seeds")
+             f"tuning seeds {list(plan.request.seeds)}, and none (no regularization) on those seeds")
         trained += train_missing(plan.configs, splits, store, echo, executor)
         tuned = choose(plan, store.load([c.run_id for c in plan.configs]).runs, request.select)
         for name, choice in tuned.record["chosen"].items():
             echo(f"tuning: {name} chose {describe_params(choice['params'])} (trial {choice['trial'] + 1} of "
                  f"{plan.request.trials}, mean validation {plan.request.metric} {choice['score']:.4f}; "
                  f"baseline {tuned.record['baseline_score']:.4f})")
-        request = replace(request, settings=tuned.settings)
+        chosen = dict(tuned.settings)
+        request = replace(request, baseline=(request.baseline[0], chosen.get(*request.baseline)),
+                          settings=tuple((label, chosen[label]) for label, _ in request.settings))
     # 3. Train the evaluation runs the store does not hold yet; each is stored the moment it ends.
-    configs = plan_runs(replace(request, base=base))
+    evaluated = replace(request, base=base)
+    configs = plan_runs(evaluated)
     trained += train_missing(configs, splits, store, echo, executor)
-    # 4. Build the comparison, its figures and its report from the store.
-    tables = store.load([c.run_id for c in configs])
+    # 4. Build the comparison, its figures and its report from the store, each run under its arm's label.
+    tables = store.load([c.run_id for c in configs]).labelled(arm_of_run(evaluated))
     manifest = _manifest(request, base, images, tables.runs, plan, tuned)
     summary, files = write_comparison(request.out, tables, manifest, tuned.table if tuned else None)
     planned = len(configs) + (len(plan.configs) if plan else 0)
     return CompareOutcome(summary, files, trained=trained, reused=planned - trained)
 
 
+def _tuned_arms(request: CompareRequest) -> tuple[tuple[str, tuple], ...]:
+    """Return the arms --tune chooses values for: every compared arm, and the reference arm unless it is 'none'
+    (both sides of every pair at their validated best)."""
+    return request.settings if request.baseline[0] == BASELINE else (request.baseline, *request.settings)
+
+
 def _values(request: CompareRequest, name: str) -> str:
     """Say the parameter values a setting is compared at."""
-    return describe_params(dict(dict(request.settings)[name])) or "its only form (no parameters)"
+    return describe_params(dict(dict(_tuned_arms(request))[name])) or "its only form (no parameters)"
 
 
 def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
@@ -252,6 +265,7 @@ def _identity(request: CompareRequest, base: RunConfig, plan: TunePlan | None) -
     identity = {
         "config": {k: v for k, v in base.identity().items() if k not in ("technique", "technique_params", "seed")},
         "seeds": list(request.seeds),
+        "baseline": {request.baseline[0]: dict(request.baseline[1])},
         "protocol": {"name": request.protocol, "select": request.select},
         "tune": None if plan is None else tune_record(plan),
     }
@@ -270,6 +284,7 @@ def _manifest(request: CompareRequest, base: RunConfig, images: Images, runs, pl
         "techniques": {technique: dict(params) for technique, params in request.settings},
         "tuned": tuned.record if tuned else None,
         "analysis": request.analysis,
+        "options": request.options,
         "data": images.record(),
         "device": device_description(base),
         "versions": package_versions(base.backend),

@@ -235,8 +235,8 @@ def effect_family(differences: dict, margin: float | None = None) -> pd.DataFram
 
 
 def paired_effects(runs: pd.DataFrame, techniques: list[str], margin: float = DEFAULT_MARGIN,
-                   target: float | None = None) -> pd.DataFrame:
-    """Return a row per technique and metric: the paired difference to the baseline, its tests and verdict.
+                   target: float | None = None, baseline: str = BASELINE) -> pd.DataFrame:
+    """Return a row per technique and metric: the paired difference to the `baseline` arm, its tests and verdict.
 
     Per metric, Holm corrects the t-tests of zero across the techniques, and for test accuracy also the
     equivalence tests within ±margin; each is shown with the interval at the level Holm tested it
@@ -245,7 +245,7 @@ def paired_effects(runs: pd.DataFrame, techniques: list[str], margin: float = DE
     """
     families = []
     for metric in EFFECT_METRICS:
-        differences = {technique: paired_differences(runs, metric, technique) for technique in techniques}
+        differences = {technique: paired_differences(runs, metric, technique, baseline) for technique in techniques}
         family = effect_family(differences, margin if metric == PRIMARY else None)  # the margin is in accuracy
         families.append(family.rename(columns={"effect": "technique"}))
     effects = pd.concat(families, ignore_index=True)
@@ -288,20 +288,20 @@ def verdict(effect: pd.Series, metric: str = PRIMARY) -> str:
 
 
 def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame | None = None,
-              metrics: tuple[str, ...] = SUMMARY_METRICS) -> pd.DataFrame:
-    """Return one row per arm: the mean and SD over seeds of each of `metrics`, and the paired test-accuracy effect
-    with its verdict."""
-    effects = paired_effects(runs, techniques) if effects is None else effects
+              metrics: tuple[str, ...] = SUMMARY_METRICS, baseline: str = BASELINE) -> pd.DataFrame:
+    """Return one row per arm, the `baseline` arm first: the mean and SD over seeds of each of `metrics`, and the
+    paired test-accuracy effect with its verdict."""
+    effects = paired_effects(runs, techniques, baseline=baseline) if effects is None else effects
     primary = effects[effects["metric"] == PRIMARY].set_index("technique")
     gaps = effects[effects["metric"] == "gap"].set_index("technique")
     ok = successful(runs)
-    baseline_time = ok.loc[ok["technique"] == BASELINE, "seconds_per_epoch"].mean()
+    baseline_time = ok.loc[ok["technique"] == baseline, "seconds_per_epoch"].mean()
     carried = ["diff_sd", "t_p", "wilcoxon_p", "holm_p", "tost_p", "tost_holm_p", "cohens_dz", "margin",
                "adj_ci_low", "adj_ci_high", "holm_level", "eq_ci_low", "eq_ci_high", "tost_level",
                "min_detectable_effect", "sd_low", "sd_high", "mde_low", "mde_high", "target_effect", "planning_sd",
                "seeds_for_target", "verdict"]
     rows = []
-    for technique in [BASELINE, *techniques]:
+    for technique in [baseline, *techniques]:
         arm = ok[ok["technique"] == technique]
         row = {
             "technique": technique,
@@ -312,7 +312,7 @@ def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame |
             row[f"{metric}_mean"] = float(arm[metric].mean()) if len(arm) else math.nan
             row[f"{metric}_sd"] = float(arm[metric].std(ddof=1)) if len(arm) > 1 else math.nan
         row["time_ratio"] = row["seconds_per_epoch_mean"] / baseline_time
-        if technique != BASELINE:
+        if technique != baseline:
             effect = primary.loc[technique]
             row.update(pairs=effect["pairs"], test_accuracy_diff=effect["diff_mean"],
                        diff_ci_low=effect["t_ci_low"], diff_ci_high=effect["t_ci_high"],

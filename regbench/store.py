@@ -107,6 +107,14 @@ class RunTables:
     epochs: pd.DataFrame  # a row per run and epoch
     weights: pd.DataFrame  # a row per run and |w| histogram bin: bin_low <= |w| < bin_high, count
 
+    def labelled(self, arms: dict[str, str]) -> RunTables:
+        """Return the tables with each run's technique column holding its arm's label (`arms`: run id -> label),
+        so that two arms of one technique at different values stay apart."""
+        def relabel(table: pd.DataFrame) -> pd.DataFrame:
+            return table.assign(technique=table["run_id"].map(arms).fillna(table["technique"])) if len(table) else table
+
+        return RunTables(relabel(self.runs), relabel(self.epochs), relabel(self.weights))
+
 
 class RunStore:
     """Finished runs in one SQLite file; each run is stored in one transaction the moment it ends.
@@ -448,6 +456,7 @@ def check_same_comparison(out: Path, identity: dict, force: bool) -> None:
         earlier["config"], wanted["config"] = with_added_defaults(earlier["config"]), with_added_defaults(wanted["config"])
     if "protocol" in wanted and "study" not in earlier:
         earlier.setdefault("protocol", LEGACY_PROTOCOL)
+        earlier.setdefault("baseline", {BASELINE: {}})
     differing = [key for key, value in wanted.items() if earlier.get(key) != value]
     if differing and not force:
         what = f"study {earlier['study']}" if "study" in earlier else "another comparison"
@@ -517,10 +526,15 @@ def _is_number(value) -> bool:
     return True
 
 
+def baseline_label(manifest: dict) -> str:
+    """Return the label of a comparison's reference arm (--baseline; 'none' in manifests written before it)."""
+    return next(iter(manifest.get("baseline", {BASELINE: {}})))
+
+
 def _check_arms(directory: Path, runs: pd.DataFrame, manifest: dict) -> None:
     """Raise UsageError unless runs.csv holds baseline runs and runs of every technique the manifest names."""
     present = set(runs["technique"])
-    missing = [arm for arm in [BASELINE, *manifest["techniques"]] if arm not in present]
+    missing = [arm for arm in [baseline_label(manifest), *manifest["techniques"]] if arm not in present]
     if missing:
         what = "no runs at all" if runs.empty else f"no runs of {', '.join(missing)}"
         raise UsageError(f"{directory}/runs.csv: {what}, though manifest.json names them; damaged?")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -304,6 +305,74 @@ def _did_you_mean(word: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+ARM_SYNTAX = "TECHNIQUE[:NAME=VALUE...][+TECHNIQUE...]"  # one arm: techniques combined with '+', each with values
+_COMBINE = re.compile(r"\+(?=\s*[A-Za-z])")  # '+' before a technique's name, not inside a number such as 1e+3
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm of a comparison as given: its techniques, and the parameter values given for it alone."""
+
+    names: tuple[str, ...]  # its techniques, in the canonical (sorted) order
+    given: tuple[tuple[str, float], ...] = ()  # NAME=VALUE given as TECHNIQUE:NAME=VALUE, sorted by name
+
+    @property
+    def technique(self) -> str:
+        """Return the canonical technique setting, e.g. 'dropout+l2'."""
+        return "+".join(self.names)
+
+    @property
+    def label(self) -> str:
+        """Return the arm's label in every table, figure and file name: its setting, each technique followed by
+        the values given for it, e.g. 'dropout:rate=0.2+l2' (the setting alone when none were given)."""
+        given = dict(self.given)
+        return "+".join(name + "".join(f":{param.name}={exact_text(given[param.name])}"
+                                       for param in sorted(get_technique(name).params, key=lambda p: p.name)
+                                       if param.name in given)
+                        for name in self.names)
+
+    def values(self, overrides: dict) -> tuple[tuple[str, float], ...]:
+        """Return the arm's full parameter values: defaults, then `overrides` (--param), then its own."""
+        return resolve_params(self.names, {**overrides, **dict(self.given)})
+
+
+def exact_text(value: float) -> str:
+    """Write a value so that it reads back exactly, without a '+' or a needless '.0' (1e+16 -> 1e16, 3.0 -> 3)."""
+    text = str(value).replace("e+", "e")
+    return text[:-2] if text.endswith(".0") else text
+
+
+def parse_arm(text: str) -> Arm:
+    """Parse one arm, e.g. 'l2:l2=1e-4' or 'dropout:rate=0.2:input_rate=0.1+l2', checking every name and value."""
+    names, given = [], {}
+    for part in _COMBINE.split(text):
+        name, *assignments = (piece.strip() for piece in part.split(":"))
+        params = {param.name: param for param in get_technique(name).params}
+        for assignment in assignments:
+            param_name, sep, value = (piece.strip() for piece in assignment.partition("="))
+            if not sep or not param_name or not value:
+                raise UsageError(f"{text!r}: {assignment!r} is not NAME=VALUE; write {ARM_SYNTAX}, e.g. l2:l2=1e-4")
+            if param_name not in params:
+                listed = ", ".join(params) or "no parameters"
+                raise UsageError(f"{text!r}: {name} has no parameter {param_name!r}"
+                                 f"{_did_you_mean(param_name, params)}; it takes {listed}")
+            if param_name in given:
+                raise UsageError(f"{text!r}: {param_name} is given twice; give each value once")
+            given[param_name] = params[param_name].parse(value)
+        names.append(name)
+    return Arm(parse_setting("+".join(names)), tuple(sorted(given.items())))
+
+
+def technique_of(label: str) -> str:
+    """Return the technique setting of an arm's label ('dropout:rate=0.2+l2' -> 'dropout+l2')."""
+    return "+".join(part.split(":")[0].strip() for part in _COMBINE.split(label))
+
+
+def given_values(label: str) -> dict:
+    """Return the values an arm's label gives for it alone ('l2:l2=0.001' -> {'l2': 0.001})."""
+    return dict(parse_arm(label).given)
+
+
 def parse_setting(text: str) -> tuple[str, ...]:
     """Split 'l2+dropout' into its technique names, checked and sorted (the canonical order)."""
     names = tuple(sorted(part.strip() for part in text.split("+")))
@@ -386,7 +455,7 @@ def check_groups(settings, batch_size: int, train_size: int) -> None:
     last = train_size % batch_size or batch_size
     for name, params in settings:
         group = dict(params).get("group")
-        if group is not None and "ghost-batchnorm" in name.split("+") and (batch_size % group or last % group):
+        if group is not None and "ghost-batchnorm" in technique_of(name).split("+") and (batch_size % group or last % group):
             raise UsageError(f"ghost-batchnorm group={group:g} must divide the batch size {batch_size} and the last "
                              f"batch of an epoch ({last} of {train_size} images); choose a divisor of both")
 

@@ -19,7 +19,7 @@ import pandas as pd
 from regbench import stats
 from regbench.config import DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, TUNE_METRICS, RunConfig
 from regbench.errors import UsageError
-from regbench.techniques import BASELINE, Param, compared_params, get_technique
+from regbench.techniques import BASELINE, Param, compared_params, get_technique, given_values, technique_of
 
 SIGNIFICANT_DIGITS = 3  # proposals are rounded so that a chosen value can be typed back as --param
 SAMPLER = "Optuna's QMCSampler (scrambled Sobol sequence, seeded by the setting's name)"
@@ -76,11 +76,12 @@ def parse_search_ranges(assignments: tuple[str, ...], settings: list[tuple[str, 
     return ranges
 
 
-def searches_for(setting: tuple[str, ...], ranges: dict) -> list[Search]:
-    """Return the searches of a setting: every parameter with a declared range or a --search range, by name."""
+def searches_for(setting: tuple[str, ...], ranges: dict, given: dict | None = None) -> list[Search]:
+    """Return the searches of a setting: every parameter with a declared range or a --search range, by name,
+    but those its arm gives a value of (TECHNIQUE:NAME=VALUE), which stay as given."""
     params = sorted((param for name in setting for param in get_technique(name).params), key=lambda p: p.name)
     return [Search(param, *ranges.get(param.name, param.search)) for param in params
-            if param.name in ranges or param.search is not None]
+            if (param.name in ranges or param.search is not None) and param.name not in (given or {})]
 
 
 def _rounded(value: float, kind: type) -> float:
@@ -158,13 +159,14 @@ def plan_tuning(settings: tuple[tuple[str, tuple], ...], base: RunConfig, reques
     ranges = dict(request.ranges)
     tunings, trial_runs, untuned = {}, {}, []
     for name, params in settings:
-        searches = searches_for(tuple(name.split("+")), ranges)
+        technique = technique_of(name)
+        searches = searches_for(tuple(technique.split("+")), ranges, given_values(name))
         if not searches:
             untuned.append(name)
             continue
         tuning = propose(name, searches, request.trials, request.metric)
         tunings[name] = tuning
-        trial_runs[name] = [[replace(base, technique=name, seed=seed,
+        trial_runs[name] = [[replace(base, technique=technique, seed=seed,
                                      technique_params=tuple(sorted({**dict(params), **proposal}.items())))
                              for seed in request.seeds] for proposal in tuning.proposals]
     baseline = [replace(base, technique=BASELINE, technique_params=(), seed=seed) for seed in request.seeds]

@@ -18,7 +18,7 @@ from regbench.errors import UsageError
 from regbench.report import comparison_statistics, comparison_texts
 from regbench.runner import device_description, package_versions
 from regbench.store import RunStore, RunTables, read_tuning
-from regbench.techniques import TECHNIQUES
+from regbench.techniques import TECHNIQUES, technique_of
 
 TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at", "warmup_seconds",  # differ on every rerun
           "seconds_per_epoch_mean", "seconds_per_epoch_sd", "time_ratio"}
@@ -115,7 +115,7 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
     store = RunStore(store_path, create=False)
     held = sorted(store.finished(named))
     if held:
-        stored = store.load(held)
+        stored = store.load(held).labelled({run_id: arm for arm, ids in manifest["run_ids"].items() for run_id in ids})
         for name in ("runs", "epochs", "weights"):
             mine = getattr(written, name)
             key = ["run_id", "epoch"] if name == "epochs" else ["run_id", "bin_low"] if name == "weights" else "run_id"
@@ -177,6 +177,7 @@ def config_from_row(row: dict) -> RunConfig:
         if isinstance(value, float) and math.isnan(value):
             value = "" if spec.name in ("technique_params", "variant", "data") else spec.default
         values[spec.name] = value
+    values["technique"] = technique_of(values["technique"])  # runs.csv names the run's arm
     values["hidden"] = tuple(int(width) for width in str(values["hidden"]).split(","))
     values["technique_params"] = tuple(
         (name, _PARAM_KINDS[name](float(text)))
