@@ -549,6 +549,47 @@ def verify(directory, store, rerun, data):
 
 
 @cli.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--tensorboard", "logdir", type=click.Path(file_okay=False), default=None, metavar="LOGDIR",
+              help="Write the runs as TensorBoard event files with the HParams plugin into LOGDIR (new or empty); "
+                   "view with `tensorboard --logdir LOGDIR`. Needs regbench[tensorboard].")
+@click.option("--mlflow", "uri", default=None, metavar="URI",
+              help="Log the runs to the MLflow tracking store at URI: sqlite:///PATH.db (artifacts beside it, in "
+                   "mlartifacts/) or a tracking server's http(s):// address. Needs regbench[mlflow].")
+@click.option("--mlflow-experiment", default=None, metavar="NAME",
+              help="--mlflow: the experiment to log to, new or empty [default: regbench/DIRECTORY's name].")
+@click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
+              help="The run store the comparison was made from; its runs are read from DIRECTORY's files when the "
+                   "store does not hold them all.")
+def export(directory, logdir, uri, mlflow_experiment, store):
+    """Export a compare DIRECTORY's runs to TensorBoard, MLflow, or both: per-epoch numbers, final metrics and
+    each run's arm, parameters and seed."""
+    from regbench import export as sinks
+
+    if logdir is None and uri is None:
+        raise UsageError("name where to export to: --tensorboard LOGDIR, --mlflow URI, or both")
+    if mlflow_experiment is not None and uri is None:
+        raise UsageError("--mlflow-experiment applies to --mlflow; add --mlflow URI, or leave it out")
+    if logdir is not None:  # every target is checked before anything is written
+        sinks.require("tensorboard")
+        sinks.check_empty(Path(logdir))
+    if uri is not None:
+        sinks.require("mlflow")
+        sinks.check_mlflow_uri(uri)
+    comparison = sinks.load_comparison(Path(directory), Path(store))
+    experiment = mlflow_experiment or f"regbench/{Path(directory).resolve().name}"
+    tracking = sinks.open_mlflow(uri, experiment) if uri else None
+    if logdir is not None:
+        count = sinks.to_tensorboard(comparison, Path(logdir))
+        click.echo(f"wrote {count} runs from {comparison.source} to {logdir}/ as TensorBoard event files "
+                   f"(`tensorboard --logdir {logdir}`)")
+    if tracking is not None:
+        count = sinks.to_mlflow(comparison, *tracking)
+        click.echo(f"logged {count} runs from {comparison.source} to MLflow experiment {experiment!r} (id {tracking[1]}) at {uri} "
+                   "(under one parent run with the report and figures)")
+
+
+@cli.command()
 @click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
               help="The run store to list.")
 @click.option("--technique", default=None, help="Only runs of this technique setting (e.g. dropout, dropout+l2).")

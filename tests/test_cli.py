@@ -17,7 +17,7 @@ SMALL_FASHION = Path(__file__).parent / "data" / "fashion-mnist-small"
 TINY = ["--train-size", "200", "--epochs", "1", "--seeds", "2"]
 FILES = {"runs.csv", "epochs.csv", "weights.csv", "summary.csv", "effects.csv", "best_and_final_epochs.csv",
          "manifest.json", "REPORT.md", "report.html", "learning_curves.png", "gap_curves.png",
-         "paired_test_accuracy.png", "weight_histograms.png", "cost.png"}
+         "paired_test_accuracy.png", "weight_histograms.png", "cost.png", "experiment.toml"}
 
 
 def compare(runner, tmp_path, *args, out="out"):
@@ -66,7 +66,7 @@ def check_report_rebuild(runner, out):
     (out / "REPORT.md").unlink()
     result = runner.invoke(cli, ["report", str(out)])
     assert result.exit_code == 0, result.output
-    assert "wrote 14 files" in result.stdout and "dropout" in result.stdout
+    assert "wrote 15 files" in result.stdout and "dropout" in result.stdout
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 5
     assert not re.search(r"(src|href)=\"(?!data:)", page) and "http" not in page.replace("http-equiv", "")
