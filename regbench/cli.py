@@ -22,7 +22,7 @@ from regbench.errors import SweepError, UsageError
 from regbench.executor import InProcess, executor_for
 from regbench.techniques import (
     ARM_SYNTAX, BASELINE, TECHNIQUES, Arm, applicable, check_architecture, describe_params, exact_text, parse_arm,
-    parse_param_overrides, parse_setting,
+    parse_param_overrides,
 )
 
 DEFAULT_STORE = Path("results/regbench.sqlite")
@@ -364,10 +364,10 @@ def _check_distinct(reference: Arm, arms: list[Arm], overrides: dict) -> None:
         setting = (arm.technique, arm.values(overrides))
         if setting in seen:
             values = describe_params(dict(setting[1])) or "no parameters"
-            what = ("--baseline " + seen[setting] + " is also a compared arm" if seen[setting] == reference.label
-                    else f"names {arm.label} twice" if seen[setting] == arm.label
-                    else f"{seen[setting]} and {arm.label} are the same setting")
-            raise UsageError(f"--technique: {what} ({arm.technique}, {values}); give each setting once")
+            what = (f"--baseline {seen[setting]} is also a compared arm" if seen[setting] == reference.label
+                    else f"--technique names {arm.label} twice" if seen[setting] == arm.label
+                    else f"--technique: {seen[setting]} and {arm.label} are the same setting")
+            raise UsageError(f"{what} ({arm.technique}, {values}); give each setting once")
         seen[setting] = arm.label
 
 
@@ -585,14 +585,15 @@ def export(directory, logdir, uri, mlflow_experiment, store):
                    f"(`tensorboard --logdir {logdir}`)")
     if tracking is not None:
         count = sinks.to_mlflow(comparison, *tracking)
-        click.echo(f"logged {count} runs from {comparison.source} to MLflow experiment {experiment!r} (id {tracking[1]}) at {uri} "
-                   "(under one parent run with the report and figures)")
+        click.echo(f"logged {count} runs from {comparison.source} to MLflow experiment {experiment!r} (id "
+                   f"{tracking[1]}) at {uri}, under one parent run with the report and figures")
 
 
 @cli.command()
 @click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
               help="The run store to list.")
-@click.option("--technique", default=None, help="Only runs of this technique setting (e.g. dropout, dropout+l2).")
+@click.option("--technique", default=None, metavar="SETTING",
+              help="Only runs of this setting, as in compare --technique (e.g. dropout, dropout+l2, l2:l2=1e-3).")
 @click.option("--seed", type=click.IntRange(0), default=None, help="Only runs of this seed.")
 @click.option("--status", type=click.Choice(["ok", "diverged"]), default=None, help="Only runs of this status.")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Only runs trained on this backend.")
@@ -604,15 +605,17 @@ def runs(store, technique, seed, status, backend, remove, yes):
 
     if not Path(store).is_file():
         raise UsageError(f"--store {store}: no such run store")
-    if technique is not None:
-        technique = "+".join(parse_setting(technique))
+    arm = parse_arm(technique) if technique is not None else None
     run_store = RunStore(store, create=False)
     table = run_store.load(run_store.run_ids()).runs
     if len(table):
         chosen = pd.Series(True, index=table.index)
-        for column, value in (("technique", technique), ("seed", seed), ("status", status), ("backend", backend)):
+        for column, value in (("technique", arm and arm.technique), ("seed", seed), ("status", status),
+                              ("backend", backend)):
             if value is not None:
                 chosen &= table[column] == value
+        for name, value in arm.given if arm else ():  # the values the setting gives, as the store writes them
+            chosen &= table["technique_params"].fillna("").str.split().map(lambda pairs: f"{name}={value:g}" in pairs)
         table = table[chosen]
     columns = ["run_id", "technique", "technique_params", "seed", "train_size", "epochs", "backend", "status",
                "test_accuracy", "finished_at"]
@@ -634,7 +637,8 @@ def runs(store, technique, seed, status, backend, remove, yes):
 @cli.command(name="list")
 def list_choices():
     """List techniques with their parameters and defaults, architectures, optimizers and backends."""
-    click.echo("Techniques (combine with '+', compare several with ','; set parameters with --param NAME=VALUE):")
+    click.echo("Techniques (combine with '+', compare several with ','; set parameters with --param NAME=VALUE, or "
+               "for one arm as TECHNIQUE:NAME=VALUE):")
     for technique in TECHNIQUES.values():
         only = "" if technique.architectures == ARCHITECTURES else f" [{', '.join(technique.architectures)} only]"
         click.echo(f"  {technique.name:<15} {technique.summary}{only}")

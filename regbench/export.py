@@ -24,7 +24,7 @@ import pandas as pd
 from regbench.config import RunConfig
 from regbench.errors import UsageError
 from regbench.report import analysed_runs, comparison_title, figure_captions
-from regbench.store import RunStore, RunTables, read_comparison
+from regbench.store import RunStore, RunTables, read_comparison, run_arms
 from regbench.techniques import technique_of
 
 EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}  # target: module, extra
@@ -61,7 +61,7 @@ def require(target: str):
 def load_comparison(directory: Path, store_path: Path) -> Comparison:
     """Read a comparison: its runs from `store_path` when it holds every one of them, else from its own files."""
     tables, manifest = read_comparison(directory)
-    arms = {run_id: arm for arm, ids in manifest["run_ids"].items() for run_id in ids}
+    arms = run_arms(manifest)
     if store_path.is_file():
         store = RunStore(store_path, create=False)
         if store.finished(list(arms)) == set(arms):

@@ -188,7 +188,8 @@ def cost_plot(summary: pd.DataFrame, runs: pd.DataFrame, title: str) -> Figure:
         axes.set_xlim(0, max([1.0, *ratios.dropna()]) * 1.35)
         axes.grid(axis="x", alpha=0.3)
     panels[0].set_yticks(positions, techniques)
-    figure.suptitle(f"Cost: training time per arm (mean over seeds)\n{title}", fontsize="medium")
+    wrapped = title.replace("; ", ";\n", 1)  # long arm labels leave the title less room
+    figure.suptitle(f"Cost: training time per arm (mean over seeds)\n{wrapped}", fontsize="medium")
     return figure
 
 

@@ -531,6 +531,11 @@ def baseline_label(manifest: dict) -> str:
     return next(iter(manifest.get("baseline", {BASELINE: {}})))
 
 
+def run_arms(manifest: dict) -> dict[str, str]:
+    """Return each run of a comparison with its arm's label, by run id, as its manifest names them."""
+    return {run_id: arm for arm, ids in manifest["run_ids"].items() for run_id in ids}
+
+
 def _check_arms(directory: Path, runs: pd.DataFrame, manifest: dict) -> None:
     """Raise UsageError unless runs.csv holds baseline runs and runs of every technique the manifest names."""
     present = set(runs["technique"])

@@ -17,7 +17,7 @@ from regbench.data import load_images, split_images
 from regbench.errors import UsageError
 from regbench.report import comparison_statistics, comparison_texts
 from regbench.runner import device_description, package_versions
-from regbench.store import RunStore, RunTables, read_tuning
+from regbench.store import RunStore, RunTables, read_tuning, run_arms
 from regbench.techniques import TECHNIQUES, technique_of
 
 TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at", "warmup_seconds",  # differ on every rerun
@@ -88,7 +88,7 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
     """Check every file of a comparison that can be checked; say what was checked and what differs."""
     result = Verification()
     # 1. The runs named in manifest.json are the rows of runs.csv.
-    named = [run_id for ids in manifest["run_ids"].values() for run_id in ids]
+    named = list(run_arms(manifest))
     result.problems += [f"manifest.json: run {run_id} has no row in runs.csv"
                         for run_id in sorted(set(named) - set(written.runs["run_id"]))]
     result.problems += [f"runs.csv: run {run_id} is not named in manifest.json"
@@ -115,7 +115,7 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
     store = RunStore(store_path, create=False)
     held = sorted(store.finished(named))
     if held:
-        stored = store.load(held).labelled({run_id: arm for arm, ids in manifest["run_ids"].items() for run_id in ids})
+        stored = store.load(held).labelled(run_arms(manifest))
         for name in ("runs", "epochs", "weights"):
             mine = getattr(written, name)
             key = ["run_id", "epoch"] if name == "epochs" else ["run_id", "bin_low"] if name == "weights" else "run_id"

@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,13 +13,13 @@ from regbench.cli import cli
 from regbench.techniques import parse_arm, technique_of
 
 SMALL_MNIST = Path(__file__).parent / "data" / "mnist-small.npz"
-ARMS = ["dropout:rate=0.2", "l2:l2=0.0001", "l2:l2=0.01", "none"]  # the reference arm first
-OUT = "compare-l2:l2=0.0001_l2:l2=0.01_none-vs-dropout:rate=0.2"  # the default output directory's name
+ARMS = ["dropout:rate=0.2", "l2:l2=0.0001", "l2:l2=0.01"]  # the reference arm first
+OUT = "compare-l2:l2=0.0001_l2:l2=0.01-vs-dropout:rate=0.2"  # the default output directory's name
 
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
-    """One comparison of two l2 strengths and the untreated model against dropout at rate 0.2, made from a new
+    """One comparison of two l2 strengths against dropout at rate 0.2, made from a new
     working directory (so that its default output directory lands there): (directory, store, its stdout)."""
     from click.testing import CliRunner
 
@@ -29,7 +28,7 @@ def made(tmp_path_factory):
     os.chdir(root)
     try:
         result = CliRunner().invoke(cli, [
-            "compare", "--technique", "l2:l2=1e-4,l2:l2=1e-2,none", "--baseline", "dropout:rate=0.2",
+            "compare", "--technique", "l2:l2=1e-4,l2:l2=1e-2", "--baseline", "dropout:rate=0.2",
             "--train-size", "200", "--epochs", "1", "--seeds", "2", "--data", str(SMALL_MNIST),
             "--store", str(root / "store.sqlite")])
     finally:
@@ -48,10 +47,9 @@ def test_arm_labels_read_back_as_their_settings():
 def test_each_setting_is_an_arm_paired_with_the_chosen_baseline(made):
     out, _, stdout = made
     runs = pd.read_csv(out / "runs.csv")
-    assert list(dict.fromkeys(runs["technique"])) == ARMS and len(runs) == 8
+    assert list(dict.fromkeys(runs["technique"])) == ARMS and len(runs) == 6
     assert dict(zip(runs["technique"], runs["technique_params"])) == {
-        "dropout:rate=0.2": "input_rate=0 rate=0.2", "l2:l2=0.0001": "l2=0.0001", "l2:l2=0.01": "l2=0.01",
-        "none": np.nan}
+        "dropout:rate=0.2": "input_rate=0 rate=0.2", "l2:l2=0.0001": "l2=0.0001", "l2:l2=0.01": "l2=0.01"}
     assert set(pd.read_csv(out / "epochs.csv")["technique"]) == set(ARMS)
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary["technique"]) == ARMS and pd.isna(summary.loc[0, "test_accuracy_diff"])
@@ -62,9 +60,9 @@ def test_each_setting_is_an_arm_paired_with_the_chosen_baseline(made):
     assert manifest["baseline"] == {"dropout:rate=0.2": {"input_rate": 0.0, "rate": 0.2}}
     assert list(manifest["techniques"]) == ARMS[1:] and list(manifest["run_ids"]) == ARMS
     report = (out / "REPORT.md").read_text()
-    assert report.startswith("# regbench: l2:l2=0.0001, l2:l2=0.01, none against the baseline dropout:rate=0.2")
+    assert report.startswith("# regbench: l2:l2=0.0001, l2:l2=0.01 against the baseline dropout:rate=0.2")
     assert "| dropout:rate=0.2 (baseline) | input_rate=0, rate=0.2 |" in report
-    assert [line.split()[0] for line in stdout.splitlines()[1:5]] == ARMS and "(baseline)" in stdout.splitlines()[1]
+    assert [line.split()[0] for line in stdout.splitlines()[1:4]] == ARMS and "(baseline)" in stdout.splitlines()[1]
 
 
 def test_verify_and_a_rerun_from_experiment_toml_give_the_same_numbers(made, runner, tmp_path):
@@ -72,26 +70,27 @@ def test_verify_and_a_rerun_from_experiment_toml_give_the_same_numbers(made, run
     checked = runner.invoke(cli, ["verify", str(out), "--store", str(store)])
     assert checked.exit_code == 0 and "verified, no differences" in checked.stdout, checked.output
     experiment = (out / "experiment.toml").read_text()
-    assert 'technique = "l2:l2=0.0001,l2:l2=0.01,none"' in experiment and 'baseline = "dropout:rate=0.2"' in experiment
+    assert 'technique = "l2:l2=0.0001,l2:l2=0.01"' in experiment and 'baseline = "dropout:rate=0.2"' in experiment
     # Snake-case keys read as well; a flag on the command line wins over the file.
     config = tmp_path / "experiment.toml"
     config.write_text(experiment.replace("train-size", "train_size").replace("batch-size", "batch_size"))
     again = runner.invoke(cli, ["compare", "--config", str(config), "--out", str(tmp_path / "again"),
                                 "--margin", "0.5"])
     assert again.exit_code == 0, again.output
-    assert "0 runs trained, 8 reused" in again.stdout and again.stdout.splitlines()[:5] == stdout.splitlines()[:5]
+    assert "0 runs trained, 6 reused" in again.stdout and again.stdout.splitlines()[:4] == stdout.splitlines()[:4]
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert manifest["options"]["margin"] == 0.5 and manifest["options"]["out"] == str(tmp_path / "again")
     assert manifest["options"]["train-size"] == 200 and manifest["analysis"]["margin"] == 0.005
 
 
-def test_tuning_with_another_baseline_tunes_it_too(runner, tmp_path):
-    result = runner.invoke(cli, ["compare", "--technique", "dropout+batchnorm", "--baseline", "dropout", "--tune",
+def test_tuning_with_another_baseline_tunes_it_too_and_none_may_be_an_arm(runner, tmp_path):
+    result = runner.invoke(cli, ["compare", "--technique", "dropout+batchnorm,none", "--baseline", "dropout", "--tune",
                                  "--trials", "2", "--tune-seeds", "1", "--train-size", "200", "--epochs", "1",
                                  "--dry-run", "--store", str(tmp_path / "s.sqlite")])
     assert result.exit_code == 0, result.output
     planned = [line.split()[1] for line in result.stdout.splitlines()[1:] if line.endswith("to train")]
-    assert sorted(planned) == ["batchnorm+dropout"] * 2 + ["dropout"] * 2 + ["none"]
+    assert sorted(planned) == ["batchnorm+dropout"] * 2 + ["dropout"] * 2 + ["none"]  # none: the level to beat
+    assert "then 9 evaluation runs" in result.stdout  # the baseline and two arms, none among them, x 3 seeds
 
 
 def test_tensorboard_export_reads_back_with_its_event_reader(made, runner, tmp_path):
@@ -101,7 +100,7 @@ def test_tensorboard_export_reads_back_with_its_event_reader(made, runner, tmp_p
     out, store, _ = made
     result = runner.invoke(cli, ["export", str(out), "--tensorboard", str(tmp_path / "tb"), "--store", str(store)])
     assert result.exit_code == 0, result.output
-    assert f"wrote 8 runs from {store}" in result.stdout
+    assert f"wrote 6 runs from {store}" in result.stdout
     runs = pd.read_csv(out / "runs.csv").set_index(["technique", "seed"])
     epochs = pd.read_csv(out / "epochs.csv")
     groups = {}
@@ -117,7 +116,7 @@ def test_tensorboard_export_reads_back_with_its_event_reader(made, runner, tmp_p
                 events.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
             assert start.hparams["arm"].string_value == arm
             groups.setdefault(arm, set()).add(start.group_name)
-    assert all(len(names) == 1 for names in groups.values()) and len(set().union(*groups.values())) == 4
+    assert all(len(names) == 1 for names in groups.values()) and len(set().union(*groups.values())) == 3
     experiment = EventAccumulator(str(tmp_path / "tb")).Reload()
     info = plugin_data_pb2.HParamsPluginData.FromString(
         experiment.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
@@ -132,13 +131,13 @@ def test_mlflow_export_reads_back_with_search_runs(made, runner, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = runner.invoke(cli, ["export", str(out), "--mlflow", uri, "--store", str(tmp_path / "elsewhere.sqlite")])
     assert result.exit_code == 0, result.output
-    assert f"logged 8 runs from {out}/runs.csv" in result.stdout  # that store holds none of them: the files
+    assert f"logged 6 runs from {out}/runs.csv" in result.stdout  # that store holds none of them: the files
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(f"regbench/{OUT}")
     found = client.search_runs([experiment.experiment_id])
     parent = next(run for run in found if "mlflow.parentRunId" not in run.data.tags)
     children = [run for run in found if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(found) == 9 and len(children) == 8
+    assert len(found) == 7 and len(children) == 6
     runs = pd.read_csv(out / "runs.csv").set_index("run_id")
     for child in children:
         run = runs.loc[child.data.tags["run_id"]]
