@@ -101,10 +101,9 @@ def test_two_sweeps_on_one_store_share_the_work(tmp_path):
     pd.testing.assert_frame_equal(*tables)
 
 
-def test_verify_passes_on_a_fresh_comparison_and_catches_an_edit(runner, tmp_path):
-    out, store = tmp_path / "out", tmp_path / "store.sqlite"
-    tiny = ["compare", "--technique", "l2", "--train-size", "200", "--epochs", "1", "--seeds", "2"]
-    assert runner.invoke(cli, [*tiny, "--out", str(out), "--store", str(store)]).exit_code == 0
+def test_verify_passes_on_a_fresh_comparison_and_catches_an_edit(runner, tmp_path, tiny_comparison):
+    shutil.copytree(tiny_comparison, tmp_path, dirs_exist_ok=True)
+    out, store = tmp_path / "out", tmp_path / "s.sqlite"
     result = runner.invoke(cli, ["verify", str(out), "--store", str(store), "--rerun", "2"])
     assert result.exit_code == 0, result.output
     assert "against the 4 of its runs in" in result.stdout and "2 run(s) retrained" in result.stdout
@@ -164,13 +163,13 @@ def test_committed_reference_results_verify_from_a_clone(runner, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_comparison(tmp_path_factory):
-    """A one-seed comparison and its store, made once for the damage tests."""
+    """A two-seed comparison of l2 and its store, made once for the verify and damage tests."""
     from click.testing import CliRunner
 
     path = tmp_path_factory.mktemp("tiny")
     data = Path(__file__).parent / "data" / "mnist-small.npz"
     result = CliRunner().invoke(cli, ["compare", "--technique", "l2", "--train-size", "200", "--epochs", "1",
-                                      "--seeds", "1", "--out", str(path / "out"), "--store", str(path / "s.sqlite"),
+                                      "--seeds", "2", "--out", str(path / "out"), "--store", str(path / "s.sqlite"),
                                       "--data", str(data)])
     assert result.exit_code == 0, result.output
     return path
@@ -185,7 +184,7 @@ def keep_header(path):
     (lambda out: (out / "runs.csv").write_text("run_id,technique\nx,none\n"), "runs.csv: missing column(s)"),
     (lambda out: edit_csv(out / "runs.csv", "test_accuracy", 0, "abc"), "column test_accuracy holds 'abc', not a number"),
     (lambda out: keep_header(out / "runs.csv"), "runs.csv: no runs at all"),
-    (lambda out: edit_csv(out / "runs.csv", "technique", 0, "l1"), "runs.csv: no runs of none"),
+    (lambda out: edit_csv(out / "runs.csv", "technique", [0, 2], "l1"), "runs.csv: no runs of none"),
     (lambda out: (out / "epochs.csv").unlink(), "missing epochs.csv"),
     (lambda out: (out / "manifest.json").write_text("{not json"), "damaged results"),
     (lambda out: (out / "manifest.json").write_text("{}"), "manifest.json: missing config"),
