@@ -6,11 +6,22 @@ import contextlib
 import importlib.util
 import os
 import sys
+from pathlib import Path
 
 from regbench.config import BACKENDS
 from regbench.errors import UsageError
 
 DEVICES = ("auto", "cpu", "gpu")
+JAX_CACHE = "REGBENCH_JAX_CACHE"  # JAX's persistent compilation cache: a directory, or 'off' (default: below)
+
+
+def jax_cache_dir() -> Path | None:
+    """Return where JAX keeps compiled programs across processes: $REGBENCH_JAX_CACHE, else the user's
+    ~/.cache/regbench/jax (one for every store, so that a new store starts warm); None when it is 'off'."""
+    chosen = os.environ.get(JAX_CACHE)
+    if chosen == "off":
+        return None
+    return Path(chosen) if chosen else Path.home() / ".cache" / "regbench" / "jax"
 _BACKEND_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
@@ -41,6 +52,10 @@ def select_backend(backend: str, device: str, tf_threads: int = 1) -> str:
             os.environ["JAX_PLATFORMS"] = "cpu"
     if backend == "jax":
         os.environ.setdefault("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
+        cache = jax_cache_dir()
+        if cache is not None:  # a later process loads each compiled program instead of compiling it again
+            os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
+            os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # every program, even quick ones
     # 3. Start the backend and see which device it got.
     used = "gpu" if _gpu_visible(backend) else "cpu"
     if device == "gpu" and used != "gpu":

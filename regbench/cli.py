@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import click
-import pandas as pd
 
 from regbench import __version__
 from regbench.backend import DEVICES, check_installed, select_backend
@@ -422,6 +421,8 @@ def _cluster_device(device: str, resources: dict | None) -> str:
 def format_summary(summary) -> str:
     """Render the summary table for the console: means, SDs and the paired difference with its CI (the baseline arm
     first)."""
+    import pandas as pd  # loaded only to print a table: --help and list start without it
+
     width = max(22, *summary["technique"].str.len())
     lines = [f"{'technique':<{width}} {'runs':>4} {'test acc %':>14} {'gap %':>14} {'epochs':>6} "
              f"{'s/epoch':>7}  paired test-acc diff, pp [95% CI, unadjusted]  verdict (Holm; ±margin)"]
@@ -446,7 +447,7 @@ def format_summary(summary) -> str:
 def _mean_sd(row, metric: str, scale: float) -> str:
     """Format 'mean ± sd' (just the mean when there is no SD)."""
     mean, sd = row[f"{metric}_mean"] * scale, row[f"{metric}_sd"] * scale
-    return f"{mean:.2f} ± {sd:.2f}" if pd.notna(sd) else f"{mean:.2f}"
+    return f"{mean:.2f} ± {sd:.2f}" if math.isfinite(sd) else f"{mean:.2f}"
 
 
 @cli.command()
@@ -601,6 +602,8 @@ def export(directory, logdir, uri, mlflow_experiment, store):
 @click.option("--yes", is_flag=True, help="With --remove: do not ask for confirmation.")
 def runs(store, technique, seed, status, backend, remove, yes):
     """List the runs in a store, filtered; with --remove, delete them so they train again when next needed."""
+    import pandas as pd
+
     from regbench.store import RunStore
 
     if not Path(store).is_file():

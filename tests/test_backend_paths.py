@@ -6,6 +6,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -46,6 +47,8 @@ def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
     by_seed = first[first["technique"] == "none"].set_index("seed")
     assert by_seed.loc[0, "warmup_seconds"] > by_seed.loc[1, "warmup_seconds"]  # seed 1 reuses the program
     assert by_seed.loc[0, "warmup_seconds"] > by_seed.loc[0, "seconds_per_epoch"]  # compile kept out of the epoch
+    cache = Path(os.environ["HOME"]) / ".cache" / "regbench" / "jax"  # the user's persistent compilation cache
+    assert any(path.name.startswith("jit__epoch") for path in cache.iterdir())  # (the next process loads it)
     # 2. A run lost from the store and held by a process that died, resumed with --jobs 2 (a local Dask cluster):
     #    it trains on JAX in a worker (an old bug trained it in the parent, on TensorFlow), to the same numbers as
     #    in this process. The dry run names the run left.
@@ -62,7 +65,7 @@ def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
     done = regbench(tmp_path, *again)
     assert "1 runs trained, 3 reused" in done.stdout and "TensorFlow" not in done.stderr
     assert "on a local Dask cluster of 2 worker processes" in done.stderr
-    resumed = pd.read_csv(tmp_path / "b" / "runs.csv")
+    resumed = pd.read_csv(tmp_path / "b" / "runs.csv")  # trained from the cached programs: the same numbers
     assert set(resumed["keras_backend"]) == {"jax"}
     pd.testing.assert_frame_equal(resumed[NUMBERS].sort_values("run_id").reset_index(drop=True),
                                   first[NUMBERS].sort_values("run_id").reset_index(drop=True))

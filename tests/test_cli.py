@@ -3,6 +3,8 @@
 import gzip
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -293,3 +295,17 @@ def test_protocol_presets_are_resolved_recorded_and_overridden(runner, tmp_path)
     assert json.loads((tmp_path / "drawn" / "manifest.json").read_text())["config"]["resample_data"] is True
     assert "across data splits" in (tmp_path / "drawn" / "REPORT.md").read_text()
     assert "conditional on this one training/validation split" in (tmp_path / "out" / "REPORT.md").read_text()
+
+
+def test_help_list_and_report_start_without_keras_or_a_backend(tmp_path):
+    """--help and list load no pandas either; report loads everything it renders with (its statistics, figures and
+    report modules; here on a missing directory, which it refuses after loading them), but no Keras or backend."""
+    heavy = ("keras", "tensorflow", "jax", "torch", "pandas")
+    for args, code, left_out in ((["--help"], 0, heavy), (["list"], 0, heavy),
+                                 (["report", str(tmp_path / "missing")], 2, heavy[:4])):
+        script = ("import sys; from click.testing import CliRunner; from regbench.cli import cli; "
+                  f"result = CliRunner().invoke(cli, {args!r}); assert result.exit_code == {code}, result.output; "
+                  f"print([name for name in {left_out!r} if name in sys.modules], 'matplotlib' in sys.modules)")
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.strip().splitlines()[-1] == f"[] {args[0] == 'report'}", (args, done.stdout)
