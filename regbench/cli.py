@@ -6,6 +6,7 @@ import math
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -338,7 +339,8 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
     with executor:
         outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True), executor=executor)
     click.echo(format_summary(outcome.summary))
-    click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; wrote {len(outcome.files)} files to {request.out}/")
+    click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; wrote {len(outcome.files)} files to {request.out}/ "
+               f"(tables, statistics, figures and report in {outcome.render_seconds:.1f} s)")
 
 
 def _arms(techniques: str, baseline: str, architecture: str) -> tuple[Arm, list[Arm]]:
@@ -513,9 +515,10 @@ def report(directory):
         click.echo(f"study {study_manifest['study']}: re-rendered report.html from REPORT.md and its figures; "
                    f"its numbers come from its runs: rerun `{study_manifest['command']}` to recompute them")
         return
+    started = time.perf_counter()
     summary, files = rebuild_report(directory)
     click.echo(format_summary(summary))
-    click.echo(f"wrote {len(files)} files to {directory}/ (REPORT.md, report.html)")
+    click.echo(f"wrote {len(files)} files to {directory}/ (REPORT.md, report.html) in {time.perf_counter() - started:.1f} s")
 
 
 @cli.command()

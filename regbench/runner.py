@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -52,6 +53,7 @@ class CompareOutcome:
     files: list[Path]
     trained: int  # runs trained by this invocation
     reused: int  # runs found in the store (finished earlier, or by another process meanwhile)
+    render_seconds: float = 0.0  # loading the runs, statistics, figures and report: a comparison's fixed cost
 
 
 def plan_runs(request: CompareRequest) -> list[RunConfig]:
@@ -114,11 +116,13 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     configs = plan_runs(evaluated)
     trained += train_missing(configs, splits, store, echo, executor)
     # 4. Build the comparison, its figures and its report from the store, each run under its arm's label.
+    started = time.perf_counter()
     tables = store.load([c.run_id for c in configs]).labelled(arm_of_run(evaluated))
     manifest = _manifest(request, base, images, tables.runs, plan, tuned)
     summary, files = write_comparison(request.out, tables, manifest, tuned.table if tuned else None)
     planned = len(configs) + (len(plan.configs) if plan else 0)
-    return CompareOutcome(summary, files, trained=trained, reused=planned - trained)
+    return CompareOutcome(summary, files, trained=trained, reused=planned - trained,
+                          render_seconds=time.perf_counter() - started)
 
 
 def _tuned_arms(request: CompareRequest) -> tuple[tuple[str, tuple], ...]:
