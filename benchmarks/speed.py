@@ -1,13 +1,13 @@
 """Speed of regbench against a plain Keras script on full MNIST, side by side in one run.
 
-Usage: python benchmarks/speed.py [--seeds 5] [--epochs 10] [--repeats 1] [--data PATH] [--out FILE]
+Usage: python benchmarks/speed.py [--seeds 5] [--epochs 10] [--repeats 1] [--data PATH] [--out FILE] [--short-only]
 
 Rows: (a) benchmarks/plain_keras.py, one process per seed, as a course runs it; (b) `regbench
 compare --technique dropout` on the default TensorFlow backend; (c) the same with `--backend
 jax`; each regbench row also with `--jobs 2` (a local Dask cluster) where two cores are free; (d) floors measured
 here: the protocol's FLOPs over this machine's sgemm rate, and Adam's bytes per step over the
-memory bandwidth at the optimizer's working-set size. Then the levers one by one, and the
-targets. Prints the tables and writes them, with the machine and the command, to --out.
+memory bandwidth at the optimizer's working-set size. Then the levers one by one, the short
+commands (2 runs x 3 and 10 epochs, JAX cold and warm, fixed costs), and the targets. Prints the tables and writes them, with the machine and the command, to --out.
 """
 
 from __future__ import annotations
@@ -288,6 +288,64 @@ print(json.dumps({"workers_ready": ready, "first_task": first, "closed": time.pe
 """
 
 
+SHORT_TARGETS = {3: {"jax": 6.0, "tensorflow": 2.5}, 10: {"jax": 8.0, "tensorflow": 3.0}}  # x the plain script
+SHORT_COMMAND_TARGETS = {"compare, every run stored": 2.0, "regbench --help": 0.5, "regbench list": 0.5}  # seconds
+
+
+def short_commands(data: str, env: dict, epochs_list: tuple[int, ...] = (3, 10)) -> list[dict]:
+    """The commands a user types while exploring, whole processes side by side: 2 runs (the baseline and dropout,
+    seed 0) of `epochs` each, against the plain script's two processes; JAX cold (an empty compilation cache)
+    and warm (a second process on the cache the first filled, a new store); then `compare` with every run
+    stored, `--help` and `list`."""
+    rows = []
+    regbench = str(Path(sys.executable).with_name("regbench"))
+    for epochs in epochs_list:
+        print(f"short: the plain script, 2 processes x {epochs} epochs ...", flush=True)
+        plain = sum(measure([sys.executable, str(HERE / "plain_keras.py"), data, str(seed), str(epochs)], env).wall
+                    for seed in (0, 1))
+        rows.append({"epochs": epochs, "row": "the plain tf.keras script, two models (two processes)", "wall": plain})
+        with tempfile.TemporaryDirectory() as scratch:
+            compare = [regbench, "compare", "--technique", "dropout", "--seed-list", "0", "--epochs", str(epochs),
+                       "--data", data]
+            for label, extra, cache, store in (
+                    ("regbench compare, TensorFlow", [], "off", "tf"),
+                    ("regbench compare --backend jax, cold (empty compilation cache)", ["--backend", "jax"],
+                     f"{scratch}/jax", "cold"),
+                    ("regbench compare --backend jax, warm (a second process, a new store)", ["--backend", "jax"],
+                     f"{scratch}/jax", "warm")):
+                print(f"short: {label}, {epochs} epochs ...", flush=True)
+                done = measure([*compare, *extra, "--store", f"{scratch}/{store}.sqlite", "--out",
+                                f"{scratch}/{store}"], {**env, "REGBENCH_JAX_CACHE": cache})
+                rows.append({"epochs": epochs, "row": label, "wall": done.wall, "ratio": plain / done.wall,
+                             "command": shlex.join(["regbench", *compare[1:-2], *extra])})
+            if epochs == epochs_list[0]:  # the fixed costs, measured once
+                stored = measure([*compare, "--store", f"{scratch}/tf.sqlite", "--out", f"{scratch}/tf"], env)
+                rows.append({"row": "compare, every run stored", "wall": stored.wall})
+                for name, arguments in (("regbench --help", ["--help"]), ("regbench list", ["list"])):
+                    rows.append({"row": name, "wall": statistics.median(measure([regbench, *arguments], env).wall
+                                                                        for _ in range(3))})
+    return rows
+
+
+def short_table(rows: list[dict]) -> str:
+    """Render the short commands: wall seconds, the ratio to the plain script, and the target met or not."""
+    lines = ["| command | epochs | wall (s) | vs plain | target | met |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        backend = "jax" if "jax" in row["row"] else "tensorflow"
+        if "ratio" in row:
+            target = SHORT_TARGETS[row["epochs"]][backend] if "cold" not in row["row"] else None
+            met = "–" if target is None else ("yes" if row["ratio"] >= target else "NO")
+            lines.append(f"| {row['row']} | {row['epochs']} | {row['wall']:.1f} | {row['ratio']:.2f}x | "
+                         f"{'–' if target is None else f'>= {target:g}x'} | {met} |")
+        elif "epochs" in row:
+            lines.append(f"| {row['row']} | {row['epochs']} | {row['wall']:.1f} | 1.00x | | |")
+        else:
+            limit = SHORT_COMMAND_TARGETS[row["row"]]
+            lines.append(f"| {row['row']} | | {row['wall']:.2f} | | <= {limit:g} s | "
+                         f"{'yes' if row['wall'] <= limit else 'NO'} |")
+    return "\n".join(lines)
+
+
 def cluster_startup(env: dict, repeats: int = 3) -> dict:
     """Time regbench's local Dask cluster of 2 workers: until both are ready, until a first task returns, and
     until it is closed again (median of `repeats` fresh processes; imports included)."""
@@ -333,7 +391,25 @@ def main() -> None:
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     parser.add_argument("--no-levers", action="store_true", help="skip the one-lever-at-a-time table")
     parser.add_argument("--render", metavar="JSON", help="only rewrite --out from a run's saved figures")
+    parser.add_argument("--short-only", action="store_true",
+                        help="measure only the short commands, into the figures of --out's last run (RESULTS.json)")
     args = parser.parse_args()
+    if args.short_only:
+        if not args.data or not Path(args.data).is_file():
+            parser.error("give the full MNIST file with --data PATH or $REGBENCH_DATA")
+        env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
+        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        env["REGBENCH_JAX_CACHE"] = "off"  # the JAX rows set their own cache, cold and warm
+        figures = Path(args.out).with_suffix(".json")
+        measured = json.loads(figures.read_text())
+        measured["short"] = {"command": shlex.join(["python", "benchmarks/speed.py", *sys.argv[1:]]),
+                             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             "rows": short_commands(args.data, env)}
+        figures.write_text(json.dumps(measured, indent=1) + "\n")
+        text = render(measured)
+        Path(args.out).write_text(text)
+        print(short_table(measured["short"]["rows"]))
+        return
     if args.render:
         measured = json.loads(Path(args.render).read_text())
         text = render(measured)
@@ -345,6 +421,7 @@ def main() -> None:
     started = time.perf_counter()
     env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["REGBENCH_JAX_CACHE"] = "off"  # the long rows compile as a machine's first process does
     # 1. Floors first, on a quiet machine; then every setup, one at a time.
     print("floors: sgemm rate and copy bandwidth ...", flush=True)
     floor = floors()
@@ -365,12 +442,14 @@ def main() -> None:
     print("local Dask cluster start-up ...", flush=True)
     startup = cluster_startup(env)
     lever_rows = [] if args.no_levers else levers(args.data, env)
+    short = {"command": "(this run)", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "rows": short_commands(args.data, env)}
     # 2. Keep every figure (JSON), then write the tables with the machine and the command.
     measured = {"command": shlex.join(["python", "benchmarks/speed.py", *sys.argv[1:]]),
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "seconds": round(time.perf_counter() - started), "seeds": args.seeds, "epochs": args.epochs,
                 "repeats": args.repeats, "machine": machine_description(), "floors": floor, "rows": rows,
-                "cluster_startup": startup, "levers": lever_rows}
+                "cluster_startup": startup, "levers": lever_rows, "short": short}
     Path(args.out).with_suffix(".json").write_text(json.dumps(measured, indent=1) + "\n")
     text = render(measured)
     Path(args.out).write_text(text)
@@ -423,6 +502,17 @@ def render(measured: dict) -> str:
     ]
     if measured["levers"]:
         sections += ["## Levers, one at a time", levers_table(measured["levers"], reference)]
+    if measured.get("short"):
+        short = measured["short"]
+        sections += ["## Short commands (whole processes)",
+                     f"Measured by `{short['command']}` on {short['date']}: the commands a user types while "
+                     "exploring, where the fixed costs dominate. Two runs (the baseline and dropout, seed 0) against "
+                     "the plain script run twice (two processes); JAX cold on an empty compilation cache "
+                     "(`REGBENCH_JAX_CACHE` set to a new directory), warm in a second process on the cache the "
+                     "first filled (a new store, so everything trains again); TensorFlow with the cache off (it "
+                     "has none). `compare, every run stored` is the TensorFlow command again on its store; "
+                     "`--help` and `list` are the median of three.",
+                     short_table(short["rows"])]
     return "\n\n".join(sections) + "\n"
 
 
