@@ -99,7 +99,12 @@ def _epoch_times(run: pd.Series, epochs: pd.DataFrame) -> list[float]:
     """Return the wall time (seconds since the epoch) at which each of a run's epochs ended."""
     finished = datetime.fromisoformat(str(run["finished_at"])).timestamp()
     ends = epochs["seconds"].fillna(0).cumsum()
-    return list(finished - (ends.iloc[-1] if len(ends) else 0.0) + ends)
+    return list(finished - ends.iloc[-1] + ends) if len(ends) else [finished]  # no epoch: when it ended
+
+
+def _start_time(epochs: pd.DataFrame, times: list[float]) -> float:
+    """Return when a run's first epoch began (its end, less its time), or when it ended if it ran none."""
+    return times[0] - float(epochs["seconds"].fillna(0).iloc[0]) if len(epochs) else times[0]
 
 
 def _per_run(comparison: Comparison):
@@ -129,7 +134,7 @@ def to_tensorboard(comparison: Comparison, logdir: Path) -> int:
     count = 0
     for run, epochs, times, finals in _per_run(comparison):
         writer = EventFileWriter(str(logdir / run["technique"] / f"seed-{run['seed']}"))
-        start = times[0] - float(epochs["seconds"].iloc[0]) if len(epochs) else times[0]
+        start = _start_time(epochs, times)
         writer.add_event(event_pb2.Event(wall_time=start, step=0, summary=hp.hparams_pb(
             hyperparameters(run), trial_id=trial_id(run), start_time_secs=start)))
         columns = [column for column in epochs.columns if column not in NOT_PER_EPOCH]
@@ -204,7 +209,7 @@ def to_mlflow(comparison: Comparison, client, experiment_id: str) -> int:
     for run, epochs, times, finals in _per_run(comparison):
         milliseconds = [int(wall_time * 1000) for wall_time in times]
         child = client.create_run(experiment_id, run_name=f"{run['technique']} seed {run['seed']}",
-                                  start_time=milliseconds[0] - int(float(epochs["seconds"].iloc[0]) * 1000),
+                                  start_time=int(_start_time(epochs, times) * 1000),
                                   tags={"mlflow.parentRunId": parent.info.run_id})
         params = {**{spec.name: _plain(run.get(spec.name)) for spec in fields(RunConfig)
                      if spec.name not in ("technique", "technique_params")}, **hyperparameters(run)}
