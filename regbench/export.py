@@ -149,22 +149,17 @@ def to_tensorboard(comparison: Comparison, logdir: Path) -> int:
         writer.close()
         count += 1
     labels = list(dict.fromkeys(runs["technique"]))
-    params = sorted({name for _, run in runs.iterrows() for name in hyperparameters(run)} - {"arm", "technique"})
+    values = pd.DataFrame([hyperparameters(run) for _, run in runs.iterrows()]).drop(columns=["arm", "technique"])
     domains = [hp.HParam("arm", hp.Discrete(labels)),
                hp.HParam("technique", hp.Discrete(sorted({technique_of(label) for label in labels}))),
-               *(hp.HParam(name, hp.RealInterval(*_bounds(runs, name))) for name in params)]
+               *(hp.HParam(name, hp.RealInterval(float(values[name].min()), float(values[name].max())))
+                 for name in sorted(values.columns))]
     metrics = [hp.Metric(f"final/{name}", display_name=name.replace("_", " ")) for name in FINAL]
     writer = EventFileWriter(str(logdir))
     writer.add_event(event_pb2.Event(wall_time=datetime.now().timestamp(),
                                      summary=hp.hparams_config_pb(domains, metrics)))
     writer.close()
     return count
-
-
-def _bounds(runs: pd.DataFrame, name: str) -> tuple[float, float]:
-    """Return the smallest and largest value of parameter `name` over the runs that take it."""
-    values = [hyperparameters(run)[name] for _, run in runs.iterrows() if name in hyperparameters(run)]
-    return min(values), max(values)
 
 
 def open_mlflow(uri: str, experiment: str):

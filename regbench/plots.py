@@ -17,6 +17,11 @@ _PALETTE = ("#4d4d4d", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#
 _BAND = "mean over seeds\n(band: min to max)"
 
 
+def baseline_name(label: str) -> str:
+    """Name the reference arm in figure and report text: 'the baseline', or 'the baseline dropout' (--baseline)."""
+    return "the baseline" if label == BASELINE else f"the baseline {label}"
+
+
 def arm_colours(techniques: list[str], baseline: str = BASELINE) -> dict[str, str]:
     """Give the `baseline` arm grey, first, and every other arm its own colour, the same in every figure."""
     arms = [baseline, *[t for t in techniques if t != baseline]]
@@ -121,9 +126,8 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     labels = [f"{t} ({n} pair{'' if n == 1 else 's'})" for t, n in zip(treated["technique"], treated["pairs"])]
     axes.set_yticks(positions, labels)
     axes.set_ylim(-0.7, len(treated) - 0.3)
-    versus = "technique minus baseline" if summary["technique"].iloc[0] == BASELINE else \
-        f"arm minus the baseline {summary['technique'].iloc[0]}"
-    axes.set(xlabel=f"test accuracy: {versus}, same seed (percentage points)\n"
+    axes.set(xlabel=f"test accuracy: arm minus {baseline_name(summary['technique'].iloc[0])}, same seed "
+                    "(percentage points)\n"
                     "thick: t-interval at the level Holm tested the technique (the verdict on 0 rests on it)\n"
                     "thin, capped: unadjusted 95% t-interval\n"
                     "verdicts: Holm-adjusted tests of 0 and of equivalence within the margin")
@@ -185,8 +189,7 @@ def cost_plot(summary: pd.DataFrame, runs: pd.DataFrame, title: str) -> Figure:
                 axes.annotate(f"{ratio:.2f}x ({seconds:.1f} s)", (ratio, position), xytext=(4, 0),
                               textcoords="offset points", va="center", fontsize="small")
         axes.axvline(1, color="black", linewidth=1)
-        axes.set(xlabel=f"{label} relative to the baseline{'' if techniques[0] == BASELINE else ' ' + techniques[0]} (x)",
-                 title=label.capitalize())
+        axes.set(xlabel=f"{label} relative to {baseline_name(techniques[0])} (x)", title=label.capitalize())
         axes.set_xlim(0, max([1.0, *ratios.dropna()]) * 1.35)
         axes.grid(axis="x", alpha=0.3)
     panels[0].set_yticks(positions, techniques)

@@ -398,11 +398,10 @@ def tuning_section(manifest: dict, tuning: pd.DataFrame) -> str:
                      ", ".join(edges) or "–", score(choice["score"]), f"{completed} of {len(trials)}"])
     rows += [[setting, "nothing to tune", describe_params(tune["fixed"][setting]) or "–", "–", "–", "–"]
              for setting in tune["untuned"]]
-    eval_seeds = manifest["seeds"]
-    untreated = ("The baseline" if reference_arm(manifest)[0] == BASELINE else
-                 f"The model without regularization ({BASELINE}; the baseline {reference_arm(manifest)[0]} was tuned "
-                 "like every arm)" if reference_arm(manifest)[0] in tuned["chosen"] else
-                 f"The model without regularization ({BASELINE})")
+    eval_seeds, reference = manifest["seeds"], reference_arm(manifest)[0]
+    untreated = ("The baseline" if reference == BASELINE else
+                 f"The model without regularization ({BASELINE}; the baseline {reference} was tuned like every arm)"
+                 if reference in tuned["chosen"] else f"The model without regularization ({BASELINE})")
     return f"""## Tuning
 
 Each setting's values were chosen on validation data alone, before any evaluation run: {tune['sampler']}
@@ -464,8 +463,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
                           for name, caption in figure_captions(manifest).items() if name != "sensitivity")
     tuning_text = tuning_section(manifest, tuning) + "\n" if manifest.get("tune") else ""
     chosen = " (chosen by tuning)" if manifest.get("tune") else ""
-    against = "the baseline" if reference == BASELINE else f"the baseline {reference}"
-    return f"""# regbench: {', '.join(techniques)} against {against}
+    return f"""# regbench: {', '.join(techniques)} against {plots.baseline_name(reference)}
 
 {comparison_title(manifest)}.
 

@@ -56,16 +56,20 @@ class CompareOutcome:
     render_seconds: float = 0.0  # loading the runs, statistics, figures and report: a comparison's fixed cost
 
 
-def plan_runs(request: CompareRequest) -> list[RunConfig]:
-    """Return the runs of a comparison, seed by seed, each seed's baseline first."""
-    return [replace(request.base, technique=technique_of(label), technique_params=params, seed=seed)
+def _planned(request: CompareRequest) -> list[tuple[str, RunConfig]]:
+    """Return the runs of a comparison with their arms' labels, seed by seed, each seed's baseline first."""
+    return [(label, replace(request.base, technique=technique_of(label), technique_params=params, seed=seed))
             for seed in request.seeds for label, params in (request.baseline, *request.settings)]
 
 
+def plan_runs(request: CompareRequest) -> list[RunConfig]:
+    """Return the runs of a comparison, seed by seed, each seed's baseline first."""
+    return [config for _, config in _planned(request)]
+
+
 def arm_of_run(request: CompareRequest) -> dict[str, str]:
-    """Return each run's arm label, by run id (the same order as plan_runs)."""
-    labels = [label for _ in request.seeds for label, _ in (request.baseline, *request.settings)]
-    return {config.run_id: label for config, label in zip(plan_runs(request), labels)}
+    """Return each run's arm label, by run id."""
+    return {config.run_id: label for label, config in _planned(request)}
 
 
 def _checked_plan(request: CompareRequest, device: str):
