@@ -13,6 +13,7 @@ from regbench.errors import UsageError
 
 DEVICES = ("auto", "cpu", "gpu")
 JAX_CACHE = "REGBENCH_JAX_CACHE"  # JAX's persistent compilation cache: a directory, or 'off' (default: below)
+GPU_DEVICE_FILES = ("nvidia[0-9]*", "kfd", "dxg")  # /dev entries of NVIDIA, AMD (ROCm) and WSL2 GPUs
 
 
 def jax_cache_dir() -> Path | None:
@@ -25,10 +26,13 @@ def jax_cache_dir() -> Path | None:
 _BACKEND_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-def select_backend(backend: str, device: str, tf_threads: int = 1) -> str:
+def select_backend(backend: str, device: str, tf_threads: int = 1, start: bool = True) -> str:
     """Set up `backend` on `device` ('auto', 'cpu', 'gpu'); return the device used ('cpu'/'gpu').
 
     Must run before the first `import keras` of the process: Keras reads KERAS_BACKEND once.
+    With `start=False` the backend is not imported where the device is known without it (see
+    device_known_without_backend): the first run to train starts it (select_backend again), so a
+    command whose runs are all stored never loads it.
     On the CPU, TensorFlow gets `tf_threads` intra- and inter-op threads: one was the faster for
     these small models in most paired timings here (README, Speed), and more runs at once come
     from `--jobs`. JAX
@@ -57,6 +61,9 @@ def select_backend(backend: str, device: str, tf_threads: int = 1) -> str:
             os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache))
             os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # every program, even quick ones
     # 3. Start the backend and see which device it got.
+    known = device_known_without_backend(device)
+    if not start and known:
+        return known
     used = "gpu" if _gpu_visible(backend) else "cpu"
     if device == "gpu" and used != "gpu":
         raise UsageError(
@@ -67,6 +74,17 @@ def select_backend(backend: str, device: str, tf_threads: int = 1) -> str:
     if backend == "tensorflow" and used == "cpu":  # never under JAX: TF's threading settings slow JAX badly
         _limit_tensorflow_threads(tf_threads)
     return used
+
+
+def device_known_without_backend(device: str) -> str | None:
+    """Return the device runs train on where that is known without starting a backend: 'cpu' when asked for, or
+    under 'auto' on a Linux machine with no GPU device file (no backend can see a GPU there); else None."""
+    if device == "cpu":
+        return "cpu"
+    if device == "auto" and sys.platform == "linux" and not any(
+            any(Path("/dev").glob(pattern)) for pattern in GPU_DEVICE_FILES):
+        return "cpu"
+    return None
 
 
 def _limit_tensorflow_threads(threads: int) -> None:

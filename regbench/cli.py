@@ -288,10 +288,10 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         epochs=epochs, batch_size=batch_size, backend=backend, schedule=schedule, warmup_epochs=warmup_epochs,
         resample_data=resample_data, dataset=dataset,
     )
-    # 2. Start the backend (before Keras is imported), then hand over to the runner.
-    # On a Dask cluster the workers start the backend; this process plans and reports without it.
+    # 2. Choose the backend (before Keras is imported), then hand over to the runner. In this process the first
+    # run to train starts it; on a Dask cluster the workers do; this process plans and reports without it.
     if isinstance(executor, InProcess):
-        used_device = select_backend(backend, device)
+        used_device = select_backend(backend, device, start=False)
     else:
         check_installed(backend)
         used_device = _cluster_device(device, resources)
@@ -339,8 +339,10 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
     with executor:
         outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True), executor=executor)
     click.echo(format_summary(outcome.summary))
-    click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; wrote {len(outcome.files)} files to {request.out}/ "
-               f"(tables, statistics, figures and report in {outcome.render_seconds:.1f} s)")
+    done = (f"wrote {len(outcome.files)} files to {request.out}/ (tables, statistics, figures and report"
+            if outcome.written else f"{request.out}/ is up to date: its {len(outcome.files)} files were made from "
+            "these runs, options and code (checked")
+    click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; {done} in {outcome.render_seconds:.1f} s)")
 
 
 def _arms(techniques: str, baseline: str, architecture: str) -> tuple[Arm, list[Arm]]:

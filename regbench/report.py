@@ -18,26 +18,21 @@ from regbench import plots, stats
 from regbench.config import DEFAULT_MARGIN, LEGACY_PROTOCOL, STUDY_FIELDS, with_added_defaults
 from regbench.errors import UsageError
 from regbench.experiment import EXPERIMENT_FILE, experiment_toml
-from regbench.store import RunTables, baseline_label, read_comparison, read_tuning, write_outputs
+from regbench.store import (COMPARISON_FIGURES, COMPARISON_TABLES, RunTables, baseline_label, read_comparison,
+                            read_tuning, write_outputs)
 from regbench.techniques import BASELINE, describe_params
 
-FIGURE_CAPTIONS = {
-    "learning_curves": "Validation (solid) and training (dashed, inference mode) accuracy and cross-entropy per epoch.",
-    "gap_curves": "Generalization gap per epoch: training minus validation accuracy.",
-    "paired_test_accuracy": ("Paired test-accuracy difference to the baseline with its unadjusted 95% intervals (forest plot); "
-                             "the verdicts are Holm-adjusted."),
-    "weight_histograms": "Final kernel weight magnitudes per arm, with max |w| and the share of near-zero weights.",
-    "cost": "Training time per epoch and in total, relative to the baseline.",
-    "sensitivity": ("Tuning: validation score against each searched parameter, per tuned setting: every tuning run "
-                    "(dots), each trial's mean over the tuning seeds (circles), the chosen trial (star) and the "
-                    "baseline's mean on the tuning seeds (dashed); diverged runs are left out."),
-}
-
-
-TABLES = ("runs", "epochs", "weights", "summary", "effects", "best_and_final_epochs")
-# Every file a comparison writes (tuning.csv and the sensitivity figure: with --tune).
-COMPARISON_FILES = [*(f"{name}.csv" for name in (*TABLES, "tuning")), *(f"{name}.png" for name in FIGURE_CAPTIONS),
-                    "REPORT.md", "report.html", "manifest.json", EXPERIMENT_FILE]
+FIGURE_CAPTIONS = dict(zip(COMPARISON_FIGURES, (  # in COMPARISON_FIGURES' order
+    "Validation (solid) and training (dashed, inference mode) accuracy and cross-entropy per epoch.",
+    "Generalization gap per epoch: training minus validation accuracy.",
+    "Paired test-accuracy difference to the baseline with its unadjusted 95% intervals (forest plot); the verdicts are "
+    "Holm-adjusted.",
+    "Final kernel weight magnitudes per arm, with max |w| and the share of near-zero weights.",
+    "Training time per epoch and in total, relative to the baseline.",
+    "Tuning: validation score against each searched parameter, per tuned setting: every tuning run (dots), each "
+    "trial's mean over the tuning seeds (circles), the chosen trial (star) and the baseline's mean on the tuning "
+    "seeds (dashed); diverged runs are left out.",
+), strict=True))
 
 
 def write_comparison(out: Path, tables: RunTables, manifest: dict,
@@ -62,7 +57,7 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict,
     texts = comparison_texts(manifest, runs, tables.epochs, summary, effects, epochs_table, images, tuning)
     if manifest.get("options"):  # manifests before experiment files have none
         texts[EXPERIMENT_FILE] = experiment_toml(manifest["options"])
-    written = dict(zip(TABLES, (tables.runs, tables.epochs, tables.weights, summary, effects, epochs_table)))
+    written = dict(zip(COMPARISON_TABLES, (tables.runs, tables.epochs, tables.weights, summary, effects, epochs_table)))
     if manifest.get("tune"):
         written["tuning"] = tuning
     files = write_outputs(out, written, images, manifest, texts)

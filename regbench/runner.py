@@ -10,7 +10,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
@@ -18,11 +18,13 @@ from regbench.config import RunConfig
 from regbench.data import Images, Splits, load_images, training_size
 from regbench.errors import UsageError
 from regbench.executor import DaskCluster, InProcess
-from regbench.report import COMPARISON_FILES, write_comparison
-from regbench.store import RunStore, check_replaceable, check_same_comparison
+from regbench.store import (COMPARISON_FILES, RunStore, check_replaceable, check_same_comparison, inputs_digest,
+                            unchanged_outputs)
 from regbench.sweep import format_duration, train_todo
 from regbench.techniques import BASELINE, check_groups, describe_params, hooks_for, technique_of
-from regbench.tune import TuneOutcome, TunePlan, TuneRequest, choose, plan_tuning, tune_record
+
+if TYPE_CHECKING:  # Optuna, the statistics and the figures load only where a command tunes or draws
+    from regbench.tune import TuneOutcome, TunePlan, TuneRequest
 
 @dataclass(frozen=True)
 class CompareRequest:
@@ -54,6 +56,7 @@ class CompareOutcome:
     trained: int  # runs trained by this invocation
     reused: int  # runs found in the store (finished earlier, or by another process meanwhile)
     render_seconds: float = 0.0  # loading the runs, statistics, figures and report: a comparison's fixed cost
+    written: bool = True  # False: the output directory was made from the same runs, options and code, and kept
 
 
 def _planned(request: CompareRequest) -> list[tuple[str, RunConfig]]:
@@ -84,7 +87,11 @@ def _checked_plan(request: CompareRequest, device: str):
         )
     check_groups((request.baseline, *request.settings), request.base.batch_size, train_size)
     base = replace(request.base, train_size=train_size, device=device, data=images.fingerprint)
-    plan = plan_tuning(_tuned_arms(request), base, request.tune) if request.tune else None
+    plan = None
+    if request.tune:
+        from regbench.tune import plan_tuning
+
+        plan = plan_tuning(_tuned_arms(request), base, request.tune)
     check_replaceable(request.out, COMPARISON_FILES)
     check_same_comparison(request.out, _identity(request, base, plan), request.force)
     RunStore(request.store, create=False)  # a file that is not a run store is refused here, and left as it is
@@ -102,6 +109,8 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     trained, tuned = 0, None
     # 2. With --tune, train the tuning runs first and choose each setting's values on validation alone.
     if plan is not None:
+        from regbench.tune import choose
+
         for name in plan.untuned:
             echo(f"--tune: {name} has nothing to tune; it is compared at {_values(request, name)}")
         echo(f"tuning: {len(plan.tunings)} setting(s) x {plan.request.trials} trials x {len(plan.request.seeds)} "
@@ -119,14 +128,24 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     evaluated = replace(request, base=base)
     configs = plan_runs(evaluated)
     trained += train_missing(configs, splits, store, echo, executor)
-    # 4. Build the comparison, its figures and its report from the store, each run under its arm's label.
+    # 4. Build the comparison, its figures and its report from the store, each run under its arm's label; a
+    # directory already made from the same runs, options and code is left as it is.
     started = time.perf_counter()
     tables = store.load([c.run_id for c in configs]).labelled(arm_of_run(evaluated))
     manifest = _manifest(request, base, images, tables.runs, plan, tuned)
-    summary, files = write_comparison(request.out, tables, manifest, tuned.table if tuned else None)
+    tuning = tuned.table if tuned else None
+    made_from = inputs_digest(tables, manifest, tuning)
+    files = unchanged_outputs(request.out, made_from)
+    written = files is None
+    if written:
+        from regbench.report import write_comparison
+
+        summary, files = write_comparison(request.out, tables, {**manifest, "made_from": made_from}, tuning)
+    else:
+        summary = pd.read_csv(request.out / "summary.csv")
     planned = len(configs) + (len(plan.configs) if plan else 0)
     return CompareOutcome(summary, files, trained=trained, reused=planned - trained,
-                          render_seconds=time.perf_counter() - started)
+                          render_seconds=time.perf_counter() - started, written=written)
 
 
 def _tuned_arms(request: CompareRequest) -> tuple[tuple[str, tuple], ...]:
@@ -275,7 +294,7 @@ def _identity(request: CompareRequest, base: RunConfig, plan: TunePlan | None) -
         "seeds": list(request.seeds),
         "baseline": {request.baseline[0]: dict(request.baseline[1])},
         "protocol": {"name": request.protocol, "select": request.select},
-        "tune": None if plan is None else tune_record(plan),
+        "tune": None if plan is None else plan.record(),
     }
     if plan is None:  # a tuned comparison's values are chosen, so its searches say what it is
         identity["techniques"] = {technique: dict(params) for technique, params in request.settings}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import pandas as pd
 
 from regbench.config import LEGACY_PROTOCOL, WEIGHT_BIN_EDGES, RunConfig, with_added_defaults
 from regbench.errors import UsageError
+from regbench.experiment import EXPERIMENT_FILE
 from regbench.techniques import BASELINE
 
 SCHEMA_VERSION = 2  # 2: claims are leases that expire; failures recorded (version 1 is migrated in place)
@@ -58,6 +60,15 @@ LAYOUT = {"runs": ["run_id", "config", "record", "epochs", "status", "finished_a
 LAYOUT_V1 = {"runs": LAYOUT["runs"], "claims": ["run_id", "owner", "claimed_at"]}  # a version 1 store's
 APPLICATION_ID = 0x52474231  # 'RGB1': marks an SQLite file as a regbench run store
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+COMPARISON_TABLES = ("runs", "epochs", "weights", "summary", "effects", "best_and_final_epochs")
+COMPARISON_FIGURES = ("learning_curves", "gap_curves", "paired_test_accuracy", "weight_histograms", "cost",
+                      "sensitivity")
+# Every file a comparison writes (tuning.csv and the sensitivity figure: with --tune).
+COMPARISON_FILES = [*(f"{name}.csv" for name in (*COMPARISON_TABLES, "tuning")),
+                    *(f"{name}.png" for name in COMPARISON_FIGURES), "REPORT.md", "report.html", "manifest.json",
+                    EXPERIMENT_FILE]
 
 
 def _now(later_seconds: float = 0) -> str:
@@ -401,22 +412,27 @@ def check_filesystem(path: Path, option: str) -> None:
 
 def write_outputs(out: Path, tables: dict, images: dict, manifest: dict, texts: dict | None = None) -> list[Path]:
     """Write tables as CSV, PNG images, text files and the manifest as JSON into `out`; return the paths.
+    The manifest records each file's SHA-256 as written ('files'), so that an unchanged file can be told.
 
     All or nothing: every file is first written beside its target, then all are renamed into place;
     if any step fails, the files that were there before are put back and the error is one line.
     The directory itself is never replaced (it may hold other results).
     """
-    texts = {**(texts or {}), "manifest.json": json.dumps(_nan_to_none(manifest), indent=2, allow_nan=False) + "\n"}
     writers = {f"{name}.csv": (lambda temp, table=table: table.to_csv(temp, index=False))
                for name, table in tables.items()}
     writers |= {f"{name}.png": (lambda temp, data=data: Path(temp).write_bytes(data)) for name, data in images.items()}
     writers |= {name: (lambda temp, text=text: Path(temp).write_text(text, encoding="utf-8"))
-                for name, text in texts.items()}
+                for name, text in (texts or {}).items()}
+    writers["manifest.json"] = lambda temp: Path(temp).write_text(
+        json.dumps(_nan_to_none(manifest), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     check_replaceable(out, list(writers))
     staged, kept, placed = {}, {}, []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for name, write in writers.items():  # 1. stage every file beside its target
+        for name, write in writers.items():  # 1. stage every file beside its target (the manifest last, with theirs)
+            if name == "manifest.json":
+                manifest = {**manifest, "files": {**manifest.get("files", {}),
+                                                  **{other: _sha256(path) for other, path in staged.items()}}}
             staged[name] = out / f".{name}.{os.getpid()}.staged"
             write(staged[name])
         for name in writers:  # 2. keep the old files, then rename the new ones into place
@@ -439,6 +455,38 @@ def write_outputs(out: Path, tables: dict, images: dict, manifest: dict, texts: 
         for path in [*staged.values(), *kept.values()]:
             path.unlink(missing_ok=True)
     return [out / name for name in writers]
+
+
+def _sha256(path: Path) -> str:
+    """Return the SHA-256 of a file's bytes, in hex."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def inputs_digest(tables: RunTables, manifest: dict, tuning: pd.DataFrame | None) -> str:
+    """Return a digest of everything a comparison's files are made from: its run tables, its tuning runs, its
+    manifest (but the date) and regbench's own code (so a changed figure or report is drawn again)."""
+    digest = hashlib.sha256()
+    for table in (tables.runs, tables.epochs, tables.weights, tuning):
+        digest.update(b"none" if table is None else table.to_csv(index=False).encode())
+    made = {key: value for key, value in manifest.items() if key != "date"}
+    digest.update(json.dumps(made, sort_keys=True, default=str).encode())
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def unchanged_outputs(out: Path, made_from: str) -> list[Path] | None:
+    """Return the files of `out` when it holds a comparison made from `made_from` (inputs_digest) and each of its
+    files is as it was written; else None (it is to be written)."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        if manifest.get("made_from") != made_from or not manifest.get("files"):
+            return None
+        if any(_sha256(out / name) != digest for name, digest in manifest["files"].items()):
+            return None
+    except (OSError, ValueError, AttributeError):  # missing, unreadable or not a manifest of this kind
+        return None
+    return [out / name for name in (*manifest["files"], "manifest.json")]
 
 
 def check_same_comparison(out: Path, identity: dict, force: bool) -> None:

@@ -7,6 +7,7 @@ import random
 import tempfile
 import time
 import weakref
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +26,8 @@ STEPS_PER_EXECUTION = 100  # training steps fused into one backend call (torch a
 NEAR_ZERO = 1e-3  # |w| below this counts as near zero
 WEIGHT_DECAY_EXCLUDED = ["bias", "gamma", "beta"]  # decay kernels only, as L1/L2 do
 _STATISTICS_PROBES = weakref.WeakKeyDictionary()  # model -> the model of its population-statistics layers' inputs
+SHARED_STRUCTURES = 16  # TensorFlow: models (with their traced functions) kept per process, the latest used
+_SHARED_MODELS: OrderedDict = OrderedDict()  # program key -> the model every TensorFlow run of that structure trains
 
 
 @dataclass
@@ -179,6 +182,35 @@ def program_key(config: RunConfig) -> RunConfig:
     return replace(config, seed=0, data="")
 
 
+def shared_model(config: RunConfig, model: keras.Model) -> keras.Model:
+    """Return the model run `config` trains, starting from `model`'s state: on TensorFlow, this process's model of
+    the run's structure (program_key) set to that state, so that its traced train, test and predict functions
+    serve every run of the structure (tracing them takes seconds per run; the numbers are the same bits, tested);
+    elsewhere `model` itself.
+
+    The state is every variable of the model (weights, batch statistics, the random streams' seeds) and of a
+    newly built optimizer (its step count, moments and averages at their start).
+    """
+    if keras.backend.backend() != "tensorflow":
+        return model
+    key = program_key(config)
+    shared = _SHARED_MODELS.setdefault(key, model)
+    _SHARED_MODELS.move_to_end(key)
+    while len(_SHARED_MODELS) > SHARED_STRUCTURES:
+        _SHARED_MODELS.popitem(last=False)
+    if shared is model:
+        return model
+    for each in (model, shared):
+        if not each.optimizer.built:
+            each.optimizer.build(each.trainable_variables)
+    targets, sources = shared.variables + shared.optimizer.variables, model.variables + model.optimizer.variables
+    if [v.shape for v in targets] != [v.shape for v in sources]:
+        raise RuntimeError(f"run {config.run_id}: its model's variables differ from those of its structure's model")
+    for target, source in zip(targets, sources):
+        target.assign(source.value)
+    return shared
+
+
 class _ExecutionClock(keras.callbacks.Callback):
     """Time each backend call of a TensorFlow `fit` epoch (steps_per_execution steps each)."""
 
@@ -331,6 +363,7 @@ def train_run(
                            f"{keras.backend.backend()!r}; a run trains only on the backend of its id")
     seed_globals(config.seed)
     model, hooks = compile_model(config)
+    model = shared_model(config, model)
     callbacks = [make() for make in hooks.callbacks]
     for callback in callbacks:
         callback.set_model(model)

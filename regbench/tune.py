@@ -153,6 +153,18 @@ class TunePlan:
         """Return every tuning run, the baseline's first."""
         return self.baseline + [run for trials in self.trial_runs.values() for runs in trials for run in runs]
 
+    def record(self) -> dict:
+        """Return what a tuned comparison fixes before it trains (the manifest's "tune"): budget, metric, sampler
+        and every setting's searches (name -> low, high, scale) and its values not searched."""
+        searches = {name: {search.param.name: {"low": search.low, "high": search.high, "scale": search.param.scale,
+                                               "integer": search.param.kind is int}
+                           for search in tuning.searches}
+                    for name, tuning in self.tunings.items()}
+        fixed = {name: {param: value for param, value in params if param not in searches.get(name, {})}
+                 for name, params in self.settings}
+        return {"trials": self.request.trials, "seeds": list(self.request.seeds), "metric": self.request.metric,
+                "sampler": SAMPLER, "searches": searches, "fixed": fixed, "untuned": self.untuned}
+
 
 def plan_tuning(settings: tuple[tuple[str, tuple], ...], base: RunConfig, request: TuneRequest) -> TunePlan:
     """Propose every tuned setting's trials and lay out their runs on the tuning seeds (nothing trains here)."""
@@ -217,19 +229,6 @@ def choose(plan: TunePlan, runs: pd.DataFrame, select: str) -> TuneOutcome:
     chosen_settings = tuple((name, tuple(sorted(choices[name]["params"].items())) if name in choices else params)
                             for name, params in plan.settings)
     return TuneOutcome(chosen_settings, table, record)
-
-
-def tune_record(plan: TunePlan) -> dict:
-    """Return what a tuned comparison fixes before it trains (the manifest's "tune"): budget, metric, sampler and
-    every setting's searches (name -> low, high, scale) and its values not searched."""
-    searches = {name: {search.param.name: {"low": search.low, "high": search.high, "scale": search.param.scale,
-                                           "integer": search.param.kind is int}
-                       for search in tuning.searches}
-                for name, tuning in plan.tunings.items()}
-    fixed = {name: {param: value for param, value in params if param not in searches.get(name, {})}
-             for name, params in plan.settings}
-    return {"trials": plan.request.trials, "seeds": list(plan.request.seeds), "metric": plan.request.metric,
-            "sampler": SAMPLER, "searches": searches, "fixed": fixed, "untuned": plan.untuned}
 
 
 def _tuning_row(setting: str, trial: int | None, config: RunConfig, run: pd.Series) -> dict:

@@ -57,6 +57,17 @@ def test_compare_writes_every_output_and_a_rerun_trains_nothing(runner, tmp_path
     again = compare(runner, tmp_path, "--technique", "dropout", *TINY)
     assert again.exit_code == 0 and "0 runs trained, 4 reused" in again.stdout
     assert again.stdout.splitlines()[:3] == first.stdout.splitlines()[:3]  # the same summary table
+    assert f"{out}/ is up to date: its 15 files were made from these runs, options and code" in again.stdout
+    # Every run stored and nothing changed: no backend, statistics or figures are loaded.
+    arguments = ["compare", "--technique", "dropout", *TINY, "--out", str(out), "--store", str(tmp_path / "store.sqlite")]
+    assert loaded(arguments, 0, ("keras", "tensorflow", "jax", "scipy", "matplotlib")) == []
+    written = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    (out / "cost.png").unlink()  # a file gone, or changed, is written again, with the rest
+    redone = compare(runner, tmp_path, "--technique", "dropout", *TINY)
+    assert "0 runs trained, 4 reused; wrote 15 files" in redone.stdout and (out / "cost.png").exists()
+    (out / "REPORT.md").write_text((out / "REPORT.md").read_text() + " ")
+    assert "0 runs trained, 4 reused; wrote 15 files" in compare(runner, tmp_path, "--technique", "dropout", *TINY).stdout
+    assert all((out / name).stat().st_mtime_ns > mtime for name, mtime in written.items())
 
     shared = compare(runner, tmp_path, "--technique", "dropout,l2", *TINY, out="two")
     assert shared.exit_code == 0 and "2 runs trained, 4 reused" in shared.stdout  # one baseline per seed
@@ -297,15 +308,21 @@ def test_protocol_presets_are_resolved_recorded_and_overridden(runner, tmp_path)
     assert "conditional on this one training/validation split" in (tmp_path / "out" / "REPORT.md").read_text()
 
 
+def loaded(args: list[str], code: int, names: tuple[str, ...]) -> list[str]:
+    """Run the CLI with `args` in a fresh interpreter (expecting exit status `code`); return which of the modules
+    `names` it loaded."""
+    script = ("import sys; from click.testing import CliRunner; from regbench.cli import cli; "
+              f"result = CliRunner().invoke(cli, {args!r}); assert result.exit_code == {code}, result.output; "
+              f"import json; print(json.dumps([name for name in {names!r} if name in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_help_list_and_report_start_without_keras_or_a_backend(tmp_path):
     """--help and list load no pandas either; report loads everything it renders with (its statistics, figures and
     report modules; here on a missing directory, which it refuses after loading them), but no Keras or backend."""
     heavy = ("keras", "tensorflow", "jax", "torch", "pandas")
-    for args, code, left_out in ((["--help"], 0, heavy), (["list"], 0, heavy),
-                                 (["report", str(tmp_path / "missing")], 2, heavy[:4])):
-        script = ("import sys; from click.testing import CliRunner; from regbench.cli import cli; "
-                  f"result = CliRunner().invoke(cli, {args!r}); assert result.exit_code == {code}, result.output; "
-                  f"print([name for name in {left_out!r} if name in sys.modules], 'matplotlib' in sys.modules)")
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert done.stdout.strip().splitlines()[-1] == f"[] {args[0] == 'report'}", (args, done.stdout)
+    for args in (["--help"], ["list"]):
+        assert loaded(args, 0, (*heavy, "matplotlib")) == []
+    assert loaded(["report", str(tmp_path / "missing")], 2, (*heavy[:4], "matplotlib")) == ["matplotlib"]

@@ -53,6 +53,24 @@ def test_a_rerun_reproduces_a_run_exactly(split):
     assert without_timing(train_run(config, split)) == without_timing(train_run(config, split))
 
 
+@pytest.mark.parametrize("setting, overrides", [("batchnorm+dropout", None), ("ema+early-stopping",
+                                                                             {"ema_horizon": 10, "patience": 1})])
+def test_a_run_on_its_structures_shared_model_gives_the_numbers_it_gives_alone(split, setting, overrides):
+    """TensorFlow runs of one structure train one model (its traced functions reused), set to each run's start:
+    random streams, batch statistics, the optimizer's moments and averages, early stopping's restore."""
+    from regbench import train
+
+    first, second = (config_for(setting, overrides, seed=seed, epochs=3, hidden=(16,)) for seed in (1, 2))
+    train._SHARED_MODELS.clear()
+    alone = train_run(second, split)
+    train._SHARED_MODELS.clear()
+    train_run(first, split)
+    shared = train_run(second, split)
+    assert shared.model is train._SHARED_MODELS[train.program_key(second)]  # trained on the first run's model
+    assert without_timing(shared) == without_timing(alone)
+    assert shared.record["warmup_seconds"] < alone.record["warmup_seconds"]  # nothing traced again
+
+
 def test_warmup_is_kept_out_of_every_epoch_time():
     from regbench.train import _ExecutionClock, _separate_warmup
 

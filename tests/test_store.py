@@ -1,5 +1,7 @@
 """The run store: atomic saves, claims, nothing duplicated, clear errors."""
 
+import hashlib
+import json
 import math
 import re
 import sqlite3
@@ -113,7 +115,9 @@ def test_outputs_are_written_whole_with_no_temporary_files_left(tmp_path):
 
     paths = write_outputs(tmp_path, {"runs": pd.DataFrame({"a": [1, 2]})}, {}, {"x": math.nan})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "runs.csv"]
-    assert (tmp_path / "manifest.json").read_text().strip() == '{\n  "x": null\n}'
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["x"] is None  # NaN written as JSON null
+    assert manifest["files"] == {"runs.csv": hashlib.sha256((tmp_path / "runs.csv").read_bytes()).hexdigest()}
     assert len(paths) == 2
 
 
