@@ -34,7 +34,7 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/regbench compare --technique dropout
+	$(BIN)/regbench compare --technique dropout --jobs $(JOBS)
 
 # The reference suite on full MNIST ($$REGBENCH_DATA) and full Fashion-MNIST (FASHION_DATA); reuses finished runs.
 report: $(STAMP)

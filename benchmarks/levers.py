@@ -1,7 +1,10 @@
 """One speed lever, timed on full MNIST in this process (run by speed.py; prints one JSON line).
 
-Usage: python levers.py MNIST_NPZ tf-fit THREADS | jax-fit | jax-fused | jax-together RUNS
+Usage: python levers.py MNIST_NPZ tf-fit THREADS | jax-fit | jax-fused | jax-together RUNS | tf-run new|shared
 Times the second epoch (the first compiles) of the default model; seconds per model-epoch, training only.
+tf-run trains a second run of the default model (seed 1, 2 epochs) after a first (seed 0) in this process, on a
+model of its own (traced anew) or on the structure's shared model (regbench's path); its first epoch is its
+warm-up plus a steady epoch.
 """
 
 import json
@@ -19,6 +22,15 @@ from regbench.config import RunConfig  # noqa: E402
 from regbench.data import load_images, split_images  # noqa: E402
 
 split = split_images(load_images(path))
+if lever == "tf-run":
+    first, second = (RunConfig(backend=backend, seed=seed, epochs=2) for seed in (0, 1))
+    train.train_run(first, split)
+    if rest[0] == "new":
+        train._SHARED_MODELS.clear()  # as before runs shared a model: every run traces its functions anew
+    record = train.train_run(second, split).record
+    print(json.dumps({"lever": lever, "runs": 1, "seconds_per_model_epoch": record["seconds_per_epoch"],
+                      "first_epoch_seconds": record["warmup_seconds"] + record["seconds_per_epoch"]}))
+    sys.exit()
 runs = int(rest[0]) if lever == "jax-together" else 1
 configs = [RunConfig(backend=backend, seed=seed) for seed in range(runs)]
 models = []
