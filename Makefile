@@ -18,7 +18,7 @@ FASHION := --dataset fashion-mnist --technique all --protocol converged --tune -
 # Full Fashion-MNIST: Keras' idx directory (or an .npz in Keras' layout).
 FASHION_DATA ?= $(HOME)/.keras/datasets/fashion-mnist
 STUDY_STORE ?= $(HOME)/.cache/regbench/studies.sqlite  # the studies' runs, also outside the work tree
-# Runs trained at once by `make report` and `make studies`: one worker process per core.
+# Runs trained at once by `make run`, `make report` and `make studies`: one worker process per core.
 JOBS ?= $(shell nproc)
 
 .PHONY: install run report studies bench test test-slow clean

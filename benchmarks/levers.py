@@ -21,7 +21,7 @@ from regbench import train  # noqa: E402
 from regbench.config import RunConfig  # noqa: E402
 from regbench.data import load_images, split_images  # noqa: E402
 
-split = split_images(load_images(path))
+split = split_images(load_images(path=path))
 if lever == "tf-run":
     first, second = (RunConfig(backend=backend, seed=seed, epochs=2) for seed in (0, 1))
     train.train_run(first, split)

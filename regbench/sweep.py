@@ -198,7 +198,7 @@ def _wait_for_others(pending: dict, progress: _Progress) -> None:
 
 def _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, leases) -> int:
     """Train the runs of `todo` here, one by one, as train_todo says; return how many."""
-    select_backend(todo[0].backend, todo[0].device)  # started by the first run to train (a no-op if it was)
+    select_backend(todo[0].backend, todo[0].device)  # compare starts the backend here, as a first run trains
     from regbench.train import train_run, weights_bytes  # here, not at the top: a cluster's client never loads Keras
 
     pending, trained = dict(enumerate(todo)), 0

@@ -36,7 +36,8 @@ class RunResult:
 
     record: dict
     epochs: list[dict]
-    model: keras.Model  # the trained model (restored best weights under early stopping)
+    model: keras.Model  # the trained model (restored best weights under early stopping); on TensorFlow its
+    # structure's shared model (shared_model), which the next run of that structure resets: use it before
 
 
 def seed_globals(seed: int) -> None:
