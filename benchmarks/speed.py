@@ -389,6 +389,14 @@ def levers_table(rows: list[dict], reference: dict) -> str:
     return "\n".join(lines)
 
 
+def bench_environment() -> dict:
+    """Return the environment every measured process runs in: the backend its own flags choose, no TensorFlow
+    chatter, and JAX's compilation cache off (the long rows compile as a machine's first process does; the short
+    JAX rows set their own cache, cold and warm)."""
+    env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
+    return {**env, "TF_CPP_MIN_LOG_LEVEL": "3", "REGBENCH_JAX_CACHE": "off"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5, help="seeds per arm (and plain-script processes)")
@@ -404,9 +412,7 @@ def main() -> None:
     if args.short_only:
         if not args.data or not Path(args.data).is_file():
             parser.error("give the full MNIST file with --data PATH or $REGBENCH_DATA")
-        env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
-        env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-        env["REGBENCH_JAX_CACHE"] = "off"  # the JAX rows set their own cache, cold and warm
+        env = bench_environment()
         figures = Path(args.out).with_suffix(".json")
         measured = json.loads(figures.read_text())
         measured["short"] = {"command": shlex.join(["python", "benchmarks/speed.py", *sys.argv[1:]]),
@@ -426,9 +432,7 @@ def main() -> None:
     if not args.data or not Path(args.data).is_file():
         parser.error("give the full MNIST file with --data PATH or $REGBENCH_DATA")
     started = time.perf_counter()
-    env = {key: value for key, value in os.environ.items() if key != "KERAS_BACKEND"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env["REGBENCH_JAX_CACHE"] = "off"  # the long rows compile as a machine's first process does
+    env = bench_environment()
     # 1. Floors first, on a quiet machine; then every setup, one at a time.
     print("floors: sgemm rate and copy bandwidth ...", flush=True)
     floor = floors()

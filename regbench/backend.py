@@ -23,6 +23,8 @@ def jax_cache_dir() -> Path | None:
     if chosen == "off":
         return None
     return Path(chosen) if chosen else Path.home() / ".cache" / "regbench" / "jax"
+
+
 _BACKEND_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 

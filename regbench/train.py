@@ -37,7 +37,7 @@ class RunResult:
     record: dict
     epochs: list[dict]
     model: keras.Model  # the trained model (restored best weights under early stopping); on TensorFlow its
-    # structure's shared model (shared_model), which the next run of that structure resets: use it before
+    # structure's shared model (shared_model), which the next run of that structure resets: use it before then
 
 
 def seed_globals(seed: int) -> None:
@@ -186,7 +186,7 @@ def program_key(config: RunConfig) -> RunConfig:
 def shared_model(config: RunConfig, model: keras.Model) -> keras.Model:
     """Return the model run `config` trains, starting from `model`'s state: on TensorFlow, this process's model of
     the run's structure (program_key) set to that state, so that its traced train, test and predict functions
-    serve every run of the structure (tracing them takes seconds per run; the numbers are the same bits, tested);
+    serve every run of the structure (tracing them took about a second per run here; the same bits, tested);
     elsewhere `model` itself.
 
     The state is every variable of the model (weights, batch statistics, the random streams' seeds) and of a
