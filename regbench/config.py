@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 
@@ -93,6 +95,15 @@ class RunConfig:
         """Return a 16-hex-digit hash of the run's identity."""
         canonical = json.dumps(self.identity(), sort_keys=True, default=list)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def code_digest() -> str:
+    """Return a digest of regbench's own Python sources (what this process runs)."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def with_added_defaults(values: dict) -> dict:

@@ -6,29 +6,48 @@ data kept as device arrays and the batch order passed in, so the run computes ex
 `fit` computes (same steps, same batches, same bits; tested) without the per-batch round trips.
 One program serves every run of the same structure (all seeds), so it compiles once; the
 evaluation scans Keras' own `test_step` the same way.
+
+Each program is traced through `jax.export` and kept in the user's program cache (beside JAX's
+persistent compilation cache), keyed by structure, shapes, regbench's code and the versions of
+JAX and Keras: a later process loads it instead of tracing Keras' steps again (about a second a
+structure here), and JAX's cache skips its compilation. Both paths compile the one exported module.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from typing import Hashable
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import keras
 import numpy as np
+
+from regbench.backend import jax_cache_dir
+from regbench.config import code_digest
 
 
 class _Program:
     """The programs of one model structure: a template model and its compiled scans."""
 
-    def __init__(self, template: keras.Model, batch_size: int, eval_batch_size: int):
+    def __init__(self, key: Hashable, template: keras.Model, batch_size: int, eval_batch_size: int):
         self.template = template
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.one = jax.jit(self._epoch)
-        self.compiled = {}  # (images' shape, labels' shape) -> the epoch program compiled ahead of time
+        self.identity = repr((key, batch_size, eval_batch_size))  # names its programs in the program cache
+        self.compiled = {}  # (name, the arguments' shapes) -> the program compiled ahead of time
         self.together = jax.jit(jax.vmap(self._epoch, in_axes=(0, None, None, 0)))
-        self.measure = jax.jit(self._evaluate)
+
+    def compile(self, name: str, args: tuple):
+        """Return the program `name` ('epoch' or 'evaluate') compiled for `args`' shapes, made the first time."""
+        shapes = name, _shapes(args)
+        if shapes not in self.compiled:
+            function = {"epoch": self._epoch, "evaluate": self._evaluate}[name]
+            exported = _exported(jax.jit(function), args, f"{name} {self.identity}")
+            self.compiled[shapes] = jax.jit(exported.call).lower(*args).compile()
+        return self.compiled[shapes]
 
     def _epoch(self, state, x, y, order):
         """Train one epoch from `state` on x[order] in batches; return (epoch logs, new state)."""
@@ -69,7 +88,7 @@ def _program(key: Hashable, model: keras.Model, x, y, batch_size: int, eval_batc
     """Return the programs of `key`, made from `model` the first time the key is seen."""
     if (key, batch_size, eval_batch_size) not in _PROGRAMS:
         model.evaluate(np.asarray(x[:batch_size]), np.asarray(y[:batch_size]), verbose=0)  # builds the metrics
-        _PROGRAMS[key, batch_size, eval_batch_size] = _Program(model, batch_size, eval_batch_size)
+        _PROGRAMS[key, batch_size, eval_batch_size] = _Program(key, model, batch_size, eval_batch_size)
     return _PROGRAMS[key, batch_size, eval_batch_size]
 
 
@@ -96,6 +115,32 @@ def _store_state(model: keras.Model, state: tuple) -> None:
             variable.assign(value)
 
 
+def _shapes(args) -> str:
+    """Return the shapes, types and nesting of `args` (arrays or ShapeDtypeStructs) as a string."""
+    leaves, tree = jax.tree.flatten(args)
+    return f"{tree} {[(leaf.shape, str(leaf.dtype)) for leaf in leaves]}"
+
+
+def _exported(function, args: tuple, what: str) -> jax.export.Exported:
+    """Return jitted `function` exported for `args`: loaded from the program cache when an earlier process
+    exported it for the same `what`, shapes, code and versions, else traced now (and kept there)."""
+    folder = jax_cache_dir()
+    if folder is None:  # REGBENCH_JAX_CACHE=off
+        return jax.export.export(function)(*args)
+    identity = (what, _shapes(args), code_digest(), jax.__version__, jaxlib.__version__, keras.__version__,
+                keras.config.floatx(), jax.default_backend())
+    path = folder / "programs" / f"{hashlib.sha256(repr(identity).encode()).hexdigest()}.jaxexport"
+    try:
+        return jax.export.deserialize(bytearray(path.read_bytes()))
+    except Exception:  # none kept yet, or a damaged file: trace it (again)
+        exported = jax.export.export(function)(*args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(exported.serialize())
+    partial.replace(path)  # whole or not at all, where processes export at once
+    return exported
+
+
 def _as_floats(logs: dict) -> dict:
     """Return an epoch's logs as Python floats."""
     return {name: float(value) for name, value in logs.items()}
@@ -110,10 +155,8 @@ def compile_epoch(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array,
     """
     started = time.perf_counter()
     program = _program(key, model, x, y, batch_size, eval_batch_size)
-    shapes = (x.shape, y.shape, length or len(y))
-    if shapes not in program.compiled:
-        order = jax.ShapeDtypeStruct((shapes[2],), jnp.asarray(np.zeros(1, np.int64)).dtype)
-        program.compiled[shapes] = program.one.lower(_state(model, program), x, y, order).compile()
+    order = jax.ShapeDtypeStruct((length or len(y),), jnp.asarray(np.zeros(1, np.int64)).dtype)
+    program.compile("epoch", (_state(model, program), x, y, order))
     return time.perf_counter() - started
 
 
@@ -123,9 +166,9 @@ def train_epoch(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array, o
 
     `key` names the model's structure: runs with the same key share one compiled program.
     """
-    compile_epoch(key, model, x, y, batch_size, eval_batch_size, len(order))
     program = _program(key, model, x, y, batch_size, eval_batch_size)
-    logs, state = program.compiled[x.shape, y.shape, len(order)](_state(model, program), x, y, jnp.asarray(order))
+    args = (_state(model, program), x, y, jnp.asarray(order))
+    logs, state = program.compile("epoch", args)(*args)
     _store_state(model, state)
     return _as_floats(logs)
 
@@ -135,7 +178,8 @@ def evaluate(key: Hashable, model: keras.Model, x: np.ndarray, y: np.ndarray, ba
     """Return `model`'s inference-mode loss and metrics on x, y (the same bits as Keras' evaluate)."""
     program = _program(key, model, x, y, batch_size, eval_batch_size)
     trainable, non_trainable, _, metrics = _state(model, program)
-    return _as_floats(program.measure((trainable, non_trainable, metrics), jax.device_put(x), jax.device_put(y)))
+    args = ((trainable, non_trainable, metrics), jax.device_put(x), jax.device_put(y))
+    return _as_floats(program.compile("evaluate", args)(*args))
 
 
 def train_epoch_together(key: Hashable, models: list[keras.Model], x: jax.Array, y: jax.Array,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from regbench.config import LEGACY_PROTOCOL, WEIGHT_BIN_EDGES, RunConfig, with_added_defaults
+from regbench.config import LEGACY_PROTOCOL, WEIGHT_BIN_EDGES, RunConfig, code_digest, with_added_defaults
 from regbench.errors import UsageError
 from regbench.experiment import EXPERIMENT_FILE
 from regbench.techniques import BASELINE
@@ -470,8 +470,7 @@ def inputs_digest(tables: RunTables, manifest: dict, tuning: pd.DataFrame | None
         digest.update(b"none" if table is None else table.to_csv(index=False).encode())
     made = {key: value for key, value in manifest.items() if key != "date"}
     digest.update(json.dumps(made, sort_keys=True, default=str).encode())
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
-        digest.update(path.read_bytes())
+    digest.update(code_digest().encode())
     return digest.hexdigest()
 
 

@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 from regbench.backend import select_backend
@@ -198,8 +199,11 @@ def _wait_for_others(pending: dict, progress: _Progress) -> None:
 
 def _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, leases) -> int:
     """Train the runs of `todo` here, one by one, as train_todo says; return how many."""
-    select_backend(todo[0].backend, todo[0].device)  # compare starts the backend here, as a first run trains
-    from regbench.train import train_run, weights_bytes  # here, not at the top: a cluster's client never loads Keras
+    with ThreadPoolExecutor(max_workers=1) as helper:  # the first run's split is made while the backend starts
+        first_split = helper.submit(splits.get, *todo[0].split_key)  # (new memory for the images as floats: ~0.5 s)
+        select_backend(todo[0].backend, todo[0].device)  # compare starts the backend here, as a first run trains
+        from regbench.train import train_run, weights_bytes  # not at the top: a cluster's client never loads Keras
+        first_split.result()
 
     pending, trained = dict(enumerate(todo)), 0
     while pending:

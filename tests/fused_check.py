@@ -4,10 +4,11 @@ import json
 import sys
 from pathlib import Path
 
-from regbench.backend import select_backend
+from regbench.backend import jax_cache_dir, select_backend
 
 select_backend("jax", "cpu")
 
+import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -100,4 +101,27 @@ fused.train_epoch_together(program_key(config), together, x, y, [batch_order(see
                            EVAL_BATCH_SIZE)
 report["together_vs_alone"] = [largest_kernel_difference(a, t) for a, t in zip(alone, together)]
 report["alone_seeds_apart"] = largest_kernel_difference(alone[0], alone[1])
+
+
+def trained_by_program(config):
+    model = fresh(config)
+    for epoch in range(config.epochs):
+        fused.train_epoch(program_key(config), model, x, y, batch_order(config.seed, epoch, 300), 32, EVAL_BATCH_SIZE)
+    return model, fused.evaluate(program_key(config), model, x_eval, y_eval, 32, EVAL_BATCH_SIZE)
+
+
+def no_tracing(*args, **kwargs):
+    raise AssertionError("traced a program the program cache holds")
+
+
+# A later process loads each program from the user's program cache instead of tracing it again: the same bits.
+config = config_for("batchnorm+dropout+l2+gaussian-noise+label-smoothing", {"input_noise_stddev": 0.1}, seed=4,
+                    backend="jax", batch_size=32, epochs=2)
+traced, traced_logs = trained_by_program(config)
+fused._PROGRAMS.clear()  # as in a new process
+kept = len(list((jax_cache_dir() / "programs").glob("*.jaxexport")))
+jax.export.export = no_tracing
+loaded, loaded_logs = trained_by_program(config)
+report["loaded_vs_traced"] = {"programs": kept, "weights": largest_difference(traced, loaded),
+                              "evaluation": [traced_logs == loaded_logs, loaded_logs]}
 print(json.dumps(report))

@@ -48,7 +48,9 @@ def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
     assert by_seed.loc[0, "warmup_seconds"] > by_seed.loc[1, "warmup_seconds"]  # seed 1 reuses the program
     assert by_seed.loc[0, "warmup_seconds"] > by_seed.loc[0, "seconds_per_epoch"]  # compile kept out of the epoch
     cache = Path(os.environ["HOME"]) / ".cache" / "regbench" / "jax"  # the user's persistent compilation cache
-    assert any(path.name.startswith("jit__epoch") for path in cache.iterdir())  # (the next process loads it)
+    assert len(list((cache / "programs").glob("*.jaxexport"))) >= 3  # the epoch and two evaluations, exported
+    assert any(path.name.startswith("jit_call") for path in cache.iterdir())  # and compiled (the next process
+    # loads both)
     # 2. A run lost from the store and held by a process that died, resumed with --jobs 2 (a local Dask cluster):
     #    it trains on JAX in a worker (an old bug trained it in the parent, on TensorFlow), to the same numbers as
     #    in this process. The dry run names the run left.

@@ -50,3 +50,10 @@ def test_fused_epochs_with_image_transformations_or_convolutions_match_fit_to_ro
     for name, check in checks.items():
         assert 0 < check["weights"] < 1e-5, name
         assert abs(check["loss"][0] - check["loss"][1]) < 1e-5, name
+
+
+def test_a_program_loaded_from_the_program_cache_trains_the_bits_of_one_traced_anew(fused_report):
+    loaded = fused_report["loaded_vs_traced"]
+    assert loaded["programs"] >= 2  # the epoch and evaluation programs this structure exported
+    assert loaded["weights"] == 0.0  # trained without tracing (jax.export refused): every weight the same
+    assert loaded["evaluation"][0], loaded["evaluation"][1]
