@@ -9,8 +9,9 @@ evaluation scans Keras' own `test_step` the same way.
 
 Each program is traced through `jax.export` and kept in the user's program cache (beside JAX's
 persistent compilation cache), keyed by structure, shapes, regbench's code and the versions of
-JAX and Keras: a later process loads it instead of tracing Keras' steps again (about a second a
-structure here), and JAX's cache skips its compilation. Both paths compile the one exported module.
+JAX and Keras: a later process loads it instead of tracing Keras' steps again (0.3 to 1 s a
+structure in the short commands here), and JAX's cache skips its compilation. Both paths compile the
+one exported module.
 """
 
 from __future__ import annotations
