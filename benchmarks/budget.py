@@ -51,7 +51,7 @@ def main() -> None:
     configs = [replace(config, seed=seed) for _, config in arms for seed in range(args.seeds)]
     store = RunStore(args.store)
     started = time.perf_counter()
-    with executor_for(args.jobs, None, {}, send_data=False) as executor:
+    with executor_for(args.jobs, None, {}, send_data=False, backend="jax") as executor:
         trained = train_missing(configs, splits, store, lambda line: print(line, file=sys.stderr), executor)
     wall = time.perf_counter() - started
     tables = store.load([config.run_id for config in configs])

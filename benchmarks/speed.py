@@ -4,7 +4,8 @@ Usage: python benchmarks/speed.py [--seeds 5] [--epochs 10] [--repeats 1] [--dat
 
 Rows: (a) benchmarks/plain_keras.py, one process per seed, as a course runs it; (b) `regbench
 compare --technique dropout` on the default TensorFlow backend; (c) the same with `--backend
-jax`; each regbench row also with `--jobs 2` (a local Dask cluster) where two cores are free; (d) floors measured
+jax`; each regbench row also with `--jobs 2` (TensorFlow: a local Dask cluster; JAX: two runs at once in threads
+of one process) where two cores are free; (d) floors measured
 here: the protocol's FLOPs over this machine's sgemm rate, and Adam's bytes per step over the
 memory bandwidth at the optimizer's working-set size. Then the levers one by one, the short
 commands (2 runs x 3 and 10 epochs, JAX cold and warm, fixed costs), and the targets. Prints the tables and writes them, with the machine and the command, to --out.
@@ -37,10 +38,13 @@ VALIDATION_IMAGES, TRAIN_IMAGES, BATCH = 10_000, 50_000, 32
 ADAM_BYTES_PER_PARAMETER = 7 * 4  # reads weight, gradient, m, v; writes weight, m, v (float32)
 
 
-POOL_JOBS_2 = {  # --jobs 2 on the home-made process pool that Dask replaced: benchmarks/RESULTS.json of 2026-11-22
-    "(b) regbench compare, TensorFlow, --jobs 2": {"s_per_model_epoch": 1.804, "peak_rss": 3855319040},
-    "(c) regbench compare --backend jax --jobs 2": {"s_per_model_epoch": 0.572, "peak_rss": 2560282624},
+REPLACED_JOBS_2 = {  # what --jobs 2 ran on before, as this benchmark measured it here (benchmarks/RESULTS.json)
+    "(b) regbench compare, TensorFlow, --jobs 2": {"before": "the home-made process pool (2026-11-22)",
+                                                   "s_per_model_epoch": 1.804, "peak_rss": 3855319040},
+    "(c) regbench compare --backend jax --jobs 2": {"before": "a local Dask cluster (2026-11-25T01:38)",
+                                                    "s_per_model_epoch": 0.520, "peak_rss": 1896374272},
 }
+LANES_WARM = "regbench compare --backend jax --jobs 2, warm (two runs at once in threads, a new store)"
 
 
 @dataclass
@@ -304,8 +308,8 @@ SHORT_COMMAND_TARGETS = {STORED_UP_TO_DATE: 2.0, STORED_NEW_DIRECTORY: 2.0, "reg
 def short_commands(data: str, env: dict, epochs_list: tuple[int, ...] = (3, 10)) -> list[dict]:
     """The commands a user types while exploring, whole processes side by side: 2 runs (the baseline and dropout,
     seed 0) of `epochs` each, against the plain script's two processes; JAX cold (an empty compilation cache)
-    and warm (a second process on the cache the first filled, a new store); then `compare` with every run
-    stored, `--help` and `list`."""
+    and warm (a second process on the cache the first filled, a new store), and warm with --jobs 2 (the two runs
+    at once); then `compare` with every run stored, `--help` and `list`."""
     rows = []
     regbench = str(Path(sys.executable).with_name("regbench"))
     for epochs in epochs_list:
@@ -322,7 +326,8 @@ def short_commands(data: str, env: dict, epochs_list: tuple[int, ...] = (3, 10))
                      f"{scratch}/jax", "cold"),
                     (TRACED_AGAIN, ["--backend", "jax"], f"{scratch}/jax", "traced"),
                     ("regbench compare --backend jax, warm (a second process, a new store)", ["--backend", "jax"],
-                     f"{scratch}/jax", "warm")):
+                     f"{scratch}/jax", "warm"),
+                    (LANES_WARM, ["--backend", "jax", "--jobs", "2"], f"{scratch}/jax", "lanes")):
                 print(f"short: {label}, {epochs} epochs ...", flush=True)
                 if label == TRACED_AGAIN:  # compiled programs kept, exported ones not: the lever alone
                     shutil.rmtree(f"{scratch}/jax/programs")
@@ -368,22 +373,24 @@ def cluster_startup(env: dict, repeats: int = 3) -> dict:
     return {key: statistics.median(time_[key] for time_ in times) for key in times[0]}
 
 
-def dask_table(rows: list[dict], startup: dict) -> str:
-    """Render the --jobs 2 rows on Dask against the pool's figures, and the local cluster's start-up time."""
-    lines = ["| setup | s per model-epoch: pool (2026-11-22) | Dask (this run) | Dask / pool | peak RSS: pool | Dask "
-             "| peak PSS: Dask |", "| --- | --- | --- | --- | --- | --- | --- |"]
+def jobs_table(rows: list[dict], startup: dict) -> str:
+    """Render the --jobs 2 rows against what they ran on before, and the local cluster's start-up time."""
+    lines = ["| setup | ran on before | s per model-epoch: before | now (this run) | now / before | peak RSS: before "
+             "| now | peak PSS: now |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
-        pool = POOL_JOBS_2.get(row["row"])
-        if pool:
-            lines.append(f"| {row['row']} | {pool['s_per_model_epoch']:.3f} | {row['s_per_model_epoch']:.3f} | "
-                         f"{row['s_per_model_epoch'] / pool['s_per_model_epoch']:.2f}x | "
-                         f"{pool['peak_rss'] / 2**30:.2f} GiB | {row['peak_rss'] / 2**30:.2f} GiB | "
+        before = REPLACED_JOBS_2.get(row["row"])
+        if before:
+            lines.append(f"| {row['row']} | {before['before']} | {before['s_per_model_epoch']:.3f} | "
+                         f"{row['s_per_model_epoch']:.3f} | {row['s_per_model_epoch'] / before['s_per_model_epoch']:.2f}x"
+                         f" | {before['peak_rss'] / 2**30:.2f} GiB | {row['peak_rss'] / 2**30:.2f} GiB | "
                          f"{row['peak_pss'] / 2**30:.2f} GiB |")
-    lines += ["", f"The pool's figures are those this benchmark measured on this machine on 2026-11-22 (it no longer "
-              f"exists to run side by side). Local cluster start-up (`DaskCluster(jobs=2)`, median of 3 fresh "
+    lines += ["", "TensorFlow's `--jobs 2` is a local Dask cluster of two one-core worker processes; JAX's is two runs "
+              "at once in threads of the one process (regbench.executor.InProcess). The figures before are those "
+              "this benchmark measured on this machine on the dates shown (neither setup exists any more to run "
+              f"side by side). Local cluster start-up (`DaskCluster(jobs=2)`, median of 3 fresh "
               f"processes, imports included): both workers ready after {startup['workers_ready']:.2f} s, a first "
               f"task back after {startup['first_task']:.2f} s, closed again after {startup['closed']:.2f} s; "
-              "every `--jobs 2` row above includes it once."]
+              "TensorFlow's `--jobs 2` row above includes it once."]
     return "\n".join(lines)
 
 
@@ -505,7 +512,7 @@ def render(measured: dict) -> str:
         "Memory targets are judged on PSS, which splits each shared page among the processes that map it; "
         "summed RSS counts the images that `--jobs` workers share (one read-only memory-mapped float32 copy "
         "of each split) once per worker.",
-        "## `--jobs 2` on Dask against the process pool it replaced", dask_table(rows, measured["cluster_startup"]),
+        "## `--jobs 2` against what it ran on before", jobs_table(rows, measured["cluster_startup"]),
         "## Floors",
         f"- compute: {floor['flops_per_epoch'] / 1e9:.1f} GFLOP per epoch (training forward + backward on "
         f"{TRAIN_IMAGES:,} images, one validation pass) / {floor['sgemm_flops_per_second'] / 1e9:.0f} GFLOP/s "
@@ -530,7 +537,8 @@ def render(measured: dict) -> str:
                      "first filled (a new store, so everything trains again: XLA's compiled programs and the "
                      "exported, traced ones loaded), and between them, to measure the exported programs alone, a "
                      "warm process after their folder was emptied (compiled programs loaded, Keras' steps traced "
-                     "again and exported anew); TensorFlow with the cache off (it "
+                     "again and exported anew), and warm with `--jobs 2` (the two runs at once, in threads of the "
+                     "one process); TensorFlow with the cache off (it "
                      "has none). `compare, every run stored` is the TensorFlow command again on its store, with "
                      "the output directory it wrote (nothing changed: the files are kept) and with a new one; "
                      "`--help` and `list` are the median of three.",

@@ -171,8 +171,10 @@ def _run_options(command_defaults: bool):
         click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
                      help="SQLite run store shared by all invocations."),
         click.option("--jobs", type=click.IntRange(1, 256), default=1, show_default=True,
-                     help="Runs trained at once: N > 1 starts a local Dask cluster of N worker processes on "
-                          "127.0.0.1, one CPU core and one thread each (CPU only)."),
+                     help="Runs trained at once (CPU only). JAX: N threads of this process, sharing its data and "
+                          "compiled programs; TensorFlow: a local Dask cluster of N worker processes on 127.0.0.1, "
+                          "one CPU core and one thread each. Per-epoch seconds are then measured while N runs "
+                          "share the cores."),
         click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
                      help="Train on the Dask cluster of this scheduler [default: $REGBENCH_SCHEDULER; none: "
                           "--jobs decides]."),
@@ -277,7 +279,7 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         raise UsageError(f"--momentum applies to sgd and rmsprop, not {optimizer}")
     if nesterov and optimizer != "sgd":
         raise UsageError(f"--nesterov applies to sgd, not {optimizer}")
-    executor = _executor(jobs, scheduler, resources, send_data, device)
+    executor = _executor(jobs, scheduler, resources, send_data, device, backend)
     eval_seeds = seed_list or tuple(range(seeds or 3))
     tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches,
                                  [arm.names for arm in (reference, *arms)], overrides, eval_seeds)
@@ -405,16 +407,16 @@ def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searche
                        ranges=tuple(sorted(ranges.items())))
 
 
-def _executor(jobs: int, scheduler: str | None, resources: dict | None, send_data: bool, device: str):
+def _executor(jobs: int, scheduler: str | None, resources: dict | None, send_data: bool, device: str, backend: str):
     """Check --jobs, --scheduler, --resources and --send-data against each other, the CPU cores and the device;
-    return the executor they choose (nothing is started yet)."""
+    return the executor they choose for `backend` (nothing is started yet)."""
     cores = len(os.sched_getaffinity(0))
     if jobs > cores:
         raise UsageError(f"--jobs {jobs} is more than the {cores} CPU cores this process may use; allowed 1..{cores}")
     if jobs > 1 and device == "gpu":
         raise UsageError("--jobs trains on CPU cores, one run per core; on a GPU use --jobs 1 (or --device cpu), "
                          "or GPU workers of a cluster (--scheduler, --resources GPU=1)")
-    return executor_for(jobs, scheduler, resources or {}, send_data)
+    return executor_for(jobs, scheduler, resources or {}, send_data, backend)
 
 
 def _cluster_device(device: str, resources: dict | None) -> str:
@@ -484,7 +486,7 @@ def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_s
         epochs=epochs, batch_size=batch_size, train_size=train_size, architecture=architecture, hidden=hidden,
         activation=activation, optimizer=optimizer, lr=lr, backend=backend, dataset=dataset).items()
         if value is not None}
-    executor = _executor(jobs, scheduler, resources, send_data, device)
+    executor = _executor(jobs, scheduler, resources, send_data, device, backend)
     # This process evaluates the studies' models, so it starts the backend too (on the CPU beside a cluster).
     if isinstance(executor, InProcess):
         used_device = select_backend(backend, device)

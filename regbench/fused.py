@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from typing import Hashable
 
@@ -39,15 +40,17 @@ class _Program:
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.identity = repr((key, batch_size, eval_batch_size))  # names its programs in the program cache
         self.compiled = {}  # (name, the arguments' shapes) -> the program compiled ahead of time
+        self.compiling = threading.Lock()  # runs training at once (--jobs) make each program once
         self.together = jax.jit(jax.vmap(self._epoch, in_axes=(0, None, None, 0)))
 
     def compile(self, name: str, args: tuple):
         """Return the program `name` ('epoch' or 'evaluate') compiled for `args`' shapes, made the first time."""
         shapes = name, _shapes(args)
-        if shapes not in self.compiled:
-            function = {"epoch": self._epoch, "evaluate": self._evaluate}[name]
-            exported = _exported(jax.jit(function), args, f"{name} {self.identity}")
-            self.compiled[shapes] = jax.jit(exported.call).lower(*args).compile()
+        with self.compiling:
+            if shapes not in self.compiled:
+                function = {"epoch": self._epoch, "evaluate": self._evaluate}[name]
+                exported = _exported(jax.jit(function), args, f"{name} {self.identity}")
+                self.compiled[shapes] = jax.jit(exported.call).lower(*args).compile()
         return self.compiled[shapes]
 
     def _epoch(self, state, x, y, order):
@@ -83,14 +86,16 @@ class _Program:
 
 
 _PROGRAMS: dict[Hashable, _Program] = {}  # structure key -> program, for the life of the process
+_MAKING = threading.Lock()  # held while a structure's program is made
 
 
 def _program(key: Hashable, model: keras.Model, x, y, batch_size: int, eval_batch_size: int) -> _Program:
     """Return the programs of `key`, made from `model` the first time the key is seen."""
-    if (key, batch_size, eval_batch_size) not in _PROGRAMS:
-        model.evaluate(np.asarray(x[:batch_size]), np.asarray(y[:batch_size]), verbose=0)  # builds the metrics
-        _PROGRAMS[key, batch_size, eval_batch_size] = _Program(key, model, batch_size, eval_batch_size)
-    return _PROGRAMS[key, batch_size, eval_batch_size]
+    with _MAKING:
+        if (key, batch_size, eval_batch_size) not in _PROGRAMS:
+            model.evaluate(np.asarray(x[:batch_size]), np.asarray(y[:batch_size]), verbose=0)  # builds the metrics
+            _PROGRAMS[key, batch_size, eval_batch_size] = _Program(key, model, batch_size, eval_batch_size)
+        return _PROGRAMS[key, batch_size, eval_batch_size]
 
 
 def _state(model: keras.Model, program: _Program) -> tuple:

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
 from typing import Callable
 
 from regbench.backend import select_backend
@@ -88,6 +88,8 @@ def train_todo(todo: list[RunConfig], splits: Splits, store: RunStore, executor:
         with _CtrlC() as ctrl_c, _Leases(store) as leases:
             if isinstance(executor, DaskCluster):
                 return _train_on_cluster(todo, splits, store, executor, progress, keep_weights, ctrl_c, leases)
+            if executor.lanes > 1:
+                return _train_in_lanes(todo, splits, store, progress, keep_weights, ctrl_c, leases, executor.lanes)
             return _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, leases)
     except KeyboardInterrupt:  # wherever it lands, between runs too
         echo(f"interrupted: {_stored(store, todo)} (the runs in progress are lost); rerun the same command to resume")
@@ -197,13 +199,19 @@ def _wait_for_others(pending: dict, progress: _Progress) -> None:
     time.sleep(CLAIM_POLL_SECONDS)
 
 
+def _start_backend(todo: list[RunConfig], splits: Splits) -> None:
+    """Start the runs' backend in this process (compare starts it here, as a first run trains), making the first
+    run's split meanwhile (new memory for the images as floats: about 0.5 s)."""
+    with futures.ThreadPoolExecutor(max_workers=1) as helper:
+        first_split = helper.submit(splits.get, *todo[0].split_key)
+        select_backend(todo[0].backend, todo[0].device)
+        first_split.result()
+
+
 def _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, leases) -> int:
     """Train the runs of `todo` here, one by one, as train_todo says; return how many."""
-    with ThreadPoolExecutor(max_workers=1) as helper:  # the first run's split is made while the backend starts
-        first_split = helper.submit(splits.get, *todo[0].split_key)  # (new memory for the images as floats: ~0.5 s)
-        select_backend(todo[0].backend, todo[0].device)  # compare starts the backend here, as a first run trains
-        from regbench.train import train_run, weights_bytes  # not at the top: a cluster's client never loads Keras
-        first_split.result()
+    _start_backend(todo, splits)
+    from regbench.train import train_run, weights_bytes  # not at the top: a cluster's client never loads Keras
 
     pending, trained = dict(enumerate(todo)), 0
     while pending:
@@ -218,6 +226,52 @@ def _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, lease
             trained += 1
         if pending:
             _wait_for_others(pending, progress)
+    return trained
+
+
+class _Stopped(Exception):
+    """Raised in a lane at the end of an epoch once the sweep is stopping (Ctrl-C, or another lane's error)."""
+
+
+def _train_in_lanes(todo, splits, store, progress, keep_weights, ctrl_c, leases, lanes: int) -> int:
+    """Train the runs of `todo` here, `lanes` at once, each in a thread of its own, as train_todo says; return how
+    many. This thread claims, echoes and stores; a lane's error stops the others at their next epoch and is
+    raised here."""
+    _start_backend(todo, splits)
+    from regbench.train import train_run, weights_bytes
+
+    epochs, stopping = queue.SimpleQueue(), threading.Event()
+
+    def train(index: int, config: RunConfig, split) -> tuple:
+        def on_epoch(row: dict) -> None:
+            epochs.put((index, row))
+            if stopping.is_set():
+                raise _Stopped
+
+        result = train_run(config, split, on_epoch=on_epoch)
+        return result.record, result.epochs, weights_bytes(result.model) if keep_weights else None
+
+    pending, running, trained = dict(enumerate(todo)), {}, 0
+    with futures.ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="regbench-lane") as pool:
+        try:
+            while pending or running:
+                ctrl_c.check()
+                for index, config in list(pending.items()):
+                    if len(running) < lanes and _claim(index, config, store, pending, progress, leases):
+                        running[pool.submit(train, index, config, splits.get(*config.split_key))] = index, config
+                if not running:
+                    _wait_for_others(pending, progress)
+                    continue
+                done = futures.wait(running, timeout=RESULT_POLL_SECONDS, return_when=futures.FIRST_COMPLETED).done
+                while not epochs.empty():
+                    progress.epoch_done(*epochs.get())
+                for future in done:
+                    index, config = running.pop(future)
+                    _store_result(index, config, *future.result(), store, progress, leases)
+                    trained += 1
+        except BaseException:
+            stopping.set()  # the pool waits for each lane to end its epoch
+            raise
     return trained
 
 

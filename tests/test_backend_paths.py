@@ -51,9 +51,9 @@ def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
     assert len(list((cache / "programs").glob("*.jaxexport"))) >= 3  # the epoch and two evaluations, exported
     assert any(path.name.startswith("jit_call") for path in cache.iterdir())  # and compiled (the next process
     # loads both)
-    # 2. A run lost from the store and held by a process that died, resumed with --jobs 2 (a local Dask cluster):
-    #    it trains on JAX in a worker (an old bug trained it in the parent, on TensorFlow), to the same numbers as
-    #    in this process. The dry run names the run left.
+    # 2. A run lost from the store and held by a process that died, resumed with --jobs 2 (JAX: runs at once in
+    #    threads of this process; Dask workers once, where an old bug trained it in the parent, on TensorFlow): on
+    #    JAX, to the same numbers as one run at a time. The dry run names the run left.
     lost = by_seed.loc[1, "run_id"]
     with sqlite3.connect(store) as db:
         db.execute("DELETE FROM runs WHERE run_id = ?", (lost,))
@@ -66,7 +66,7 @@ def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
     assert "1 to train on jax/cpu" in plan and not (tmp_path / "b").exists()
     done = regbench(tmp_path, *again)
     assert "1 runs trained, 3 reused" in done.stdout and "TensorFlow" not in done.stderr
-    assert "on a local Dask cluster of 2 worker processes" in done.stderr
+    assert "in this process, 2 runs at once" in done.stderr
     resumed = pd.read_csv(tmp_path / "b" / "runs.csv")  # trained from the cached programs: the same numbers
     assert set(resumed["keras_backend"]) == {"jax"}
     pd.testing.assert_frame_equal(resumed[NUMBERS].sort_values("run_id").reset_index(drop=True),

@@ -1,11 +1,13 @@
-"""Training on Dask distributed (loopback only): a local cluster for --jobs, a real scheduler and worker for
---scheduler, and what happens when a worker, the scheduler or a second client comes and goes."""
+"""Where runs train beyond one at a time: JAX's --jobs in threads of one process, Dask distributed (loopback
+only: a local cluster for TensorFlow's --jobs, a real scheduler and worker for --scheduler), and what happens when a
+worker, the scheduler, a second client or a Ctrl-C comes."""
 
 import json
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 
@@ -17,6 +19,7 @@ from conftest import SMALL_MNIST
 
 SWEEP = ["compare", "--technique", "dropout", "--train-size", "200", "--epochs", "6", "--hidden", "8",
          "--batch-size", "50", "--backend", "jax", "--data", str(SMALL_MNIST)]  # JAX: workers start and compile fast
+TF_SWEEP = [*SWEEP[:-4], "--backend", "tensorflow", *SWEEP[-2:]]  # TensorFlow's --jobs is a local Dask cluster
 NUMBERS = ["run_id", "test_accuracy", "test_crossentropy", "train_accuracy", "weights_l2", "best_epoch", "status"]
 
 
@@ -75,18 +78,88 @@ def dask_workers(process):
             if "resource_tracker" not in " ".join(child.cmdline())]
 
 
-@pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
-    """The sweep's runs trained in this process, the reference every executor must match."""
-    pytest.importorskip("jax")
-    path = tmp_path_factory.mktemp("one-process")
-    finish(*start(path, *SWEEP, "--seeds", "2", "--store", str(path / "s.sqlite"), "--out", "out"))
+def trained_one_at_a_time(path, sweep):
+    """Return the numbers of `sweep`'s runs trained in one process, one after another."""
+    path.mkdir(exist_ok=True)
+    finish(*start(path, *sweep, "--seeds", "2", "--store", str(path / "s.sqlite"), "--out", "out"))
     return numbers(path / "out")
 
 
-def test_jobs_2_matches_one_process_and_survives_a_killed_worker(tmp_path, one_process):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The JAX sweep's runs trained in this process, the reference every executor must match."""
+    pytest.importorskip("jax")
+    return trained_one_at_a_time(tmp_path_factory.mktemp("one-process"), SWEEP)
+
+
+def test_jax_jobs_2_trains_in_threads_of_one_process_with_the_numbers_of_one_run_at_a_time(tmp_path, one_process):
+    stdout, log = finish(*start(tmp_path, *SWEEP, "--seeds", "2", "--jobs", "2", "--store", str(tmp_path / "s.sqlite"),
+                                "--out", "out"))
+    assert "4 to train on jax/cpu in this process, 2 runs at once (a thread each" in log and "Dask" not in log
+    assert "4 runs trained, 0 reused" in stdout
+    pd.testing.assert_frame_equal(numbers(tmp_path / "out"), one_process)
+
+
+class NoSplits:
+    """Splits for a stand-in for training, which needs none."""
+
+    def get(self, *key):
+        return None
+
+
+def test_runs_in_threads_train_at_once_are_stored_as_they_end_and_stop_at_ctrl_c(tmp_path, monkeypatch):
+    """The lanes themselves, with a stand-in for training whose epochs take 20 ms: two at a time, each stored as it
+    ends, and a Ctrl-C (raised from a lane; Python handles it in the main thread, as a terminal's) stops the others
+    at their next epoch."""
+    from helpers import config_for
+    from regbench import sweep, train
+    from regbench.executor import InProcess
+    from regbench.store import RunStore
+
+    short = replace(config_for("none"), epochs=2)
+    todo = [short, *(replace(config_for("none"), seed=seed, epochs=500) for seed in (1, 2, 3))]  # 10 s unless stopped
+    lock, training, most, pressed, epochs_after = threading.Lock(), set(), [0], threading.Event(), []
+
+    def stand_in(config, split, on_epoch):
+        with lock:
+            training.add(config.seed)
+            most[0] = max(most[0], len(training))
+        try:
+            for epoch in range(1, config.epochs + 1):
+                time.sleep(0.02)
+                if pressed.is_set():
+                    epochs_after.append(config.seed)
+                if config.seed == 1 and epoch == 25:  # long after the short run ended
+                    pressed.set()
+                    signal.raise_signal(signal.SIGINT)
+                on_epoch({"epoch": epoch, "train_crossentropy": 1.0, "train_accuracy": 0.5, "val_crossentropy": 1.0,
+                          "val_accuracy": 0.5, "seconds": 0.02})
+        finally:
+            with lock:
+                training.discard(config.seed)
+        return train.RunResult({"status": "ok"}, [], None)
+
+    monkeypatch.setattr(train, "train_run", stand_in)
+    monkeypatch.setattr(sweep, "select_backend", lambda *args: "cpu")
+    store, lines = RunStore(tmp_path / "s.sqlite"), []
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (pytest may ignore it)
+    started = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sweep.train_todo(todo, NoSplits(), store, InProcess(lanes=2), lines.append)
+    finally:
+        signal.signal(signal.SIGINT, outer)
+    assert time.monotonic() - started < 5 and len(epochs_after) <= 10  # not the 500 epochs each had left
+    assert most[0] == 2 and not training  # two at a time, and every lane ended
+    assert store.finished([config.run_id for config in todo]) == {short.run_id} and store.claims() == {}
+    assert lines[-1] == ("interrupted: 1 of 4 runs stored, 3 left (the runs in progress are lost); rerun the same "
+                         "command to resume")
+
+
+def test_tensorflow_jobs_2_matches_one_process_and_survives_a_killed_worker(tmp_path):
+    one_process = trained_one_at_a_time(tmp_path / "one", TF_SWEEP)
     store = tmp_path / "s.sqlite"
-    process, stderr = start(tmp_path, *SWEEP, "--seeds", "2", "--jobs", "2", "--store", str(store), "--out", "out")
+    process, stderr = start(tmp_path, *TF_SWEEP, "--seeds", "2", "--jobs", "2", "--store", str(store), "--out", "out")
     wait_for(lambda: "epoch 3/6" in stderr.read_text())
     workers = dask_workers(process)
     assert len(workers) == 2
