@@ -7,9 +7,9 @@ Usage (REGBENCH_DATA set to the full mnist.npz):
 2. The same sweep on a fresh store is started again and again and killed at a random moment
    (SIGKILL or SIGINT, chosen at random) until `--kills` kills have landed on a running process,
    then run to the end; every run must be stored exactly once and equal the reference's numbers.
-   This is done twice: in one process, and with `--jobs 2` (a local Dask cluster; a killed sweep's
-   resume often has a single run left, which must still train on JAX in a worker, and a killed
-   client's worker processes must end with it).
+   This is done twice: in one process, one run at a time, and with `--jobs 2` (two runs at once in
+   threads of the one process: a Ctrl-C stops both at their epoch's end; a sweep of TensorFlow runs
+   would use a local Dask cluster, whose killed client's worker processes must end with it).
 3. Every bad input of tests/test_cli.py's table that is bad for the full data too (one is out of
    range only for the tests' small file), and bad files and places (another application's SQLite
    database as the store, /proc as the output, a gzip file as the data) are tried: each must exit 2

@@ -386,8 +386,8 @@ def jobs_table(rows: list[dict], startup: dict) -> str:
                          f"{row['peak_pss'] / 2**30:.2f} GiB |")
     lines += ["", "TensorFlow's `--jobs 2` is a local Dask cluster of two one-core worker processes; JAX's is two runs "
               "at once in threads of the one process (regbench.executor.InProcess). The figures before are those "
-              "this benchmark measured on this machine on the dates shown (neither setup exists any more to run "
-              f"side by side). Local cluster start-up (`DaskCluster(jobs=2)`, median of 3 fresh "
+              "this benchmark measured on this machine on the dates shown (`--jobs 2` no longer runs on either, so "
+              f"they cannot be run side by side). Local cluster start-up (`DaskCluster(jobs=2)`, median of 3 fresh "
               f"processes, imports included): both workers ready after {startup['workers_ready']:.2f} s, a first "
               f"task back after {startup['first_task']:.2f} s, closed again after {startup['closed']:.2f} s; "
               "TensorFlow's `--jobs 2` row above includes it once."]

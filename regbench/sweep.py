@@ -1,4 +1,5 @@
-"""Train a to-do list of runs with an executor (this process, or a Dask cluster), with progress and leases.
+"""Train a to-do list of runs with an executor (this process, one run at a time or several in threads, or a Dask
+cluster), with progress and leases.
 
 Every run is claimed in the store (a lease, renewed while it trains) before it trains, and this
 process stores it the moment it ends, so several regbench processes, on one host or many, share one
