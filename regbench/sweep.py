@@ -8,6 +8,7 @@ to-do list safely.
 
 from __future__ import annotations
 
+import importlib
 import queue
 import signal
 import sqlite3
@@ -201,18 +202,19 @@ def _wait_for_others(pending: dict, progress: _Progress) -> None:
 
 
 def _start_backend(todo: list[RunConfig], splits: Splits) -> None:
-    """Start the runs' backend in this process (compare starts it here, as a first run trains), making the first
-    run's split meanwhile (new memory for the images as floats: about 0.5 s)."""
+    """Start the runs' backend and Keras in this process (compare starts them here, as a first run trains), making
+    the first run's split meanwhile (new memory for the images as floats: about 0.5 s)."""
     with futures.ThreadPoolExecutor(max_workers=1) as helper:
         first_split = helper.submit(splits.get, *todo[0].split_key)
         select_backend(todo[0].backend, todo[0].device)
+        importlib.import_module("regbench.train")  # Keras: not at the top, as a cluster's client never loads it
         first_split.result()
 
 
 def _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, leases) -> int:
     """Train the runs of `todo` here, one by one, as train_todo says; return how many."""
     _start_backend(todo, splits)
-    from regbench.train import train_run, weights_bytes  # not at the top: a cluster's client never loads Keras
+    from regbench.train import train_run, weights_bytes
 
     pending, trained = dict(enumerate(todo)), 0
     while pending:
