@@ -4,7 +4,8 @@ Keras' JAX `fit` calls one jitted step per batch from Python and re-feeds every 
 host memory. Here an epoch is a `jax.lax.scan` over Keras' own `model.train_step` with the
 data kept as device arrays and the batch order passed in, so the run computes exactly what
 `fit` computes (same steps, same batches, same bits; tested) without the per-batch round trips.
-One program serves every run of the same structure (all seeds), so it compiles once; the
+One program serves every run of the same structure (all seeds), so it compiles once, also for runs
+training at once in threads of the process (JAX's --jobs), which make each program under a lock; the
 evaluation scans Keras' own `test_step` the same way.
 
 Each program is traced through `jax.export` and kept in the user's program cache (beside JAX's

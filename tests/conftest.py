@@ -43,7 +43,7 @@ def runner():
     return CliRunner()
 
 
-SLOWEST_FIRST = ["test_faults.py", "test_cli.py", "test_dask.py", "test_studies.py", "test_fused.py",
+SLOWEST_FIRST = ["test_faults.py", "test_cli.py", "test_executors.py", "test_studies.py", "test_fused.py",
                  "test_studies_tuned.py", "test_tune.py", "test_backend_paths.py"]  # their own share of `make test`, largest first (pytest --durations)
 
 
