@@ -107,10 +107,11 @@ class NoSplits:
         return None
 
 
-def test_runs_in_threads_train_at_once_are_stored_as_they_end_and_stop_at_ctrl_c(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", ["ctrl-c", "error"])
+def test_runs_in_threads_train_at_once_are_stored_as_they_end_and_stop_together(tmp_path, monkeypatch, stop):
     """The lanes themselves, with a stand-in for training whose epochs take 20 ms: two at a time, each stored as it
-    ends, and a Ctrl-C (raised from a lane; Python handles it in the main thread, as a terminal's) stops the others
-    at their next epoch."""
+    ends; a Ctrl-C (raised from a lane; Python handles it in the main thread, as a terminal's) or a lane's error
+    stops the others at their next epoch, and the error is raised."""
     from helpers import config_for
     from regbench import sweep, train
     from regbench.executor import InProcess
@@ -131,6 +132,8 @@ def test_runs_in_threads_train_at_once_are_stored_as_they_end_and_stop_at_ctrl_c
                     epochs_after.append(config.seed)
                 if config.seed == 1 and epoch == 25:  # long after the short run ended
                     pressed.set()
+                    if stop == "error":
+                        raise RuntimeError("a bug in training")
                     signal.raise_signal(signal.SIGINT)
                 on_epoch({"epoch": epoch, "train_crossentropy": 1.0, "train_accuracy": 0.5, "val_crossentropy": 1.0,
                           "val_accuracy": 0.5, "seconds": 0.02})
@@ -145,14 +148,14 @@ def test_runs_in_threads_train_at_once_are_stored_as_they_end_and_stop_at_ctrl_c
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (pytest may ignore it)
     started = time.monotonic()
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt if stop == "ctrl-c" else RuntimeError):
             sweep.train_todo(todo, NoSplits(), store, InProcess(lanes=2), lines.append)
     finally:
         signal.signal(signal.SIGINT, outer)
     assert time.monotonic() - started < 5 and len(epochs_after) <= 10  # not the 500 epochs each had left
     assert most[0] == 2 and not training  # two at a time, and every lane ended
     assert store.finished([config.run_id for config in todo]) == {short.run_id} and store.claims() == {}
-    assert lines[-1] == ("interrupted: 1 of 4 runs stored, 3 left (the runs in progress are lost); rerun the same "
+    assert stop == "error" or lines[-1] == ("interrupted: 1 of 4 runs stored, 3 left (the runs in progress are lost); rerun the same "
                          "command to resume")
 
 
