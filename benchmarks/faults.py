@@ -72,10 +72,11 @@ def kill_loop(work: Path, kills: int, rng: random.Random, jobs: int) -> dict:
     while sum(signals.values()) < kills and attempts < 3 * kills:
         attempts += 1
         if not rounds or rounds[-1]["final_exit"] is not None:
-            rounds.append({"store": work / f"killed-jobs{jobs}-{len(rounds) + 1}.sqlite",
-                           "out": work / f"killed-jobs{jobs}-{len(rounds) + 1}", "final_exit": None})
-        store = rounds[-1]["store"]
-        command = regbench(*SWEEP, "--jobs", str(jobs), "--store", str(store), "--out", str(rounds[-1]["out"]))
+            name = f"killed-jobs{jobs}-{len(rounds) + 1}"
+            store, out = work / f"{name}.sqlite", work / name
+            rounds.append({"store": store, "out": out, "final_exit": None,
+                           "command": regbench(*SWEEP, "--jobs", str(jobs), "--store", str(store), "--out", str(out))})
+        store, command = rounds[-1]["store"], rounds[-1]["command"]
         before = len(stored_runs(store))
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
@@ -96,9 +97,8 @@ def kill_loop(work: Path, kills: int, rng: random.Random, jobs: int) -> dict:
         if not landed:
             rounds[-1]["final_exit"] = process.returncode
     if rounds[-1]["final_exit"] is None:
-        command = regbench(*SWEEP, "--jobs", str(jobs), "--store", str(rounds[-1]["store"]), "--out",
-                           str(rounds[-1]["out"]))
-        rounds[-1]["final_exit"] = subprocess.run(command, cwd=ROOT, capture_output=True, text=True).returncode
+        rounds[-1]["final_exit"] = subprocess.run(rounds[-1]["command"], cwd=ROOT, capture_output=True,
+                                                  text=True).returncode
     return {"rounds": rounds, "survived": survived, "signals": signals, "attempts": attempts, "orphans": orphans}
 
 

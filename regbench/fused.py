@@ -47,6 +47,8 @@ class _Program:
     def compile(self, name: str, args: tuple):
         """Return the program `name` ('epoch' or 'evaluate') compiled for `args`' shapes, made the first time."""
         shapes = name, _shapes(args)
+        if shapes in self.compiled:  # every epoch after the first: no lock, so a lane compiling waits alone
+            return self.compiled[shapes]
         with self.compiling:
             if shapes not in self.compiled:
                 function = {"epoch": self._epoch, "evaluate": self._evaluate}[name]
@@ -92,6 +94,8 @@ _MAKING = threading.Lock()  # held while a structure's program is made
 
 def _program(key: Hashable, model: keras.Model, x, y, batch_size: int, eval_batch_size: int) -> _Program:
     """Return the programs of `key`, made from `model` the first time the key is seen."""
+    if (key, batch_size, eval_batch_size) in _PROGRAMS:  # no lock once made
+        return _PROGRAMS[key, batch_size, eval_batch_size]
     with _MAKING:
         if (key, batch_size, eval_batch_size) not in _PROGRAMS:
             model.evaluate(np.asarray(x[:batch_size]), np.asarray(y[:batch_size]), verbose=0)  # builds the metrics
