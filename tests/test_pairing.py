@@ -71,6 +71,45 @@ def test_a_run_on_its_structures_shared_model_gives_the_numbers_it_gives_alone(s
     assert shared.record["warmup_seconds"] < alone.record["warmup_seconds"]  # nothing traced again
 
 
+@pytest.mark.parametrize("setting, overrides, fields", [
+    ("batchnorm+dropout+l2+gaussian-noise+label-smoothing", {"input_noise_stddev": 0.1}, {}),
+    ("weight-decay+max-norm", None, {"schedule": "cosine"}),
+    ("ema+mixup", {"ema_horizon": 5.0, "mixup_alpha": 0.4}, {}),  # an epoch's own blended images; raw weights
+    ("augment+spatial-dropout", None, {"architecture": "cnn", "hidden": (16,)}),
+])
+def test_tensorflow_epochs_from_tensors_train_the_bits_of_fit_on_the_shuffled_arrays(split, setting, overrides,
+                                                                                       fields):
+    """On TensorFlow, `fit` reads batches gathered from the training tensors and `evaluate` a tf.data pipeline: the
+    same logs and weights as Keras' `fit` on x[order] and `evaluate` on the arrays."""
+    import keras
+
+    from regbench import train
+
+    config = config_for(setting, overrides, seed=1, epochs=2, **fields)
+    train.seed_globals(config.seed)
+    by_fit, hooks = train.compile_model(config)
+    train.seed_globals(config.seed)
+    ours = train.compile_model(config)[0]
+    x, y = train.training_arrays(split)
+    callbacks = [train.KeepRawWeights()] if by_fit.optimizer.use_ema else []
+    for epoch in range(config.epochs):
+        order = batch_order(config.seed, epoch, len(split.y_train))
+        x_epoch, y_epoch, x_fit, y_fit = x, y, split.x_train[order], split.y_train[order]
+        if hooks.epoch_data is not None:
+            x_epoch, y_epoch = train.epoch_arrays(hooks, config, split, order, epoch)
+            x_fit, y_fit, order = np.asarray(x_epoch), np.asarray(y_epoch), np.arange(len(order))
+        history = by_fit.fit(x_fit, y_fit, batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0,
+                             callbacks=callbacks).history
+        logs = train.train_epoch(ours, config, x_epoch, y_epoch, order)[0]
+        assert logs == {name: values[0] for name, values in history.items()}
+    for mine, theirs in zip(ours.variables, by_fit.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs))
+    repeats = -(-train.EVAL_BATCH_SIZE // len(split.y_val)) + 1  # full evaluation batches and a smaller last one
+    x_eval, y_eval = np.concatenate([split.x_val] * repeats), np.concatenate([split.y_val] * repeats)
+    expected = by_fit.evaluate(x_eval, y_eval, batch_size=train.EVAL_BATCH_SIZE, verbose=0, return_dict=True)
+    assert train.evaluate(ours, config, x_eval, y_eval) == (expected["crossentropy"], expected["accuracy"])
+
+
 def test_warmup_is_kept_out_of_every_epoch_time():
     from regbench.train import _ExecutionClock, _separate_warmup
 
