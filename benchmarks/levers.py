@@ -1,7 +1,9 @@
 """One speed lever, timed on full MNIST in this process (run by speed.py; prints one JSON line).
 
-Usage: python levers.py MNIST_NPZ tf-fit THREADS | jax-fit | jax-fused | jax-together RUNS | tf-run new|shared
+Usage: python levers.py MNIST_NPZ tf-fit THREADS | tf-epoch | jax-fit | jax-fused | jax-together RUNS | tf-run new|shared
 Times the second epoch (the first compiles) of the default model; seconds per model-epoch, training only.
+tf-fit is Keras' `fit` on the epoch's shuffled arrays; tf-epoch is regbench's TensorFlow epoch (one thread): `fit` of
+batches gathered from the training tensors.
 tf-run trains a second run of the default model (seed 1, 2 epochs) after a first (seed 0) in this process, on a
 model of its own (traced anew) or on the structure's shared model (regbench's path); its first epoch is its
 warm-up plus a steady epoch.
@@ -45,7 +47,7 @@ for epoch in range(2):
     if lever in ("tf-fit", "jax-fit"):
         models[0].fit(split.x_train[orders[0]], split.y_train[orders[0]], batch_size=32, epochs=1, shuffle=False,
                       verbose=0)
-    elif lever == "jax-fused":
+    elif lever in ("tf-epoch", "jax-fused"):
         train.train_epoch(models[0], configs[0], x, y, orders[0])
     else:
         from regbench import fused

@@ -206,6 +206,7 @@ def levers(data: str, env: dict) -> list[dict]:
     for lever, label in [
         (["tf-fit", "2"], "TF Keras fit, steps_per_execution 100, verbose 0, 2 threads"),
         (["tf-fit", "1"], "TF Keras fit, steps_per_execution 100, verbose 0, 1 thread"),
+        (["tf-epoch"], "TF fit of batches gathered from the training tensors, 1 thread (regbench's path)"),
         (["tf-run", "new"], "TF run of a structure already trained in the process: a model of its own, traced anew"),
         (["tf-run", "shared"], "TF run of a structure already trained in the process: its shared model (regbench's "
                                "path)"),

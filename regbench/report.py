@@ -153,8 +153,9 @@ def comparison_title(manifest: dict) -> str:
     schedule = "" if config["schedule"] == "constant" else (
         " cosine" + (f" (warm-up {config['warmup_epochs']})" if config["warmup_epochs"] else ""))
     measured = ", best-val epoch" if protocol_of(manifest)["select"] == "best-val" else ""
+    seeds = f"{len(manifest['seeds'])} seed{'' if len(manifest['seeds']) == 1 else 's'}"
     return (f"{config['architecture']} {widths} {config['activation']}, {training_images(manifest, config['train_size'])}"
-            f", {len(manifest['seeds'])} seeds; {config['optimizer']} lr {config['lr']:g}{schedule}, "
+            f", {seeds}; {config['optimizer']} lr {config['lr']:g}{schedule}, "
             f"batch {config['batch_size']}, {config['epochs']} epochs max{measured}, "
             f"{config['backend']}/{config['device']}")
 
