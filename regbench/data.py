@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
+import json
 import math
 import os
 import shutil
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -27,6 +30,7 @@ KERAS_CACHE = Path("~/.keras/datasets")
 KNOWN_IMAGES = Path(__file__).with_name("known_images")  # a sample of each dataset's image hashes (see image_hashes)
 HASH_SAMPLE = 8  # known_images keeps the hashes divisible by this: about one image in eight
 SUBSET_SHARE = 0.9  # a file whose sampled images are at least this share one dataset's is a subset of it
+READ_FILES = Path("~/.cache/regbench/images")  # what each data file held (fingerprint, content), by path and stat
 IDX_FILES = {"x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels-idx1-ubyte.gz",
              "x_test": "t10k-images-idx3-ubyte.gz", "y_test": "t10k-labels-idx1-ubyte.gz"}  # Keras' directory layout
 
@@ -73,16 +77,29 @@ def get_dataset(name: str) -> Dataset:
 
 @dataclass(frozen=True)
 class Images:
-    """A dataset's images as loaded: uint8 images (N, H, W) and uint8 labels, where they came from, and what they are."""
+    """A dataset's images: uint8 images (N, H, W) and uint8 labels (read when first used: a file read before is
+    known by its stat), where they came from, and what they are."""
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
     source: str  # path (or Keras' loader) the arrays came from
     fingerprint: str  # sha256 of the arrays' bytes; part of every run's identity
+    read: Callable[[], dict] = field(repr=False, compare=False)  # the four arrays (picklable: sent to Dask workers)
+    train_images: int  # len(y_train)
     dataset: str = DEFAULT_DATASET  # the registered dataset they are used as
     content: str = ""  # what the content check found: the dataset's title, 'a subset of ...', or an unknown file
+
+    @functools.cached_property
+    def arrays(self) -> dict:
+        """The four arrays, read on first use."""
+        return self.read()
+
+    x_train = property(lambda self: self.arrays["x_train"])
+    y_train = property(lambda self: self.arrays["y_train"])
+    x_test = property(lambda self: self.arrays["x_test"])
+    y_test = property(lambda self: self.arrays["y_test"])
+
+    def __getstate__(self) -> dict:
+        """Pickle the arrays too (a Dask worker sent the images may not reach their file)."""
+        return {**self.__dict__, "arrays": self.arrays}
 
     @property
     def description(self) -> str:
@@ -179,11 +196,76 @@ def _read_idx_directory(directory: Path) -> dict:
 
 
 def read_images(path: Path, dataset: str = DEFAULT_DATASET) -> Images:
-    """Read, validate and identify the images of `dataset` at `path` (an .npz file or an idx directory)."""
+    """Read, validate and identify the images of `dataset` at `path` (an .npz file or an idx directory).
+
+    A file read before and unchanged since (the same size, modification and change times, inode and device, as
+    git's index trusts) is not read again until its arrays are used; then its content must still have the
+    fingerprint found before.
+    """
     spec = get_dataset(dataset)
+    known = _read_before(path, dataset)
+    if known is not None:
+        return Images(str(path), known["fingerprint"], functools.partial(_read_again, path, spec, known["fingerprint"]),
+                      known["train_images"], dataset, known["content"])
     arrays = read_arrays(path)
     validate_arrays(arrays, str(path), spec)
-    return identify(_images_from_arrays(arrays, str(path), dataset))
+    images = identify(_images_from_arrays(arrays, str(path), dataset))
+    _remember(path, images)
+    return images
+
+
+def _read_again(path: Path, spec: Dataset, fingerprint: str) -> dict:
+    """Read the arrays of a file known from before; raise UsageError if its content is no longer what it was."""
+    arrays = read_arrays(path)
+    validate_arrays(arrays, str(path), spec)
+    now = content_fingerprint(arrays)
+    if now != fingerprint:
+        _record_path(path, spec.name).unlink(missing_ok=True)
+        raise UsageError(f"{path}: its content changed since it was first read (content fingerprint {now}, not "
+                         f"{fingerprint}); run the command again")
+    return arrays
+
+
+def _file_stat(path: Path) -> list | None:
+    """Return what tells whether the file (or each idx file of the directory) changed, or None if one is missing."""
+    try:
+        files = [path / name for name in IDX_FILES.values()] if path.is_dir() else [path]
+        return [[each.st_size, each.st_mtime_ns, each.st_ctime_ns, each.st_ino, each.st_dev]
+                for each in map(os.stat, files)]
+    except OSError:
+        return None
+
+
+def _record_path(path: Path, dataset: str) -> Path:
+    """Return where what `path` held as `dataset` is remembered."""
+    key = hashlib.sha256(f"{path.resolve()}\0{dataset}".encode()).hexdigest()[:16]
+    return READ_FILES.expanduser() / f"{key}.json"
+
+
+def _read_before(path: Path, dataset: str) -> dict | None:
+    """Return what `path` held when read before as `dataset`, if it has not changed since (else None)."""
+    try:
+        known = json.loads(_record_path(path, dataset).read_text())
+    except (OSError, ValueError):
+        return None
+    return known if known.get("stat") == _file_stat(path) and known.get("path") == str(path.resolve()) else None
+
+
+def _remember(path: Path, images: Images) -> None:
+    """Remember what `path` held (written whole or not at all; a home that cannot be written keeps nothing)."""
+    stat = _file_stat(path)
+    if stat is None:
+        return
+    record = _record_path(path, images.dataset)
+    text = json.dumps({"path": str(path.resolve()), "stat": stat, "fingerprint": images.fingerprint,
+                       "train_images": images.train_images, "content": images.content})
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        partial = record.with_name(f".{record.name}.{os.getpid()}.partial")
+        partial.write_text(text)
+        os.replace(partial, record)
+    except OSError:
+        pass
 
 
 _MAGIC = [(b"PK\x03\x04", "zip"), (b"PK\x05\x06", "an empty zip archive"), (b"\x1f\x8b", "a gzip file"),
@@ -214,8 +296,9 @@ def content_fingerprint(arrays: dict) -> str:
 
 def _images_from_arrays(arrays: dict, source: str, dataset: str) -> Images:
     """Wrap validated arrays, fingerprinting their contents."""
-    return Images(*(np.asarray(arrays[key]) for key in EXPECTED_KEYS), source=source,
-                  fingerprint=content_fingerprint(arrays), dataset=dataset)
+    arrays = {key: np.asarray(arrays[key]) for key in EXPECTED_KEYS}
+    return Images(source, content_fingerprint(arrays), functools.partial(dict, arrays), len(arrays["y_train"]),
+                  dataset)
 
 
 def image_hashes(images: np.ndarray) -> np.ndarray:
@@ -318,7 +401,7 @@ def validation_size(n_train_images: int) -> int:
 def training_size(images: Images, train_size: int | None) -> int:
     """Return how many images a split of `images` trains on (`train_size`, or all not held out); raise
     UsageError for a size the file cannot give."""
-    available = len(images.y_train) - validation_size(len(images.y_train))
+    available = images.train_images - validation_size(images.train_images)
     if train_size is not None and not MIN_TRAIN_SIZE <= train_size <= available:
         raise UsageError(f"--train-size {train_size} is out of range; allowed {MIN_TRAIN_SIZE}..{available} "
                          f"for {images.source}")

@@ -1,6 +1,7 @@
 """Data: validation of what was loaded, the look-up order, and the stratified split."""
 
 import gzip
+import json
 import shutil
 
 import numpy as np
@@ -191,3 +192,55 @@ def test_unknown_dataset_lists_the_registered_ones():
     with pytest.raises(UsageError, match="unknown dataset 'cifar10'; choose from mnist, fashion-mnist"):
         get_dataset("cifar10")
     assert all(spec.image_shape == (28, 28) and spec.classes == 10 for spec in DATASETS.values())
+
+
+@pytest.mark.parametrize("source", ["npz", "idx"])
+def test_a_file_read_before_is_known_by_its_stat_and_read_only_when_its_arrays_are_used(tmp_path, monkeypatch,
+                                                                                        source):
+    from regbench import data
+
+    if source == "npz":
+        path, dataset = tmp_path / "mnist.npz", "mnist"
+        shutil.copy(SMALL_MNIST, path)
+    else:
+        path, dataset = tmp_path / "fashion", "fashion-mnist"
+        shutil.copytree(SMALL_FASHION, path)
+    first = read_images(path, dataset)
+    reads, read_arrays = [], data.read_arrays
+    monkeypatch.setattr(data, "read_arrays", lambda where: reads.append(where) or read_arrays(where))
+    again = read_images(path, dataset)
+    assert (again.fingerprint, again.content, again.train_images) == (first.fingerprint, first.content, 3000)
+    assert reads == []  # known: nothing read to plan, or to answer from stored runs
+    np.testing.assert_array_equal(again.x_test, first.x_test)
+    assert reads == [path]  # read when used, once
+    assert again.y_train is again.y_train
+
+
+def test_a_changed_file_is_read_again_and_one_changed_unseen_is_refused_when_used(tmp_path):
+    path = _write(tmp_path / "data.npz")
+    first = read_images(path)
+    _write(path, y_test=np.arange(1, 21, dtype=np.uint8) % 10)  # the same size: only its times and content differ
+    changed = read_images(path)
+    assert changed.fingerprint != first.fingerprint and changed.y_test[0] == 1
+    _write(path)  # back to the first content
+    read_images(path)  # its record now says what the file holds; make it wrong, as if the stat missed a change:
+    record = next((tmp_path / "home" / ".cache" / "regbench" / "images").glob("*.json"))
+    record.write_text(json.dumps({**json.loads(record.read_text()), "fingerprint": changed.fingerprint}))
+    unseen = read_images(path)
+    assert unseen.fingerprint == changed.fingerprint
+    with pytest.raises(UsageError, match=r"content changed since it was first read .*run the command again"):
+        unseen.arrays
+    assert read_images(path).fingerprint == first.fingerprint  # the wrong record was dropped
+
+
+def test_images_sent_to_a_worker_carry_their_arrays(tmp_path):
+    import pickle
+
+    path = tmp_path / "mnist.npz"
+    shutil.copy(SMALL_MNIST, path)
+    read_images(path)
+    known = read_images(path)  # not read yet
+    pickled = pickle.dumps(known)  # as the client scatters them
+    path.unlink()  # a worker that cannot reach the file
+    sent = pickle.loads(pickled)
+    assert sent.fingerprint == known.fingerprint and sent.x_train.shape == (3000, 28, 28)
