@@ -522,9 +522,10 @@ Every number above is computed from these stored runs (`runs.csv`, `epochs.csv`,
 
 def report_html(body: str, images: dict[str, bytes], title: str) -> str:
     """Render the Markdown report as one HTML page with its figures embedded (no external references)."""
-    for name, data in images.items():
-        body = body.replace(f"](figure:{name}.png)", f"](data:image/png;base64,{base64.b64encode(data).decode()})")
     content = markdown.markdown(body, extensions=["tables"])
+    for name, data in images.items():  # after the Markdown: its patterns need not scan the figures' bytes
+        content = content.replace(f'src="figure:{name}.png"',
+                                  f'src="data:image/png;base64,{base64.b64encode(data).decode()}"')
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
