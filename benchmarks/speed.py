@@ -424,13 +424,14 @@ def main() -> None:
     parser.add_argument("--short-only", action="store_true",
                         help="measure only the short commands, into the figures of --out's last run (RESULTS.json)")
     args = parser.parse_args()
+    command = shlex.join(["python", "benchmarks/speed.py", *sys.argv[1:]])
     if args.short_only:
         if not args.data or not Path(args.data).is_file():
             parser.error("give the full MNIST file with --data PATH or $REGBENCH_DATA")
         env = bench_environment()
         figures = Path(args.out).with_suffix(".json")
         measured = json.loads(figures.read_text())
-        measured["short"] = {"command": shlex.join(["python", "benchmarks/speed.py", *sys.argv[1:]]),
+        measured["short"] = {"command": command,
                              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                              "rows": short_commands(args.data, env)}
         figures.write_text(json.dumps(measured, indent=1) + "\n")
@@ -468,10 +469,10 @@ def main() -> None:
     print("local Dask cluster start-up ...", flush=True)
     startup = cluster_startup(env)
     lever_rows = [] if args.no_levers else levers(args.data, env)
-    short = {"command": "(this run)", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    short = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "rows": short_commands(args.data, env)}
     # 2. Keep every figure (JSON), then write the tables with the machine and the command.
-    measured = {"command": shlex.join(["python", "benchmarks/speed.py", *sys.argv[1:]]),
+    measured = {"command": command,
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "seconds": round(time.perf_counter() - started), "seeds": args.seeds, "epochs": args.epochs,
                 "repeats": args.repeats, "machine": machine_description(), "floors": floor, "rows": rows,

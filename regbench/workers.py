@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from regbench.config import RunConfig
-from regbench.data import Images, Splits, load_split, read_images
+from regbench.data import Images, Split, Splits, load_split, read_images
 from regbench.errors import UsageError
 
 
@@ -33,6 +33,7 @@ def split_name(fingerprint: str, train_size: int, draw: int | None, planted: int
 
 
 _started: dict = {}  # this worker process's backend and device, once started
+_shared_splits: dict[Path, Split] = {}  # memory-mapped splits this worker process has read, by directory
 _splits: dict[str, Splits] = {}  # this worker process's MNIST (by fingerprint), with the splits made from it
 
 
@@ -73,7 +74,10 @@ def _start_backend(config: RunConfig, pin_cores: bool, name) -> None:
 def _split(config: RunConfig, orders: WorkerOrders, sent: Images | None):
     """Return the run's data: a shared memory-mapped split, or a split of this worker's (or the sent) MNIST."""
     if orders.shared:
-        return load_split(Path(orders.shared) / split_name(orders.fingerprint, *config.split_key))
+        directory = Path(orders.shared) / split_name(orders.fingerprint, *config.split_key)
+        if directory not in _shared_splits:  # mapped once: the runs of a split share its arrays and their tensors
+            _shared_splits[directory] = load_split(directory)
+        return _shared_splits[directory]
     if orders.fingerprint not in _splits:
         images = sent if sent is not None else read_images(Path(orders.path), config.dataset)
         if images.fingerprint != orders.fingerprint:

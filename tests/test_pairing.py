@@ -110,6 +110,28 @@ def test_tensorflow_epochs_from_tensors_train_the_bits_of_fit_on_the_shuffled_ar
     assert train.evaluate(ours, config, x_eval, y_eval) == (expected["crossentropy"], expected["accuracy"])
 
 
+def test_tensorflow_converts_a_training_set_once_while_it_lives(split):
+    """The runs of a split train from one TensorFlow copy of it; a copy is dropped with its arrays (an id used again
+    is never taken for the old arrays) and only the most recent are kept."""
+    from dataclasses import replace
+
+    from regbench import train
+
+    first = train.training_arrays(split)
+    assert train.training_arrays(split) is first
+    np.testing.assert_array_equal(first[0].numpy(), split.x_train)
+    blended = replace(split, x_train=split.x_train + 1.0)
+    key = (id(blended.x_train), id(blended.y_train))
+    np.testing.assert_array_equal(train.training_arrays(blended)[0].numpy(), split.x_train + 1.0)
+    assert key in train._TENSORS
+    del blended
+    assert key not in train._TENSORS
+    others = [replace(split, x_train=split.x_train * scale) for scale in range(2, 3 + train.TENSORS_KEPT)]
+    for other in others:
+        train.training_arrays(other)
+    assert len(train._TENSORS) == train.TENSORS_KEPT
+
+
 def test_warmup_is_kept_out_of_every_epoch_time():
     from regbench.train import _ExecutionClock, _separate_warmup
 
