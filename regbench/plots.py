@@ -23,7 +23,6 @@ def _decade(value: float, position=None) -> str:
     return "10" + str(round(math.log10(value))).translate(_SUPERSCRIPT) if value > 0 else ""
 
 
-
 def baseline_name(label: str) -> str:
     """Name the reference arm in figure and report text: 'the baseline', or 'the baseline dropout' (--baseline)."""
     return "the baseline" if label == BASELINE else f"the baseline {label}"

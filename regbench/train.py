@@ -467,8 +467,8 @@ def train_run(
         callback.on_train_end()
     refresh_population_statistics(model, split.x_train)  # the final weights' statistics
     warmup = _separate_warmup(rows, first_warmup)
-    measured = replace(split, x_train=x_train, y_train=y_train)  # the training set as the backend holds it: no
-    # copy of it to evaluate on
+    # The final measurements evaluate the training set as the backend holds it: no copy of it.
+    measured = replace(split, x_train=x_train, y_train=y_train)
     record = _run_record(model, config, measured, rows, status, diverged_epoch, warmup)
     record["best_val_epoch"] = best["epoch"]
     record.update(_best_validation_record(model, config, measured, record, best))
