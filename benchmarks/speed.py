@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/speed.py [--seeds 5] [--epochs 10] [--repeats 1] [--data PATH] [--out FILE] [--short-only]
 
-Rows: (a) benchmarks/plain_keras.py, one process per seed, as a course runs it; (b) `regbench
+Rows: (a) benchmarks/plain_keras.py, one process per seed, as a course runs it (the first half of the seeds timed
+before the regbench rows, the rest after them: its own speed drifts); (b) `regbench
 compare --technique dropout` on the default TensorFlow backend; (c) the same with `--backend
 jax`; each regbench row also with `--jobs 2` (TensorFlow: a local Dask cluster; JAX: two runs at once in threads
 of one process) where two cores are free; (d) floors measured
@@ -155,23 +156,30 @@ def floors() -> dict:
     }
 
 
-def plain_keras(data: str, seeds: int, epochs: int, env: dict) -> tuple[dict, dict]:
-    """Row (a): the plain script once per seed, each in its own process; its fit alone, and whole."""
-    results, walls, peaks, pss_peaks = [], [], [], []
-    for seed in range(seeds):
-        print(f"(a) plain Keras script, seed {seed + 1}/{seeds} ...", flush=True)
+def plain_keras(data: str, seeds: range, epochs: int, env: dict, count: int) -> list[dict]:
+    """Run the plain script once per seed in `seeds`, each in its own process; return what each printed, with
+    its process's wall time and peaks (`count`: the seeds in all, for the progress line)."""
+    runs = []
+    for seed in seeds:
+        print(f"(a) plain Keras script, seed {seed + 1}/{count} ...", flush=True)
         done = measure([sys.executable, str(HERE / "plain_keras.py"), data, str(seed), str(epochs)], env)
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        walls.append(done.wall / epochs)
-        peaks.append(done.peak_rss)
-        pss_peaks.append(done.peak_pss)
-    common = {"processes": 1, "model_epochs": seeds * epochs, "peak_rss": max(peaks), "peak_pss": max(pss_peaks),
-              "baseline_acc": [result["test_accuracy"] for result in results],
-              "command": f"python benchmarks/plain_keras.py DATA SEED {epochs}  # seeds 0..{seeds - 1}"}
+        runs.append({**json.loads(done.stdout.strip().splitlines()[-1]), "wall": done.wall,
+                     "peak_rss": done.peak_rss, "peak_pss": done.peak_pss})
+    return runs
+
+
+def plain_rows(runs: list[dict], epochs: int, before: int) -> tuple[dict, dict]:
+    """Rows (a) from the plain script's runs (the first `before` timed before the regbench rows, the rest after):
+    its fit alone, and whole; medians over seeds."""
+    common = {"processes": 1, "model_epochs": len(runs) * epochs, "peak_rss": max(run["peak_rss"] for run in runs),
+              "peak_pss": max(run["peak_pss"] for run in runs),
+              "baseline_acc": [run["test_accuracy"] for run in runs],
+              "fit_per_epoch": [run["fit_seconds"] / epochs for run in runs], "timed_before": before,
+              "command": f"python benchmarks/plain_keras.py DATA SEED {epochs}  # seeds 0..{len(runs) - 1}"}
     fit = {**common, "row": "(a) plain Keras script: its fit calls (training + validation per epoch)",
-           "s_per_model_epoch": statistics.median(result["fit_seconds"] / epochs for result in results)}
+           "s_per_model_epoch": statistics.median(common["fit_per_epoch"])}
     whole = {**common, "row": "(a) plain Keras script: the whole process (start-up, data, fit, test)",
-             "s_per_model_epoch": statistics.median(walls)}
+             "s_per_model_epoch": statistics.median(run["wall"] / epochs for run in runs)}
     return fit, whole
 
 
@@ -468,10 +476,10 @@ def main() -> None:
     # 1. Floors first, on a quiet machine; then every setup, one at a time.
     print("floors: sgemm rate and copy bandwidth ...", flush=True)
     floor = floors()
-    reference, reference_whole = plain_keras(args.data, args.seeds, args.epochs, env)
-    print(f"  fit {reference['s_per_model_epoch']:.3f}, whole process {reference_whole['s_per_model_epoch']:.3f} "
-          f"s per model-epoch, peak {reference['peak_rss'] / 2**30:.2f} GiB", flush=True)
-    rows = [reference, reference_whole]
+    # The plain script's own speed drifts: its first seeds are timed before the regbench rows, the rest after.
+    before = (args.seeds + 1) // 2
+    plain = plain_keras(args.data, range(before), args.epochs, env, args.seeds)
+    rows = []
     two_cores = len(os.sched_getaffinity(0)) >= 2
     for label, extra in [("(b) regbench compare, TensorFlow (default backend)", []),
                          ("(b) regbench compare, TensorFlow, --jobs 2", ["--jobs", "2"]),
@@ -482,6 +490,11 @@ def main() -> None:
         rows.append(regbench_compare(label, extra, args.data, args.seeds, args.epochs, args.repeats, env))
         print(f"  {rows[-1]['wall']:.1f} s, {rows[-1]['s_per_model_epoch']:.3f} s per model-epoch, "
               f"peak {rows[-1]['peak_rss'] / 2**30:.2f} GiB", flush=True)
+    plain += plain_keras(args.data, range(before, args.seeds), args.epochs, env, args.seeds)
+    reference, reference_whole = plain_rows(plain, args.epochs, before)
+    print(f"(a) fit {reference['s_per_model_epoch']:.3f}, whole process {reference_whole['s_per_model_epoch']:.3f} "
+          f"s per model-epoch, peak {reference['peak_rss'] / 2**30:.2f} GiB", flush=True)
+    rows = [reference, reference_whole, *rows]
     print("local Dask cluster start-up ...", flush=True)
     startup = cluster_startup(env)
     lever_rows = [] if args.no_levers else levers(args.data, env)
@@ -514,7 +527,14 @@ def render(measured: dict) -> str:
         f"epoch, batch {BATCH}, Adam (lr 1e-3), the 784-128-64-10 MLP, {epochs} epochs, seeds 0..{seeds - 1}. "
         "For every regbench row, seconds per model-epoch are the whole command's wall time divided by the "
         "model-epochs it trained: start-up, data loading, evaluation, statistics, figures and reports "
-        "included. (a) runs once per seed, each in its own process (median over seeds); the ratios are to "
+        "included. (a) runs once per seed, each in its own process (median over seeds"
+        + (f"; seeds 0..{reference['timed_before'] - 1} timed before the regbench rows and the rest after them, as "
+           "its own speed drifts: its fit calls took "
+           + ", ".join(f"{seconds:.3f}" for seconds in reference["fit_per_epoch"][:reference["timed_before"]])
+           + " s per epoch before and "
+           + ", ".join(f"{seconds:.3f}" for seconds in reference["fit_per_epoch"][reference["timed_before"]:])
+           + " s after" if "timed_before" in reference else "") +
+        "); the ratios are to "
         "its fit calls alone, the stricter yardstick, and its whole-process figure is shown below it. Every "
         f"regbench row is one `compare --technique dropout` of {2 * seeds} runs on an empty store (median "
         f"of {measured['repeats']} repeat(s)). Peak RSS and peak PSS are the resident and the proportional "
