@@ -513,6 +513,24 @@ def main() -> None:
     print(f"wrote {args.out} and its figures as JSON beside it")
 
 
+def plain_timing(reference: dict) -> str:
+    """Say when row (a)'s seeds were timed (runs before that split them around the regbench rows: nothing)."""
+    if "timed_before" not in reference:
+        return ""
+    before, fits = reference["timed_before"], [f"{seconds:.3f}" for seconds in reference["fit_per_epoch"]]
+    return (f"; seeds 0..{before - 1} timed before the regbench rows and the rest after them, as its own speed "
+            f"drifts: its fit calls took {', '.join(fits[:before])} s per epoch before and "
+            f"{', '.join(fits[before:])} s after")
+
+
+def short_plain_timing(rows: list[dict]) -> str:
+    """Say that the short commands' plain script was timed before and after them (runs before timed it once)."""
+    if not any(len(row.get("walls", [])) > 1 for row in rows):
+        return ""
+    return ("; timed before and after the commands, whose ratios are to the mean of the two, as the plain script's "
+            "own speed drifts")
+
+
 def render(measured: dict) -> str:
     """Return RESULTS.md for one run's figures."""
     rows, floor, seeds, epochs = measured["rows"], measured["floors"], measured["seeds"], measured["epochs"]
@@ -527,13 +545,7 @@ def render(measured: dict) -> str:
         f"epoch, batch {BATCH}, Adam (lr 1e-3), the 784-128-64-10 MLP, {epochs} epochs, seeds 0..{seeds - 1}. "
         "For every regbench row, seconds per model-epoch are the whole command's wall time divided by the "
         "model-epochs it trained: start-up, data loading, evaluation, statistics, figures and reports "
-        "included. (a) runs once per seed, each in its own process (median over seeds"
-        + (f"; seeds 0..{reference['timed_before'] - 1} timed before the regbench rows and the rest after them, as "
-           "its own speed drifts: its fit calls took "
-           + ", ".join(f"{seconds:.3f}" for seconds in reference["fit_per_epoch"][:reference["timed_before"]])
-           + " s per epoch before and "
-           + ", ".join(f"{seconds:.3f}" for seconds in reference["fit_per_epoch"][reference["timed_before"]:])
-           + " s after" if "timed_before" in reference else "") +
+        f"included. (a) runs once per seed, each in its own process (median over seeds{plain_timing(reference)}"
         "); the ratios are to "
         "its fit calls alone, the stricter yardstick, and its whole-process figure is shown below it. Every "
         f"regbench row is one `compare --technique dropout` of {2 * seeds} runs on an empty store (median "
@@ -570,11 +582,8 @@ def render(measured: dict) -> str:
         sections += ["## Short commands (whole processes)",
                      f"Measured by `{short['command']}` on {short['date']}: the commands a user types while "
                      "exploring, where the fixed costs dominate. Two runs (the baseline and dropout, seed 0) against "
-                     "the plain script run twice (two processes"
-                     + ("; timed before and after the commands, whose ratios are to the mean of the two, as the "
-                        "plain script's own speed drifts" if any(len(row.get("walls", [])) > 1 for row in short["rows"])
-                        else "") +
-                     "); JAX cold on an empty compilation cache "
+                     f"the plain script run twice (two processes{short_plain_timing(short['rows'])}); JAX cold on "
+                     "an empty compilation cache "
                      "(`REGBENCH_JAX_CACHE` set to a new directory), warm in a later process on the cache the "
                      "first filled (a new store, so everything trains again: XLA's compiled programs and the "
                      "exported, traced ones loaded), and between them, to measure the exported programs alone, a "
