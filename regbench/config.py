@@ -15,6 +15,9 @@ DEFAULT_HIDDEN = {"mlp": (128, 64), "cnn": (128,)}  # dense widths (the cnn's de
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3, "adamw": 1e-3}  # Keras' own defaults
+# Every optimizer decays weights only in the weight-decay arm: AdamW runs elsewhere train with weight_decay 0, not
+# Keras' default 0.004. Runs stored before that carried the 0.004 under ids without this key.
+ADAMW_IDENTITY = {"adamw_weight_decay": "from the weight-decay technique only"}
 BACKENDS = ("tensorflow", "jax", "torch")
 SCHEDULES = ("constant", "cosine")  # the learning rate over a run: fixed, or Keras' CosineDecay to 0
 SELECTIONS = ("final", "best-val")  # which weights of each run are measured: the last, or the best-validation epoch's
@@ -87,8 +90,9 @@ class RunConfig:
     def identity(self) -> dict:
         """Return the fields that make this run what it is: every field, but a field added after the first
         layout only when not at its default (so runs stored before it existed keep their ids)."""
-        return {spec.name: getattr(self, spec.name) for spec in fields(self)
-                if not spec.metadata.get("added") or getattr(self, spec.name) != spec.default}
+        identity = {spec.name: getattr(self, spec.name) for spec in fields(self)
+                    if not spec.metadata.get("added") or getattr(self, spec.name) != spec.default}
+        return {**identity, **ADAMW_IDENTITY} if self.optimizer == "adamw" else identity
 
     @property
     def run_id(self) -> str:

@@ -79,7 +79,7 @@ def make_optimizer(config: RunConfig, hooks: Hooks) -> keras.optimizers.Optimize
     elif config.optimizer == "adam":
         optimizer = keras.optimizers.Adam(**options)
     elif config.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(**options)
+        optimizer = keras.optimizers.AdamW(**{"weight_decay": 0.0, **options})  # decay only from weight-decay
     else:
         raise ValueError(f"unknown optimizer {config.optimizer!r}")
     optimizer.exclude_from_weight_decay(var_names=WEIGHT_DECAY_EXCLUDED)

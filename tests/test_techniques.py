@@ -140,18 +140,43 @@ def baseline(split):
     return train_run(config_for("none"), split)
 
 
-@pytest.mark.parametrize(
-    "setting, zero",  # several techniques at zero strength at once: one run each, any one of them not inert fails it
-    [("l1+l2+weight-decay+dropout", {"l1": 0.0, "l2": 0.0, "wd": 0.0, "rate": 0.0}),
-     ("augment+label-smoothing+gaussian-noise+ema+mixup",
-      {"shift": 0.0, "rotation": 0.0, "zoom": 0.0, "smoothing": 0.0, "noise_stddev": 0.0, "ema_horizon": 1.0,
-       "mixup_alpha": 0.0})],
-)
-def test_strength_zero_gives_the_baselines_outputs(split, baseline, setting, zero):
-    treated = train_run(config_for(setting, zero), split)
-    for key in ("test_accuracy", "test_crossentropy", "train_crossentropy", "weights_l2"):
-        assert treated.record[key] == baseline.record[key], key
-    assert treated.epochs[0]["val_crossentropy"] == baseline.epochs[0]["val_crossentropy"]
+UNTREATED = [  # every technique that has an untreated form, at it; several at once: any one not inert fails the case
+    ("mlp", "l1+l2+weight-decay+dropout", {"l1": 0.0, "l2": 0.0, "wd": 0.0, "rate": 0.0}),
+    ("mlp", "augment+label-smoothing+gaussian-noise+ema+mixup",
+     {"shift": 0.0, "rotation": 0.0, "zoom": 0.0, "smoothing": 0.0, "noise_stddev": 0.0, "ema_horizon": 1.0,
+      "mixup_alpha": 0.0}),
+    ("cnn", "spatial-dropout", {"spatial_rate": 0.0}),
+]
+
+
+def trained_weights(config, split):
+    result = train_run(config, split)
+    return result, [np.array(weight) for weight in result.model.get_weights()]  # before the next run resets it
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
+def test_every_untreated_technique_gives_the_baselines_weights_bit_for_bit(split, optimizer):
+    # With --optimizer adamw the baseline once trained with Keras AdamW's default weight_decay 0.004.
+    baselines = {}
+    for architecture, setting, zero in UNTREATED:
+        shape = {"architecture": architecture, "hidden": (16,) if architecture == "cnn" else (128, 64),
+                 "optimizer": optimizer, "train_size": 200 if architecture == "cnn" else 300}
+        if architecture not in baselines:
+            baselines[architecture] = trained_weights(config_for("none", **shape), split)
+        (baseline, expected), (treated, weights) = baselines[architecture], trained_weights(
+            config_for(setting, zero, **shape), split)
+        assert len(weights) == len(expected)
+        assert all(np.array_equal(a, b) for a, b in zip(weights, expected)), (optimizer, setting)
+        assert treated.record["test_accuracy"] == baseline.record["test_accuracy"], (optimizer, setting)
+
+
+def test_adamw_decays_weights_in_the_weight_decay_arm_only():
+    assert compile_model(config_for("none", optimizer="adamw"))[0].optimizer.weight_decay == 0.0
+    assert compile_model(config_for("weight-decay", {"wd": 0.01}, optimizer="adamw"))[0].optimizer.weight_decay == 0.01
+    # runs stored while AdamW's baseline carried Keras' default decay keep ids of their own
+    assert config_for("none", optimizer="adamw").run_id != config_for("none", optimizer="adam").run_id
+    assert "adamw_weight_decay" in config_for("none", optimizer="adamw").identity()
+    assert "adamw_weight_decay" not in config_for("none").identity()
 
 
 def test_max_norm_that_never_binds_matches_the_baseline_to_rounding(split, baseline):
