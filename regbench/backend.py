@@ -14,31 +14,35 @@ from regbench.errors import UsageError
 DEVICES = ("auto", "cpu", "gpu")
 JAX_CACHE = "REGBENCH_JAX_CACHE"  # JAX's persistent compilation cache: a directory, or 'off' (default: below)
 GPU_DEVICE_FILES = ("nvidia[0-9]*", "kfd", "dxg")  # /dev entries of NVIDIA, AMD (ROCm) and WSL2 GPUs
+# One compute thread per run on the CPU, whatever the CPUs: XLA's CPU client sizes its op thread pool by $NPROC
+# (else by the CPUs), and a pool of another size splits some ops' work otherwise, which changes the bits (a
+# 10-epoch max-norm run on full MNIST: 97.37% at one CPU, 97.70% at two). More runs at once come from --jobs.
+COMPUTE_THREADS = 1
 
 
 def jax_cache_dir() -> Path | None:
     """Return where JAX keeps compiled programs across processes: $REGBENCH_JAX_CACHE, else the user's
-    ~/.cache/regbench/jax (one for every store, so that a new store starts warm); None when it is 'off'."""
+    ~/.cache/regbench/jax/threads-1 (one for every store, so that a new store starts warm; the thread count is in
+    the name because the compiled programs depend on it, and JAX's cache keys do not); None when it is 'off'."""
     chosen = os.environ.get(JAX_CACHE)
     if chosen == "off":
         return None
-    return Path(chosen) if chosen else Path.home() / ".cache" / "regbench" / "jax"
+    return Path(chosen) if chosen else Path.home() / ".cache" / "regbench" / "jax" / f"threads-{COMPUTE_THREADS}"
 
 
 _BACKEND_MODULE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-def select_backend(backend: str, device: str, tf_threads: int = 1, start: bool = True) -> str:
+def select_backend(backend: str, device: str, tf_threads: int = COMPUTE_THREADS, start: bool = True) -> str:
     """Set up `backend` on `device` ('auto', 'cpu', 'gpu'); return the device used ('cpu'/'gpu').
 
     Must run before the first `import keras` of the process: Keras reads KERAS_BACKEND once.
     With `start=False` the backend is not imported where the device is known without it (see
     device_known_without_backend): the first run to train starts it (select_backend again), so a
     command whose runs are all stored never loads it.
-    On the CPU, TensorFlow gets `tf_threads` intra- and inter-op threads: one was the faster for
-    these small models in most paired timings here (README, Speed), and more runs at once come
-    from `--jobs`. JAX
-    sizes its thread pool by the process's CPU affinity, which `--jobs` workers pin to one core.
+    On the CPU, TensorFlow gets `tf_threads` intra- and inter-op threads and JAX COMPUTE_THREADS
+    (through $NPROC): the same bits whatever the CPUs (see COMPUTE_THREADS); one thread was also the
+    faster for these small models in most paired timings here (README, Speed).
     """
     # 1. Check the request against what this process and this machine can do.
     check_installed(backend)
@@ -57,6 +61,7 @@ def select_backend(backend: str, device: str, tf_threads: int = 1, start: bool =
         if backend == "jax":
             os.environ["JAX_PLATFORMS"] = "cpu"
     if backend == "jax":
+        os.environ["NPROC"] = str(COMPUTE_THREADS)
         os.environ.setdefault("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
         cache = jax_cache_dir()
         if cache is not None:  # a later process loads each compiled program instead of compiling it again

@@ -628,9 +628,12 @@ def runs(store, technique, seed, status, backend, remove, yes):
             chosen &= table["technique_params"].fillna("").str.split().map(lambda pairs: f"{name}={value:g}" in pairs)
         table = table[chosen]
     columns = ["run_id", "technique", "technique_params", "seed", "train_size", "epochs", "backend", "status",
-               "test_accuracy", "finished_at"]
+               "test_accuracy", "finished_at", "executor", "cpus", "compute_threads"]
     if len(table):
-        click.echo(table[columns].fillna("").to_string(index=False))
+        click.echo(table.reindex(columns=columns).fillna("").to_string(index=False))
+        provenance = table.reindex(columns=["cpu_model", "versions"]).fillna("not recorded (stored before provenance)")
+        for (cpu, versions), count in provenance.value_counts(sort=False).items():
+            click.echo(f"{count} run(s) computed on {cpu} with {versions}")
     click.echo(f"{len(table)} run(s) in {store} match")
     if not remove or table.empty:
         return

@@ -44,6 +44,11 @@ class InProcess:
             return "in this process"
         return f"in this process, {self.lanes} runs at once (a thread each, sharing its CPU cores)"
 
+    @property
+    def name(self) -> str:
+        """Name this executor in each run's provenance."""
+        return "in-process" if self.lanes == 1 else f"in-process threads ({self.lanes} runs at once)"
+
     def __enter__(self):
         return self
 
@@ -78,6 +83,11 @@ class DaskCluster:
         if self.scheduler:
             return f"on the Dask cluster at {self.scheduler}"
         return f"on a local Dask cluster of {self.jobs} worker processes, one CPU core and one thread each"
+
+    @property
+    def name(self) -> str:
+        """Name this executor in each run's provenance."""
+        return f"dask {self.scheduler}" if self.scheduler else f"dask local cluster ({self.jobs} workers)"
 
     def __enter__(self):
         if self.scheduler:  # an address that is wrong is said at once, before anything is planned or written

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 import sys
 import time
@@ -18,6 +17,7 @@ from regbench.config import RunConfig
 from regbench.data import Images, Splits, load_images, training_size
 from regbench.errors import UsageError
 from regbench.executor import DaskCluster, InProcess
+from regbench.provenance import cpu_model, package_versions
 from regbench.store import (COMPARISON_FILES, RunStore, check_replaceable, check_same_comparison, inputs_digest,
                             unchanged_outputs)
 from regbench.sweep import format_duration, train_todo
@@ -257,33 +257,10 @@ def trained_models(configs: list[RunConfig], splits: Splits, store: RunStore, ec
     return models, trained
 
 
-def package_versions(backend: str) -> dict:
-    """Return the versions of Python and of every package a result depends on."""
-    packages = ["regbench", "keras", "numpy", "pandas", "scipy", "statsmodels", "optuna", "matplotlib", "click",
-                backend]
-    versions = {"python": platform.python_version()}
-    for name in packages:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def device_description(base: RunConfig) -> dict:
     """Describe where runs of `base` train: device kind, Keras backend, platform and processor."""
     return {"kind": base.device, "keras_backend": base.backend, "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "cpu": cpu_model()}
-
-
-def cpu_model() -> str:
-    """Return the processor's model name (float rounding, and so exact reproduction, depends on it)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or platform.machine()
 
 
 def _identity(request: CompareRequest, base: RunConfig, plan: TunePlan | None) -> dict:

@@ -30,10 +30,11 @@ RESULT_POLL_SECONDS = 0.5  # how often to echo the workers' progress while their
 
 
 class _Progress:
-    """Echo one line per epoch with where the sweep stands and an estimate of what remains."""
+    """Echo one line per epoch with where the sweep stands and an estimate of what remains; name the executor in
+    what is stored of each run."""
 
-    def __init__(self, todo: list[RunConfig], echo: Callable[[str], None]):
-        self.todo, self.echo = todo, echo
+    def __init__(self, todo: list[RunConfig], echo: Callable[[str], None], executor: str):
+        self.todo, self.echo, self.executor = todo, echo, executor
         self.started = time.perf_counter()
         self.epochs_done = {}  # run index -> epochs finished
         self.ended = set()  # run indices stored (or left to another process)
@@ -85,7 +86,7 @@ def train_todo(todo: list[RunConfig], splits: Splits, store: RunStore, executor:
     """
     if not todo:
         return 0
-    progress = _Progress(todo, echo)
+    progress = _Progress(todo, echo, executor.name)
     try:
         with _CtrlC() as ctrl_c, _Leases(store) as leases:
             if isinstance(executor, DaskCluster):
@@ -184,10 +185,10 @@ def _claim(index: int, config: RunConfig, store: RunStore, pending: dict, progre
 
 def _store_result(index: int, config: RunConfig, record: dict, epochs: list[dict], weights: bytes | None,
                   store: RunStore, progress: _Progress, leases: _Leases) -> None:
-    """Store a finished run (and its kept weights) and say so if it diverged."""
+    """Store a finished run (and its kept weights), with the executor that trained it, and say so if it diverged."""
     if weights is not None:
         store.save_weights(config.run_id, weights)
-    store.save(config, record, epochs)
+    store.save(config, {**record, "executor": progress.executor}, epochs)
     leases.drop(config.run_id)
     progress.run_ended(index)
     if record["status"] != "ok":

@@ -19,6 +19,7 @@ import numpy as np
 
 from regbench.config import MEASURED, STATISTICS_REFRESH_STEPS, WEIGHT_BIN_EDGES, RunConfig
 from regbench.data import Split, get_dataset
+from regbench.provenance import run_provenance
 from regbench.models import PopulationBatchNormalization, SEED_SLOTS, build_model, layer_seed
 from regbench.techniques import Hooks, hooks_for
 
@@ -502,6 +503,7 @@ def _run_record(model, config: RunConfig, split: Split, rows: list[dict], status
         "seconds_per_epoch": float(np.mean([row["seconds"] for row in rows])),
         "parameter_count": int(model.count_params()),
         "final_penalty": penalty(model) if status == "ok" else math.nan,
+        **run_provenance(config.backend),
     }
     record.update(_measure(model, config, split) if status == "ok" else dict.fromkeys(MEASURED, math.nan))
     record.update(weight_statistics(model))

@@ -16,7 +16,8 @@ from regbench.config import RunConfig
 from regbench.data import load_images, split_images
 from regbench.errors import UsageError
 from regbench.report import comparison_statistics, comparison_texts
-from regbench.runner import device_description, package_versions
+from regbench.provenance import PROVENANCE_FIELDS, package_versions
+from regbench.runner import device_description
 from regbench.store import RunStore, RunTables, read_tuning, run_arms
 from regbench.techniques import TECHNIQUES, technique_of
 
@@ -221,7 +222,8 @@ def _rerun(runs: pd.DataFrame, count: int, data: str | None, manifest: dict, res
             raise UsageError(f"{images.source} is not the data run {config.run_id} was trained on; pass --data")
         echo(f"[rerun {number}/{count}] {config.technique} seed {config.seed} ({config.run_id})")
         fresh = train_run(config, split_images(images, *config.split_key)).record
-        fresh = pd.DataFrame([{"run_id": config.run_id, **fresh}]).drop(columns=["weight_histogram", "keras_backend"])
+        fresh = pd.DataFrame([{"run_id": config.run_id, **fresh}]).drop(
+            columns=["weight_histogram", "keras_backend", *PROVENANCE_FIELDS], errors="ignore")
         compared = [f"rerun of {config.run_id}", runs[runs["run_id"] == config.run_id], fresh, "run_id"]
         identical += not _differences(*compared, None)
         problems += _differences(*compared, tolerance, labels=("stored", "retrained"))

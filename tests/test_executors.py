@@ -3,6 +3,7 @@ only: a local cluster for TensorFlow's --jobs, a real scheduler and worker for -
 worker, the scheduler, a second client or a Ctrl-C comes."""
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -97,7 +98,7 @@ def test_jax_jobs_2_trains_in_threads_of_one_process_with_the_numbers_of_one_run
                                 "--out", "out"))
     assert "4 to train on jax/cpu in this process, 2 runs at once (a thread each" in log and "Dask" not in log
     assert "4 runs trained, 0 reused" in stdout
-    pd.testing.assert_frame_equal(numbers(tmp_path / "out"), one_process)
+    pd.testing.assert_frame_equal(numbers(tmp_path / "out"), one_process, check_exact=True)
 
 
 class NoSplits:
@@ -172,7 +173,7 @@ def test_tensorflow_jobs_2_matches_one_process_and_survives_a_killed_worker(tmp_
     assert "4 runs trained, 0 reused" in stdout
     assert sorted(stored(store)) == sorted(set(stored(store))) and len(stored(store)) == 4
     assert integrity(store) == "ok"
-    pd.testing.assert_frame_equal(numbers(tmp_path / "out"), one_process)  # the killed run, retried, too
+    pd.testing.assert_frame_equal(numbers(tmp_path / "out"), one_process, check_exact=True)  # the killed run, retried, too
     assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in workers[1:])
 
 
@@ -208,8 +209,8 @@ def test_a_scheduler_gives_the_same_numbers_to_two_clients_and_its_loss_is_one_l
     assert sum(trained) == 2 and sorted(stored(store)) == sorted(set(stored(store)))
     seed_0 = one_process[one_process["run_id"].isin(stored(store))].reset_index(drop=True)
     assert len(seed_0) == 2
-    pd.testing.assert_frame_equal(numbers(tmp_path / "a"), seed_0)
-    pd.testing.assert_frame_equal(numbers(tmp_path / "b"), seed_0)
+    pd.testing.assert_frame_equal(numbers(tmp_path / "a"), seed_0, check_exact=True)
+    pd.testing.assert_frame_equal(numbers(tmp_path / "b"), seed_0, check_exact=True)
     # 2. Kept weights (as studies keep them) come back from the worker, and this process stores them.
     from regbench.data import Splits, read_images
     from regbench.errors import SweepError
@@ -263,3 +264,33 @@ def test_a_worker_whose_copy_of_the_data_differs_refuses_naming_the_file():
     with pytest.raises(UsageError, match=f"{SMALL_MNIST}: this worker's copy has content fingerprint [0-9a-f]{{16}}, "
                                          "not 0000000000000000"):
         _split(config_for("none"), orders, None)
+
+
+REDUCING = ["compare", "--technique", "max-norm", "--param", "c=0.5", "--train-size", "500", "--epochs",
+            "1", "--seeds", "1", "--data", str(SMALL_MNIST)]  # a binding max-norm: its column norms are reductions
+EXACT = ["run_id", "test_crossentropy", "val_crossentropy", "train_crossentropy", "weights_l1", "weights_l2",
+         "weights_max_abs"]
+
+
+def on_cpus(path, cpus: int, *args):
+    """Run regbench in a fresh process limited to `cpus` CPU cores; return its runs.csv."""
+    cores = sorted(os.sched_getaffinity(0))[:cpus]
+    path.mkdir()
+    env = {**os.environ, "REGBENCH_JAX_CACHE": "off"}  # a program compiled at one CPU count would serve the other
+    process = subprocess.run([sys.executable, "-m", "regbench", *args, "--store", "s.sqlite", "--out", "out"],
+                             cwd=path, env=env, capture_output=True, text=True, timeout=300,
+                             preexec_fn=lambda: os.sched_setaffinity(0, cores))
+    assert process.returncode == 0, process.stderr[-3000:]
+    return pd.read_csv(path / "out" / "runs.csv").sort_values("run_id").reset_index(drop=True)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPU cores")
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_a_run_has_the_same_bits_on_one_cpu_and_on_two(tmp_path, backend):
+    # XLA's CPU pool, sized by the CPUs, once split the max-norm's column norms: other bits at two CPUs.
+    pytest.importorskip(backend)
+    one, two = (on_cpus(tmp_path / str(cpus), cpus, *REDUCING, "--backend", backend) for cpus in (1, 2))
+    pd.testing.assert_frame_equal(one[EXACT], two[EXACT], check_exact=True)
+    assert list(one["cpus"]) == [1, 1] and list(two["cpus"]) == [2, 2]
+    assert set(one["compute_threads"]) == set(two["compute_threads"]) == {1}
+    assert set(two["executor"]) == {"in-process"} and two["versions"].str.contains(f"keras=.* {backend}=").all()

@@ -77,7 +77,7 @@ def test_a_killed_sweep_resumes_to_the_same_runs_as_an_uninterrupted_one(tmp_pat
     after = stored_runs(store)
     assert len(after) == len(set(after)) == 4 and set(stored_before) <= set(after)
     resumed = pd.read_csv(tmp_path / "out" / "runs.csv")[NUMBERS].sort_values("run_id").reset_index(drop=True)
-    pd.testing.assert_frame_equal(resumed, uninterrupted)
+    pd.testing.assert_frame_equal(resumed, uninterrupted, check_exact=True)
     with sqlite3.connect(store) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
@@ -98,7 +98,7 @@ def test_two_sweeps_on_one_store_share_the_work(tmp_path):
     assert len(runs) == len(set(runs)) == 4
     tables = [pd.read_csv(tmp_path / n / "runs.csv")[NUMBERS].sort_values("run_id").reset_index(drop=True)
               for n in ("a", "b")]
-    pd.testing.assert_frame_equal(*tables)
+    pd.testing.assert_frame_equal(*tables, check_exact=True)
 
 
 def test_verify_passes_on_a_fresh_comparison_and_catches_an_edit(runner, tmp_path, tiny_comparison):
