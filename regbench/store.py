@@ -416,7 +416,9 @@ def write_outputs(out: Path, tables: dict, images: dict, manifest: dict, texts: 
 
     All or nothing: every file is first written beside its target, then all are renamed into place;
     if any step fails, the files that were there before are put back and the error is one line.
-    The directory itself is never replaced (it may hold other results).
+    The directory itself is never replaced (it may hold other results); of what is in it, the files the earlier
+    manifest lists as written by regbench and not written again (a tuned comparison's tuning.csv, rewritten
+    without --tune) are removed once the new files are in place.
     """
     writers = {f"{name}.csv": (lambda temp, table=table: table.to_csv(temp, index=False))
                for name, table in tables.items()}
@@ -426,6 +428,7 @@ def write_outputs(out: Path, tables: dict, images: dict, manifest: dict, texts: 
     writers["manifest.json"] = lambda temp: Path(temp).write_text(
         json.dumps(_nan_to_none(manifest), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     check_replaceable(out, list(writers))
+    stale = [out / name for name in written_files(out) if name not in writers and name not in manifest.get("files", {})]
     staged, kept, placed = {}, {}, []
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -454,7 +457,18 @@ def write_outputs(out: Path, tables: dict, images: dict, manifest: dict, texts: 
     finally:
         for path in [*staged.values(), *kept.values()]:
             path.unlink(missing_ok=True)
+    for path in stale:
+        path.unlink(missing_ok=True)
     return [out / name for name in writers]
+
+
+def written_files(out: Path) -> list[str]:
+    """Return the files that the manifest in `out` lists as written with it ([] without a readable one)."""
+    try:
+        files = json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return []
+    return list(files) if isinstance(files, dict) else []
 
 
 def _sha256(path: Path) -> str:

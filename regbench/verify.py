@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from dataclasses import dataclass, field, fields
@@ -18,7 +19,7 @@ from regbench.errors import UsageError
 from regbench.report import comparison_statistics, comparison_texts
 from regbench.provenance import PROVENANCE_FIELDS, package_versions
 from regbench.runner import device_description
-from regbench.store import RunStore, RunTables, read_tuning, run_arms
+from regbench.store import COMPARISON_FILES, RunStore, RunTables, read_tuning, run_arms
 from regbench.techniques import TECHNIQUES, technique_of
 
 TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at", "warmup_seconds",  # differ on every rerun
@@ -88,13 +89,16 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
                       data: str | None, echo: Callable[[str], None]) -> Verification:
     """Check every file of a comparison that can be checked; say what was checked and what differs."""
     result = Verification()
-    # 1. The runs named in manifest.json are the rows of runs.csv.
+    # 1. The files manifest.json lists are there as written, and no result file is there that it does not list.
+    result.problems += _file_differences(directory, manifest)
+    result.checked.append("every file manifest.json lists, against its SHA-256 as written")
+    # 2. The runs named in manifest.json are the rows of runs.csv.
     named = list(run_arms(manifest))
     result.problems += [f"manifest.json: run {run_id} has no row in runs.csv"
                         for run_id in sorted(set(named) - set(written.runs["run_id"]))]
     result.problems += [f"runs.csv: run {run_id} is not named in manifest.json"
                         for run_id in sorted(set(written.runs["run_id"]) - set(named))]
-    # 2. Every derived table and the report, recomputed from runs.csv and epochs.csv.
+    # 3. Every derived table and the report, recomputed from runs.csv and epochs.csv.
     techniques = list(manifest["techniques"])
     runs, effects, summary = comparison_statistics(written.runs, manifest)
     tuning = read_tuning(directory, manifest)
@@ -112,7 +116,7 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
         result.problems += _choice_differences(tuning, manifest)
         result.checked.append("each tuned setting's choice re-derived from tuning.csv (the best trial's mean "
                               "validation score over its tuning seeds)")
-    # 3. runs.csv, epochs.csv and weights.csv against the store, for the runs it holds.
+    # 4. runs.csv, epochs.csv and weights.csv against the store, for the runs it holds.
     store = RunStore(store_path, create=False)
     held = sorted(store.finished(named))
     if held:
@@ -127,10 +131,27 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
         result.unchecked.append(f"{len(named) - len(held)} of {len(named)} runs against a store ({store_path} "
                                 "does not hold them; pass --store to name the one the comparison was made with)")
     echo(f"checked {len(written.runs)} runs of {len(techniques)} technique(s) in {directory}")
-    # 4. Retrain a few runs and compare every number but the timings.
+    # 5. Retrain a few runs and compare every number but the timings.
     if rerun:
         result.problems += _rerun(written.runs, rerun, data, manifest, result, echo)
     return result
+
+
+def _file_differences(directory: Path, manifest: dict) -> list[str]:
+    """List the files manifest.json names that are missing or changed, and the result files it does not name (left
+    by another comparison, or put there by hand)."""
+    listed, problems = manifest.get("files") or {}, []
+    for name, digest in sorted(listed.items()):
+        path = directory / name
+        if not path.is_file():
+            problems.append(f"{name}: listed in manifest.json but missing")
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            problems.append(f"{name}: changed since it was written (its SHA-256 is not the one in manifest.json)")
+    if listed:  # manifests before the file list name none
+        problems += [f"{name}: a result file that manifest.json does not list (left by another comparison?); "
+                     "remove it, or rerun the comparison" for name in COMPARISON_FILES
+                     if name not in listed and name != "manifest.json" and (directory / name).is_file()]
+    return problems
 
 
 def _choice_differences(tuning: pd.DataFrame, manifest: dict) -> list[str]:

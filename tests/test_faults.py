@@ -128,11 +128,15 @@ def test_verify_passes_on_a_fresh_comparison_and_catches_an_edit(runner, tmp_pat
                       "REPORT.md: differs from its re-rendering from the tables (first at line"),
         "runs.csv": (lambda: edit_csv(out / "runs.csv", "test_accuracy", 0, 0.5), "runs.csv: test_accuracy of"),
     }
+    edits["tuning.csv"] = (lambda: (out / "tuning.csv").write_text("trial\n1\n"),  # left by a tuned comparison
+                           "tuning.csv: a result file that manifest.json does not list")
+    edits["cost.png"] = (lambda: (out / "cost.png").unlink(), "cost.png: listed in manifest.json but missing")
+    pristine["tuning.csv"] = b""
     for name, (edit, message) in edits.items():
         edit()
         result = runner.invoke(cli, ["verify", str(out), "--store", str(store)])
         assert result.exit_code == 1 and f"DIFFERS: {message}" in result.stdout, (name, result.output)
-        (out / name).write_bytes(pristine[name])
+        (out / name).write_bytes(pristine[name]) if pristine[name] else (out / name).unlink()
     # Made on another processor (as the manifest says): compared within the tolerance, in the rerun's words.
     manifest = json.loads(pristine["manifest.json"])
     manifest["device"]["cpu"] = "another processor"

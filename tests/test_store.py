@@ -121,6 +121,17 @@ def test_outputs_are_written_whole_with_no_temporary_files_left(tmp_path):
     assert len(paths) == 2
 
 
+def test_a_rewrite_removes_the_files_of_the_earlier_comparison_it_does_not_write_again(tmp_path):
+    import pandas as pd
+
+    table = pd.DataFrame({"a": [1]})
+    write_outputs(tmp_path, {"runs": table, "tuning": table}, {"sensitivity": b"png"}, {})
+    (tmp_path / "notes.txt").write_text("mine")  # not written by regbench: kept
+    write_outputs(tmp_path, {"runs": table}, {}, {})  # the same comparison, rewritten without --tune
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "notes.txt", "runs.csv"]
+    assert list(json.loads((tmp_path / "manifest.json").read_text())["files"]) == ["runs.csv"]
+
+
 def test_a_write_that_fails_midway_puts_the_old_files_back(tmp_path, monkeypatch):
     import os
 
