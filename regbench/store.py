@@ -541,7 +541,7 @@ def read_comparison(directory: Path) -> tuple[RunTables, dict]:
         raise UsageError(f"{directory}: not a directory; expected the output directory of `regbench compare`")
     try:
         manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
-        tables = RunTables(*(pd.read_csv(directory / f"{name}.csv") for name in ("runs", "epochs", "weights")))
+        tables = RunTables(*(_read_table(directory / f"{name}.csv") for name in ("runs", "epochs", "weights")))
     except FileNotFoundError as error:
         raise UsageError(f"{directory}: missing {Path(error.filename).name}; "
                          "expected the output directory of `regbench compare`") from None
@@ -557,12 +557,57 @@ def read_comparison(directory: Path) -> tuple[RunTables, dict]:
         if absent:
             raise UsageError(f"{directory}/{name}.csv: missing column(s) {', '.join(sorted(absent))}; "
                              "damaged, or written by another regbench?")
-        for column in sorted(required & NUMERIC_COLUMNS):
-            if len(table) and not pd.api.types.is_numeric_dtype(table[column]):
-                bad = next(value for value in table[column] if not _is_number(value))
-                raise UsageError(f"{directory}/{name}.csv: column {column} holds {bad!r}, not a number; damaged?")
-    _check_arms(directory, tables.runs, manifest)
+        _check_cells(directory / f"{name}.csv", table, finished=name == "runs")
+    _check_run_rows(directory, tables.runs, manifest)
     return tables, manifest
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """Read a comparison's CSV table with only empty cells as missing (as to_csv writes NaN): 'n/a' stays text."""
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def _check_cells(path: Path, table: pd.DataFrame, finished: bool) -> None:
+    """Refuse a table whose numbers are not numbers, whose accuracies lie outside [0, 1], or (`finished`: runs.csv)
+    where a run stored as ok lacks a measured number (UsageError naming file, row and column)."""
+    def refuse(row, column: str, what: str):
+        raise UsageError(f"{path}: row {row + 2}, column {column}: {what}; damaged? Rerun the comparison that "
+                         "wrote it (its runs are kept in the store)")
+
+    measured = [column for column in table.columns if column.endswith(("accuracy", "crossentropy")) or column in
+                NUMERIC_COLUMNS]
+    for column in measured:
+        values = pd.to_numeric(table[column], errors="coerce")
+        for row in table.index[values.isna() & table[column].notna()][:1]:
+            refuse(row, column, f"{table.at[row, column]!r} is not a number")
+        table[column] = values
+        if column.endswith("accuracy"):
+            for row in table.index[(values < 0) | (values > 1)][:1]:
+                refuse(row, column, f"accuracy {float(values[row])!r} is outside [0, 1]")
+    if finished and "status" in table:
+        complete = [column for column in ("test_accuracy", "test_crossentropy", "val_accuracy", "train_accuracy", "gap")
+                    if column in table]
+        for column in complete:
+            for row in table.index[(table["status"] == "ok") & table[column].isna()][:1]:
+                refuse(row, column, f"empty for run {table.at[row, 'run_id']}, which finished (status ok)")
+
+
+def _check_run_rows(directory: Path, runs: pd.DataFrame, manifest: dict) -> None:
+    """Refuse runs.csv unless it holds each run the manifest names exactly once, in its arm, and no other (so every
+    seed has its pair)."""
+    path, arms = directory / "runs.csv", run_arms(manifest)
+    for row in runs.index[runs["run_id"].duplicated()][:1]:
+        raise UsageError(f"{path}: row {row + 2}, column run_id: run {runs.at[row, 'run_id']} is listed twice; damaged?")
+    for row in runs.index[~runs["run_id"].isin(list(arms))][:1]:
+        raise UsageError(f"{path}: row {row + 2}, column run_id: run {runs.at[row, 'run_id']} is not one that "
+                         "manifest.json names; damaged?")
+    missing = [run_id for run_id in arms if run_id not in set(runs["run_id"])]
+    if missing:
+        raise UsageError(f"{path}: no row for run {missing[0]} ({arms[missing[0]]}), which manifest.json names, so a "
+                         "seed lacks its pair; damaged? Rerun the comparison that wrote it")
+    for row in runs.index[runs["run_id"].map(arms) != runs["technique"]][:1]:
+        raise UsageError(f"{path}: row {row + 2}, column technique: {runs.at[row, 'technique']!r}, but manifest.json "
+                         f"puts run {runs.at[row, 'run_id']} in {arms[runs.at[row, 'run_id']]!r}; damaged?")
 
 
 def read_tuning(directory: Path, manifest: dict) -> pd.DataFrame | None:
@@ -578,15 +623,6 @@ def read_tuning(directory: Path, manifest: dict) -> pd.DataFrame | None:
         raise UsageError(f"{directory}/tuning.csv: damaged ({type(error).__name__}: {error})") from None
 
 
-def _is_number(value) -> bool:
-    """Return whether a CSV cell reads as a number."""
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def baseline_label(manifest: dict) -> str:
     """Return the label of a comparison's reference arm (--baseline; 'none' in manifests written before it)."""
     return next(iter(manifest.get("baseline", {BASELINE: {}})))
@@ -595,12 +631,3 @@ def baseline_label(manifest: dict) -> str:
 def run_arms(manifest: dict) -> dict[str, str]:
     """Return each run of a comparison with its arm's label, by run id, as its manifest names them."""
     return {run_id: arm for arm, ids in manifest["run_ids"].items() for run_id in ids}
-
-
-def _check_arms(directory: Path, runs: pd.DataFrame, manifest: dict) -> None:
-    """Raise UsageError unless runs.csv holds baseline runs and runs of every technique the manifest names."""
-    present = set(runs["technique"])
-    missing = [arm for arm in [baseline_label(manifest), *manifest["techniques"]] if arm not in present]
-    if missing:
-        what = "no runs at all" if runs.empty else f"no runs of {', '.join(missing)}"
-        raise UsageError(f"{directory}/runs.csv: {what}, though manifest.json names them; damaged?")

@@ -184,16 +184,39 @@ def keep_header(path):
     path.write_text(path.read_text().splitlines()[0] + "\n")
 
 
+def drop_row(path, row):
+    """Remove one data row of a CSV file."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:row + 1] + lines[row + 2:]))
+
+
+def duplicate_row(path, row):
+    """Repeat one data row of a CSV file at its end."""
+    path.write_text(path.read_text() + path.read_text().splitlines(keepends=True)[row + 1])
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda out: (out / "runs.csv").write_text("run_id,technique\nx,none\n"), "runs.csv: missing column(s)"),
-    (lambda out: edit_csv(out / "runs.csv", "test_accuracy", 0, "abc"), "column test_accuracy holds 'abc', not a number"),
-    (lambda out: keep_header(out / "runs.csv"), "runs.csv: no runs at all"),
-    (lambda out: edit_csv(out / "runs.csv", "technique", [0, 2], "l1"), "runs.csv: no runs of none"),
+    (lambda out: edit_csv(out / "runs.csv", "test_accuracy", 0, "abc"),
+     "runs.csv: row 2, column test_accuracy: 'abc' is not a number"),
+    (lambda out: edit_csv(out / "runs.csv", "test_accuracy", 1, "n/a"),
+     "runs.csv: row 3, column test_accuracy: 'n/a' is not a number"),  # pandas alone reads it as missing
+    (lambda out: edit_csv(out / "runs.csv", "val_accuracy", 2, ""), "runs.csv: row 4, column val_accuracy: empty for "
+                                                                      "run"),
+    (lambda out: edit_csv(out / "runs.csv", "test_accuracy", 0, 1.5),
+     "runs.csv: row 2, column test_accuracy: accuracy 1.5 is outside [0, 1]"),
+    (lambda out: edit_csv(out / "epochs.csv", "val_accuracy", 0, -0.1),
+     "epochs.csv: row 2, column val_accuracy: accuracy -0.1 is outside [0, 1]"),
+    (lambda out: duplicate_row(out / "runs.csv", 0), "runs.csv: row 6, column run_id: run"),
+    (lambda out: drop_row(out / "runs.csv", 3), "so a seed lacks its pair"),
+    (lambda out: keep_header(out / "runs.csv"), "which manifest.json names, so a seed lacks its pair"),
+    (lambda out: edit_csv(out / "runs.csv", "technique", [0, 2], "l1"), "runs.csv: row 2, column technique: 'l1'"),
     (lambda out: (out / "epochs.csv").unlink(), "missing epochs.csv"),
     (lambda out: (out / "manifest.json").write_text("{not json"), "damaged results"),
     (lambda out: (out / "manifest.json").write_text("{}"), "manifest.json: missing config"),
     (lambda out: (out / "runs.csv").write_bytes(b"\xff\xfe\x00garbage"), "damaged results"),
-], ids=["columns", "text", "header-only", "no-baseline", "file", "json", "fields", "bytes"])
+], ids=["columns", "text", "n/a", "empty", "above-1", "epochs-below-0", "duplicate", "unpaired", "header-only",
+        "wrong-arm", "file", "json", "fields", "bytes"])
 def test_damaged_results_are_a_clear_error(runner, tmp_path, tiny_comparison, damage, message):
     out = tmp_path / "out"
     shutil.copytree(tiny_comparison / "out", out)
