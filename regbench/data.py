@@ -144,12 +144,25 @@ def validate_arrays(arrays: dict, source: str, dataset: Dataset) -> None:
             raise UsageError(
                 f"{source}: y_{part} has shape {y.shape}; expected ({len(x)},) to match x_{part}"
             )
-        if not np.issubdtype(y.dtype, np.integer) or len(y) and (y.min() < 0 or y.max() >= dataset.classes):
-            raise UsageError(f"{source}: y_{part} must hold integer labels 0..{dataset.classes - 1}")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise UsageError(f"{source}: y_{part} has dtype {y.dtype}; expected integer labels 0..{dataset.classes - 1}")
+        if y.min() < 0 or y.max() >= dataset.classes:
+            raise UsageError(f"{source}: y_{part} holds labels {_label_counts(y)}; {dataset.title} has labels "
+                             f"0..{dataset.classes - 1}")
     least = MIN_TRAIN_SIZE + -(-MIN_TRAIN_SIZE // 5)  # 100 to train on, a sixth of the file held out
     if len(arrays["x_train"]) < least:
         raise UsageError(f"{source}: x_train has {len(arrays['x_train'])} images; regbench needs at least {least} "
                          f"({MIN_TRAIN_SIZE} to train on and a sixth held out for validation)")
+    absent = sorted(set(range(dataset.classes)) - set(np.unique(arrays["y_train"]).tolist()))
+    if absent:
+        raise UsageError(f"{source}: y_train holds labels {_label_counts(arrays['y_train'])}, none of class(es) "
+                         f"{', '.join(map(str, absent))}; training needs images of all {dataset.classes} classes")
+
+
+def _label_counts(labels: np.ndarray) -> str:
+    """Write the labels found with their counts, e.g. '3 (x500), 12 (x2)'."""
+    values, counts = np.unique(labels, return_counts=True)
+    return ", ".join(f"{value} (x{count})" for value, count in zip(values.tolist(), counts.tolist()))
 
 
 def read_arrays(path: Path) -> dict:

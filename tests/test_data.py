@@ -42,7 +42,11 @@ def test_small_subset_is_real_mnist_in_keras_layout(images):
         ({"y_test": None}, "missing key(s) y_test"),
         ({"x_train": np.zeros((60, 28, 27), np.uint8)}, "x_train has shape (60, 28, 27)"),
         ({"x_test": np.zeros((20, 28, 28), np.float32)}, "x_test has dtype float32"),
-        ({"y_train": np.full(120, 10, np.uint8)}, "labels 0..9"),
+        ({"y_train": np.full(120, 10, np.uint8)}, "y_train holds labels 10 (x120); MNIST has labels 0..9"),
+        ({"y_test": np.arange(20, dtype=np.int16) - 1}, "y_test holds labels -1 (x1), 0 (x1), 1 (x1)"),
+        ({"y_train": np.full(120, 3, np.uint8)}, "y_train holds labels 3 (x120), none of class(es) 0, 1, 2, 4, 5, 6, "
+                                                 "7, 8, 9; training needs images of all 10 classes"),
+        ({"y_train": np.arange(120, dtype=np.uint8) % 9}, "none of class(es) 9;"),
         ({"y_train": np.zeros(59, np.uint8)}, "y_train has shape (59,)"),
         ({"x_train": np.zeros((119, 28, 28), np.uint8), "y_train": np.zeros(119, np.uint8)},
          "x_train has 119 images; regbench needs at least 120"),
