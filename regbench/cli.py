@@ -19,7 +19,7 @@ from regbench.config import (
 )
 from regbench.data import DATASETS, DEFAULT_DATASET
 from regbench.errors import SweepError, UsageError
-from regbench.executor import InProcess, executor_for
+from regbench.executor import CONNECT_SECONDS, InProcess, executor_for
 from regbench.techniques import (
     ARM_SYNTAX, BASELINE, TECHNIQUES, Arm, applicable, check_architecture, describe_params, exact_text, parse_arm,
     parse_param_overrides,
@@ -178,6 +178,9 @@ def _run_options(command_defaults: bool):
         click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
                      help="Train on the Dask cluster of this scheduler [default: $REGBENCH_SCHEDULER; none: "
                           "--jobs decides]."),
+        click.option("--scheduler-timeout", type=_FiniteFloatRange(0, 600, min_open=True), default=CONNECT_SECONDS,
+                     show_default=True, metavar="SECONDS",
+                     help="--scheduler: how long the scheduler has to answer before regbench says what it found there."),
         click.option("--resources", type=_Resources(), default=None, metavar="NAME=N[,NAME=N]",
                      help="--scheduler: what each run asks of a worker, e.g. GPU=1 for workers started with "
                           "`dask worker ... --resources GPU=1` (runs then train on the GPU)."),
@@ -255,8 +258,8 @@ def _run_options(command_defaults: bool):
 @_config_option
 def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, dataset, data, out, store, jobs, scheduler,
-            resources, send_data, force, dry_run, protocol, schedule, warmup_epochs, select, tune, trials, tune_seeds,
-            tune_seed_list, tune_metric, searches, margin, target_effect, resample_data):
+            scheduler_timeout, resources, send_data, force, dry_run, protocol, schedule, warmup_epochs, select, tune,
+            trials, tune_seeds, tune_seed_list, tune_metric, searches, margin, target_effect, resample_data):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     reference, arms = _arms(techniques, baseline, architecture)
@@ -279,7 +282,7 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         raise UsageError(f"--momentum applies to sgd and rmsprop, not {optimizer}")
     if nesterov and optimizer != "sgd":
         raise UsageError(f"--nesterov applies to sgd, not {optimizer}")
-    executor = _executor(jobs, scheduler, resources, send_data, device, backend)
+    executor = _executor(jobs, scheduler, scheduler_timeout, resources, send_data, device, backend)
     eval_seeds = seed_list or tuple(range(seeds or 3))
     tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches,
                                  [arm.names for arm in (reference, *arms)], overrides, eval_seeds)
@@ -407,7 +410,8 @@ def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searche
                        ranges=tuple(sorted(ranges.items())))
 
 
-def _executor(jobs: int, scheduler: str | None, resources: dict | None, send_data: bool, device: str, backend: str):
+def _executor(jobs: int, scheduler: str | None, scheduler_timeout: float, resources: dict | None, send_data: bool,
+              device: str, backend: str):
     """Check --jobs, --scheduler, --resources and --send-data against each other, the CPU cores and the device;
     return the executor they choose for `backend` (nothing is started yet)."""
     cores = len(os.sched_getaffinity(0))
@@ -416,7 +420,7 @@ def _executor(jobs: int, scheduler: str | None, resources: dict | None, send_dat
     if jobs > 1 and device == "gpu":
         raise UsageError("--jobs trains on CPU cores, one run per core; on a GPU use --jobs 1 (or --device cpu), "
                          "or GPU workers of a cluster (--scheduler, --resources GPU=1)")
-    return executor_for(jobs, scheduler, resources or {}, send_data, backend)
+    return executor_for(jobs, scheduler, resources or {}, send_data, backend, scheduler_timeout)
 
 
 def _cluster_device(device: str, resources: dict | None) -> str:
@@ -471,7 +475,7 @@ def _mean_sd(row, metric: str, scale: float) -> str:
 @_run_options(command_defaults=False)
 @_config_option
 def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_size, architecture, hidden, activation,
-          optimizer, lr, backend, device, dataset, data, store, jobs, scheduler, resources, send_data):
+          optimizer, lr, backend, device, dataset, data, store, jobs, scheduler, scheduler_timeout, resources, send_data):
     """Run a named study (a textbook claim, measured) and write its tables, figures and REPORT.md."""
     from regbench.studies import CATALOGUE, study_names
 
@@ -486,7 +490,7 @@ def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_s
         epochs=epochs, batch_size=batch_size, train_size=train_size, architecture=architecture, hidden=hidden,
         activation=activation, optimizer=optimizer, lr=lr, backend=backend, dataset=dataset).items()
         if value is not None}
-    executor = _executor(jobs, scheduler, resources, send_data, device, backend)
+    executor = _executor(jobs, scheduler, scheduler_timeout, resources, send_data, device, backend)
     # This process evaluates the studies' models, so it starts the backend too (on the CPU beside a cluster).
     if isinstance(executor, InProcess):
         used_device = select_backend(backend, device)

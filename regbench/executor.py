@@ -12,7 +12,10 @@ import logging
 import os
 import re
 import shutil
+import socket
+import struct
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +25,8 @@ from regbench.data import Splits, save_split, split_images
 from regbench.errors import UsageError
 from regbench.workers import WorkerOrders, split_name, train_on_worker
 
-CONNECT_SECONDS = 5  # how long to try to reach a --scheduler before saying it cannot be reached
+CONNECT_SECONDS = 3.0  # --scheduler-timeout: how long a --scheduler has to answer before regbench says what is there
+HANDSHAKE_BYTES = 2**20  # a Dask handshake's first 8 bytes give its size: a scheduler's is a few hundred bytes
 TASK_RETRIES = 1  # a run whose training raised is tried once more (a worker that dies: Dask's allowed-failures)
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss)://\[?[\w.\-:]+\]?:\d{1,5}$")
 
@@ -69,6 +73,7 @@ class DaskCluster:
     scheduler: str | None = None
     resources: dict = field(default_factory=dict)
     send_data: bool = False
+    connect_seconds: float = CONNECT_SECONDS  # --scheduler-timeout
     _client: object = None
     _cluster: object = None
     _shared: Path | None = None
@@ -109,12 +114,14 @@ class DaskCluster:
                 if name.startswith("distributed"):
                     logging.getLogger(name).setLevel(logging.CRITICAL)
             if self.scheduler:
+                if self.scheduler.startswith("tcp://"):
+                    check_handshake(self.scheduler, self.connect_seconds)
                 try:
-                    self._client = Client(self.scheduler, timeout=CONNECT_SECONDS)
+                    self._client = Client(self.scheduler, timeout=self.connect_seconds)
                 except (OSError, TimeoutError) as error:
                     raise UsageError(f"--scheduler {self.scheduler}: cannot reach a Dask scheduler there within "
-                                     f"{CONNECT_SECONDS} s ({type(error).__name__}); is `dask scheduler` running?"
-                                     ) from None
+                                     f"{self.connect_seconds:g} s ({type(error).__name__}); is `dask scheduler` "
+                                     "running?") from None
             else:
                 self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
                                              host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
@@ -164,7 +171,38 @@ class DaskCluster:
         self._client = self._cluster = self._shared = None
 
 
-def executor_for(jobs: int, scheduler: str | None, resources: dict, send_data: bool, backend: str):
+def check_handshake(address: str, seconds: float) -> None:
+    """Raise UsageError unless what listens at tcp://HOST:PORT `address` starts a Dask handshake within `seconds`.
+
+    A Dask listener writes its handshake as soon as a connection opens, its first 8 bytes the size of what follows
+    (distributed.comm.tcp). Dask's own client writes first and then trusts those 8 bytes: an HTTP server's reply
+    read as a size asked for exabytes, and a listener that never answers held it for minutes.
+    """
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    deadline = time.monotonic() + seconds
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=seconds) as connection:
+            header = b""
+            while len(header) < 8:
+                connection.settimeout(max(0.01, deadline - time.monotonic()))
+                part = connection.recv(8 - len(header))
+                if not part:
+                    raise UsageError(f"--scheduler {address}: something there accepted the connection and closed it "
+                                     "without a Dask handshake; is it a Dask scheduler?")
+                header += part
+    except TimeoutError:
+        raise UsageError(f"--scheduler {address}: no Dask handshake from there within {seconds:g} s (something "
+                         "may listen there, but no Dask scheduler answers; see --scheduler-timeout)") from None
+    except OSError as error:
+        raise UsageError(f"--scheduler {address}: cannot connect ({error.strerror or error}); is `dask scheduler` "
+                         "running there?") from None
+    if not 0 < struct.unpack("<Q", header)[0] <= HANDSHAKE_BYTES:
+        raise UsageError(f"--scheduler {address}: what answers there is not a Dask scheduler (it began with "
+                         f"{header!r})")
+
+
+def executor_for(jobs: int, scheduler: str | None, resources: dict, send_data: bool, backend: str,
+                 connect_seconds: float = CONNECT_SECONDS):
     """Return the executor the options ask for: a Dask cluster for --scheduler or TensorFlow's --jobs > 1, else this
     process (JAX's --jobs N runs at once in threads: cheaper and faster than N processes, which TensorFlow's own
     thread pools need, as two runs in threads of one TensorFlow process were slower than one after another)."""
@@ -178,5 +216,5 @@ def executor_for(jobs: int, scheduler: str | None, resources: dict, send_data: b
         return InProcess(lanes=jobs)
     if scheduler or jobs > 1:
         return DaskCluster(jobs=None if scheduler else jobs, scheduler=scheduler, resources=resources,
-                           send_data=send_data)
+                           send_data=send_data, connect_seconds=connect_seconds)
     return InProcess()
