@@ -641,6 +641,7 @@ def runs(store, technique, seed, status, backend, remove, yes):
     click.echo(f"{len(table)} run(s) in {store} match")
     if not remove or table.empty:
         return
+    run_store.require_writable("nothing can be removed from it")
     try:
         confirmed = yes or click.confirm(f"Remove these {len(table)} run(s) from {store}?", default=False, err=True)
     except click.exceptions.Abort:  # no answer (no terminal)

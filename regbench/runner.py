@@ -219,6 +219,7 @@ def train_missing(configs: list[RunConfig], splits: Splits, store: RunStore, ech
     finished = store.finished([c.run_id for c in configs])
     todo = [c for c in configs if c.run_id not in finished]
     if todo:
+        store.require_writable(f"the {len(todo)} of {len(configs)} runs it does not hold cannot be trained into it")
         retried = store.failures([c.run_id for c in todo])
         echo(f"{len(configs)} runs planned, {len(configs) - len(todo)} already in {store.path}, {len(todo)} to train "
              f"on {todo[0].backend}/{todo[0].device} {executor.description}"

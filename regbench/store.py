@@ -140,8 +140,10 @@ class RunStore:
         exists = self.path.is_file() and self.path.stat().st_size > 0
         if self.path.is_dir():
             raise UsageError(f"{self.path}: is a directory; --store takes a file path")
+        self.writable = not exists or (os.access(self.path, os.W_OK)
+                                       and os.access(self.path.parent, os.W_OK | os.X_OK))
         version = self._check_identity() if exists else None
-        if version == 1 and create:
+        if version == 1 and create and self.writable:
             self._migrate_from_v1()
             version = SCHEMA_VERSION
         self.version = version or SCHEMA_VERSION  # a version 1 store opened read only stays version 1
@@ -168,7 +170,7 @@ class RunStore:
                 raise UsageError(f"{self.path}: not a usable run store (not an SQLite database); "
                                  "use another --store path")
         try:
-            with closing(sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            with closing(self._connect_read_only()) as db:
                 application, version = (db.execute(f"PRAGMA {name}").fetchone()[0]
                                         for name in ("application_id", "user_version"))
                 layout = {table: [row[1] for row in db.execute(f"PRAGMA table_info('{table}')")]
@@ -206,7 +208,24 @@ class RunStore:
             raise UsageError(f"{self.path}: cannot migrate the run store from version 1 ({error}); "
                              "it is left as it was") from None
 
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """Open the store for reading; one on a read-only file or mount is opened as immutable (SQLite could make
+        no -shm file for its write-ahead log there), unless a -wal file beside it may hold runs."""
+        uri = self.path.resolve().as_uri()
+        if self.writable or Path(f"{self.path}-wal").exists():
+            return sqlite3.connect(f"{uri}?mode=ro", uri=True)
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+
+    def require_writable(self, what: str) -> None:
+        """Raise UsageError saying that `what` cannot be done, unless the store can be written."""
+        if not self.writable:
+            raise UsageError(f"{self.path}: read-only (its file or directory cannot be written), so {what}; its runs "
+                             "can still be listed, reported, verified and exported. Use another --store, or make it "
+                             "writable")
+
     def _connect(self) -> sqlite3.Connection:
+        if not self.writable:
+            return self._connect_read_only()
         db = sqlite3.connect(self.path, timeout=60)
         for attempt in range(600):  # switching to WAL does not wait for another process creating the store
             try:
@@ -223,6 +242,7 @@ class RunStore:
         A lease holds until it expires (LEASE_SECONDS after its owner last renewed it), or until its owner,
         a process on this host, is seen to have ended.
         """
+        self.require_writable(f"run {run_id} cannot be trained into it")
         with closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")  # one claimer at a time
             try:
@@ -341,6 +361,7 @@ class RunStore:
 
     def remove(self, run_ids: list[str]) -> None:
         """Delete `run_ids` from the store, with their kept weights, in one transaction."""
+        self.require_writable("nothing can be removed from it")
         with closing(self._connect()) as db, db:
             db.executemany("DELETE FROM runs WHERE run_id = ?", [(run_id,) for run_id in run_ids])
         for run_id in run_ids:

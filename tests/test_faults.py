@@ -246,3 +246,41 @@ def test_a_ctrl_c_lost_in_a_finalizer_still_stops_the_sweep_before_its_next_run(
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, outer)
+
+
+@pytest.fixture
+def read_only(tmp_path, tiny_comparison):
+    """A copy of the tiny comparison and its store on a read-only bind mount (skipped where mounting is not allowed)."""
+    source, mount = tmp_path / "source", tmp_path / "ro"
+    shutil.copytree(tiny_comparison, source)
+    mount.mkdir()
+    if subprocess.run(["mount", "--bind", str(source), str(mount)], capture_output=True).returncode:
+        pytest.skip("needs permission to bind-mount")
+    try:
+        if subprocess.run(["mount", "-o", "remount,ro,bind", str(mount)], capture_output=True).returncode:
+            pytest.skip("needs permission to remount read-only")
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_store_on_a_read_only_mount_serves_reading_and_refuses_writing_in_one_line(runner, tmp_path, read_only):
+    store, out = str(read_only / "s.sqlite"), read_only / "out"
+    before = sorted(path.name for path in read_only.iterdir())
+    listed = runner.invoke(cli, ["runs", "--store", store])  # SQLite could make no -shm file there
+    assert listed.exit_code == 0 and "4 run(s) in" in listed.stdout, listed.output
+    assert runner.invoke(cli, ["verify", str(out), "--store", store]).exit_code == 0
+    exported = runner.invoke(cli, ["export", str(out), "--store", store, "--tensorboard", str(tmp_path / "tb")])
+    assert exported.exit_code == 0, exported.output
+    reused = runner.invoke(cli, ["compare", "--technique", "l2", "--train-size", "200", "--epochs", "1", "--seeds", "2",
+                                 "--store", store, "--out", str(tmp_path / "again")])
+    assert reused.exit_code == 0 and "0 runs trained, 4 reused" in reused.stdout, reused.output
+    for command, message in [(["runs", "--store", store, "--remove", "--yes"], "so nothing can be removed from it"),
+                             (["compare", "--technique", "l2", "--train-size", "200", "--epochs", "1", "--seeds", "3",
+                               "--store", store, "--out", str(tmp_path / "more")],
+                              "so the 2 of 6 runs it does not hold cannot be trained into it")]:
+        result = runner.invoke(cli, command)
+        assert result.exit_code == 2 and result.stderr.startswith(f"Error: {store}: read-only"), result.output
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "more").exists()
+    assert sorted(path.name for path in read_only.iterdir()) == before  # no -wal or -shm left
