@@ -13,8 +13,11 @@ import importlib
 import json
 import logging
 import math
+import os
 import sys
 import types
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +35,7 @@ FINAL = ("test_accuracy", "test_crossentropy", "val_accuracy", "val_crossentropy
          "train_crossentropy", "gap", "epochs_run", "seconds_per_epoch")  # a run's analysed numbers
 NOT_PER_EPOCH = {"run_id", "technique", "seed", "epoch"}
 MLFLOW_BATCH = 1000  # MLflow's limit of metrics per log_batch call
+MLFLOW_SECONDS = 3.0  # how long a tracking server has to answer before export says what it found there
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,20 @@ def load_comparison(directory: Path, store_path: Path) -> Comparison:
 
 
 def check_empty(logdir: Path) -> None:
-    """Refuse a TensorBoard target that exists and is not an empty directory (UsageError)."""
+    """Refuse a TensorBoard target that exists and is not an empty directory, or that cannot be made (UsageError)."""
     if logdir.exists() and (not logdir.is_dir() or any(logdir.iterdir())):
         raise UsageError(f"--tensorboard {logdir}: exists and is not an empty directory; choose a new one")
+    _check_writable(logdir, "--tensorboard")
+
+
+def _check_writable(path: Path, option: str) -> None:
+    """Refuse a path whose nearest existing folder is a file or cannot be written (UsageError)."""
+    existing = next(parent for parent in [path, *path.parents] if parent.exists())
+    if existing != path and not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is a file, not a folder")
+    if not os.access(existing if existing.is_dir() else existing.parent, os.W_OK | os.X_OK) or (
+            existing == path and path.is_file() and not os.access(path, os.W_OK)):
+        raise UsageError(f"{option} {path}: {existing} cannot be written")
 
 
 def trial_id(run: pd.Series) -> str:
@@ -234,12 +249,46 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def check_mlflow_uri(uri: str) -> None:
-    """Refuse a tracking URI other than sqlite:///PATH or a tracking server's http(s):// address (UsageError)."""
+    """Refuse a tracking URI other than a writable SQLite database (new or existing) or a tracking server that answers
+    within MLFLOW_SECONDS (UsageError): MLflow itself retries for minutes, then ends in a traceback."""
     if uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///"))
         if not database.parent.is_dir():
             raise UsageError(f"--mlflow {uri}: the directory {database.parent} does not exist")
+        if database.is_dir():
+            raise UsageError(f"--mlflow {uri}: {database} is a directory; name a database file")
+        if database.is_file() and database.stat().st_size:
+            with open(database, "rb") as file:
+                if file.read(16) != b"SQLite format 3\x00":
+                    raise UsageError(f"--mlflow {uri}: {database} is not an SQLite database; name a new file or "
+                                     "an MLflow database")
+        _check_writable(database, "--mlflow")
         return
     if not uri.startswith(("http://", "https://")):
         raise UsageError(f"--mlflow {uri}: give sqlite:///PATH.db (MLflow's file store is deprecated) or a "
                          "tracking server's http(s):// address")
+    _check_tracking_server(uri)
+
+
+def _check_tracking_server(uri: str) -> None:
+    """Refuse an http(s):// address where no MLflow tracking server answers its REST API within MLFLOW_SECONDS."""
+    url = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+    try:
+        with urllib.request.urlopen(url, timeout=MLFLOW_SECONDS) as reply:
+            status, body = reply.status, reply.read(2**16)
+    except urllib.error.HTTPError as error:  # MLflow answers a missing experiment with 404 and a JSON error
+        status, body = error.code, error.read(2**16)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, TimeoutError):
+            raise UsageError(f"--mlflow {uri}: no answer within {MLFLOW_SECONDS:g} s; is the tracking server "
+                             "running there?") from None
+        raise UsageError(f"--mlflow {uri}: cannot connect ({getattr(reason, 'strerror', None) or reason}); is "
+                         "`mlflow server` running there?") from None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict) or not ({"experiment", "error_code"} & set(answer)):
+        raise UsageError(f"--mlflow {uri}: what answers there is not an MLflow tracking server (HTTP {status}, "
+                         f"not MLflow's REST API)")

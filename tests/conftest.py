@@ -43,6 +43,45 @@ def runner():
     return CliRunner()
 
 
+@pytest.fixture
+def listeners():
+    """Three things on 127.0.0.1 that are not a Dask scheduler: an HTTP server, a listener that accepts and never
+    answers, and one that answers at once with bytes of its own; yield their addresses by name."""
+    import http.server
+    import socket
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        def log_message(self, *args):  # quiet: this process's stderr is what the tests read
+            pass
+
+    http_server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    silent, talker = (socket.create_server(("127.0.0.1", 0)) for _ in range(2))
+    held = []
+
+    def answer():
+        while True:
+            try:
+                connection, _ = talker.accept()
+            except OSError:
+                return
+            connection.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            held.append(connection)
+
+    threads = [threading.Thread(target=http_server.serve_forever, daemon=True), threading.Thread(target=answer,
+                                                                                              daemon=True)]
+    for thread in threads:
+        thread.start()
+    yield {name: f"tcp://127.0.0.1:{server.getsockname()[1]}"
+           for name, server in (("http", http_server.socket), ("silent", silent), ("talker", talker))}
+    http_server.shutdown()
+    for server in (http_server.socket, silent, talker, *held):
+        server.close()
+
+
 SLOWEST_FIRST = ["test_faults.py", "test_cli.py", "test_executors.py", "test_studies.py", "test_fused.py",
                  "test_studies_tuned.py", "test_tune.py", "test_backend_paths.py"]  # their own share of `make test`, largest first (pytest --durations)
 

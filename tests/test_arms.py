@@ -4,6 +4,7 @@ comparison's runs to TensorBoard and MLflow, read back with their own readers.""
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -176,17 +177,25 @@ def test_bad_arms_and_configs_exit_2_with_one_line_and_write_nothing(runner, tmp
     assert not (tmp_path / "out").exists() and not (tmp_path / "store.sqlite").exists()
 
 
-def test_bad_exports_exit_2_with_one_line_and_write_nothing(made, runner, tmp_path, monkeypatch):
+def test_bad_exports_exit_2_with_one_line_and_write_nothing(made, runner, tmp_path, monkeypatch, listeners):
     out, store, _ = made
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "kept.txt").write_text("mine")
     cases = [([], "name where to export to"),
              (["--tensorboard", str(tmp_path / "full")], "exists and is not an empty directory"),
+             (["--tensorboard", str(tmp_path / "full" / "kept.txt" / "tb")], "kept.txt is a file, not a folder"),
              (["--mlflow", str(tmp_path / "mlruns")], "give sqlite:///PATH.db"),
+             (["--mlflow", f"sqlite:///{tmp_path / 'full' / 'kept.txt'}"], "kept.txt is not an SQLite database"),
+             (["--mlflow", listeners["silent"].replace("tcp", "http")], "no answer within 3 s"),  # MLflow: minutes
+             (["--mlflow", listeners["http"].replace("tcp", "http")],
+              "is not an MLflow tracking server (HTTP 404, not MLflow's REST API)"),  # MLflow: a traceback
+             (["--mlflow", "http://127.0.0.1:9"], "cannot connect (Connection refused)"),
              (["--mlflow-experiment", "x", "--tensorboard", str(tmp_path / "tb")], "applies to --mlflow")]
     for args, message in cases:
+        started = time.monotonic()
         result = runner.invoke(cli, ["export", str(out), *args, "--store", str(store)])
         assert result.exit_code == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.output
+        assert time.monotonic() - started < 5
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if regbench[mlflow] were not installed
     result = runner.invoke(cli, ["export", str(out), "--tensorboard", str(tmp_path / "tb"), "--mlflow",
                                  f"sqlite:///{tmp_path / 'm.db'}"])

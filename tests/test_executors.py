@@ -241,37 +241,6 @@ def test_a_scheduler_gives_the_same_numbers_to_two_clients_and_its_loss_is_one_l
     assert "1 runs trained, 1 reused" in finish(*start(tmp_path, *more, log="d"))[0]
 
 
-@pytest.fixture
-def listeners():
-    """Three things on 127.0.0.1 that are not a Dask scheduler: an HTTP server, a listener that accepts and never
-    answers, and one that answers at once with bytes of its own; yield their addresses by name."""
-    import http.server
-    import socket
-
-    http_server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
-    silent, talker = (socket.create_server(("127.0.0.1", 0)) for _ in range(2))
-    held = []
-
-    def answer():
-        while True:
-            try:
-                connection, _ = talker.accept()
-            except OSError:
-                return
-            connection.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
-            held.append(connection)
-
-    threads = [threading.Thread(target=http_server.serve_forever, daemon=True), threading.Thread(target=answer,
-                                                                                              daemon=True)]
-    for thread in threads:
-        thread.start()
-    yield {name: f"tcp://127.0.0.1:{server.getsockname()[1]}"
-           for name, server in (("http", http_server.socket), ("silent", silent), ("talker", talker))}
-    http_server.shutdown()
-    for server in (http_server.socket, silent, talker, *held):
-        server.close()
-
-
 @pytest.mark.parametrize("address, message", [
     ("tcp://127.0.0.1:9", "cannot connect (Connection refused); is `dask scheduler` running there?"),
     ("127.0.0.1:8786x", "not a scheduler address; expected e.g. tcp://HOST:8786"),
