@@ -115,7 +115,7 @@ def check_installed(backend: str) -> None:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """Silence what native libraries write straight to file descriptor 2 (Python errors still raise)."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -131,7 +131,7 @@ def _native_stderr_silenced():
 def _gpu_visible(backend: str) -> bool:
     """Return whether `backend` sees a GPU."""
     if backend == "tensorflow":
-        with _native_stderr_silenced():  # TensorFlow's start-up chatter (oneDNN, CUDA probes)
+        with native_stderr_silenced():  # TensorFlow's start-up chatter (oneDNN, CUDA probes)
             import tensorflow as tf
 
             gpus = tf.config.list_physical_devices("GPU")

@@ -34,6 +34,8 @@ class _Commands(click.Group):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         self.arguments = list(sys.argv[1:] if args is None else args)  # for the manifests' command line
+        if not self.arguments:  # bare `regbench`: its help, as --help gives it
+            self.arguments, args = ["--help"], ["--help"]
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as error:

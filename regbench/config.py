@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import numpy as np
 
 ARCHITECTURES = ("mlp", "cnn")
 DEFAULT_HIDDEN = {"mlp": (128, 64), "cnn": (128,)}  # dense widths (the cnn's dense head)
+CNN_FILTERS = (32, 64)  # filters of the cnn's two conv(3x3, same padding) + 2x2 max-pool blocks
+MEMORY_COPIES = 8  # a run holds about this many copies of its weights: the weights, their gradients, two Adam
+# moments, the best epoch's copy, a new run's model beside TensorFlow's shared one, and room to spare
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adamw")
 DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3, "adamw": 1e-3}  # Keras' own defaults
@@ -99,6 +103,30 @@ class RunConfig:
         """Return a 16-hex-digit hash of the run's identity."""
         canonical = json.dumps(self.identity(), sort_keys=True, default=list)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def parameter_count(architecture: str, hidden: tuple[int, ...], image_shape: tuple[int, int], classes: int) -> int:
+    """Return the weights and biases of the plain model (models.build_model, without a technique's layers)."""
+    widths, inputs = [], image_shape[0] * image_shape[1]
+    if architecture == "cnn":
+        channels, (height, width) = 1, image_shape
+        for filters in CNN_FILTERS:
+            widths.append(3 * 3 * channels * filters + filters)
+            channels, height, width = filters, height // 2, width // 2
+        inputs = height * width * channels
+    for units in (*hidden, classes):
+        widths.append(inputs * units + units)
+        inputs = units
+    return sum(widths)
+
+
+def available_memory() -> int:
+    """Return the bytes of memory this machine has available now (MemAvailable; else all of it)."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as info:
+            return next(int(line.split()[1]) * 1024 for line in info if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @functools.cache

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
+import io
 import json
 import math
 import os
 import shutil
+import sys
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,10 +53,16 @@ class Dataset:
     credit: str
 
     def load_with_keras(self) -> dict:
-        """Fetch the dataset through keras.datasets (needs internet unless Keras has it cached)."""
-        import keras
+        """Fetch the dataset through keras.datasets (needs internet unless Keras has it cached), with what Keras and
+        its backend print on the way silenced: a failure is then one line, and a success says so in one."""
+        from regbench.backend import native_stderr_silenced
 
-        (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, self.keras_loader).load_data()
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with native_stderr_silenced(), contextlib.redirect_stdout(io.StringIO()):
+            import keras
+
+            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, self.keras_loader).load_data()
+        print(f"{self.title}: downloaded through keras.datasets into {KERAS_CACHE}", file=sys.stderr)
         return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 

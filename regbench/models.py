@@ -6,11 +6,10 @@ import math
 
 import keras
 
-from regbench.config import VARIANTS, RunConfig
+from regbench.config import CNN_FILTERS, VARIANTS, RunConfig
 from regbench.data import get_dataset
 from regbench.techniques import Hooks
 
-CNN_FILTERS = (32, 64)  # filters of the two conv+pool blocks
 
 
 class ClassicDropout(keras.layers.Dropout):

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
-from regbench.config import RunConfig
-from regbench.data import Images, Splits, load_images, training_size
+from regbench.config import MEMORY_COPIES, RunConfig, available_memory, parameter_count
+from regbench.data import Images, Splits, get_dataset, load_images, training_size
 from regbench.errors import UsageError
 from regbench.executor import DaskCluster, InProcess
 from regbench.provenance import cpu_model, package_versions
@@ -75,9 +75,23 @@ def arm_of_run(request: CompareRequest) -> dict[str, str]:
     return {config.run_id: label for label, config in _planned(request)}
 
 
+def check_fits_in_memory(base: RunConfig) -> None:
+    """Refuse a model whose training would not fit in this machine's available memory (UsageError), before a
+    backend starts or anything is written."""
+    spec = get_dataset(base.dataset)
+    count = parameter_count(base.architecture, base.hidden, spec.image_shape, spec.classes)
+    needed, available = count * 4 * MEMORY_COPIES, available_memory()
+    if needed > available:
+        raise UsageError(f"the {base.architecture} with hidden widths {','.join(map(str, base.hidden))} has {count:,} "
+                         f"parameters: training it needs about {needed / 2**30:,.1f} GiB ({MEMORY_COPIES} float32 "
+                         f"copies), and this machine has {available / 2**30:,.1f} GiB available; choose smaller "
+                         "--hidden widths")
+
+
 def _checked_plan(request: CompareRequest, device: str):
     """Check everything a user can get wrong (nothing is written); return the data, base config and the tuning
     plan (None without --tune)."""
+    check_fits_in_memory(request.base)
     images = load_images(request.base.dataset, request.data)
     train_size = training_size(images, request.train_size)  # the split itself is made where runs train
     if request.base.batch_size > train_size:

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import re
 import subprocess
 import sys
@@ -204,6 +205,8 @@ BAD_INPUTS = [
     (["--technique", "dropout", "--search", "rate=0:0.5"], "--search applies to --tune"),
     (["--technique", "dropout", "--trials", "4"], "--trials applies to --tune"),
     (["--technique", "dropout", "--tune", "--tune-metric", "loss"], "'--tune-metric'"),
+    (["--technique", "dropout", "--hidden", "5000000"], "the mlp with hidden widths 5000000 has 3,975,000,010 "
+                                                        "parameters: training it needs about 118.5 GiB"),
 ]
 
 
@@ -215,6 +218,20 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(runner, tmp_path, ar
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], result.stderr
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "store.sqlite").exists()
+
+
+def test_bare_regbench_prints_its_help_and_a_missing_dataset_is_one_line(tmp_path):
+    bare = subprocess.run([sys.executable, "-m", "regbench"], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 0 and bare.stdout.startswith("Usage: regbench") and "Error" not in bare.stdout + bare.stderr
+    env = {key: value for key, value in os.environ.items() if key not in ("REGBENCH_DATA", "REGBENCH_OFFLINE")}
+    env["HOME"] = str(tmp_path)  # no Keras cache; Keras' download goes to a closed port on loopback, never out
+    env.update({name: "http://127.0.0.1:9" for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY")})
+    missing = subprocess.run([sys.executable, "-m", "regbench", "compare", "--technique", "dropout", "--out",
+                              str(tmp_path / "o"), "--store", str(tmp_path / "s.sqlite")], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.startswith("Error: MNIST not found; tried"), missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and missing.stdout == ""  # no "Downloading", no TF log lines
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s.sqlite").exists()
 
 
 def test_bad_data_files_and_output_paths_exit_2(runner, tmp_path):

@@ -170,6 +170,14 @@ def test_every_untreated_technique_gives_the_baselines_weights_bit_for_bit(split
         assert treated.record["test_accuracy"] == baseline.record["test_accuracy"], (optimizer, setting)
 
 
+@pytest.mark.parametrize("architecture, hidden", [("mlp", (128, 64)), ("mlp", (7,)), ("cnn", (128,)), ("cnn", (5, 3))])
+def test_the_parameter_count_checked_before_training_is_the_models(architecture, hidden):
+    from regbench.config import parameter_count
+
+    model, _ = compile_model(config_for("none", architecture=architecture, hidden=hidden))
+    assert parameter_count(architecture, hidden, (28, 28), 10) == model.count_params()
+
+
 def test_adamw_decays_weights_in_the_weight_decay_arm_only():
     assert compile_model(config_for("none", optimizer="adamw"))[0].optimizer.weight_decay == 0.0
     assert compile_model(config_for("weight-decay", {"wd": 0.01}, optimizer="adamw"))[0].optimizer.weight_decay == 0.01

@@ -84,12 +84,14 @@ def plan_study(name: str, options: dict, seeds: int | None, quick: bool, out: Pa
                force: bool = False) -> PlannedStudy:
     """Check everything a user can get wrong about study `name` (nothing is trained or written)."""
     from regbench.data import load_images
+    from regbench.runner import check_fits_in_memory
     from regbench.store import RunStore, check_replaceable, check_same_comparison
     from regbench.studies.context import StudyContext
 
     module = importlib.import_module(f"regbench.studies.{name.replace('-', '_')}")
     preset = module.QUICK if quick else module.FULL
     base = base_config(preset.config, options, module, name)
+    check_fits_in_memory(base)
     images = load_images(base.dataset, data)
     check_replaceable(out, [])
     context = StudyContext(
