@@ -18,7 +18,7 @@ from regbench.config import (
     DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
 )
 from regbench.data import DATASETS, DEFAULT_DATASET
-from regbench.errors import SweepError, UsageError
+from regbench.errors import Interrupted, SweepError, UsageError
 from regbench.executor import CONNECT_SECONDS, InProcess, executor_for
 from regbench.techniques import (
     ARM_SYNTAX, BASELINE, TECHNIQUES, Arm, applicable, check_architecture, describe_params, exact_text, parse_arm,
@@ -47,6 +47,8 @@ class _Commands(click.Group):
         except SweepError as error:
             click.echo(f"Error: {error}", err=True)
             sys.exit(1)
+        except Interrupted:  # the sweep has said what it stored and how to resume
+            sys.exit(130)
         except click.exceptions.Abort:
             click.echo("Aborted.", err=True)
             sys.exit(130)

@@ -8,13 +8,16 @@ this process alone writes the store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import struct
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -123,8 +126,9 @@ class DaskCluster:
                                      f"{self.connect_seconds:g} s ({type(error).__name__}); is `dask scheduler` "
                                      "running?") from None
             else:
-                self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
-                                             host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+                with _sigint_ignored():  # the worker processes inherit it: Ctrl-C is this process's to handle
+                    self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
+                                                 host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
                 self._client = Client(self._cluster)
                 self._shared = Path(tempfile.mkdtemp(prefix="regbench-splits-"))
         return self._client
@@ -169,6 +173,21 @@ class DaskCluster:
         if self._shared is not None:
             shutil.rmtree(self._shared, ignore_errors=True)
         self._client = self._cluster = self._shared = None
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore SIGINT within (in the main thread): processes started meanwhile keep ignoring it, so that a Ctrl-C in
+    a terminal, which reaches the whole process group, stops the sweep here instead of raising in every worker.
+    A Ctrl-C pressed while the workers start is lost."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check_handshake(address: str, seconds: float) -> None:

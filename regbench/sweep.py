@@ -21,7 +21,7 @@ from typing import Callable
 from regbench.backend import select_backend
 from regbench.config import RunConfig
 from regbench.data import Splits
-from regbench.errors import SweepError, UsageError
+from regbench.errors import Interrupted, SweepError, UsageError
 from regbench.executor import DaskCluster, InProcess
 from regbench.store import LEASE_SECONDS, RunStore
 
@@ -96,7 +96,7 @@ def train_todo(todo: list[RunConfig], splits: Splits, store: RunStore, executor:
             return _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, leases)
     except KeyboardInterrupt:  # wherever it lands, between runs too
         echo(f"interrupted: {_stored(store, todo)} (the runs in progress are lost); rerun the same command to resume")
-        raise
+        raise Interrupted from None
 
 
 def _stored(store: RunStore, todo: list[RunConfig]) -> str:

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from conftest import SMALL_MNIST
+from regbench.errors import Interrupted
 
 SWEEP = ["compare", "--technique", "dropout", "--train-size", "200", "--epochs", "6", "--hidden", "8",
          "--batch-size", "50", "--backend", "jax", "--data", str(SMALL_MNIST)]  # JAX: workers start and compile fast
@@ -149,7 +150,7 @@ def test_runs_in_threads_train_at_once_are_stored_as_they_end_and_stop_together(
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (pytest may ignore it)
     started = time.monotonic()
     try:
-        with pytest.raises(KeyboardInterrupt if stop == "ctrl-c" else RuntimeError):
+        with pytest.raises(Interrupted if stop == "ctrl-c" else RuntimeError):
             sweep.train_todo(todo, NoSplits(), store, InProcess(lanes=2), lines.append)
     finally:
         signal.signal(signal.SIGINT, outer)
