@@ -317,11 +317,11 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         "train-size": train_size, "architecture": architecture, "hidden": list(base.hidden), "activation": activation,
         "optimizer": optimizer, "lr": lr, "momentum": momentum, "nesterov": nesterov, "schedule": schedule,
         "warmup-epochs": warmup_epochs, "select": select, "backend": backend, "device": used_device,
-        "dataset": dataset, "data": data, "resample-data": resample_data,
+        "dataset": dataset, "data": data and _relative_to(data, out), "resample-data": resample_data,
         "margin": DEFAULT_MARGIN * 100 if margin is None else margin, "target-effect": target_effect,
         "tune": tune, **({"trials": tune_request.trials, "tune-seed-list": list(tune_request.seeds),
                           "tune-metric": tune_request.metric, "search": list(searches)} if tune else {}),
-        "out": str(out), "store": store,
+        "out": ".", "store": _relative_to(store, out),  # experiment.toml sits in out: paths relative to it
     }
     request = CompareRequest(
         settings=tuple((arm.label, arm.values(overrides)) for arm in arms),
@@ -337,8 +337,7 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         protocol=protocol,
         select=select,
         tune=tune_request,
-        analysis={"margin": DEFAULT_MARGIN if margin is None else margin / 100,
-                  "target_effect": None if target_effect is None else target_effect / 100},
+        analysis={"margin_pp": DEFAULT_MARGIN * 100 if margin is None else margin, "target_effect_pp": target_effect},
         options={name: value for name, value in resolved.items() if value not in (None, [])},
     )
     if dry_run:
@@ -352,6 +351,11 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
             if outcome.written else f"{request.out}/ is up to date: its {len(outcome.files)} files were made from "
             "these runs, options and code (checked")
     click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; {done} in {outcome.render_seconds:.1f} s)")
+
+
+def _relative_to(path: str, out: Path) -> str:
+    """Write `path` relative to the output directory `out` (where experiment.toml is written)."""
+    return os.path.relpath(Path(path).expanduser().absolute(), out.absolute())
 
 
 def _arms(techniques: str, baseline: str, architecture: str) -> tuple[Arm, list[Arm]]:

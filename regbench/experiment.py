@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -44,6 +45,8 @@ def read_options(path: Path, command: click.Command, ctx: click.Context) -> dict
         if param.name in chosen:
             raise UsageError(f"{where}: {key} is given twice (as {key.replace('_', '-')} and "
                              f"{key.replace('-', '_')}); give it once")
+        if isinstance(param.type, click.Path) and isinstance(value, str):  # relative to the file, not to where it runs
+            value = os.path.normpath(path.parent / Path(value).expanduser())
         try:
             chosen[param.name] = param.type_cast_value(ctx, _as_flag_value(key, value, param))
         except click.BadParameter as error:
@@ -106,5 +109,6 @@ def _toml(value) -> str:
 
 def experiment_toml(options: dict) -> str:
     """Return experiment.toml: the resolved options of a comparison, which `regbench compare --config` reruns."""
-    return (f"# This comparison's options, as regbench {__version__} resolved them. Rerun it, from where it was made:\n"
-            f"#   regbench compare --config {Path(options['out']) / EXPERIMENT_FILE}\n" + tomli_w.dumps(options))
+    return (f"# This comparison's options, as regbench {__version__} resolved them; paths are relative to this file's\n"
+            f"# folder. Rerun it from anywhere: regbench compare --config PATH/TO/{EXPERIMENT_FILE}\n"
+            + tomli_w.dumps(options))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,9 @@ _PALETTE = ("#4d4d4d", "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#
             "#17becf", "#bcbd22", "#393b79", "#637939", "#843c39", "#7b4173", "#8c6d31", "#3182bd", "#e6550d",
             "#31a354", "#756bb1", "#636363")  # the baseline's grey, then one strong colour per technique (no greys)
 _BAND = "mean over seeds\n(band: min to max)"
+_MARKERS = ("o", "s", "^", "D", "v", "P")  # one per round of the palette's colours
+REACH = 4  # the forest plot shows intervals up to this many times the largest |mean| or margin
+VERDICT_WIDTH = 30  # characters per line of a verdict written in a figure
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -26,6 +30,13 @@ def _decade(value: float, position=None) -> str:
 def baseline_name(label: str) -> str:
     """Name the reference arm in figure and report text: 'the baseline', or 'the baseline dropout' (--baseline)."""
     return "the baseline" if label == BASELINE else f"the baseline {label}"
+
+
+def arm_markers(techniques: list[str], baseline: str = BASELINE) -> dict[str, str]:
+    """Give every arm a marker that, with its colour (arm_colours), tells it from every other arm: the colours
+    repeat past the palette, the markers then change."""
+    arms = [baseline, *[t for t in techniques if t != baseline]]
+    return {arm: _MARKERS[max(0, index - 1) // (len(_PALETTE) - 1) % len(_MARKERS)] for index, arm in enumerate(arms)}
 
 
 def arm_colours(techniques: list[str], baseline: str = BASELINE) -> dict[str, str]:
@@ -101,9 +112,13 @@ def gap_curves(epochs: pd.DataFrame, techniques: list[str], title: str, baseline
 def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     """Forest plot: each technique's mean paired test-accuracy difference with the interval at the level Holm
     tested it (thick, the one the verdict on 0 rests on) and the unadjusted 95% interval (thin), zero and the
-    equivalence margin marked."""
+    equivalence margin marked. The axis spans the means, zero and the margin with room for the intervals, up to
+    REACH times the largest of those; an interval running past it ends in an arrow with its end written there."""
     treated = summary.iloc[1:].reset_index(drop=True)  # the summary's first row is the baseline arm
     colours = arm_colours(list(summary["technique"]), summary["technique"].iloc[0])
+    markers = arm_markers(list(summary["technique"]), summary["technique"].iloc[0])
+    margin = treated["margin"].dropna()
+    limit = _forest_limit(treated, float(margin.iloc[0]) * 100 if len(margin) else 0.0)
     figure = Figure(figsize=(9, 2.2 + 0.5 * len(treated)), layout="constrained")
     axes = figure.subplots()
     positions = np.arange(len(treated))[::-1]
@@ -114,17 +129,26 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
                           va="center", color=colour)
             continue
         mean = float(row["test_accuracy_diff"]) * 100
+        beyond = {-1: [], 1: []}  # the ends of intervals that run off the axis, by side
         for low, high, width in (("diff_ci_low", "diff_ci_high", 1), ("adj_ci_low", "adj_ci_high", 3.5)):
             if pd.notna(row[low]):  # one pair gives no interval
-                span = [[mean - float(row[low]) * 100], [float(row[high]) * 100 - mean]]
-                axes.errorbar(mean, position, xerr=span, fmt="none", ecolor=colour, capsize=3 if width == 1 else 0,
-                              elinewidth=width, alpha=0.6 if width > 1 else 1)
-        axes.plot(mean, position, "o", color=colour)
+                ends = float(row[low]) * 100, float(row[high]) * 100
+                shown = [min(max(end, -limit), limit) for end in ends]
+                axes.errorbar(mean, position, xerr=[[mean - shown[0]], [shown[1] - mean]], fmt="none", ecolor=colour,
+                              capsize=3 if width == 1 else 0, elinewidth=width, alpha=0.6 if width > 1 else 1)
+                beyond[-1] += [ends[0]] if ends[0] < -limit else []
+                beyond[1] += [ends[1]] if ends[1] > limit else []
+        for sign, ends in beyond.items():
+            if ends:  # an arrow at the edge, and where each interval ends (thin, then thick)
+                axes.plot(sign * limit, position, marker=">" if sign > 0 else "<", color=colour, clip_on=False)
+                axes.annotate(", ".join(f"{end:+.2f}" for end in ends), (sign * limit, position),
+                              xytext=(-4 * sign, -11), textcoords="offset points", ha="right" if sign > 0 else "left",
+                              fontsize="x-small", color=colour)
+        axes.plot(mean, position, markers[row["technique"]], color=colour)
         if "verdict" in row and isinstance(row["verdict"], str):
-            axes.annotate(row["verdict"], (mean, position), xytext=(0, 9), textcoords="offset points",
-                          ha="center", fontsize="small", color=colour)
+            axes.annotate(textwrap.fill(row["verdict"], VERDICT_WIDTH), (mean, position), xytext=(0, 9),
+                          textcoords="offset points", ha="center", fontsize="small", color=colour)
     axes.axvline(0, color="black", linewidth=1)
-    margin = treated["margin"].dropna()
     if len(margin):
         axes.axvspan(-margin.iloc[0] * 100, margin.iloc[0] * 100, color="#2ca02c", alpha=0.12, linewidth=0,
                      label=f"±{margin.iloc[0] * 100:g} pp: the smallest effect that matters (--margin)")
@@ -132,15 +156,25 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     labels = [f"{t} ({n} pair{'' if n == 1 else 's'})" for t, n in zip(treated["technique"], treated["pairs"])]
     axes.set_yticks(positions, labels)
     axes.set_ylim(-0.7, len(treated) - 0.3)
+    axes.set_xlim(-limit, limit)
     axes.set(xlabel=f"test accuracy: arm minus {baseline_name(summary['technique'].iloc[0])}, same seed "
                     "(percentage points)\n"
                     "thick: t-interval at the level Holm tested the technique (the verdict on 0 rests on it)\n"
-                    "thin, capped: unadjusted 95% t-interval\n"
+                    "thin, capped: unadjusted 95% t-interval; an arrow: it runs on to the value written\n"
                     "verdicts: Holm-adjusted tests of 0 and of equivalence within the margin")
     wrapped = title.replace("; ", ";\n", 1)  # the model and data, then the training: the figure is narrower
     figure.suptitle(f"Paired test-accuracy difference\n{wrapped}", fontsize="medium")
     axes.grid(axis="x", alpha=0.3)
     return figure
+
+
+def _forest_limit(treated: pd.DataFrame, margin: float) -> float:
+    """Return the forest plot's half-width in pp: every interval end, but no more than REACH times the largest
+    |mean| or the margin (so that one arm of few pairs does not squeeze the rest into a line)."""
+    means = (treated["test_accuracy_diff"].abs() * 100).dropna()
+    ends = (treated[["diff_ci_low", "diff_ci_high", "adj_ci_low", "adj_ci_high"]].abs() * 100).stack().dropna()
+    scale = max([margin, *means, 0.01])
+    return 1.08 * min(max([scale, *ends]), REACH * scale)
 
 
 def weight_histograms(weights: pd.DataFrame, runs: pd.DataFrame, techniques: list[str], title: str,

@@ -87,8 +87,15 @@ def reference_arm(manifest: dict) -> tuple[str, dict]:
 
 
 def analysis_of(manifest: dict) -> dict:
-    """Return how a comparison's effects are judged: the equivalence margin and any planning target (fractions)."""
-    return {"margin": DEFAULT_MARGIN, "target_effect": None, **manifest.get("analysis", {})}
+    """Return how a comparison's effects are judged, as fractions: the equivalence margin and any planning target
+    (the manifest states them in percentage points, as margin_pp and target_effect_pp; manifests before that as
+    fractions, as margin and target_effect)."""
+    analysis = {"margin": DEFAULT_MARGIN, "target_effect": None, **manifest.get("analysis", {})}
+    for name in ("margin", "target_effect"):
+        if f"{name}_pp" in analysis:
+            points = analysis.pop(f"{name}_pp")
+            analysis[name] = None if points is None else points / 100
+    return analysis
 
 
 def figure_captions(manifest: dict) -> dict[str, str]:
@@ -146,17 +153,22 @@ def rebuild_study_page(directory: Path) -> dict | None:
     return manifest
 
 
+def plural(count: int, noun: str) -> str:
+    """Write a count with its noun, singular for one: '1 epoch', '10 epochs'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def comparison_title(manifest: dict) -> str:
     """Say what was compared, on what: model, data size, optimizer, budget and seeds."""
     config = with_added_defaults(manifest["config"])
     widths = "-".join(str(width) for width in config["hidden"])
     schedule = "" if config["schedule"] == "constant" else (
         " cosine" + (f" (warm-up {config['warmup_epochs']})" if config["warmup_epochs"] else ""))
-    measured = ", best-val epoch" if protocol_of(manifest)["select"] == "best-val" else ""
-    seeds = f"{len(manifest['seeds'])} seed{'' if len(manifest['seeds']) == 1 else 's'}"
+    measured = ", measured at the highest-val-acc epoch" if protocol_of(manifest)["select"] == "best-val" else ""
+    seeds = plural(len(manifest["seeds"]), "seed")
     return (f"{config['architecture']} {widths} {config['activation']}, {training_images(manifest, config['train_size'])}"
             f", {seeds}; {config['optimizer']} lr {config['lr']:g}{schedule}, "
-            f"batch {config['batch_size']}, {config['epochs']} epochs max{measured}, "
+            f"batch {config['batch_size']}, {plural(config['epochs'], 'epoch')} max{measured}, "
             f"{config['backend']}/{config['device']}")
 
 
@@ -194,8 +206,8 @@ INTERVAL_KIND = {
 
 SELECTION_TEXT = {
     "final": "Test numbers are for the final weights (or, with early stopping, the restored best ones).",
-    "best-val": ("Every run, in every arm alike, is measured with the weights of its best validation epoch "
-                 "(highest validation accuracy, ties to the lower validation cross-entropy; the test set plays no "
+    "best-val": ("Every run, in every arm alike, is measured with the weights of its selected epoch "
+                 "(the epoch of highest validation accuracy, ties to the lower validation cross-entropy; the test set plays no "
                  "part in the choice), so early stopping's own effect is stopping, against the same selection on a "
                  "full run."),
 }
@@ -207,7 +219,8 @@ def budget_paragraph(epochs: pd.DataFrame, config: dict, protocol: dict, referen
     if plateau is None:
         return ""
     schedule = "cosine-decayed" if config["schedule"] == "cosine" else "constant"
-    return (f"Budget ({protocol['name']} protocol, {config['epochs']} epochs at a {schedule} learning rate): over "
+    return (f"Budget ({protocol['name']} protocol, {plural(config['epochs'], 'epoch')} at a {schedule} learning rate): "
+            "over "
             f"the last 10% of its epochs ({plateau['first']}-{plateau['last']}) the baseline's validation accuracy "
             f"moved by {_pp(plateau['change'])} pp on average (first to last of them; SD within a run "
             f"{_pp(plateau['sd'], False)} pp), mean {_pp(plateau['mean'], False)}%.")
@@ -294,7 +307,7 @@ def summary_table(summary: pd.DataFrame) -> str:
         arm = [row["technique"], f"{row['runs']}" + (f" ({row['diverged']} diverged)" if row["diverged"] else ""),
                f"{_pp(row['test_accuracy_mean'], False)} ± {_pp(row['test_accuracy_sd'], False)}"]
         if index == 0:
-            rows.append(arm + ["(baseline)"] + [""] * 8 + [f"{_number(row['time_ratio'])}x"])
+            rows.append(arm + ["(baseline)"] + [""] * 9 + [f"{_number(row['time_ratio'])}x"])
             continue
         rows.append(arm + [
             _pp(row["test_accuracy_diff"]), _interval(row["diff_ci_low"], row["diff_ci_high"]),
@@ -489,13 +502,14 @@ differences of one sign), so it confirms direction but is weak at this size. {IN
 
 {figures}
 
-## Best epoch and final epoch
+## Lowest-validation-loss epoch and final epoch
 
-Validation numbers at the epoch of lowest validation cross-entropy and at the last epoch run,
-averaged over seeds (early stopping and overfitting make them differ).
+Validation numbers at the epoch of lowest validation cross-entropy (not the epoch a `best-val` protocol
+measures, which is the one of highest validation accuracy) and at the last epoch run, averaged over seeds
+(early stopping and overfitting make them differ).
 
-{markdown_table(["technique", "best epoch", "val acc % at best", "val CE at best", "final epoch", "val acc % at final",
-         "val CE at final"], epoch_rows)}
+{markdown_table(["technique", "lowest-val-CE epoch", "val acc % there", "val CE there", "final epoch",
+         "val acc % at final", "val CE at final"], epoch_rows)}
 
 ## Other paired effects
 

@@ -42,7 +42,7 @@ class CompareRequest:
     protocol: str = "course"  # the named budget the run settings came from (config.PROTOCOLS)
     select: str = "final"  # which weights of every run are measured (config.SELECTIONS)
     tune: TuneRequest | None = None  # --tune: choose each setting's values on validation first
-    analysis: dict = field(default_factory=dict)  # how effects are judged: margin and target_effect (fractions)
+    analysis: dict = field(default_factory=dict)  # how effects are judged: margin_pp and target_effect_pp (pp)
     baseline: tuple[str, tuple] = (BASELINE, ())  # the reference arm every arm is paired with: (label, values)
     options: dict = field(default_factory=dict)  # the command's options as resolved (experiment.toml)
 
@@ -132,8 +132,8 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
         trained += train_missing(plan.configs, splits, store, echo, executor)
         tuned = choose(plan, store.load([c.run_id for c in plan.configs]).runs, request.select)
         for name, choice in tuned.record["chosen"].items():
-            echo(f"tuning: {name} chose {describe_params(choice['params'])} (trial {choice['trial'] + 1} of "
-                 f"{plan.request.trials}, mean validation {plan.request.metric} {choice['score']:.4f}; "
+            echo(f"tuning: {name} chose {describe_params(choice['params'])} (trial {choice['trial']} of "
+                 f"0..{plan.request.trials - 1}, as tuning.csv numbers them; mean validation {plan.request.metric} {choice['score']:.4f}; "
                  f"baseline {tuned.record['baseline_score']:.4f})")
         chosen = dict(tuned.settings)
         request = replace(request, baseline=(request.baseline[0], chosen.get(*request.baseline)),

@@ -499,11 +499,15 @@ def _sha256(path: Path) -> str:
 
 def inputs_digest(tables: RunTables, manifest: dict, tuning: pd.DataFrame | None) -> str:
     """Return a digest of everything a comparison's files are made from: its run tables, its tuning runs, its
-    manifest (but the date) and regbench's own code (so a changed figure or report is drawn again)."""
+    manifest (but the date, the command line and the data's path, which may differ for the same options and
+    data: flags or --config, paths relative or absolute) and regbench's own code (so a changed figure or report is
+    drawn again)."""
     digest = hashlib.sha256()
     for table in (tables.runs, tables.epochs, tables.weights, tuning):
         digest.update(b"none" if table is None else table.to_csv(index=False).encode())
-    made = {key: value for key, value in manifest.items() if key != "date"}
+    made = {key: value for key, value in manifest.items() if key not in ("date", "command")}
+    if isinstance(made.get("data"), dict):
+        made["data"] = {key: value for key, value in made["data"].items() if key != "source"}
     digest.update(json.dumps(made, sort_keys=True, default=str).encode())
     digest.update(code_digest().encode())
     return digest.hexdigest()

@@ -164,8 +164,8 @@ def _choice_differences(tuning: pd.DataFrame, manifest: dict) -> list[str]:
         scores = runs.groupby("trial")[column].mean().mask(failed)
         best = scores.idxmax() if tune["metric"] == "accuracy" else scores.idxmin()
         if best != recorded["trial"] or not math.isclose(scores[best], recorded["score"], rel_tol=1e-9):
-            problems.append(f"tuning.csv: {setting}'s best trial is {best + 1} (score {scores[best]!r}), but "
-                            f"manifest.json records trial {recorded['trial'] + 1} (score {recorded['score']!r})")
+            problems.append(f"tuning.csv: {setting}'s best trial is {best} (score {scores[best]!r}), but "
+                            f"manifest.json records trial {recorded['trial']} (score {recorded['score']!r})")
     return problems
 
 

@@ -3,6 +3,7 @@ comparison's runs to TensorBoard and MLflow, read back with their own readers.""
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -72,16 +73,28 @@ def test_verify_and_a_rerun_from_experiment_toml_give_the_same_numbers(made, run
     assert checked.exit_code == 0 and "verified, no differences" in checked.stdout, checked.output
     experiment = (out / "experiment.toml").read_text()
     assert 'technique = "l2:l2=0.0001,l2:l2=0.01"' in experiment and 'baseline = "dropout:rate=0.2"' in experiment
-    # Snake-case keys read as well; a flag on the command line wins over the file.
-    config = tmp_path / "experiment.toml"
-    config.write_text(experiment.replace("train-size", "train_size").replace("batch-size", "batch_size"))
-    again = runner.invoke(cli, ["compare", "--config", str(config), "--out", str(tmp_path / "again"),
+    assert 'out = "."' in experiment and 'store = "../../store.sqlite"' in experiment  # relative to the file
+    # Rerun in place, from another folder: nothing is written again (bytes and times kept).
+    written = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    same = runner.invoke(cli, ["compare", "--config", str(out / "experiment.toml")])
+    assert same.exit_code == 0 and "0 runs trained, 6 reused" in same.stdout and "is up to date" in same.stdout
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == written
+    # A copied directory reruns into itself, never into the original. Snake-case keys read as well; a flag on the
+    # command line wins over the file.
+    copy = tmp_path / "copy" / "out"
+    shutil.copytree(out, copy)
+    (copy / "experiment.toml").write_text(experiment.replace("train-size", "train_size")
+                                          .replace("batch-size", "batch_size"))
+    again = runner.invoke(cli, ["compare", "--config", str(copy / "experiment.toml"), "--store", str(store),
                                 "--margin", "0.5"])
     assert again.exit_code == 0, again.output
     assert "0 runs trained, 6 reused" in again.stdout and again.stdout.splitlines()[:4] == stdout.splitlines()[:4]
-    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
-    assert manifest["options"]["margin"] == 0.5 and manifest["options"]["out"] == str(tmp_path / "again")
-    assert manifest["options"]["train-size"] == 200 and manifest["analysis"]["margin"] == 0.005
+    assert f"files to {copy}/" in again.stdout
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir()} == written
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert manifest["options"]["margin"] == 0.5 and manifest["options"]["out"] == "."
+    assert manifest["options"]["train-size"] == 200 and manifest["analysis"] == {"margin_pp": 0.5,
+                                                                                       "target_effect_pp": None}
 
 
 def test_tuning_with_another_baseline_tunes_it_too_and_none_may_be_an_arm(runner, tmp_path):

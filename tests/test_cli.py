@@ -91,6 +91,10 @@ def check_report_rebuild(runner, out):
         assert text in markdown, text
     runs = pd.read_csv(out / "runs.csv")
     assert all(run_id in markdown for run_id in runs["run_id"])  # every row traceable to its runs
+    for table in re.findall(r"\n\n(\|.*?)\n\n", markdown, flags=re.S):  # every row as wide as its header
+        widths = {row.count("|") for row in table.splitlines()}
+        assert len(widths) == 1, table
+    assert "## Lowest-validation-loss epoch and final epoch" in markdown and "best epoch" not in markdown
     weights = pd.read_csv(out / "weights.csv")
     assert set(weights.groupby("run_id")["count"].sum()) == {784 * 128 + 128 * 64 + 64 * 10}  # every kernel weight
 

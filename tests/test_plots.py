@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 
 from regbench.config import WEIGHT_BIN_EDGES
 from regbench.plots import (
-    arm_colours, cost_plot, gap_curves, learning_curves, paired_differences_plot, weight_histograms,
+    arm_colours, arm_markers, cost_plot, gap_curves, learning_curves, paired_differences_plot, weight_histograms,
 )
 
 TECHNIQUES = ["dropout", "l2"]
@@ -86,6 +86,24 @@ def test_forest_plot_marks_zero_and_labels_pairs_and_verdicts():
     assert "helps" in [text.get_text() for text in axes.texts]
     assert "level Holm tested" in axes.get_xlabel() and "bootstrap" not in axes.get_xlabel()
     assert legend_texts(figure.legends[0]) == ["±0.1 pp: the smallest effect that matters (--margin)"]  # below the axes
+
+
+def test_forest_plot_keeps_to_the_data_and_marks_an_interval_that_runs_off():
+    summary = summary_table()
+    summary.loc[2, ["pairs", "diff_ci_low", "diff_ci_high", "adj_ci_low", "adj_ci_high"]] = [2, -0.58, 0.34, -0.8, 0.6]
+    axes = paired_differences_plot(summary, "tiny").axes[0]
+    low, high = axes.get_xlim()
+    assert high == -low and np.isclose(high, 4 * 0.4 * 1.08)  # 4 x the largest |mean| (0.4 pp), a little room
+    written = [text.get_text() for text in axes.texts]
+    assert {"-58.00, -80.00", "+34.00, +60.00"} <= set(written)  # where the clipped intervals end
+    assert "cannot tell (fewer than 2\nsuccessful pairs)" in written or all(len(line) <= 30 for text in written
+                                                                          for line in text.splitlines())
+
+
+def test_arms_past_the_palette_keep_distinct_colour_and_marker_pairs():
+    arms = [f"l2:l2={index}" for index in range(1, 45)]
+    colours, markers = arm_colours(arms), arm_markers(arms)
+    assert len({(colours[arm], markers[arm]) for arm in ["none", *arms]}) == 45
 
 
 def test_weight_histograms_have_a_log_panel_per_arm_with_stats_in_the_legend():

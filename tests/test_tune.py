@@ -74,6 +74,8 @@ def test_tuning_reads_no_test_label_and_a_rerun_trains_only_what_is_missing(runn
     assert list(tuning["setting"]) == ["none", "dropout", "dropout"] and tuning["chosen"].sum() == 1
     chosen = manifest["tuned"]["chosen"]["dropout"]
     assert 0 <= chosen["params"]["rate"] <= 0.8 and manifest["techniques"]["dropout"] == chosen["params"]
+    row = tuning[tuning["chosen"]].iloc[0]  # the trial printed is the one tuning.csv marks (once one apart)
+    assert f"(trial {int(row['trial'])} of 0..1, as tuning.csv numbers them;" in result.stderr
     assert manifest["tune"]["searches"]["dropout"]["rate"] == {"low": 0.0, "high": 0.8, "scale": "linear",
                                                                "integer": False}
     assert manifest["tune"]["untuned"] == ["batchnorm"] and manifest["techniques"]["batchnorm"] == {}
