@@ -613,7 +613,8 @@ def export(directory, logdir, uri, mlflow_experiment, store):
 @click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
               help="The run store to list.")
 @click.option("--technique", default=None, metavar="SETTING",
-              help="Only runs of this setting, as in compare --technique (e.g. dropout, dropout+l2, l2:l2=1e-3).")
+              help="Only runs of this setting, as in compare --technique: its values as given, the rest at their "
+                   "defaults (dropout is rate=0.5; dropout:rate=0.2, dropout+l2, l2:l2=1e-3).")
 @click.option("--seed", type=click.IntRange(0), default=None, help="Only runs of this seed.")
 @click.option("--status", type=click.Choice(["ok", "diverged"]), default=None, help="Only runs of this status.")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Only runs trained on this backend.")
@@ -636,8 +637,9 @@ def runs(store, technique, seed, status, backend, remove, yes):
                               ("backend", backend)):
             if value is not None:
                 chosen &= table[column] == value
-        for name, value in arm.given if arm else ():  # the values the setting gives, as the store writes them
-            chosen &= table["technique_params"].fillna("").str.split().map(lambda pairs: f"{name}={value:g}" in pairs)
+        if arm is not None:  # the setting's every value, as the store writes them: one setting, not every rate
+            chosen &= table["technique_params"].fillna("") == " ".join(
+                f"{name}={value:g}" for name, value in arm.values({}))
         table = table[chosen]
     columns = ["run_id", "technique", "technique_params", "seed", "train_size", "epochs", "backend", "status",
                "test_accuracy", "finished_at", "executor", "cpus", "compute_threads"]
@@ -653,9 +655,11 @@ def runs(store, technique, seed, status, backend, remove, yes):
     try:
         confirmed = yes or click.confirm(f"Remove these {len(table)} run(s) from {store}?", default=False, err=True)
     except click.exceptions.Abort:  # no answer (no terminal)
-        confirmed = False
+        raise UsageError(f"nothing removed: no answer to confirm removing {len(table)} run(s); pass --yes to remove "
+                         "without asking") from None
     if not confirmed:
-        raise UsageError("nothing removed (pass --yes to remove without asking)")
+        click.echo(f"nothing removed (the {len(table)} run(s) stay in {store})")
+        return
     run_store.remove(list(table["run_id"]))
     click.echo(f"removed {len(table)} run(s) from {store}; comparisons that use them will train them again")
 

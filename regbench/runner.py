@@ -88,9 +88,9 @@ def check_fits_in_memory(base: RunConfig) -> None:
                          "--hidden widths")
 
 
-def _checked_plan(request: CompareRequest, device: str):
+def _checked_plan(request: CompareRequest, device: str, writing: bool = True):
     """Check everything a user can get wrong (nothing is written); return the data, base config and the tuning
-    plan (None without --tune)."""
+    plan (None without --tune). Not `writing` (a dry run), another comparison in the output directory is no error."""
     check_fits_in_memory(request.base)
     images = load_images(request.base.dataset, request.data)
     train_size = training_size(images, request.train_size)  # the split itself is made where runs train
@@ -106,8 +106,9 @@ def _checked_plan(request: CompareRequest, device: str):
         from regbench.tune import plan_tuning
 
         plan = plan_tuning(_tuned_arms(request), base, request.tune)
-    check_replaceable(request.out, COMPARISON_FILES)
-    check_same_comparison(request.out, _identity(request, base, plan), request.force)
+    if writing:
+        check_replaceable(request.out, COMPARISON_FILES)
+        check_same_comparison(request.out, _identity(request, base, plan), request.force)
     RunStore(request.store, create=False)  # a file that is not a run store is refused here, and left as it is
     return images, base, plan
 
@@ -175,14 +176,14 @@ def _values(request: CompareRequest, name: str) -> str:
 
 def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
     """Describe what `request` would do: each planned run, whether it is stored, and the training time left."""
-    _, base, plan = _checked_plan(request, device)
+    _, base, plan = _checked_plan(request, device, writing=False)
     configs = plan.configs if plan else plan_runs(replace(request, base=base))
     store = RunStore(request.store, create=False)
     stored = store.finished([c.run_id for c in configs])
     claims, failures = store.claims(), store.failures([c.run_id for c in configs])
     history = store.load(store.run_ids()).runs
     lines = [f"{'run id':<16}  {'technique':<22} {'parameters':<28} {'seed':>5}  status"]
-    estimate, unknown = 0.0, 0
+    estimate, unknown, compiled = 0.0, 0, set()
     for config in configs:
         params = " ".join(f"{name}={value:g}" for name, value in config.technique_params) or "-"
         status = ("stored" if config.run_id in stored else
@@ -190,8 +191,9 @@ def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
                   "failed on the workers before: to train" if config.run_id in failures else "to train")
         lines.append(f"{config.run_id:<16}  {config.technique:<22} {params:<28} {config.seed:>5}  {status}")
         if status.endswith("to train"):
-            seconds = _seconds_per_epoch(history, config)
-            estimate += seconds * config.epochs if seconds is not None else 0.0
+            seconds = _run_seconds(history, config, first=replace(config, seed=0) not in compiled)
+            compiled.add(replace(config, seed=0))  # runs that differ only in seed share one compiled program
+            estimate += seconds or 0.0
             unknown += seconds is None
     todo = sum(line.endswith("to train") for line in lines)
     lines.append(f"{len(configs)} {'tuning ' if plan else ''}runs planned, {len(stored)} already in {request.store}, "
@@ -200,19 +202,27 @@ def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
     if plan:
         lines.append(f"then {len(plan_runs(request))} evaluation runs at the values tuning chooses (not known before "
                      "the tuning runs are trained)")
+    if request.out.exists() and (request.out / "manifest.json").exists():
+        try:
+            check_same_comparison(request.out, _identity(request, base, plan), request.force)
+        except UsageError as error:
+            lines.append(f"note: {error}")  # the dry run writes nothing, so it goes on; the real run would stop
     if todo and unknown == todo:
         lines.append("no time estimate: the store holds no run of the same model, backend, device and batch size")
     elif todo:
         known = todo - unknown
-        lines.append(f"estimated training time: about {format_duration(estimate)} for {known} of the {todo} runs "
-                     "(steady epochs of stored runs of the same model, backend and batch size, scaled by the "
-                     "training images; compile warm-up, evaluation and start-up come on top)"
+        estimate += STARTUP_SECONDS[base.backend] + REPORT_SECONDS
+        lines.append(f"estimated time: about {format_duration(estimate)} for {known} of the {todo} runs, from "
+                     "stored runs of the same model, backend and batch size (each run's training scaled by its "
+                     "images, its evaluation, one compile per model structure, start-up and the report)"
                      + (f"; no estimate for {unknown} (no comparable stored run)" if unknown else ""))
     return lines
 
 
-def _seconds_per_epoch(history: pd.DataFrame, config: RunConfig) -> float | None:
-    """Estimate a run's steady seconds per epoch from stored runs of the same structure (None if there are none)."""
+def _run_seconds(history: pd.DataFrame, config: RunConfig, first: bool) -> float | None:
+    """Estimate a run's wall time from stored runs of the same structure (None if there are none): its epochs'
+    training scaled by its images, each epoch's evaluation, the final measurements, and the compile warm-up when it
+    is the `first` run of its structure in the process."""
     if history.empty:
         return None
     same = history[(history["status"] == "ok") & (history["backend"] == config.backend)
@@ -221,8 +231,14 @@ def _seconds_per_epoch(history: pd.DataFrame, config: RunConfig) -> float | None
                    & (history["batch_size"] == config.batch_size) & (history["optimizer"] == config.optimizer)]
     for candidates in (same[same["technique"] == config.technique], same):
         if len(candidates):
-            per_image = (candidates["seconds_per_epoch"] / candidates["train_size"]).median()
-            return float(per_image * config.train_size)
+            training = float((candidates["seconds_per_epoch"] / candidates["train_size"]).median()) * config.train_size
+            walled = candidates.dropna(subset=["wall_seconds"]) if "wall_seconds" in candidates else candidates[:0]
+            warmup = float(candidates["warmup_seconds"].fillna(0).max()) if first else 0.0
+            if walled.empty:  # stored before runs recorded their wall time: training and warm-up only
+                return training * config.epochs + warmup
+            rest = (walled["wall_seconds"] - walled["train_seconds"] - walled["warmup_seconds"].fillna(0))
+            per_epoch = float((rest / walled["epochs_run"]).median())  # evaluation, and the run's fixed part spread
+            return (training + per_epoch) * config.epochs + warmup
     return None
 
 
@@ -276,6 +292,11 @@ def device_description(base: RunConfig) -> dict:
     """Describe where runs of `base` train: device kind, Keras backend, platform and processor."""
     return {"kind": base.device, "keras_backend": base.backend, "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "cpu": cpu_model()}
+
+
+STARTUP_SECONDS = {"tensorflow": 5.2, "jax": 3.0, "torch": 5.0}  # a process importing Keras, its backend and
+# regbench's training and report modules, measured here (2 cores; torch not measured)
+REPORT_SECONDS = 2.5  # statistics, figures and report of a small comparison (compare prints its own time)
 
 
 def _identity(request: CompareRequest, base: RunConfig, plan: TunePlan | None) -> dict:

@@ -403,6 +403,7 @@ def train_run(
 ) -> RunResult:
     """Train `config` on `split` and measure it; `on_epoch` sees each epoch row as it ends."""
     # 1. Same seed -> same global state; layers and batches are seeded explicitly as well.
+    began = time.perf_counter()
     if keras.backend.backend() != config.backend:
         raise RuntimeError(f"run {config.run_id} names backend {config.backend!r} but this process runs Keras on "
                            f"{keras.backend.backend()!r}; a run trains only on the backend of its id")
@@ -473,6 +474,7 @@ def train_run(
     record = _run_record(model, config, measured, rows, status, diverged_epoch, warmup)
     record["best_val_epoch"] = best["epoch"]
     record.update(_best_validation_record(model, config, measured, record, best))
+    record["wall_seconds"] = time.perf_counter() - began  # all of it: building, compiling, training, evaluating
     return RunResult(record, rows, model)
 
 

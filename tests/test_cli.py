@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -289,17 +290,28 @@ def test_dry_run_lists_the_plan_and_writes_nothing(runner, tmp_path):
     assert plan.stdout.count("  to train\n") == 2 and "no time estimate: the store holds no run" in plan.stdout
     assert not store.exists() and not (tmp_path / "o").exists()
     assert runner.invoke(cli, ["compare", *tiny, "--out", str(tmp_path / "o")]).exit_code == 0
-    seeds = runner.invoke(cli, ["compare", *tiny[:-4], "--seed-list", "0,1", "--store", str(store), "--dry-run"])
-    assert seeds.stdout.count("  stored\n") == 2 and seeds.stdout.count("  to train\n") == 2
-    assert "estimated training time: about" in seeds.stdout and "for 2 of the 2 runs" in seeds.stdout
+    more = [*tiny[:-4], "--seed-list", "0,1,2", "--store", str(store), "--out", str(tmp_path / "o")]
+    seeds = runner.invoke(cli, ["compare", *more, "--dry-run"])  # never refused for the comparison in o
+    assert seeds.exit_code == 0 and "note: " in seeds.stdout and "holds the results of another" in seeds.stdout
+    assert seeds.stdout.count("  stored\n") == 2 and seeds.stdout.count("  to train\n") == 4
+    estimate = float(re.search(r"estimated time: about (\d+)s for 4 of the 4 runs", seeds.stdout).group(1))
+    started = time.monotonic()  # the same comparison, in a process of its own as a user runs it
+    done = subprocess.run([sys.executable, "-m", "regbench", "compare", *more[:-1], str(tmp_path / "p")],
+                          capture_output=True, text=True, timeout=300)
+    took = time.monotonic() - started
+    assert done.returncode == 0 and "4 runs trained, 2 reused" in done.stdout, done.stderr
+    assert took / 2 <= estimate <= took * 2, (estimate, took)  # it once said 1 s for 41 s
     listed = runner.invoke(cli, ["runs", "--store", str(store), "--technique", "l2"])
-    assert listed.exit_code == 0 and "1 run(s) in" in listed.stdout and " l2 " in listed.stdout
+    assert listed.exit_code == 0 and "3 run(s) in" in listed.stdout and " l2 " in listed.stdout
+    for other in ("l2:l2=0.001", "dropout"):  # another setting of l2 (once: every l2 run), another technique
+        assert "0 run(s) in" in runner.invoke(cli, ["runs", "--store", str(store), "--technique", other]).stdout
     refused = runner.invoke(cli, ["runs", "--store", str(store), "--remove"], input="n\n")
-    assert refused.exit_code == 2 and "nothing removed" in refused.stderr
+    assert refused.exit_code == 0 and "Remove these 6 run(s) from" in refused.stderr
+    assert refused.stdout.endswith("nothing removed (the 6 run(s) stay in " + str(store) + ")\n")
     removed = runner.invoke(cli, ["runs", "--store", str(store), "--technique", "l2", "--remove", "--yes"])
-    assert removed.exit_code == 0 and "removed 1 run(s)" in removed.stdout
+    assert removed.exit_code == 0 and "removed 3 run(s)" in removed.stdout
     assert "0 run(s) in" in runner.invoke(cli, ["runs", "--store", str(store), "--technique", "l2"]).stdout
-    assert "1 run(s) in" in runner.invoke(cli, ["runs", "--store", str(store)]).stdout
+    assert "3 run(s) in" in runner.invoke(cli, ["runs", "--store", str(store)]).stdout
 
 
 def test_protocol_presets_are_resolved_recorded_and_overridden(runner, tmp_path):
