@@ -124,7 +124,8 @@ def _l2(values: dict, hooks: Hooks) -> None:
 
 @register(
     "weight-decay",
-    "decoupled weight decay through the optimizer's weight_decay (AdamW-style for Adam)",
+    "decoupled weight decay through the optimizer's weight_decay (AdamW-style for Adam); the only arm that decays, "
+    "also under --optimizer adamw",
     Param("wd", float, 1e-4, 0.0, help="decay per step, multiplied by the learning rate", scale="log",
           search=(1e-4, 10.0)),
 )
@@ -440,6 +441,16 @@ def resolve_params(names: tuple[str, ...], overrides: dict) -> tuple[tuple[str, 
 def describe_params(params: dict) -> str:
     """Write parameter values as 'l2=1e-05, rate=0.3' ('' for none)."""
     return ", ".join(f"{name}={value:g}" for name, value in params.items())
+
+
+def markdown_table() -> str:
+    """Return the README's table of techniques, from this registry: name, parameters with defaults, summary."""
+    rows = ["| technique | parameters (default) | what it changes |", "| --- | --- | --- |"]
+    for technique in TECHNIQUES.values():
+        params = ", ".join(f"`{param.name}` ({param.default:g})" for param in technique.params)
+        only = "" if technique.architectures == ("mlp", "cnn") else f" (`--architecture {technique.architectures[0]}` only)"
+        rows.append(f"| `{technique.name}` | {params} | {technique.summary}{only} |")
+    return "\n".join(rows) + "\n"
 
 
 def hooks_for(setting: str, params: tuple[tuple[str, float], ...]) -> Hooks:
