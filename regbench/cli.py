@@ -184,7 +184,8 @@ def _run_options(command_defaults: bool):
                           "--jobs decides]."),
         click.option("--scheduler-timeout", type=_FiniteFloatRange(0, 600, min_open=True), default=CONNECT_SECONDS,
                      show_default=True, metavar="SECONDS",
-                     help="--scheduler: how long the scheduler has to answer before regbench says what it found there."),
+                     help="--scheduler: how long the scheduler has to answer before regbench says what it found "
+                          "there."),
         click.option("--resources", type=_Resources(), default=None, metavar="NAME=N[,NAME=N]",
                      help="--scheduler: what each run asks of a worker, e.g. GPU=1 for workers started with "
                           "`dask worker ... --resources GPU=1` (runs then train on the GPU)."),
@@ -485,7 +486,8 @@ def _mean_sd(row, metric: str, scale: float) -> str:
 @_run_options(command_defaults=False)
 @_config_option
 def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_size, architecture, hidden, activation,
-          optimizer, lr, backend, device, dataset, data, store, jobs, scheduler, scheduler_timeout, resources, send_data):
+          optimizer, lr, backend, device, dataset, data, store, jobs, scheduler, scheduler_timeout, resources,
+          send_data):
     """Run a named study (a textbook claim, measured) and write its tables, figures and REPORT.md."""
     from regbench.studies import CATALOGUE, study_names
 

@@ -154,7 +154,8 @@ def validate_arrays(arrays: dict, source: str, dataset: Dataset) -> None:
                 f"{source}: y_{part} has shape {y.shape}; expected ({len(x)},) to match x_{part}"
             )
         if not np.issubdtype(y.dtype, np.integer):
-            raise UsageError(f"{source}: y_{part} has dtype {y.dtype}; expected integer labels 0..{dataset.classes - 1}")
+            raise UsageError(f"{source}: y_{part} has dtype {y.dtype}; expected integer labels "
+                             f"0..{dataset.classes - 1}")
         if y.min() < 0 or y.max() >= dataset.classes:
             raise UsageError(f"{source}: y_{part} holds labels {_label_counts(y)}; {dataset.title} has labels "
                              f"0..{dataset.classes - 1}")

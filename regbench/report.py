@@ -206,8 +206,8 @@ INTERVAL_KIND = {
 
 SELECTION_TEXT = {
     "final": "Test numbers are for the final weights (or, with early stopping, the restored best ones).",
-    "best-val": ("Every run, in every arm alike, is measured with the weights of its selected epoch "
-                 "(the epoch of highest validation accuracy, ties to the lower validation cross-entropy; the test set plays no "
+    "best-val": ("Every run, in every arm alike, is measured with the weights of its selected epoch (the epoch "
+                 "of highest validation accuracy, ties to the lower validation cross-entropy; the test set plays no "
                  "part in the choice), so early stopping's own effect is stopping, against the same selection on a "
                  "full run."),
 }

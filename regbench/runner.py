@@ -134,7 +134,8 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
         tuned = choose(plan, store.load([c.run_id for c in plan.configs]).runs, request.select)
         for name, choice in tuned.record["chosen"].items():
             echo(f"tuning: {name} chose {describe_params(choice['params'])} (trial {choice['trial']} of "
-                 f"0..{plan.request.trials - 1}, as tuning.csv numbers them; mean validation {plan.request.metric} {choice['score']:.4f}; "
+                 f"0..{plan.request.trials - 1}, as tuning.csv numbers them; mean validation "
+                 f"{plan.request.metric} {choice['score']:.4f}; "
                  f"baseline {tuned.record['baseline_score']:.4f})")
         chosen = dict(tuned.settings)
         request = replace(request, baseline=(request.baseline[0], chosen.get(*request.baseline)),

@@ -622,7 +622,8 @@ def _check_run_rows(directory: Path, runs: pd.DataFrame, manifest: dict) -> None
     seed has its pair)."""
     path, arms = directory / "runs.csv", run_arms(manifest)
     for row in runs.index[runs["run_id"].duplicated()][:1]:
-        raise UsageError(f"{path}: row {row + 2}, column run_id: run {runs.at[row, 'run_id']} is listed twice; damaged?")
+        raise UsageError(f"{path}: row {row + 2}, column run_id: run {runs.at[row, 'run_id']} is listed twice; "
+                         "damaged?")
     for row in runs.index[~runs["run_id"].isin(list(arms))][:1]:
         raise UsageError(f"{path}: row {row + 2}, column run_id: run {runs.at[row, 'run_id']} is not one that "
                          "manifest.json names; damaged?")

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable
 
+from regbench.config import ARCHITECTURES
 from regbench.errors import UsageError
 
 BASELINE = "none"
@@ -448,7 +449,8 @@ def markdown_table() -> str:
     rows = ["| technique | parameters (default) | what it changes |", "| --- | --- | --- |"]
     for technique in TECHNIQUES.values():
         params = ", ".join(f"`{param.name}` ({param.default:g})" for param in technique.params)
-        only = "" if technique.architectures == ("mlp", "cnn") else f" (`--architecture {technique.architectures[0]}` only)"
+        only = ("" if technique.architectures == ARCHITECTURES
+                else f" (`--architecture {' or '.join(technique.architectures)}` only)")
         rows.append(f"| `{technique.name}` | {params} | {technique.summary}{only} |")
     return "\n".join(rows) + "\n"
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from regbench.config import MEASURED, STATISTICS_REFRESH_STEPS, WEIGHT_BIN_EDGES, RunConfig
 from regbench.data import Split, get_dataset
-from regbench.provenance import run_provenance
 from regbench.models import PopulationBatchNormalization, SEED_SLOTS, build_model, layer_seed
+from regbench.provenance import run_provenance
 from regbench.techniques import Hooks, hooks_for
 
 EVAL_BATCH_SIZE = 2048  # images per step when evaluating (no effect on the numbers)

@@ -22,7 +22,7 @@ from regbench.runner import device_description
 from regbench.store import COMPARISON_FILES, RunStore, RunTables, read_tuning, run_arms
 from regbench.techniques import TECHNIQUES, technique_of
 
-TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at", "warmup_seconds", "wall_seconds",  # differ on every rerun
+TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at", "warmup_seconds", "wall_seconds",  # vary
           "seconds_per_epoch_mean", "seconds_per_epoch_sd", "time_ratio"}
 RERUN_SEED = 0  # picks which runs --rerun retrains
 # How far a retrained run may land from the stored one on another CPU (other kernels round differently,

@@ -174,7 +174,8 @@ def test_tensorflow_jobs_2_matches_one_process_and_survives_a_killed_worker(tmp_
     assert "4 runs trained, 0 reused" in stdout
     assert sorted(stored(store)) == sorted(set(stored(store))) and len(stored(store)) == 4
     assert integrity(store) == "ok"
-    pd.testing.assert_frame_equal(numbers(tmp_path / "out"), one_process, check_exact=True)  # the killed run, retried, too
+    # the killed run, retried, too
+    pd.testing.assert_frame_equal(numbers(tmp_path / "out"), one_process, check_exact=True)
     assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in workers[1:])
 
 
