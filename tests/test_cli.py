@@ -330,7 +330,7 @@ def test_protocol_presets_are_resolved_recorded_and_overridden(runner, tmp_path)
     epochs = pd.read_csv(tmp_path / "out" / "epochs.csv")
     best = epochs.groupby("run_id")["val_accuracy"].max()  # the best epoch's weights, measured again
     assert np.allclose(runs.set_index("run_id").loc[best.index, "best_val_accuracy"], best, atol=1e-6)
-    assert "best validation epoch" in (tmp_path / "out" / "REPORT.md").read_text()
+    assert "its selected epoch (the epoch of highest validation accuracy" in (tmp_path / "out" / "REPORT.md").read_text()
     # the course protocol on the same store: other runs (a constant learning rate), none of them stored
     course = compare(runner, tmp_path, *tiny, "--epochs", "3", "--dry-run", out="course")
     assert course.exit_code == 0 and course.stdout.count("  to train\n") == 4, course.output

@@ -14,7 +14,7 @@ from regbench.techniques import hooks_for
 from regbench.train import batch_order, train_run
 from helpers import config_for
 
-TIMING_FIELDS = {"train_seconds", "seconds_per_epoch", "seconds", "warmup_seconds"}
+TIMING_FIELDS = {"train_seconds", "seconds_per_epoch", "seconds", "warmup_seconds", "wall_seconds"}
 
 
 def initial_kernels(setting: str, seed: int = 0, **fields):
