@@ -128,7 +128,8 @@ class DaskCluster:
             else:
                 with _sigint_ignored():  # the worker processes inherit it: Ctrl-C is this process's to handle
                     self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
-                                                 host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+                                                 host="127.0.0.1", dashboard_address=None,
+                                                 silence_logs=logging.CRITICAL)  # their errors reach us as results
                 self._client = Client(self._cluster)
                 self._shared = Path(tempfile.mkdtemp(prefix="regbench-splits-"))
         return self._client
