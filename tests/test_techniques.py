@@ -140,12 +140,11 @@ def baseline(split):
     return train_run(config_for("none"), split)
 
 
-UNTREATED = [  # every technique that has an untreated form, at it; several at once: any one not inert fails the case
-    ("mlp", "l1+l2+weight-decay+dropout", {"l1": 0.0, "l2": 0.0, "wd": 0.0, "rate": 0.0}),
-    ("mlp", "augment+label-smoothing+gaussian-noise+ema+mixup",
-     {"shift": 0.0, "rotation": 0.0, "zoom": 0.0, "smoothing": 0.0, "noise_stddev": 0.0, "ema_horizon": 1.0,
-      "mixup_alpha": 0.0}),
-    ("cnn", "spatial-dropout", {"spatial_rate": 0.0}),
+UNTREATED = [  # every technique that has an untreated form, at it, all at once: any one not inert fails the case
+    ("mlp", "l1+l2+weight-decay+dropout+augment+label-smoothing+gaussian-noise+ema+mixup",
+     {"l1": 0.0, "l2": 0.0, "wd": 0.0, "rate": 0.0, "shift": 0.0, "rotation": 0.0, "zoom": 0.0, "smoothing": 0.0,
+      "noise_stddev": 0.0, "ema_horizon": 1.0, "mixup_alpha": 0.0}),
+    ("cnn", "spatial-dropout", {"spatial_rate": 0.0}),  # its layer does not reach the optimizer: adam only
 ]
 
 
@@ -157,14 +156,11 @@ def trained_weights(config, split):
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
 def test_every_untreated_technique_gives_the_baselines_weights_bit_for_bit(split, optimizer):
     # With --optimizer adamw the baseline once trained with Keras AdamW's default weight_decay 0.004.
-    baselines = {}
-    for architecture, setting, zero in UNTREATED:
+    for architecture, setting, zero in UNTREATED[:None if optimizer == "adam" else 1]:
         shape = {"architecture": architecture, "hidden": (16,) if architecture == "cnn" else (128, 64),
                  "optimizer": optimizer, "train_size": 200 if architecture == "cnn" else 300}
-        if architecture not in baselines:
-            baselines[architecture] = trained_weights(config_for("none", **shape), split)
-        (baseline, expected), (treated, weights) = baselines[architecture], trained_weights(
-            config_for(setting, zero, **shape), split)
+        (baseline, expected), (treated, weights) = (trained_weights(config_for(name, values, **shape), split)
+                                                    for name, values in (("none", {}), (setting, zero)))
         assert len(weights) == len(expected)
         assert all(np.array_equal(a, b) for a, b in zip(weights, expected)), (optimizer, setting)
         assert treated.record["test_accuracy"] == baseline.record["test_accuracy"], (optimizer, setting)
