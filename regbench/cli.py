@@ -460,6 +460,10 @@ def format_summary(summary) -> str:
         )
     if summary["diverged"].sum():
         lines.append(f"{summary['diverged'].sum()} diverged run(s) left out of the statistics (see runs.csv)")
+    compiling = summary.get("compiling_seconds_per_epoch_mean", pd.Series(dtype=float)).dropna()
+    if len(compiling):  # as the report says it (report.compiling_note), without loading the report's modules
+        lines.append(f"s/epoch leaves out the first run of each model in its process, whose epochs also compiled "
+                     f"it ({compiling.min():.2f}-{compiling.max():.2f} s/epoch; runs.csv: warmup_in_epochs)")
     return "\n".join(lines)
 
 

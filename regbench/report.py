@@ -300,6 +300,15 @@ def _level(alpha, sides: int = 1) -> str:
     return "–" if pd.isna(alpha) else f"{(1 - sides * alpha) * 100:.4g}%"
 
 
+def compiling_note(summary: pd.DataFrame) -> str:
+    """Say that time/epoch leaves out the runs whose epochs also compiled their model, and their time ('' if none)."""
+    compiling = summary.get("compiling_seconds_per_epoch_mean", pd.Series(dtype=float)).dropna()
+    if compiling.empty:
+        return ""
+    return (f"\nTime per epoch leaves out the first run of each model in its process, whose epochs also compiled it "
+            f"({compiling.min():.2f}-{compiling.max():.2f} s per epoch; runs.csv: `warmup_in_epochs`).\n")
+
+
 def summary_table(summary: pd.DataFrame) -> str:
     """Render the summary: one row per arm, the baseline first, with effects, intervals, p-values and verdicts."""
     rows = []
@@ -492,7 +501,7 @@ differences of one sign), so it confirms direction but is weak at this size. {IN
 
 {tuning_text}## Summary
 
-{summary_table(summary)}
+{summary_table(summary)}{compiling_note(summary)}
 
 ## What the numbers say
 

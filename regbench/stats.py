@@ -287,6 +287,19 @@ def verdict(effect: pd.Series, metric: str = PRIMARY) -> str:
     return "inconclusive"
 
 
+def _warmup_in_epochs(runs: pd.DataFrame) -> pd.Series:
+    """Return which runs' epoch seconds hold their compile: the first of a structure in a TensorFlow process whose
+    epochs were too few backend calls to tell it apart (runs recorded before the flag: none)."""
+    flags = runs["warmup_in_epochs"] if "warmup_in_epochs" in runs else pd.Series(False, index=runs.index)
+    return flags.fillna(False).astype(bool)
+
+
+def _timed(ok: pd.DataFrame, timed: pd.DataFrame, technique: str) -> pd.DataFrame:
+    """Return the runs of an arm that time its epochs: those without a compile in them, or all where none is."""
+    free = timed[timed["technique"] == technique]
+    return free if len(free) else ok[ok["technique"] == technique]
+
+
 def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame | None = None,
               metrics: tuple[str, ...] = SUMMARY_METRICS, baseline: str = BASELINE) -> pd.DataFrame:
     """Return one row per arm, the `baseline` arm first: the mean and SD over seeds of each of `metrics`, and the
@@ -295,7 +308,8 @@ def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame |
     primary = effects[effects["metric"] == PRIMARY].set_index("technique")
     gaps = effects[effects["metric"] == "gap"].set_index("technique")
     ok = successful(runs)
-    baseline_time = ok.loc[ok["technique"] == baseline, "seconds_per_epoch"].mean()
+    timed = ok[~_warmup_in_epochs(ok)]
+    baseline_time = _timed(ok, timed, baseline)["seconds_per_epoch"].mean()
     carried = ["diff_sd", "t_p", "wilcoxon_p", "holm_p", "tost_p", "tost_holm_p", "cohens_dz", "margin",
                "adj_ci_low", "adj_ci_high", "holm_level", "eq_ci_low", "eq_ci_high", "tost_level",
                "min_detectable_effect", "sd_low", "sd_high", "mde_low", "mde_high", "target_effect", "planning_sd",
@@ -309,8 +323,11 @@ def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame |
             "diverged": int(((runs["technique"] == technique) & (runs["status"] != "ok")).sum()),
         }
         for metric in metrics:
-            row[f"{metric}_mean"] = float(arm[metric].mean()) if len(arm) else math.nan
-            row[f"{metric}_sd"] = float(arm[metric].std(ddof=1)) if len(arm) > 1 else math.nan
+            measured = _timed(ok, timed, technique) if metric == "seconds_per_epoch" else arm
+            row[f"{metric}_mean"] = float(measured[metric].mean()) if len(measured) else math.nan
+            row[f"{metric}_sd"] = float(measured[metric].std(ddof=1)) if len(measured) > 1 else math.nan
+        compiling = arm.loc[_warmup_in_epochs(arm), "seconds_per_epoch"]  # apart: their epochs hold the compile
+        row["compiling_seconds_per_epoch_mean"] = float(compiling.mean()) if len(compiling) else math.nan
         row["time_ratio"] = row["seconds_per_epoch_mean"] / baseline_time
         if technique != baseline:
             effect = primary.loc[technique]

@@ -409,6 +409,7 @@ def train_run(
                            f"{keras.backend.backend()!r}; a run trains only on the backend of its id")
     seed_globals(config.seed)
     model, hooks = compile_model(config)
+    traces = keras.backend.backend() == "tensorflow" and program_key(config) not in _SHARED_MODELS  # JAX: measured
     model = shared_model(config, model)
     callbacks = [make() for make in hooks.callbacks]
     for callback in callbacks:
@@ -475,6 +476,7 @@ def train_run(
     record["best_val_epoch"] = best["epoch"]
     record.update(_best_validation_record(model, config, measured, record, best))
     record["wall_seconds"] = time.perf_counter() - began  # all of it: building, compiling, training, evaluating
+    record["warmup_in_epochs"] = traces and math.isnan(warmup)  # it traced, too few backend calls to tell apart
     return RunResult(record, rows, model)
 
 

@@ -169,3 +169,11 @@ def test_torch_backend_runs_where_installed(tmp_path):
                    "--epochs", "1", "--seeds", "1", "--out", str(tmp_path / "t"),
                    "--store", str(tmp_path / "t.sqlite"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_first_run_of_a_model_in_a_process_says_its_epochs_hold_the_compile(split):
+    # one epoch of 10 steps is one TensorFlow backend call: its trace cannot be told apart from its training
+    shape = {"hidden": (13,), "train_size": 300}  # a model no other test in this process traces
+    first, second = (train_run(config_for("none", seed=seed, **shape), split).record for seed in (0, 1))
+    assert first["warmup_in_epochs"] and not second["warmup_in_epochs"]
+    assert math.isnan(first["warmup_seconds"]) and first["seconds_per_epoch"] > 2 * second["seconds_per_epoch"]

@@ -54,6 +54,18 @@ def test_fewer_than_two_values_give_no_interval():
     assert mean == 0.05 and math.isnan(low) and math.isnan(high)
 
 
+def test_time_per_epoch_leaves_out_runs_whose_epochs_also_compiled_and_reports_them_apart():
+    table = runs_table([0.90, 0.92, 0.91], [0.93, 0.94, 0.92]).assign(warmup_in_epochs=False)
+    first = table["seed"] == 0  # the first run of each model in its process, its compile in its one epoch
+    table.loc[first, "seconds_per_epoch"], table.loc[first, "warmup_in_epochs"] = 8.0, True
+    table.loc[table["technique"] == "dropout", "seconds_per_epoch"] += 1.0
+    summary = summarize(table, ["dropout"]).set_index("technique")
+    assert summary.loc["none", "seconds_per_epoch_mean"] == 2.0 and summary.loc["dropout", "time_ratio"] == 1.5
+    assert summary.loc["none", "compiling_seconds_per_epoch_mean"] == 8.0
+    legacy = summarize(runs_table([0.9, 0.9], [0.9, 0.9]), ["dropout"])  # runs recorded before the flag
+    assert legacy["compiling_seconds_per_epoch_mean"].isna().all() and (legacy["seconds_per_epoch_mean"] == 2).all()
+
+
 def test_summary_leaves_diverged_runs_and_their_pairs_out():
     table = runs_table([0.90, 0.92, 0.91], [0.93, 0.94, 0.10], statuses={("dropout", 2): "diverged"})
     summary = summarize(table, ["dropout"]).set_index("technique")
