@@ -305,8 +305,8 @@ def compiling_note(summary: pd.DataFrame) -> str:
     compiling = summary.get("compiling_seconds_per_epoch_mean", pd.Series(dtype=float)).dropna()
     if compiling.empty:
         return ""
-    return (f"\nTime per epoch leaves out the first run of each model in its process, whose epochs also compiled it "
-            f"({compiling.min():.2f}-{compiling.max():.2f} s per epoch; runs.csv: `warmup_in_epochs`).\n")
+    return (f"\n\nTime per epoch leaves out the first run of each model in its process, whose epochs also compiled it "
+            f"({compiling.min():.2f}-{compiling.max():.2f} s per epoch; runs.csv: `warmup_in_epochs`).")
 
 
 def summary_table(summary: pd.DataFrame) -> str:

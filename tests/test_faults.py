@@ -79,8 +79,10 @@ def test_a_killed_sweep_resumes_to_the_same_runs_as_an_uninterrupted_one(tmp_pat
     assert f"{4 - len(stored_before)} runs trained, {len(stored_before)} reused" in done.stdout
     after = stored_runs(store)
     assert len(after) == len(set(after)) == 4 and set(stored_before) <= set(after)
-    resumed = pd.read_csv(tmp_path / "out" / "runs.csv")[NUMBERS].sort_values("run_id").reset_index(drop=True)
+    written = pd.read_csv(tmp_path / "out" / "runs.csv")
+    resumed = written[NUMBERS].sort_values("run_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(resumed, uninterrupted, check_exact=True)
+    assert set(written["compute_threads"]) == {1}  # TensorFlow: one thread per op, whatever the CPUs
     with sqlite3.connect(store) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0
