@@ -29,6 +29,7 @@ from regbench.errors import UsageError
 from regbench.workers import WorkerOrders, split_name, train_on_worker
 
 CONNECT_SECONDS = 3.0  # --scheduler-timeout: how long a --scheduler has to answer before regbench says what is there
+CLIENT_SECONDS = 10.0  # then how long Dask's client may take to register with it (longer on a loaded machine)
 HANDSHAKE_BYTES = 2**20  # a Dask handshake's first 8 bytes give its size: a scheduler's is a few hundred bytes
 TASK_RETRIES = 1  # a run whose training raised is tried once more (a worker that dies: Dask's allowed-failures)
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss)://\[?[\w.\-:]+\]?:\d{1,5}$")
@@ -119,14 +120,14 @@ class DaskCluster:
             if self.scheduler:
                 if self.scheduler.startswith("tcp://"):
                     check_handshake(self.scheduler, self.connect_seconds)
+                seconds = max(self.connect_seconds, CLIENT_SECONDS)
                 try:
-                    self._client = Client(self.scheduler, timeout=self.connect_seconds)
+                    self._client = Client(self.scheduler, timeout=seconds)
                 except (OSError, TimeoutError) as error:
                     raise UsageError(f"--scheduler {self.scheduler}: cannot reach a Dask scheduler there within "
-                                     f"{self.connect_seconds:g} s ({type(error).__name__}); is `dask scheduler` "
-                                     "running?") from None
+                                     f"{seconds:g} s ({type(error).__name__}); is `dask scheduler` running?") from None
             else:
-                with _sigint_ignored():  # the worker processes inherit it: Ctrl-C is this process's to handle
+                with _as_workers_start():  # Ctrl-C is this process's to handle, and the workers' warnings stay theirs
                     self._cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
                                                  host="127.0.0.1", dashboard_address=None,
                                                  silence_logs=logging.CRITICAL)  # their errors reach us as results
@@ -177,18 +178,24 @@ class DaskCluster:
 
 
 @contextlib.contextmanager
-def _sigint_ignored():
-    """Ignore SIGINT within (in the main thread): processes started meanwhile keep ignoring it, so that a Ctrl-C in
-    a terminal, which reaches the whole process group, stops the sweep here instead of raising in every worker.
-    A Ctrl-C pressed while the workers start is lost."""
+def _as_workers_start():
+    """Within (in the main thread), processes started keep ignoring SIGINT and Python's warnings: a Ctrl-C in a
+    terminal reaches the whole process group and stops the sweep here instead of raising in every worker, and a
+    worker's warning (Dask's about slow scratch directories, under load) does not reach the terminal; their
+    failures reach this process as results. A Ctrl-C pressed while the workers start is lost."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    previous, warnings = signal.signal(signal.SIGINT, signal.SIG_IGN), os.environ.get("PYTHONWARNINGS")
+    os.environ["PYTHONWARNINGS"] = "ignore"
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        if warnings is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = warnings
 
 
 def check_handshake(address: str, seconds: float) -> None:
