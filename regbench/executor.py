@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,21 +182,23 @@ class DaskCluster:
 def _as_workers_start():
     """Within (in the main thread), processes started keep ignoring SIGINT and Python's warnings: a Ctrl-C in a
     terminal reaches the whole process group and stops the sweep here instead of raising in every worker, and a
-    worker's warning (Dask's about slow scratch directories, under load) does not reach the terminal; their
+    worker's warning (Dask's about slow scratch directories or a busy port) does not reach the terminal; their
     failures reach this process as results. A Ctrl-C pressed while the workers start is lost."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous, warnings = signal.signal(signal.SIGINT, signal.SIG_IGN), os.environ.get("PYTHONWARNINGS")
+    previous, chosen = signal.signal(signal.SIGINT, signal.SIG_IGN), os.environ.get("PYTHONWARNINGS")
     os.environ["PYTHONWARNINGS"] = "ignore"
     try:
-        yield
+        with warnings.catch_warnings():  # and here: the scheduler's own ("Port 8787 is already in use")
+            warnings.simplefilter("ignore")
+            yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        if warnings is None:
+        if chosen is None:
             os.environ.pop("PYTHONWARNINGS", None)
         else:
-            os.environ["PYTHONWARNINGS"] = warnings
+            os.environ["PYTHONWARNINGS"] = chosen
 
 
 def check_handshake(address: str, seconds: float) -> None:
