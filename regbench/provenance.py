@@ -6,6 +6,7 @@ compute threads (backend.select_backend) so that the CPU count, --jobs and the e
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -22,6 +23,7 @@ def package_versions(backend: str) -> dict:
     return {"python": platform.python_version(), **{name: _version(name) for name in (*RESULT_PACKAGES, backend)}}
 
 
+@functools.cache  # one look-up per process, not one per run
 def _version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
@@ -29,6 +31,7 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+@functools.cache
 def cpu_model() -> str:
     """Return the processor's model name (float rounding, and so exact reproduction, depends on it)."""
     try:
