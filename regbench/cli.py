@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -14,7 +15,7 @@ import click
 from regbench import __version__
 from regbench.backend import DEVICES, check_installed, select_backend
 from regbench.config import (
-    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_TRIALS,
+    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_RACE_SEEDS, DEFAULT_TRIALS,
     DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
 )
 from regbench.data import DATASETS, DEFAULT_DATASET
@@ -250,6 +251,13 @@ def _run_options(command_defaults: bool):
                    "[default: accuracy].")
 @click.option("--search", "searches", multiple=True, metavar="NAME=LO:HI",
               help="--tune: search parameter NAME over LO..HI instead of its declared range (repeatable).")
+@click.option("--tune-shared", default=None, metavar="NAME[,NAME...]",
+              help="--tune: also search these training options (lr, batch-size, epochs) jointly with every arm's own "
+                   "values, and for the baseline in the same budget, so both sides of every pair are at their "
+                   "validated best.")
+@click.option("--race-seeds", type=click.IntRange(1, 100), default=None,
+              help="--tune: the most tuning seeds a racing candidate trains on before the race ends undecided "
+                   f"[default: {DEFAULT_RACE_SEEDS}].")
 @click.option("--margin", type=_FiniteFloatRange(0, 100, min_open=True), default=None,
               help="The smallest test-accuracy effect that matters, in percentage points: an effect shown to lie "
                    "within ±margin is 'equivalent' or 'negligible' [default: 0.1].")
@@ -264,7 +272,8 @@ def _run_options(command_defaults: bool):
 def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, dataset, data, out, store, jobs, scheduler,
             scheduler_timeout, resources, send_data, force, dry_run, protocol, schedule, warmup_epochs, select, tune,
-            trials, tune_seeds, tune_seed_list, tune_metric, searches, margin, target_effect, resample_data):
+            trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared, race_seeds, margin, target_effect,
+            resample_data):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     reference, arms = _arms(techniques, baseline, architecture)
@@ -289,15 +298,15 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         raise UsageError(f"--nesterov applies to sgd, not {optimizer}")
     executor = _executor(jobs, scheduler, scheduler_timeout, resources, send_data, device, backend)
     eval_seeds = seed_list or tuple(range(seeds or 3))
-    tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches,
-                                 [arm.names for arm in (reference, *arms)], overrides, eval_seeds)
     names = [arm.label for arm in arms]
     base = RunConfig(
         architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
         optimizer=optimizer, lr=lr, momentum=momentum or 0.0, nesterov=nesterov,
         epochs=epochs, batch_size=batch_size, backend=backend, schedule=schedule, warmup_epochs=warmup_epochs,
-        resample_data=resample_data, dataset=dataset,
+        resample_data=resample_data, dataset=dataset, train_size=train_size or 50_000,
     )
+    tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared,
+                                 race_seeds, [arm.names for arm in (reference, *arms)], overrides, eval_seeds, base)
     # 2. Choose the backend (before Keras is imported), then hand over to the runner. In this process the first
     # run to train starts it; on a Dask cluster the workers do; this process plans and reports without it.
     if isinstance(executor, InProcess):
@@ -321,7 +330,8 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         "dataset": dataset, "data": data and _relative_to(data, out), "resample-data": resample_data,
         "margin": DEFAULT_MARGIN * 100 if margin is None else margin, "target-effect": target_effect,
         "tune": tune, **({"trials": tune_request.trials, "tune-seed-list": list(tune_request.seeds),
-                          "tune-metric": tune_request.metric, "search": list(searches)} if tune else {}),
+                          "tune-metric": tune_request.metric, "search": list(searches),
+                          "tune-shared": tune_shared, "race-seeds": tune_request.race_seeds} if tune else {}),
         "out": ".", "store": _relative_to(store, out),  # experiment.toml sits in out: paths relative to it
     }
     request = CompareRequest(
@@ -388,12 +398,13 @@ def _check_distinct(reference: Arm, arms: list[Arm], overrides: dict) -> None:
         seen[setting] = arm.label
 
 
-def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, settings, overrides,
-                  eval_seeds):
+def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared, race_seeds, settings,
+                  overrides, eval_seeds, base: RunConfig):
     """Check the --tune options against each other, the compared settings and the evaluation seeds; return the
     TuneRequest (None without --tune)."""
     given = {"--trials": trials, "--tune-seeds": tune_seeds, "--tune-seed-list": tune_seed_list,
-             "--tune-metric": tune_metric, "--search": searches or None}
+             "--tune-metric": tune_metric, "--search": searches or None, "--tune-shared": tune_shared,
+             "--race-seeds": race_seeds}
     if not tune:
         stray = [name for name, value in given.items() if value is not None]
         if stray:
@@ -401,22 +412,34 @@ def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searche
         return None
     if tune_seeds is not None and tune_seed_list is not None:
         raise UsageError("--tune-seeds and --tune-seed-list exclude each other; give one")
-    from regbench.tune import TuneRequest, parse_search_ranges, searches_for  # Optuna loads only when tuning
+    from regbench.tune import (TuneRequest, parse_search_ranges, parse_shared, race_seed_list, searches_for,
+                               shared_params)
 
     first, count = DEFAULT_TUNE_SEEDS[0], tune_seeds or len(DEFAULT_TUNE_SEEDS)
     seeds = tune_seed_list or tuple(range(first, first + count))
-    shared = sorted(set(seeds) & set(eval_seeds))
-    if shared:
-        raise UsageError(f"tuning seed(s) {', '.join(map(str, shared))} are also evaluation seeds; tuning seeds "
-                         "must be apart from them (see --tune-seed-list, --seeds, --seed-list)")
-    ranges = parse_search_ranges(searches, settings)
+    race_seeds = race_seeds or max(DEFAULT_RACE_SEEDS, len(seeds))
+    if race_seeds < len(seeds):
+        raise UsageError(f"--race-seeds {race_seeds} is below the {len(seeds)} tuning seeds every trial trains on; "
+                         f"allowed {len(seeds)} or more")
+    request = TuneRequest(seeds=seeds, race_seeds=race_seeds)
+    race = race_seed_list(request)
+    overlap = sorted(set(race) & set(eval_seeds))
+    if overlap:
+        raise UsageError(f"tuning seed(s) {', '.join(map(str, overlap))} are also evaluation seeds; tuning seeds "
+                         f"(and the race's, up to {max(race)}) must be apart from them (see --tune-seed-list, "
+                         "--race-seeds, --seeds, --seed-list)")
+    shared = parse_shared(tune_shared)
+    if "batch_size" in shared and any("ghost-batchnorm" in names for names in settings):
+        raise UsageError("--tune-shared batch-size cannot be searched with ghost-batchnorm, whose group must divide "
+                         "the batch size; leave batch-size out")
+    ranges = parse_search_ranges(searches, settings, shared_params(base, shared))
     searched = {search.param.name for setting in settings for search in searches_for(setting, ranges)}
     fixed = sorted(searched & set(overrides))
     if fixed:
         raise UsageError(f"--param {fixed[0]}: --tune searches {fixed[0]}; give its range with --search "
                          f"{fixed[0]}=LO:HI instead, or leave --tune out")
-    return TuneRequest(trials=trials or DEFAULT_TRIALS, seeds=seeds, metric=tune_metric or "accuracy",
-                       ranges=tuple(sorted(ranges.items())))
+    return replace(request, trials=trials or DEFAULT_TRIALS, metric=tune_metric or "accuracy",
+                   ranges=tuple(sorted(ranges.items())), shared=shared)
 
 
 def _executor(jobs: int, scheduler: str | None, scheduler_timeout: float, resources: dict | None, send_data: bool,
@@ -624,7 +647,7 @@ def export(directory, logdir, uri, mlflow_experiment, store):
               help="Only runs of this setting, as in compare --technique: its values as given, the rest at their "
                    "defaults (dropout is rate=0.5; dropout:rate=0.2, dropout+l2, l2:l2=1e-3).")
 @click.option("--seed", type=click.IntRange(0), default=None, help="Only runs of this seed.")
-@click.option("--status", type=click.Choice(["ok", "diverged"]), default=None, help="Only runs of this status.")
+@click.option("--status", type=click.Choice(["ok", "diverged", "partial"]), default=None, help="Only runs of this status.")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Only runs trained on this backend.")
 @click.option("--remove", is_flag=True, help="Remove the listed runs (and their kept weights) from the store.")
 @click.option("--yes", is_flag=True, help="With --remove: do not ask for confirmation.")

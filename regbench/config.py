@@ -22,6 +22,9 @@ DEFAULT_LR = {"adam": 1e-3, "sgd": 1e-2, "rmsprop": 1e-3, "adamw": 1e-3}  # Kera
 # Every optimizer decays weights only in the weight-decay arm: AdamW runs elsewhere train with weight_decay 0, not
 # Keras' default 0.004. Runs stored before that carried the 0.004 under ids without this key.
 ADAMW_IDENTITY = {"adamw_weight_decay": "from the weight-decay technique only"}
+REVISED_TECHNIQUES = {  # techniques whose computation changed, with the key their runs' ids carry since
+    "max-norm": {"max_norm_rule": "w * min(1, c / |w|): an exact identity where no norm exceeds c"},
+}  # (runs of Keras' MaxNorm, which scales every column by |w| / (1e-7 + |w|) even below c, keep ids without it)
 BACKENDS = ("tensorflow", "jax", "torch")
 SCHEDULES = ("constant", "cosine")  # the learning rate over a run: fixed, or Keras' CosineDecay to 0
 SELECTIONS = ("final", "best-val")  # which weights of each run are measured: the last, or the best-validation epoch's
@@ -36,8 +39,9 @@ PROTOCOLS = {  # named training budgets of `compare`; explicit options override 
 }
 DEFAULT_MARGIN = 0.001  # --margin: the smallest test-accuracy effect that matters (0.1 percentage points)
 TUNE_METRICS = {"accuracy": "maximize", "crossentropy": "minimize"}  # validation metric -> direction
-DEFAULT_TRIALS = 8  # compare --tune: settings tried per technique setting
+DEFAULT_TRIALS = 32  # compare --tune: settings proposed per technique setting (successive halving prunes most early)
 DEFAULT_TUNE_SEEDS = (1000, 1001)  # tuning seeds: a range of their own, apart from evaluation seeds 0, 1, ...
+DEFAULT_RACE_SEEDS = 6  # compare --tune: tuning seeds a racing candidate trains on at most (the next ones upward)
 STATISTICS_REFRESH_STEPS = 10  # exact-statistics-bn: training steps between recomputations of the statistics
 VARIANTS = {  # changes to the standard model that studies need; never used by `compare`
     "classic-dropout": "Dropout as first published: no 1/keep rescale in training, activations times keep at inference",
@@ -80,6 +84,8 @@ class RunConfig:
     planted: int = field(default=0, metadata={"added": True})  # pixels planted with the training label
     # (studies; data.plant_features: what a planted run means, so changing it changes stored runs' meaning)
     dataset: str = field(default="mnist", metadata={"added": True})  # a name from data.DATASETS
+    stop_epoch: int = field(default=0, metadata={"added": True})  # a partial run (multi-fidelity tuning): the
+    # first stop_epoch epochs of the `epochs`-epoch run, then stop; 0: the whole run
 
     @property
     def data_draw(self) -> int | None:
@@ -96,7 +102,11 @@ class RunConfig:
         layout only when not at its default (so runs stored before it existed keep their ids)."""
         identity = {spec.name: getattr(self, spec.name) for spec in fields(self)
                     if not spec.metadata.get("added") or getattr(self, spec.name) != spec.default}
-        return {**identity, **ADAMW_IDENTITY} if self.optimizer == "adamw" else identity
+        if self.optimizer == "adamw":
+            identity.update(ADAMW_IDENTITY)
+        for technique in self.technique.split("+"):
+            identity.update(REVISED_TECHNIQUES.get(technique, {}))
+        return identity
 
     @property
     def run_id(self) -> str:

@@ -400,46 +400,85 @@ def tuning_section(manifest: dict, tuning: pd.DataFrame) -> str:
     """Say how a --tune comparison chose its settings, with a table of the choices and the sensitivity figure."""
     tune, tuned = manifest["tune"], manifest["tuned"]
     accuracy = tune["metric"] == "accuracy"
+    shared = tune.get("shared", [])
 
     def score(value) -> str:
         return _pp(value, False) + "%" if accuracy else _number(value, 4)
 
-    rows = []
-    for setting, searches in tune["searches"].items():
-        choice, trials = tuned["chosen"][setting], tuned["trials"][setting]
-        edges = [name for name in searches
-                 if choice["params"][name] in (min(t["params"][name] for t in trials),
-                                               max(t["params"][name] for t in trials))]
+    def lead(value) -> str:
+        if value is None:
+            return "–"
+        scaled = 100 if accuracy else 1
+        se = "" if value["se"] is None else f" ± {_number(value['se'] * scaled, 3)}"
+        return f"{value['mean'] * scaled:+.3f}{se}" + (" pp" if accuracy else "")
+
+    def row(setting: str, searches: dict, choice: dict) -> list[str]:
+        trials = tuned["trials"][setting]
+        off, values = choice.get("off", False), {**choice["params"], **choice.get("shared", {})}
+        finished = [t for t in trials if t["score"] is not None and math.isfinite(t["score"])]
+        edges = [name for name in searches if not off and finished
+                 and values[name] in (min(t["params"][name] for t in trials), max(t["params"][name] for t in trials))]
         space = "; ".join(f"{name} in [{s['low']:g}, {s['high']:g}], {s['scale']}" for name, s in searches.items())
-        completed = sum(1 for t in trials if t["score"] is not None and math.isfinite(t["score"]))
-        rows.append([setting, space, describe_params(choice["params"]),
-                     ", ".join(edges) or "–", score(choice["score"]), f"{completed} of {len(trials)}"])
-    rows += [[setting, "nothing to tune", describe_params(tune["fixed"][setting]) or "–", "–", "–", "–"]
+        picked = describe_params({name: values[name] for name in searches if name in values})
+        if off:
+            picked = f"**off**: validation prefers no {setting} at this budget" + (
+                f" ({describe_params(choice['shared'])}, the baseline's)" if choice["shared"] else "")
+        pruned = sum(1 for t in trials if t.get("pruned_at") is not None)
+        race = ("–" if "decided" not in choice else  # tuned before races
+                ("decided" if choice["decided"] else "**chosen within noise**") + f", {choice['seeds']} seeds")
+        return [setting, space, picked, ", ".join(edges) or "–", score(choice["score"]),
+                lead(choice.get("lead_runner_up")), lead(choice.get("lead_baseline")), race,
+                f"{len(trials)} tried, {pruned} pruned, {len(finished)} finished"]
+
+    rows = []
+    if tuned.get("baseline"):
+        rows.append(row(BASELINE, tune["baseline_searches"], tuned["baseline"]))
+    rows += [row(setting, searches, tuned["chosen"][setting]) for setting, searches in tune["searches"].items()]
+    rows += [[setting, "nothing to tune", describe_params(tune["fixed"][setting]) or "–"] + ["–"] * 6
              for setting in tune["untuned"]]
     eval_seeds, reference = manifest["seeds"], reference_arm(manifest)[0]
     untreated = ("The baseline" if reference == BASELINE else
                  f"The model without regularization ({BASELINE}; the baseline {reference} was tuned like every arm)"
                  if reference in tuned["chosen"] else f"The model without regularization ({BASELINE})")
+    both = (f"The shared training options {', '.join(shared)} were searched jointly with every arm's own values, and "
+            f"for {BASELINE} (no regularization) alone in the same budget, so both sides of every pair are at their "
+            "validated best; each arm trains its evaluation runs at its own chosen values. " if shared else
+            "Every arm and the baseline train at the same training options; only the techniques' values were searched. ")
+    off = [setting for setting, choice in tuned["chosen"].items() if choice.get("off")]
+    off_text = (f"Validation preferred off for {', '.join(off)}: those arms are evaluated at their untreated values, "
+                "which train bit for bit as the baseline. " if off else "")
     return f"""## Tuning
 
-Each setting's values were chosen on validation data alone, before any evaluation run: {tune['sampler']}
+Each setting's values were chosen on validation data alone, before any evaluation run. {tune['sampler']}
 proposed {tune['trials']} settings in the declared search space; each trained on the tuning seeds {tune['seeds']},
-which the evaluation seeds {eval_seeds} do not share. A trial's score is the mean validation {tune['metric']}
-over its tuning seeds, at each run's selected weights; a trial with a diverged run fails; the best score is
-chosen. The test set is not read during the search. The chosen setting and the baseline were then trained on
-the evaluation seeds, and every effect below is theirs. The chosen trial's validation score is the best of
-{tune['trials']} and so flatters it (a winner's curse); the evaluation on fresh seeds and the test set does not.
-{untreated} scored {score(tuned['baseline_score'])} on the tuning seeds. A value chosen at the edge of the values
-tried hints that the best one may lie outside the searched range: widen it with `--search NAME=LO:HI`.
-{len(tuning)} tuning runs in all (`tuning.csv`).
+which the evaluation seeds {eval_seeds} do not share. {tune.get('pruner', '')}: a trial kept to the full budget
+is scored by its mean validation {tune['metric']} over its tuning seeds, at each run's selected weights. Then
+the race: {tune.get('race', '')}, using the tuning seeds {tune.get('race_seeds', tune['seeds'])}. "Off" (the
+untreated model, the baseline as tuned) always races and wins ties. {both}{off_text}The test set is not read
+during the search. A chosen score is the best of many and so flatters its setting (a winner's curse); the
+evaluation on fresh seeds and the test set does not. {untreated} scored {score(tuned['baseline_score'])} on the
+tuning seeds. "Lead" is the winner's mean paired lead in validation {tune['metric']} on its race seeds, ± its
+standard error; a race that ended at the seed limit with more than one candidate left chose **within noise**.
+A value chosen at the edge of the values tried hints that the best one may lie outside the searched range:
+widen it with `--search NAME=LO:HI`. {len(tuning)} tuning runs in all (`tuning.csv`; partial runs are a
+rung's first epochs).
 
-{markdown_table(["setting", "searched", "chosen", "chosen at the edge of the values tried",
-                 f"validation {tune['metric']} (chosen trial)", "trials completed"], rows)}
+{markdown_table(["setting", "searched", "chosen", "at the edge of the values tried",
+                 f"validation {tune['metric']} (chosen)", "lead over runner-up", "lead over baseline", "race",
+                 "trials"], rows)}
 
 ![{FIGURE_CAPTIONS['sensitivity']}](figure:sensitivity.png)
 
 *{FIGURE_CAPTIONS['sensitivity']}*
 """
+
+
+def off_note(manifest: dict, technique: str) -> str:
+    """Say that tuning switched an arm's technique off (empty when it did not)."""
+    chosen = ((manifest.get("tuned") or {}).get("chosen") or {}).get(technique) or {}
+    return (f"Validation prefers no {technique} at this budget: tuning switched it off, so this arm is the untreated "
+            "model, and its difference from the baseline is exactly 0 by construction (not a finding). "
+            if chosen.get("off") else "")
 
 
 def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
@@ -449,7 +488,8 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
     config = with_added_defaults(manifest["config"])
     protocol = protocol_of(manifest)
     treated = summary.iloc[1:]
-    paragraphs = [technique_paragraph(row, manifest["techniques"][row["technique"]], len(techniques))
+    paragraphs = [off_note(manifest, row["technique"])
+                  + technique_paragraph(row, manifest["techniques"][row["technique"]], len(techniques))
                   for _, row in treated.iterrows()]
     other_effects = effects[effects["metric"] != stats.PRIMARY]
     effect_rows = [[row["technique"], row["metric"], f"{row['pairs']}", _number(row["diff_mean"], 4),
@@ -487,7 +527,8 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
 
 ## Bottom line
 
-{chr(10).join(f"- {bottom_line(row, manifest['techniques'][row['technique']])}" for _, row in treated.iterrows())}
+{chr(10).join(f"- {off_note(manifest, row['technique'])}{bottom_line(row, manifest['techniques'][row['technique']])}"
+              for _, row in treated.iterrows())}
 
 Each technique is compared with the baseline pairwise: for every seed both models start from
 the same initial weights in every layer they share and see the same mini-batches in the same

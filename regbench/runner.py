@@ -44,6 +44,7 @@ class CompareRequest:
     tune: TuneRequest | None = None  # --tune: choose each setting's values on validation first
     analysis: dict = field(default_factory=dict)  # how effects are judged: margin_pp and target_effect_pp (pp)
     baseline: tuple[str, tuple] = (BASELINE, ())  # the reference arm every arm is paired with: (label, values)
+    arm_options: dict = field(default_factory=dict)  # label -> the run settings chosen for it alone (--tune-shared)
     options: dict = field(default_factory=dict)  # the command's options as resolved (experiment.toml)
 
 
@@ -61,7 +62,8 @@ class CompareOutcome:
 
 def _planned(request: CompareRequest) -> list[tuple[str, RunConfig]]:
     """Return the runs of a comparison with their arms' labels, seed by seed, each seed's baseline first."""
-    return [(label, replace(request.base, technique=technique_of(label), technique_params=params, seed=seed))
+    return [(label, replace(request.base, technique=technique_of(label), technique_params=params, seed=seed,
+                            **dict(request.arm_options.get(label, ()))))
             for seed in request.seeds for label, params in (request.baseline, *request.settings)]
 
 
@@ -122,24 +124,15 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     store = RunStore(request.store)
     splits = Splits(images)
     trained, tuned = 0, None
-    # 2. With --tune, train the tuning runs first and choose each setting's values on validation alone.
+    # 2. With --tune, search first (rung by rung, then the races), choosing every arm's values on validation alone.
+    tuning_runs = 0
     if plan is not None:
-        from regbench.tune import choose
-
-        for name in plan.untuned:
-            echo(f"--tune: {name} has nothing to tune; it is compared at {_values(request, name)}")
-        echo(f"tuning: {len(plan.tunings)} setting(s) x {plan.request.trials} trials x {len(plan.request.seeds)} "
-             f"tuning seeds {list(plan.request.seeds)}, and none (no regularization) on those seeds")
-        trained += train_missing(plan.configs, splits, store, echo, executor)
-        tuned = choose(plan, store.load([c.run_id for c in plan.configs]).runs, request.select)
-        for name, choice in tuned.record["chosen"].items():
-            echo(f"tuning: {name} chose {describe_params(choice['params'])} (trial {choice['trial']} of "
-                 f"0..{plan.request.trials - 1}, as tuning.csv numbers them; mean validation "
-                 f"{plan.request.metric} {choice['score']:.4f}; "
-                 f"baseline {tuned.record['baseline_score']:.4f})")
+        tuned, tuning_trained, tuning_runs = _tune(plan, request, splits, store, echo, executor)
+        trained += tuning_trained
         chosen = dict(tuned.settings)
         request = replace(request, baseline=(request.baseline[0], chosen.get(*request.baseline)),
-                          settings=tuple((label, chosen[label]) for label, _ in request.settings))
+                          settings=tuple((label, chosen[label]) for label, _ in request.settings),
+                          arm_options={label: shared for label, shared in tuned.shared.items() if shared})
     # 3. Train the evaluation runs the store does not hold yet; each is stored the moment it ends.
     evaluated = replace(request, base=base)
     configs = plan_runs(evaluated)
@@ -159,9 +152,41 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
         summary, files = write_comparison(request.out, tables, {**manifest, "made_from": made_from}, tuning)
     else:
         summary = pd.read_csv(request.out / "summary.csv")
-    planned = len(configs) + (len(plan.configs) if plan else 0)
+    planned = len(configs) + tuning_runs
     return CompareOutcome(summary, files, trained=trained, reused=planned - trained,
                           render_seconds=time.perf_counter() - started, written=written)
+
+
+def _tune(plan: TunePlan, request: CompareRequest, splits: Splits, store: RunStore, echo: Callable[[str], None],
+          executor: InProcess | DaskCluster) -> tuple[TuneOutcome, int, int]:
+    """Train the searches' runs stage by stage (each stage is what the replay of the stored runs asks for next)
+    until every choice is made; return the outcome, the runs trained and the tuning runs read."""
+    from regbench.tune import describe_choice, outcome, rows_of
+
+    for name in plan.untuned:
+        echo(f"--tune: {name} has nothing to tune; it is compared at {_values(request, name)}")
+    shared = f", with {', '.join(plan.request.shared)} searched for every arm and the baseline" \
+        if plan.request.shared else ""
+    echo(f"tuning: {len(plan.searches)} setting(s) x {plan.request.trials} trials on the tuning seeds "
+         f"{list(plan.request.seeds)}, pruned by successive halving, then the best raced on up to "
+         f"{len(plan.race_seeds)} tuning seeds against off (no regularization){shared}")
+    rows, trained, stage = {}, 0, 0
+    while True:
+        replay, choices = plan.replay(rows)
+        if choices is not None:
+            break
+        stage += 1
+        todo = list(replay.needed.values())
+        partial = sum(1 for config in todo if config.stop_epoch)
+        echo(f"tuning stage {stage}: {len(todo)} runs ({partial} partial: a rung's first epochs)")
+        trained += train_missing(todo, splits, store, echo, executor)
+        rows.update(rows_of(store.load([config.run_id for config in todo]).runs, request.select))
+    tuned = outcome(plan, replay, choices)
+    if plan.baseline is not None:
+        echo(describe_choice(BASELINE, tuned.record["baseline"], plan.request.metric))
+    for name, record in tuned.record["chosen"].items():
+        echo(describe_choice(name, record, plan.request.metric))
+    return tuned, trained, len(replay.looked_up)
 
 
 def _tuned_arms(request: CompareRequest) -> tuple[tuple[str, tuple], ...]:
@@ -178,7 +203,7 @@ def _values(request: CompareRequest, name: str) -> str:
 def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
     """Describe what `request` would do: each planned run, whether it is stored, and the training time left."""
     _, base, plan = _checked_plan(request, device, writing=False)
-    configs = plan.configs if plan else plan_runs(replace(request, base=base))
+    configs = plan.first_configs() if plan else plan_runs(replace(request, base=base))
     store = RunStore(request.store, create=False)
     stored = store.finished([c.run_id for c in configs])
     claims, failures = store.claims(), store.failures([c.run_id for c in configs])
@@ -201,8 +226,9 @@ def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
                  f"{todo} to train on {base.backend}/{device} with {base.train_size} training images; nothing was "
                  "trained or written")
     if plan:
-        lines.append(f"then {len(plan_runs(request))} evaluation runs at the values tuning chooses (not known before "
-                     "the tuning runs are trained)")
+        lines.append("these are the search's first stage; its later rungs and races, and then "
+                     f"{len(plan_runs(request))} evaluation runs at the values tuning chooses, depend on validation "
+                     "scores not known before they are trained")
     if request.out.exists() and (request.out / "manifest.json").exists():
         try:
             check_same_comparison(request.out, _identity(request, base, plan), request.force)

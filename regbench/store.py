@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS runs (
     config      TEXT NOT NULL,  -- RunConfig as JSON
     record      TEXT NOT NULL,  -- the flat run record as JSON
     epochs      TEXT NOT NULL,  -- list of per-epoch rows as JSON
-    status      TEXT NOT NULL,  -- ok | diverged
+    status      TEXT NOT NULL,  -- ok | diverged | partial (a tuning rung's first epochs)
     finished_at TEXT NOT NULL   -- UTC, ISO 8601
 )""", "claims": """
 CREATE TABLE IF NOT EXISTS claims (

@@ -191,7 +191,7 @@ def _store_result(index: int, config: RunConfig, record: dict, epochs: list[dict
     store.save(config, {**record, "executor": progress.executor}, epochs)
     leases.drop(config.run_id)
     progress.run_ended(index)
-    if record["status"] != "ok":
+    if record["status"] == "diverged":
         progress.echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
                       f"{record['diverged_epoch']}: stored, left out of the statistics")
 

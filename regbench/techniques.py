@@ -55,6 +55,7 @@ class Param:
     help: str = ""
     scale: str = "linear"  # how `compare --tune` searches it: "log" (factors) or "linear" (rates, counts)
     search: tuple[float, float] | None = None  # the range --tune searches by default; None: not searched
+    off: float | None = None  # the value that leaves the model untreated (with its technique's other offs)
 
     def describe_search(self, bounds: tuple[float, float] | None = None) -> str:
         """Say how --tune searches this parameter, e.g. 'l2 in [1e-06, 0.1], log scale'."""
@@ -94,6 +95,12 @@ class Technique:
     fill: Callable[[dict, Hooks], None]  # (parameter values, hooks) -> None: fills the hooks it uses
     architectures: tuple[str, ...] = ("mlp", "cnn")
 
+    def off_values(self) -> dict | None:
+        """Return the values that switch this technique off (the model trains bit for bit as the baseline's), or
+        None if it has no untreated form (batchnorm)."""
+        offs = {param.name: param.off for param in self.params if param.off is not None}
+        return offs or None
+
 
 TECHNIQUES: dict[str, Technique] = {}
 
@@ -113,12 +120,12 @@ def _none(values: dict, hooks: Hooks) -> None:
     pass
 
 
-@register("l1", "Keras L1 penalty on every kernel", Param("l1", float, 1e-5, 0.0, help="L1 factor", scale="log", search=(1e-7, 1e-2)))
+@register("l1", "Keras L1 penalty on every kernel", Param("l1", float, 1e-5, 0.0, help="L1 factor", scale="log", search=(1e-7, 1e-2), off=0.0))
 def _l1(values: dict, hooks: Hooks) -> None:
     hooks.kernel_penalty["l1"] = values["l1"]
 
 
-@register("l2", "Keras L2 penalty on every kernel", Param("l2", float, 1e-4, 0.0, help="L2 factor", scale="log", search=(1e-6, 1e-1)))
+@register("l2", "Keras L2 penalty on every kernel", Param("l2", float, 1e-4, 0.0, help="L2 factor", scale="log", search=(1e-6, 1e-1), off=0.0))
 def _l2(values: dict, hooks: Hooks) -> None:
     hooks.kernel_penalty["l2"] = values["l2"]
 
@@ -128,7 +135,7 @@ def _l2(values: dict, hooks: Hooks) -> None:
     "decoupled weight decay through the optimizer's weight_decay (AdamW-style for Adam); the only arm that decays, "
     "also under --optimizer adamw",
     Param("wd", float, 1e-4, 0.0, help="decay per step, multiplied by the learning rate", scale="log",
-          search=(1e-4, 10.0)),
+          search=(1e-4, 10.0), off=0.0),
 )
 def _weight_decay(values: dict, hooks: Hooks) -> None:
     hooks.optimizer_options["weight_decay"] = values["wd"]
@@ -137,8 +144,9 @@ def _weight_decay(values: dict, hooks: Hooks) -> None:
 @register(
     "dropout",
     "Dropout after each hidden layer (and optionally on the input)",
-    Param("rate", float, 0.5, 0.0, 1.0, high_inclusive=False, help="hidden-layer drop rate", search=(0.0, 0.8)),
-    Param("input_rate", float, 0.0, 0.0, 1.0, high_inclusive=False, help="input drop rate"),
+    Param("rate", float, 0.5, 0.0, 1.0, high_inclusive=False, help="hidden-layer drop rate", search=(0.0, 0.8),
+          off=0.0),
+    Param("input_rate", float, 0.0, 0.0, 1.0, high_inclusive=False, help="input drop rate", off=0.0),
 )
 def _dropout(values: dict, hooks: Hooks) -> None:
     if values["input_rate"]:
@@ -164,10 +172,14 @@ def _ghost_batchnorm(values: dict, hooks: Hooks) -> None:
 @register(
     "early-stopping",
     "EarlyStopping on validation cross-entropy, restoring the best weights",
-    Param("patience", int, 3, 1, help="epochs without improvement before stopping", search=(1, 20)),
+    Param("patience", int, 3, 0, help="epochs without improvement before stopping (0: never stop, no callback)",
+          search=(1, 20), off=0),
     Param("min_delta", float, 0.0, 0.0, help="smallest decrease that counts as improvement"),
 )
 def _early_stopping(values: dict, hooks: Hooks) -> None:
+    if not values["patience"]:  # off: no callback (Keras' EarlyStopping restores its best weights even unstopped)
+        return
+
     def stopper():
         import keras
 
@@ -180,15 +192,16 @@ def _early_stopping(values: dict, hooks: Hooks) -> None:
 
 @register(
     "max-norm",
-    "Keras MaxNorm constraint on every kernel",
+    "a max-norm constraint on every kernel: after each step, a unit whose incoming weights have norm |w| > c is "
+    "scaled to norm c (w * min(1, c / |w|)); the others are left bit for bit as they are",
     Param("c", float, 3.0, 0.0, low_inclusive=False, help="largest allowed norm of a unit's weights", scale="log",
-          search=(0.5, 32.0)),
+          search=(0.5, 32.0), off=1e30),  # off: no norm ever reaches it
 )
 def _max_norm(values: dict, hooks: Hooks) -> None:
     def constraint(conv: bool) -> dict:
-        import keras
+        from regbench.constraints import ExactMaxNorm
 
-        return {"kernel_constraint": keras.constraints.MaxNorm(values["c"], axis=[0, 1, 2] if conv else 0)}
+        return {"kernel_constraint": ExactMaxNorm(values["c"], axis=[0, 1, 2] if conv else 0)}
 
     hooks.kernel_options.append(constraint)
 
@@ -198,10 +211,11 @@ def _max_norm(values: dict, hooks: Hooks) -> None:
     "random translations, rotations and zooms of each training image (Keras' RandomTranslation, RandomRotation, "
     "RandomZoom; empty space filled black), none at inference",
     Param("shift", float, 0.1, 0.0, 1.0, help="largest translation, as a fraction of the image's height and width",
-          search=(0.0, 0.25)),
-    Param("rotation", float, 10.0, 0.0, 180.0, help="largest rotation, degrees either way", search=(0.0, 30.0)),
+          search=(0.0, 0.25), off=0.0),
+    Param("rotation", float, 10.0, 0.0, 180.0, help="largest rotation, degrees either way", search=(0.0, 30.0),
+          off=0.0),
     Param("zoom", float, 0.1, 0.0, 1.0, high_inclusive=False, help="largest zoom in or out, as a fraction of the size",
-          search=(0.0, 0.25)),
+          search=(0.0, 0.25), off=0.0),
 )
 def _augment(values: dict, hooks: Hooks) -> None:
     def augmented(build, images):
@@ -223,7 +237,7 @@ def _augment(values: dict, hooks: Hooks) -> None:
     "Keras' label_smoothing in the training cross-entropy (targets 1 − s + s/K and s/K); the cross-entropy that is "
     "compared and the validation metrics stay the plain one",
     Param("smoothing", float, 0.1, 0.0, 1.0, high_inclusive=False, help="label_smoothing: the mass s spread over "
-          "all classes", search=(0.0, 0.3)),
+          "all classes", search=(0.0, 0.3), off=0.0),
 )
 def _label_smoothing(values: dict, hooks: Hooks) -> None:
     if values["smoothing"]:  # 0: the baseline's plain loss, bit for bit
@@ -234,8 +248,9 @@ def _label_smoothing(values: dict, hooks: Hooks) -> None:
     "gaussian-noise",
     "Keras GaussianNoise after each hidden layer and/or on the input, training only",
     Param("noise_stddev", float, 0.1, 0.0, help="standard deviation of the noise after each hidden activation",
-          scale="linear", search=(0.0, 1.0)),
-    Param("input_noise_stddev", float, 0.0, 0.0, help="standard deviation of the noise on the input pixels (0..1)"),
+          scale="linear", search=(0.0, 1.0), off=0.0),
+    Param("input_noise_stddev", float, 0.0, 0.0, help="standard deviation of the noise on the input pixels (0..1)",
+          off=0.0),
 )
 def _gaussian_noise(values: dict, hooks: Hooks) -> None:
     if values["input_noise_stddev"]:
@@ -250,7 +265,7 @@ def _gaussian_noise(values: dict, hooks: Hooks) -> None:
     "1/ema_horizon); training steps move the raw weights, while validation, the best-epoch choice, test and the "
     "kept weights all use the averaged ones",
     Param("ema_horizon", float, 1000.0, 1.0, help="steps the average spans: ema_momentum = 1 − 1/ema_horizon "
-          "(1: no averaging)", scale="log", search=(10.0, 10_000.0)),
+          "(1: no averaging)", scale="log", search=(10.0, 10_000.0), off=1.0),
 )
 def _ema(values: dict, hooks: Hooks) -> None:
     hooks.optimizer_options.update(use_ema=True, ema_momentum=1.0 - 1.0 / values["ema_horizon"])
@@ -262,7 +277,7 @@ def _ema(values: dict, hooks: Hooks) -> None:
     "one of the epoch drawn at random, weight λ ~ Beta(α, α) per image, and trained on the same blend of the two "
     "one-hot labels; inference sees plain images",
     Param("mixup_alpha", float, 0.2, 0.0, help="α of the Beta(α, α) blend weights (0: no mixing)", scale="log",
-          search=(0.05, 1.0)),
+          search=(0.05, 1.0), off=0.0),
 )
 def _mixup(values: dict, hooks: Hooks) -> None:
     alpha = values["mixup_alpha"]
@@ -284,7 +299,7 @@ def _mixup(values: dict, hooks: Hooks) -> None:
     "spatial-dropout",
     "Keras SpatialDropout2D after each conv block: whole feature maps dropped",
     Param("spatial_rate", float, 0.1, 0.0, 1.0, high_inclusive=False, help="fraction of feature maps dropped",
-          search=(0.0, 0.5)),
+          search=(0.0, 0.5), off=0.0),
     architectures=("cnn",),
 )
 def _spatial_dropout(values: dict, hooks: Hooks) -> None:

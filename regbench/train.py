@@ -181,10 +181,11 @@ def batch_order(seed: int, epoch: int, n: int) -> np.ndarray:
 
 def program_key(config: RunConfig) -> RunConfig:
     """Return what decides a run's compiled training program: its config without seed and data, and without
-    its length unless a learning-rate schedule depends on it (the schedule's steps are compiled in)."""
+    its length unless a learning-rate schedule depends on it (the schedule's steps are compiled in); a partial run
+    shares the whole run's program."""
     if config.schedule == "constant":
-        return replace(config, seed=0, data="", train_size=0, epochs=0)
-    return replace(config, seed=0, data="")
+        return replace(config, seed=0, data="", train_size=0, epochs=0, stop_epoch=0)
+    return replace(config, seed=0, data="", stop_epoch=0)
 
 
 def shared_model(config: RunConfig, model: keras.Model) -> keras.Model:
@@ -419,7 +420,7 @@ def train_run(
     x_train, y_train = training_arrays(split)
     rows, status, diverged_epoch = [], "ok", None
     best = {"epoch": None, "val_accuracy": -math.inf, "val_crossentropy": math.inf, "weights": None}
-    for epoch in range(config.epochs):
+    for epoch in range(config.stop_epoch or config.epochs):  # a partial run stops at its stop_epoch
         order = batch_order(config.seed, epoch, len(split.y_train))
         if config.variant == "exact-statistics-bn":
             logs, warmup, seconds = train_epoch_refreshing(model, config, x_train, y_train, split.x_train, order)
@@ -472,9 +473,12 @@ def train_run(
     warmup = _separate_warmup(rows, first_warmup)
     # The final measurements evaluate the training set as the backend holds it: no copy of it.
     measured = replace(split, x_train=x_train, y_train=y_train)
+    if status == "ok" and config.stop_epoch:
+        status = "partial"  # a tuning rung's prefix of a run: validation numbers only, never a finished run
     record = _run_record(model, config, measured, rows, status, diverged_epoch, warmup)
     record["best_val_epoch"] = best["epoch"]
-    record.update(_best_validation_record(model, config, measured, record, best))
+    record.update(_partial_record(rows, best) if status == "partial"
+                  else _best_validation_record(model, config, measured, record, best))
     record["wall_seconds"] = time.perf_counter() - began  # all of it: building, compiling, training, evaluating
     record["warmup_in_epochs"] = traces and math.isnan(warmup)  # it traced, too few backend calls to tell apart
     return RunResult(record, rows, model)
@@ -512,6 +516,15 @@ def _run_record(model, config: RunConfig, split: Split, rows: list[dict], status
     record.update(_measure(model, config, split) if status == "ok" else dict.fromkeys(MEASURED, math.nan))
     record.update(weight_statistics(model))
     return record
+
+
+def _partial_record(rows: list[dict], best: dict) -> dict:
+    """Return a partial run's measured numbers: validation at its last epoch and at its best validation epoch
+    (what a tuning rung reads); the test and training sets are not measured (NaN)."""
+    last = rows[-1]
+    record = {name: last.get(name, math.nan) if name.startswith("val_") else math.nan for name in MEASURED}
+    return {**record, **{f"best_{name}": best.get(name, math.nan) if name.startswith("val_") else math.nan
+                         for name in MEASURED}}
 
 
 def _measure(model, config: RunConfig, split: Split, known: dict | None = None) -> dict:

@@ -114,8 +114,8 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
     result.unchecked.append("the figures' pixels")
     if tuning is not None:
         result.problems += _choice_differences(tuning, manifest)
-        result.checked.append("each tuned setting's choice re-derived from tuning.csv (the best trial's mean "
-                              "validation score over its tuning seeds)")
+        result.checked.append("each tuned setting's choice re-derived from tuning.csv (its successive halving "
+                              "and race replayed from the tuning runs' validation scores)")
     # 4. runs.csv, epochs.csv and weights.csv against the store, for the runs it holds.
     store = RunStore(store_path, create=False)
     held = sorted(store.finished(named))
@@ -155,17 +155,21 @@ def _file_differences(directory: Path, manifest: dict) -> list[str]:
 
 
 def _choice_differences(tuning: pd.DataFrame, manifest: dict) -> list[str]:
-    """Re-derive each tuned setting's choice from tuning.csv and list where the manifest says otherwise."""
-    tune, problems = manifest["tune"], []
-    column = f"val_{tune['metric']}"
-    for setting, recorded in manifest["tuned"]["chosen"].items():
-        runs = tuning[tuning["setting"] == setting]
-        failed = runs.groupby("trial")["status"].agg(lambda status: (status != "ok").any())
-        scores = runs.groupby("trial")[column].mean().mask(failed)
-        best = scores.idxmax() if tune["metric"] == "accuracy" else scores.idxmin()
-        if best != recorded["trial"] or not math.isclose(scores[best], recorded["score"], rel_tol=1e-9):
-            problems.append(f"tuning.csv: {setting}'s best trial is {best} (score {scores[best]!r}), but "
-                            f"manifest.json records trial {recorded['trial']} (score {recorded['score']!r})")
+    """Replay each tuned setting's search from tuning.csv and list where the manifest says otherwise."""
+    from regbench.tune import rederive
+
+    if "pruner" not in manifest["tune"]:
+        return []  # tuned before successive halving and races: nothing this version can replay
+    choices, problems = rederive(manifest, tuning)
+    recorded = {**manifest["tuned"]["chosen"], **({"none": manifest["tuned"]["baseline"]}
+                                                   if manifest["tuned"].get("baseline") else {})}
+    for setting, choice in choices.items():
+        mine = recorded.get(setting) or {}
+        if choice["trial"] != mine.get("trial") or not math.isclose(choice["score"], mine.get("score", math.nan),
+                                                                   rel_tol=1e-9):
+            problems.append(f"tuning.csv: {setting}'s search chooses trial {choice['trial']} (score "
+                            f"{choice['score']!r}), but manifest.json records trial {mine.get('trial')} (score "
+                            f"{mine.get('score')!r})")
     return problems
 
 
@@ -205,7 +209,7 @@ def config_from_row(row: dict) -> RunConfig:
         (name, _PARAM_KINDS[name](float(text)))
         for name, _, text in (pair.partition("=") for pair in str(values["technique_params"]).split())
     )
-    for name in ("train_size", "epochs", "batch_size", "seed", "warmup_epochs"):
+    for name in ("train_size", "epochs", "batch_size", "seed", "warmup_epochs", "stop_epoch"):
         values[name] = int(values[name])
     for name in ("lr", "momentum"):
         values[name] = float(values[name])

@@ -141,9 +141,9 @@ def baseline(split):
 
 
 UNTREATED = [  # every technique that has an untreated form, at it, all at once: any one not inert fails the case
-    ("mlp", "l1+l2+weight-decay+dropout+augment+label-smoothing+gaussian-noise+ema+mixup",
+    ("mlp", "l1+l2+weight-decay+dropout+augment+label-smoothing+gaussian-noise+ema+mixup+early-stopping+max-norm",
      {"l1": 0.0, "l2": 0.0, "wd": 0.0, "rate": 0.0, "shift": 0.0, "rotation": 0.0, "zoom": 0.0, "smoothing": 0.0,
-      "noise_stddev": 0.0, "ema_horizon": 1.0, "mixup_alpha": 0.0}),
+      "noise_stddev": 0.0, "ema_horizon": 1.0, "mixup_alpha": 0.0, "patience": 0, "c": 1e30}),
     ("cnn", "spatial-dropout", {"spatial_rate": 0.0}),  # its layer does not reach the optimizer: adam only
 ]
 
@@ -183,11 +183,28 @@ def test_adamw_decays_weights_in_the_weight_decay_arm_only():
     assert "adamw_weight_decay" not in config_for("none").identity()
 
 
-def test_max_norm_that_never_binds_matches_the_baseline_to_rounding(split, baseline):
-    # Keras' MaxNorm rescales by c / (eps + norm) even when no norm exceeds c: not bit-exact.
-    treated = train_run(config_for("max-norm", {"c": 1e9}), split)
-    for key in ("test_accuracy", "test_crossentropy", "weights_l2"):
-        assert np.isclose(treated.record[key], baseline.record[key], rtol=1e-5), key
+def test_the_untreated_values_are_the_registrys_off_values():
+    # --tune's "off" trains a technique at its off values: the values the case above proves inert
+    untreated = {param: value for _, _, values in UNTREATED for param, value in values.items()}
+    for name, technique in TECHNIQUES.items():
+        for param in technique.params:
+            if param.off is not None:
+                assert untreated.get(param.name, param.default) == param.off, (name, param.name)
+    assert get_technique("batchnorm").off_values() is None  # no untreated form: never offered as "off"
+
+
+def test_max_norm_leaves_unbound_units_bit_for_bit_and_scales_bound_ones_to_c():
+    from regbench.constraints import ExactMaxNorm
+
+    weights = np.random.default_rng(0).normal(size=(50, 8)).astype("float32")
+    weights[:, 0] *= 10  # one unit above c = 20
+    norms = np.linalg.norm(weights, axis=0)
+    assert norms[0] > 20 > norms[1:].max()
+    constrained = keras.ops.convert_to_numpy(ExactMaxNorm(20.0)(keras.ops.convert_to_tensor(weights)))
+    assert np.array_equal(constrained[:, 1:], weights[:, 1:])  # Keras' MaxNorm moves these by |w| / (1e-7 + |w|)
+    assert np.isclose(np.linalg.norm(constrained[:, 0]), 20.0, rtol=1e-6)
+    # runs of Keras' MaxNorm keep ids of their own
+    assert "max_norm_rule" in config_for("max-norm").identity() and "max_norm_rule" not in config_for("l2").identity()
 
 
 def test_a_real_setting_does_change_the_outcome(split, baseline):
