@@ -12,8 +12,8 @@ STORE ?= $(HOME)/.cache/regbench/reference.sqlite
 REFERENCE := --technique l1,l2,weight-decay,dropout,batchnorm,early-stopping,max-norm,dropout+l2,batchnorm+dropout \
 	--seeds 5 --backend jax --out results
 TUNED := --technique l1,l2,weight-decay,dropout,batchnorm,early-stopping,max-norm,dropout+l2,dropout+max-norm,batchnorm+dropout \
-	--protocol converged --tune --seeds 5 --backend jax --out results/tuned
-FASHION := --dataset fashion-mnist --technique all --protocol converged --tune --seeds 5 --backend jax \
+	--protocol converged --tune --tune-shared lr --seeds 5 --backend jax --out results/tuned
+FASHION := --dataset fashion-mnist --technique all --protocol converged --tune --tune-shared lr --seeds 5 --backend jax \
 	--out results/fashion-mnist
 # Full Fashion-MNIST: Keras' idx directory (or an .npz in Keras' layout).
 FASHION_DATA ?= $(HOME)/.keras/datasets/fashion-mnist

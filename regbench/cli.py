@@ -255,6 +255,10 @@ def _run_options(command_defaults: bool):
               help="--tune: also search these training options (lr, batch-size, epochs) jointly with every arm's own "
                    "values, and for the baseline in the same budget, so both sides of every pair are at their "
                    "validated best.")
+@click.option("--tune-repeats", type=click.IntRange(1, 20), default=None,
+              help="--tune: repeat the whole search this many times on tuning seeds of its own (100 apart) and "
+                   "evaluate each repeat's choices on the evaluation seeds, to show how much of an effect is the "
+                   "draw of the search [default: 1].")
 @click.option("--race-seeds", type=click.IntRange(1, 100), default=None,
               help="--tune: the most tuning seeds a racing candidate trains on before the race ends undecided "
                    f"[default: {DEFAULT_RACE_SEEDS}].")
@@ -272,8 +276,8 @@ def _run_options(command_defaults: bool):
 def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, dataset, data, out, store, jobs, scheduler,
             scheduler_timeout, resources, send_data, force, dry_run, protocol, schedule, warmup_epochs, select, tune,
-            trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared, race_seeds, margin, target_effect,
-            resample_data):
+            trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared, tune_repeats, race_seeds, margin,
+            target_effect, resample_data):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
     # 1. Check every option that needs no data or backend.
     reference, arms = _arms(techniques, baseline, architecture)
@@ -306,7 +310,7 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         resample_data=resample_data, dataset=dataset, train_size=train_size or 50_000,
     )
     tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared,
-                                 race_seeds, [arm.names for arm in (reference, *arms)], overrides, eval_seeds, base)
+                                 tune_repeats, race_seeds, [arm.names for arm in (reference, *arms)], overrides, eval_seeds, base)
     # 2. Choose the backend (before Keras is imported), then hand over to the runner. In this process the first
     # run to train starts it; on a Dask cluster the workers do; this process plans and reports without it.
     if isinstance(executor, InProcess):
@@ -331,7 +335,8 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         "margin": DEFAULT_MARGIN * 100 if margin is None else margin, "target-effect": target_effect,
         "tune": tune, **({"trials": tune_request.trials, "tune-seed-list": list(tune_request.seeds),
                           "tune-metric": tune_request.metric, "search": list(searches),
-                          "tune-shared": tune_shared, "race-seeds": tune_request.race_seeds} if tune else {}),
+                          "tune-shared": tune_shared, "race-seeds": tune_request.race_seeds,
+                          "tune-repeats": tune_request.repeats} if tune else {}),
         "out": ".", "store": _relative_to(store, out),  # experiment.toml sits in out: paths relative to it
     }
     request = CompareRequest(
@@ -398,13 +403,13 @@ def _check_distinct(reference: Arm, arms: list[Arm], overrides: dict) -> None:
         seen[setting] = arm.label
 
 
-def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared, race_seeds, settings,
-                  overrides, eval_seeds, base: RunConfig):
+def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared, tune_repeats,
+                  race_seeds, settings, overrides, eval_seeds, base: RunConfig):
     """Check the --tune options against each other, the compared settings and the evaluation seeds; return the
     TuneRequest (None without --tune)."""
     given = {"--trials": trials, "--tune-seeds": tune_seeds, "--tune-seed-list": tune_seed_list,
              "--tune-metric": tune_metric, "--search": searches or None, "--tune-shared": tune_shared,
-             "--race-seeds": race_seeds}
+             "--tune-repeats": tune_repeats, "--race-seeds": race_seeds}
     if not tune:
         stray = [name for name, value in given.items() if value is not None]
         if stray:
@@ -421,8 +426,11 @@ def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searche
     if race_seeds < len(seeds):
         raise UsageError(f"--race-seeds {race_seeds} is below the {len(seeds)} tuning seeds every trial trains on; "
                          f"allowed {len(seeds)} or more")
-    request = TuneRequest(seeds=seeds, race_seeds=race_seeds)
-    race = race_seed_list(request)
+    request = TuneRequest(seeds=seeds, race_seeds=race_seeds, repeats=tune_repeats or 1)
+    race = [seed for repeat in range(request.repeats) for seed in race_seed_list(request.repeated(repeat))]
+    if len(set(race)) < len(race):
+        raise UsageError("--tune-repeats: the repeats' tuning seeds (100 apart) overlap; give tuning seeds less than "
+                         "100 apart (--tune-seed-list) or fewer --race-seeds")
     overlap = sorted(set(race) & set(eval_seeds))
     if overlap:
         raise UsageError(f"tuning seed(s) {', '.join(map(str, overlap))} are also evaluation seeds; tuning seeds "
@@ -705,6 +713,7 @@ def list_choices():
         click.echo(f"  {technique.name:<15} {technique.summary}{only}")
         for param in technique.params:
             searched = f"; --tune searches {param.describe_search()}" if param.search else ""
+            searched += f"; off at {param.off:g}" if param.off is not None else ""
             click.echo(f"  {'':<15}   {param.name}={param.default:g}  ({param.kind.__name__}, "
                        f"{param.allowed()}) {param.help}{searched}")
     click.echo("Architectures:")

@@ -52,6 +52,7 @@ VARIANTS = {  # changes to the standard model that studies need; never used by `
     "test-curve": "the standard model, also measured on the test set after every epoch (for stopping-rule studies)",
 }
 STUDY_FIELDS = ("variant", "planted")  # RunConfig fields only studies set; a comparison's report leaves them out
+TUNING_FIELDS = ("stop_epoch",)  # RunConfig fields only tuning runs set; a comparison's evaluation runs leave at 0
 LEGACY_PROTOCOL = {"name": "course", "select": "final"}  # what a manifest written before protocols means
 WEIGHT_BIN_EDGES = np.concatenate([[0.0], np.logspace(-6, 1, 57)])  # |w| histogram; the last bin takes all above
 

@@ -254,6 +254,13 @@ def sensitivity(tuning: pd.DataFrame, tune: dict, title: str) -> Figure:
     baseline = tuning.loc[(tuning["setting"] == BASELINE) & (tuning["status"] == "ok"), metric] * scale
     colours = arm_colours(list(searches))
     for axes, (setting, name) in zip(grid, panels):
+        partial = tuning[(tuning["setting"] == setting) & (tuning["status"] == "partial")]
+        pruned = partial[~partial["trial"].isin(tuning.loc[(tuning["setting"] == setting)
+                                                           & (tuning["status"] == "ok"), "trial"])]
+        if len(pruned):  # where successive halving tried and dropped: a rug along the bottom, scores not comparable
+            axes.plot(pruned.groupby("trial")[f"param_{name}"].first(), [0.0] * pruned["trial"].nunique(), "|",
+                      color="#7f7f7f", markersize=12, transform=axes.get_xaxis_transform(),
+                      label="trial pruned after a rung (value tried)")
         runs = tuning[(tuning["setting"] == setting) & (tuning["status"] == "ok")]
         trials = runs.groupby("trial").agg(value=(f"param_{name}", "first"), score=(metric, "mean"))
         axes.plot(runs[f"param_{name}"], runs[metric] * scale, ".", color=colours[setting], alpha=0.45,
@@ -273,8 +280,11 @@ def sensitivity(tuning: pd.DataFrame, tune: dict, title: str) -> Figure:
         axes.set_visible(False)
     if panels:
         grid[0].legend(fontsize="x-small", loc="best")
+    budget = (f"{tune['trials']} trials per setting by successive halving, the best raced on up to "
+              f"{len(tune['race_seeds'])} tuning seeds" if "race_seeds" in tune else
+              f"{tune['trials']} trials x {len(tune['seeds'])} tuning seeds per setting")
     figure.suptitle(f"Tuning: validation {tune['metric']} (at each run's selected weights) against each searched "
-                    f"parameter ({tune['trials']} trials x {len(tune['seeds'])} tuning seeds per setting)\n"
+                    f"parameter ({budget})\n"
                     f"{title}", fontsize="medium")
     return figure
 

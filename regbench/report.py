@@ -11,11 +11,12 @@ import re
 from pathlib import Path
 
 import markdown
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, stats
-from regbench.config import DEFAULT_MARGIN, LEGACY_PROTOCOL, STUDY_FIELDS, with_added_defaults
+from regbench.config import DEFAULT_MARGIN, LEGACY_PROTOCOL, STUDY_FIELDS, TUNING_FIELDS, with_added_defaults
 from regbench.errors import UsageError
 from regbench.experiment import EXPERIMENT_FILE, experiment_toml
 from regbench.store import (COMPARISON_FIGURES, COMPARISON_TABLES, RunTables, baseline_label, read_comparison,
@@ -29,9 +30,10 @@ FIGURE_CAPTIONS = dict(zip(COMPARISON_FIGURES, (  # in COMPARISON_FIGURES' order
     "Holm-adjusted.",
     "Final kernel weight magnitudes per arm, with max |w| and the share of near-zero weights.",
     "Training time per epoch and in total, relative to the baseline.",
-    "Tuning: validation score against each searched parameter, per tuned setting: every tuning run (dots), each "
-    "trial's mean over the tuning seeds (circles), the chosen trial (star) and the baseline's mean on the tuning "
-    "seeds (dashed); diverged runs are left out.",
+    "Tuning: validation score against each searched parameter, per tuned setting: every full-budget tuning run "
+    "(dots), each trial's mean over its tuning seeds (circles), the chosen trial (star; none when off won), the "
+    "baseline's mean on the tuning seeds (dashed), and the values of trials successive halving pruned (ticks along "
+    "the bottom); diverged runs are left out.",
 ), strict=True))
 
 
@@ -426,8 +428,10 @@ def tuning_section(manifest: dict, tuning: pd.DataFrame) -> str:
         pruned = sum(1 for t in trials if t.get("pruned_at") is not None)
         race = ("–" if "decided" not in choice else  # tuned before races
                 ("decided" if choice["decided"] else "**chosen within noise**") + f", {choice['seeds']} seeds")
+        over_baseline = choice.get("lead_baseline") if "decided" in choice else {  # tuned before races: the gap
+            "mean": (choice["score"] - tuned["baseline_score"]) * (1 if accuracy else -1), "se": None}  # of means
         return [setting, space, picked, ", ".join(edges) or "–", score(choice["score"]),
-                lead(choice.get("lead_runner_up")), lead(choice.get("lead_baseline")), race,
+                lead(choice.get("lead_runner_up")), lead(over_baseline), race,
                 f"{len(trials)} tried, {pruned} pruned, {len(finished)} finished"]
 
     rows = []
@@ -447,15 +451,18 @@ def tuning_section(manifest: dict, tuning: pd.DataFrame) -> str:
     off = [setting for setting, choice in tuned["chosen"].items() if choice.get("off")]
     off_text = (f"Validation preferred off for {', '.join(off)}: those arms are evaluated at their untreated values, "
                 "which train bit for bit as the baseline. " if off else "")
+    procedure = (f"""{tune['pruner']}: a trial kept to the full budget
+is scored by its mean validation {tune['metric']} over its tuning seeds, at each run's selected weights. Then
+the race: {tune['race']}, using the tuning seeds {tune['race_seeds']}. "Off" (the untreated model, the
+baseline as tuned) always races and wins ties. {both}{off_text}""" if "pruner" in tune else f"""A trial's score
+is the mean validation {tune['metric']} over its tuning seeds, at each run's selected weights; a trial with a
+diverged run fails; the best score is chosen. (This comparison was tuned before regbench pruned trials, raced
+the best and offered "off", the untreated model, as a candidate.) """)
     return f"""## Tuning
 
 Each setting's values were chosen on validation data alone, before any evaluation run. {tune['sampler']}
 proposed {tune['trials']} settings in the declared search space; each trained on the tuning seeds {tune['seeds']},
-which the evaluation seeds {eval_seeds} do not share. {tune.get('pruner', '')}: a trial kept to the full budget
-is scored by its mean validation {tune['metric']} over its tuning seeds, at each run's selected weights. Then
-the race: {tune.get('race', '')}, using the tuning seeds {tune.get('race_seeds', tune['seeds'])}. "Off" (the
-untreated model, the baseline as tuned) always races and wins ties. {both}{off_text}The test set is not read
-during the search. A chosen score is the best of many and so flatters its setting (a winner's curse); the
+which the evaluation seeds {eval_seeds} do not share. {procedure}The test set is not read during the search. A chosen score is the best of many and so flatters its setting (a winner's curse); the
 evaluation on fresh seeds and the test set does not. {untreated} scored {score(tuned['baseline_score'])} on the
 tuning seeds. "Lead" is the winner's mean paired lead in validation {tune['metric']} on its race seeds, ± its
 standard error; a race that ended at the seed limit with more than one candidate left chose **within noise**.
@@ -470,6 +477,34 @@ rung's first epochs).
 ![{FIGURE_CAPTIONS['sensitivity']}](figure:sensitivity.png)
 
 *{FIGURE_CAPTIONS['sensitivity']}*
+"""
+
+
+def repeats_section(manifest: dict) -> str:
+    """Show how much each arm's effect depends on the draw of the search: every repeat's choice and its mean paired
+    test-accuracy difference on the evaluation seeds (--tune-repeats)."""
+    repeats = manifest["tune_repeats"]
+    rows = []
+    for label in manifest["techniques"]:
+        diffs = [r["arms"][label]["test_accuracy_diff"] for r in repeats]
+        cells = [("off" if r["arms"][label]["off"] else describe_params(
+            {k: v for k, v in (r["arms"][label]["values"] or {}).items() if v is not None}) or "as given")
+                 + f": {_pp(diff)}" if diff is not None else "–" for r, diff in zip(repeats, diffs)]
+        known = [diff for diff in diffs if diff is not None]
+        spread = _pp(float(np.std(known, ddof=1)), False) if len(known) > 1 else "–"
+        rows.append([label, *cells, _pp(float(np.mean(known))) if known else "–", spread])
+    header = ["arm", *(f"repeat {r['repeat'] + 1} (tuning seeds {r['tuning_seeds'][0]}..{r['tuning_seeds'][-1]})"
+                       for r in repeats), "mean (pp)", "SD across repeats (pp)"]
+    return f"""## Tuning variance
+
+The whole search was repeated {len(repeats)} times, each on tuning seeds of its own and with its own proposals,
+and each repeat's choices were trained on the evaluation seeds {manifest['seeds']} (as MLCommons AlgoPerf repeats
+its tuning studies; Bouthillier et al. 2021 count the hyperparameter search among the sources of variance). Each
+cell is the value chosen and its mean paired test-accuracy difference to the baseline of the same repeat, in
+percentage points; the comparison above is repeat 1. The SD across repeats is how much of an effect is the draw
+of the search rather than the technique.
+
+{markdown_table(header, rows)}
 """
 
 
@@ -500,7 +535,8 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
                    _pp(row["final_val_accuracy"], False), _number(row["final_val_crossentropy"], 4)]
                   for _, row in epochs_table.iterrows()]
     setup_rows = [["protocol", f"`{protocol['name']}`, measured at the `{protocol['select']}` weights"]]
-    setup_rows += [[key, f"`{value}`"] for key, value in config.items() if key not in STUDY_FIELDS or value]
+    setup_rows += [[key, f"`{value}`"] for key, value in config.items()
+                   if key not in (*STUDY_FIELDS, *TUNING_FIELDS) or value]
     setup_rows += [["seeds", f"`{manifest['seeds']}`"], ["data", f"{manifest['data'].get('content', 'MNIST')}, from "
                    f"`{manifest['data']['source']}` (fingerprint `{manifest['data']['fingerprint']}`)"],
                    ["device", f"`{manifest['device']}`"], ["versions", f"`{manifest['versions']}`"],
@@ -520,6 +556,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
     figures = "\n\n".join(f"![{caption}](figure:{name}.png)\n\n*{caption}*"
                           for name, caption in figure_captions(manifest).items() if name != "sensitivity")
     tuning_text = tuning_section(manifest, tuning) + "\n" if manifest.get("tune") else ""
+    tuning_text += repeats_section(manifest) + "\n" if manifest.get("tune_repeats") else ""
     chosen = " (chosen by tuning)" if manifest.get("tune") else ""
     return f"""# regbench: {', '.join(techniques)} against {plots.baseline_name(reference)}
 

@@ -125,23 +125,34 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     splits = Splits(images)
     trained, tuned = 0, None
     # 2. With --tune, search first (rung by rung, then the races), choosing every arm's values on validation alone.
-    tuning_runs = 0
+    tuning_runs, given, repeats = 0, request, []
     if plan is not None:
         tuned, tuning_trained, tuning_runs = _tune(plan, request, splits, store, echo, executor)
         trained += tuning_trained
-        chosen = dict(tuned.settings)
-        request = replace(request, baseline=(request.baseline[0], chosen.get(*request.baseline)),
-                          settings=tuple((label, chosen[label]) for label, _ in request.settings),
-                          arm_options={label: shared for label, shared in tuned.shared.items() if shared})
+        request = _at_choices(request, tuned)
     # 3. Train the evaluation runs the store does not hold yet; each is stored the moment it ends.
     evaluated = replace(request, base=base)
     configs = plan_runs(evaluated)
     trained += train_missing(configs, splits, store, echo, executor)
+    # With --tune-repeats, repeat the whole search on tuning seeds of its own and evaluate each repeat's choices.
+    if plan is not None and plan.request.repeats > 1:
+        repeats.append(_repeat_record(0, plan, tuned, evaluated, store))
+        for number in range(1, plan.request.repeats):
+            from regbench.tune import plan_tuning
+
+            echo(f"tuning repeat {number + 1} of {plan.request.repeats}: the whole search again on its own tuning seeds")
+            again = plan_tuning(_tuned_arms(given), base, plan.request.repeated(number))
+            outcome, tuning_trained, runs_read = _tune(again, given, splits, store, echo, executor)
+            at_choices = replace(_at_choices(given, outcome), base=base)
+            trained += tuning_trained + train_missing(plan_runs(at_choices), splits, store, echo, executor)
+            tuning_runs += runs_read + len(plan_runs(at_choices))
+            repeats.append(_repeat_record(number, again, outcome, at_choices, store))
     # 4. Build the comparison, its figures and its report from the store, each run under its arm's label; a
     # directory already made from the same runs, options and code is left as it is.
     started = time.perf_counter()
     tables = store.load([c.run_id for c in configs]).labelled(arm_of_run(evaluated))
-    manifest = _manifest(request, base, images, tables.runs, plan, tuned)
+    manifest = {**_manifest(request, base, images, tables.runs, plan, tuned), **({"tune_repeats": repeats} if repeats
+                                                                                else {})}
     tuning = tuned.table if tuned else None
     made_from = inputs_digest(tables, manifest, tuning)
     files = unchanged_outputs(request.out, made_from)
@@ -161,7 +172,7 @@ def _tune(plan: TunePlan, request: CompareRequest, splits: Splits, store: RunSto
           executor: InProcess | DaskCluster) -> tuple[TuneOutcome, int, int]:
     """Train the searches' runs stage by stage (each stage is what the replay of the stored runs asks for next)
     until every choice is made; return the outcome, the runs trained and the tuning runs read."""
-    from regbench.tune import describe_choice, outcome, rows_of
+    from regbench.tune import describe_choice, search_all
 
     for name in plan.untuned:
         echo(f"--tune: {name} has nothing to tune; it is compared at {_values(request, name)}")
@@ -170,23 +181,48 @@ def _tune(plan: TunePlan, request: CompareRequest, splits: Splits, store: RunSto
     echo(f"tuning: {len(plan.searches)} setting(s) x {plan.request.trials} trials on the tuning seeds "
          f"{list(plan.request.seeds)}, pruned by successive halving, then the best raced on up to "
          f"{len(plan.race_seeds)} tuning seeds against off (no regularization){shared}")
-    rows, trained, stage = {}, 0, 0
-    while True:
-        replay, choices = plan.replay(rows)
-        if choices is not None:
-            break
-        stage += 1
-        todo = list(replay.needed.values())
+    trained = 0
+
+    def train(todo: list[RunConfig]) -> pd.DataFrame:
+        nonlocal trained
+        trained += train_missing(todo, splits, store, echo, executor)
+        return store.load([config.run_id for config in todo]).runs
+
+    def on_stage(stage: int, todo: list[RunConfig]) -> None:
         partial = sum(1 for config in todo if config.stop_epoch)
         echo(f"tuning stage {stage}: {len(todo)} runs ({partial} partial: a rung's first epochs)")
-        trained += train_missing(todo, splits, store, echo, executor)
-        rows.update(rows_of(store.load([config.run_id for config in todo]).runs, request.select))
-    tuned = outcome(plan, replay, choices)
+
+    (tuned,), runs_read = search_all([plan], train, request.select, on_stage)
     if plan.baseline is not None:
         echo(describe_choice(BASELINE, tuned.record["baseline"], plan.request.metric))
     for name, record in tuned.record["chosen"].items():
         echo(describe_choice(name, record, plan.request.metric))
-    return tuned, trained, len(replay.looked_up)
+    return tuned, trained, runs_read
+
+
+def _at_choices(request: CompareRequest, tuned: TuneOutcome) -> CompareRequest:
+    """Return `request` with every arm (and a tuned reference arm) at the values and run settings tuning chose."""
+    chosen = dict(tuned.settings)
+    return replace(request, baseline=(request.baseline[0], chosen.get(*request.baseline)),
+                   settings=tuple((label, chosen[label]) for label, _ in request.settings),
+                   arm_options={label: shared for label, shared in tuned.shared.items() if shared})
+
+
+def _repeat_record(number: int, plan: TunePlan, tuned: TuneOutcome, evaluated: CompareRequest,
+                   store: RunStore) -> dict:
+    """Return one repeat of the search as the manifest records it: its tuning seeds, and per arm the values it chose
+    and their mean paired test-accuracy difference to the reference arm on the evaluation seeds."""
+    runs = store.load([config.run_id for config in plan_runs(evaluated)]).labelled(arm_of_run(evaluated)).runs
+    ok = runs[runs["status"] == "ok"].pivot(index="seed", columns="technique", values="test_accuracy")
+    reference = evaluated.baseline[0]
+    arms = {}
+    for label, _ in evaluated.settings:
+        record = tuned.record["chosen"].get(label)
+        diff = (ok[label] - ok[reference]).dropna() if label in ok and reference in ok else pd.Series(dtype=float)
+        arms[label] = {"values": None if record is None else {**record["searched"]},
+                       "off": bool(record and record["off"]),
+                       "test_accuracy_diff": float(diff.mean()) if len(diff) else None}
+    return {"repeat": number, "tuning_seeds": list(plan.race_seeds), "arms": arms}
 
 
 def _tuned_arms(request: CompareRequest) -> tuple[tuple[str, tuple], ...]:

@@ -25,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable
 
 import numpy as np
 import optuna
@@ -52,6 +53,7 @@ RACE_RULE = (f"the {RACE_ENTRANTS} best finished trials and off train on one mor
              "or when it scores exactly as the leader on every seed (the same model there)")
 SHARED_OPTIONS = {  # --tune-shared NAME -> the run setting it searches, its type and scale
     "lr": ("lr", float, "log"), "batch-size": ("batch_size", int, "log"), "epochs": ("epochs", int, "linear")}
+REPEAT_STRIDE = 100  # --tune-repeats: repeat r tunes on the tuning seeds + 100 r (a race may use up to 100 seeds)
 OFF = -1  # the trial number of "off" (the untreated model) in records and tuning.csv
 
 
@@ -80,6 +82,12 @@ class TuneRequest:
     ranges: tuple[tuple[str, tuple[float, float]], ...] = ()  # --search NAME=LO:HI overrides
     shared: tuple[str, ...] = ()  # --tune-shared: RunConfig fields searched for every arm and the baseline
     race_seeds: int = DEFAULT_RACE_SEEDS  # tuning seeds a racing candidate may train on at most
+    repeats: int = 1  # --tune-repeats: independent searches, each evaluated on the evaluation seeds
+    repeat: int = 0  # which of them this is: its tuning seeds are REPEAT_STRIDE * repeat above the first's
+
+    def repeated(self, repeat: int) -> TuneRequest:
+        """Return repeat number `repeat` of this search: its own tuning seeds and proposals."""
+        return replace(self, repeat=repeat, seeds=tuple(seed + REPEAT_STRIDE * repeat for seed in self.seeds))
 
 
 def race_seed_list(request: TuneRequest) -> tuple[int, ...]:
@@ -185,10 +193,12 @@ class Candidate:
         return {**dict(self.params), **dict(self.shared)}
 
 
-def propose(setting: str, searches: list[Search], trials: int, metric: str) -> tuple[optuna.Study, list, list[dict]]:
-    """Ask a study seeded by the setting's name for `trials` distinct proposals (the same every time); return the
-    study (with Optuna's successive-halving pruner), its trials and their rounded values."""
-    seed = int(hashlib.sha256(setting.encode()).hexdigest()[:8], 16)
+def propose(setting: str, searches: list[Search], trials: int, metric: str,
+            repeat: int = 0) -> tuple[optuna.Study, list, list[dict]]:
+    """Ask a study seeded by the setting's name (and the search's repeat, after the first) for `trials` distinct
+    proposals (the same every time); return the study (with Optuna's successive-halving pruner), its trials and
+    their rounded values."""
+    seed = int(hashlib.sha256((setting + (f"#{repeat}" if repeat else "")).encode()).hexdigest()[:8], 16)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     sampler = optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed, warn_independent_sampling=False)
@@ -275,7 +285,7 @@ class Replay:
         """Replay one setting's successive halving and race (with off, the baseline as tuned, unless `with_off` is
         False); return its choice, or None while runs are needed (or the baseline is not chosen yet)."""
         request = self.plan.request
-        study, trials, _ = propose(search.setting, search.searches, request.trials, request.metric)
+        study, trials, _ = propose(search.setting, search.searches, request.trials, request.metric, request.repeat)
         alive, pruned_at, full = list(range(len(trials))), {}, {}
         for rung, fraction in enumerate(RUNG_FRACTIONS):
             scores = {index: self.score(search.trials[index], request.seeds, fraction) for index in alive}
@@ -305,7 +315,7 @@ class Replay:
         if race is None:
             return None
         winner, seeds, survivors, means = race
-        others = sorted((c for c in entrants if c is not winner), key=lambda c: (-self.plan.sign * means[c], c.number))
+        others = sorted((c for c in entrants if c is not winner), key=lambda c: (self.rank(means[c]), c.number))
         runner_up = others[0] if others else None
         lead_baseline = None if winner is off or self.plan.baseline_choice is None else \
             self.lead(winner, self.plan.baseline_choice.candidate, seeds)
@@ -325,12 +335,16 @@ class Replay:
                 return None
             for candidate, values in scores.items():
                 means[candidate] = float(np.mean(values))
-            ranked = sorted(alive, key=lambda c: (-self.plan.sign * means[c], c.number != OFF, c.number))
+            ranked = sorted(alive, key=lambda c: (self.rank(means[c]), c.number != OFF, c.number))
             leader = ranked[0]
             alive = [leader] + [c for c in ranked[1:] if not self.behind(scores[leader], scores[c])]
             if len(alive) == 1 or count == len(seeds):
                 return leader, count, alive, means
             count += 1
+
+    def rank(self, score: float) -> float:
+        """Return a sort key that puts better scores first and diverged (NaN) ones last."""
+        return math.inf if math.isnan(score) else -self.plan.sign * score
 
     def behind(self, leader: list[float], other: list[float]) -> bool:
         """Whether `other` is significantly behind `leader` on their paired seeds (one-sided paired t-test)."""
@@ -430,7 +444,7 @@ class TunePlan:
                  for name, params in self.settings}
         return {"trials": self.request.trials, "seeds": list(self.request.seeds), "metric": self.request.metric,
                 "sampler": SAMPLER, "pruner": PRUNER, "race": RACE_RULE, "race_seeds": list(self.race_seeds),
-                "shared": list(self.request.shared),
+                "shared": list(self.request.shared), "repeats": self.request.repeats,
                 "baseline_searches": described(self.baseline) if self.baseline else {},
                 "searches": searches, "fixed": fixed, "untuned": self.untuned}
 
@@ -447,7 +461,7 @@ def plan_tuning(settings: tuple[tuple[str, tuple], ...], base: RunConfig, reques
         if not found:
             return None
         search = SettingSearch(name, technique, found, values, tuple(shared))
-        _, _, proposals = propose(name, found, request.trials, request.metric)
+        _, _, proposals = propose(name, found, request.trials, request.metric, request.repeat)
         search.trials = [search.candidate(number, proposal) for number, proposal in enumerate(proposals)]
         return search
 
@@ -469,6 +483,24 @@ class TuneOutcome:
     shared: dict[str, tuple]  # setting (and 'none') -> its chosen shared options, e.g. (("lr", 0.002),)
     table: pd.DataFrame  # a row per tuning run (tuning.csv)
     record: dict  # the manifest's "tuned": every trial's values and score, and the choices
+
+
+def search_all(plans: list[TunePlan], train: Callable[[list[RunConfig]], pd.DataFrame], select: str,
+               on_stage: Callable[[int, list[RunConfig]], None] | None = None) -> tuple[list[TuneOutcome], int]:
+    """Drive every plan's search to its choices: replay them all from the runs stored so far, have `train` train and
+    return (as a runs table) what they ask for next, stage by stage; return each plan's outcome and how many tuning
+    runs the searches read. `on_stage(stage, configs)` hears of each stage before it trains."""
+    rows, stage = {}, 0
+    while True:
+        replays = [plan.replay(rows) for plan in plans]
+        todo = list({run_id: config for replay, _ in replays for run_id, config in replay.needed.items()}.values())
+        if not todo:
+            return ([outcome(plan, replay, choices) for plan, (replay, choices) in zip(plans, replays)],
+                    len({run_id for replay, _ in replays for run_id in replay.looked_up}))
+        stage += 1
+        if on_stage:
+            on_stage(stage, todo)
+        rows.update(rows_of(train(todo), select))
 
 
 def rows_of(runs: pd.DataFrame, select: str) -> dict[str, pd.Series]:
@@ -563,7 +595,8 @@ def rederive(manifest: dict, tuning: pd.DataFrame) -> tuple[dict, list[str]]:
     from regbench.config import with_added_defaults
 
     tune = manifest["tune"]
-    values = {name: value for name, value in with_added_defaults(manifest["config"]).items()}
+    recorded = with_added_defaults(manifest["config"])  # its identity, which may carry keys that are not fields
+    values = {spec.name: recorded[spec.name] for spec in fields(RunConfig) if spec.name in recorded}
     values["hidden"] = tuple(values["hidden"])
     base = RunConfig(**values)
     ranges = {name: (search["low"], search["high"]) for searches in [tune.get("baseline_searches", {}),

@@ -112,7 +112,7 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
     result.checked.append(f"{', '.join(derived)} recomputed from runs.csv and epochs.csv, and the text of "
                           "REPORT.md and report.html re-rendered from them")
     result.unchecked.append("the figures' pixels")
-    if tuning is not None:
+    if tuning is not None and "pruner" in manifest["tune"]:  # tuned before successive halving: not replayed
         result.problems += _choice_differences(tuning, manifest)
         result.checked.append("each tuned setting's choice re-derived from tuning.csv (its successive halving "
                               "and race replayed from the tuning runs' validation scores)")
@@ -158,8 +158,6 @@ def _choice_differences(tuning: pd.DataFrame, manifest: dict) -> list[str]:
     """Replay each tuned setting's search from tuning.csv and list where the manifest says otherwise."""
     from regbench.tune import rederive
 
-    if "pruner" not in manifest["tune"]:
-        return []  # tuned before successive halving and races: nothing this version can replay
     choices, problems = rederive(manifest, tuning)
     recorded = {**manifest["tuned"]["chosen"], **({"none": manifest["tuned"]["baseline"]}
                                                    if manifest["tuned"].get("baseline") else {})}

@@ -202,9 +202,12 @@ def test_fields_added_later_leave_stored_run_ids_unchanged():
         params = tuple(sorted(manifest["techniques"].get(technique, {}).items()))
         rebuilt = [RunConfig(**config, technique=technique, technique_params=params, seed=seed).run_id
                    for seed in manifest["seeds"]]
+        if technique == "max-norm":  # its rule changed (an exact identity below c): runs of Keras' MaxNorm stay apart
+            assert not set(rebuilt) & set(run_ids)
+            continue
         assert rebuilt == run_ids, technique  # the committed reference runs keep their ids
     standard = RunConfig()
-    for changed in ({"variant": "classic-dropout"}, {"schedule": "cosine"}, {"warmup_epochs": 1}):
+    for changed in ({"variant": "classic-dropout"}, {"schedule": "cosine"}, {"warmup_epochs": 1}, {"stop_epoch": 1}):
         assert replace(standard, **changed).run_id != standard.run_id
 
 

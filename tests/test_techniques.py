@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from regbench.constraints import ExactMaxNorm
 from regbench.errors import UsageError
 from regbench.models import build_model
 from regbench.techniques import (
@@ -120,7 +121,7 @@ def test_early_stopping_watches_validation_crossentropy_and_restores_best():
 def test_max_norm_constrains_every_kernel():
     model, _ = compile_model(config_for("max-norm", {"c": 2.0}))
     for layer in kernels(model):
-        assert isinstance(layer.kernel_constraint, keras.constraints.MaxNorm)
+        assert isinstance(layer.kernel_constraint, ExactMaxNorm)
         assert layer.kernel_constraint.max_value == 2.0
 
 
@@ -129,7 +130,7 @@ def test_cnn_has_two_conv_blocks_and_techniques_reach_its_conv_layers():
     model = build_model(config, hooks_for(config.technique, config.technique_params))
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert [layer.filters for layer in convs] == [32, 64]
-    assert all(isinstance(layer.kernel_constraint, keras.constraints.MaxNorm) for layer in convs)
+    assert all(isinstance(layer.kernel_constraint, ExactMaxNorm) for layer in convs)
     types = layer_types(model)
     assert types.count("BatchNormalization") == 3 and types.count("Dropout") == 3
     assert model.output_shape == (None, 10)
@@ -194,8 +195,6 @@ def test_the_untreated_values_are_the_registrys_off_values():
 
 
 def test_max_norm_leaves_unbound_units_bit_for_bit_and_scales_bound_ones_to_c():
-    from regbench.constraints import ExactMaxNorm
-
     weights = np.random.default_rng(0).normal(size=(50, 8)).astype("float32")
     weights[:, 0] *= 10  # one unit above c = 20
     norms = np.linalg.norm(weights, axis=0)

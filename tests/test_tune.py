@@ -160,7 +160,9 @@ def test_tuning_reads_no_test_label_and_a_rerun_trains_only_what_is_missing(runn
     arrays = dict(np.load(SMALL_MNIST))
     arrays["y_test"] = np.random.default_rng(0).permutation(arrays["y_test"])
     np.savez(tmp_path / "permuted.npz", **arrays)
-    _, permuted, permuted_tuning = _tuned(runner, tmp_path, tmp_path / "permuted.npz", "permuted", "other.sqlite")
+    # (and trained on a local Dask cluster of two workers: the same decisions on another path)
+    _, permuted, permuted_tuning = _tuned(runner, tmp_path, tmp_path / "permuted.npz", "permuted", "other.sqlite",
+                                          "dropout,batchnorm", "--jobs", "2")
     assert permuted["tuned"] == manifest["tuned"]
     pd.testing.assert_series_equal(permuted_tuning["val_accuracy"], tuning["val_accuracy"])
     permuted_runs = pd.read_csv(tmp_path / "permuted" / "runs.csv").set_index("technique")

@@ -17,7 +17,7 @@ from regbench import plots, report, stats
 from regbench.config import DEFAULT_TUNE_SEEDS
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import BASELINE, resolve_params
-from regbench.tune import TuneRequest, choose, plan_tuning
+from regbench.tune import TuneRequest, plan_tuning, search_all
 
 FULL = Preset(
     config={"train_size": 1_000, "epochs": 50},  # few images, trained long: wide models memorize them
@@ -34,13 +34,13 @@ def run(context: StudyContext) -> Findings:
     """Tune each technique per width on the tuning seeds; train the baseline and each technique at its fixed and its
     tuned strength per width; relate the gap and the paired effects to the parameter count."""
     techniques, widths = list(context.grid["techniques"]), context.grid["widths"]
-    request = TuneRequest(trials=context.grid["tune_trials"], seeds=DEFAULT_TUNE_SEEDS)
+    request = TuneRequest(trials=context.grid["tune_trials"], seeds=DEFAULT_TUNE_SEEDS,
+                          race_seeds=len(DEFAULT_TUNE_SEEDS))  # no race: the study's budget as declared
     fixed = tuple((technique, resolve_params((technique,), {})) for technique in techniques)
     plans = {width: plan_tuning(fixed, replace(context.base, hidden=(width,)), request) for width in widths}
-    tuning = context.runs([config for plan in plans.values() for config in plan.configs]).runs  # all at once
+    outcomes, _ = search_all(list(plans.values()), lambda todo: context.runs(todo).runs, "final")  # all at once
     configs, labels, tuned = [], {}, {}
-    for width, plan in plans.items():
-        outcome = choose(plan, tuning, "final")
+    for width, outcome in zip(plans, outcomes):
         arms = {BASELINE: (BASELINE, ()), **{f"{t} fixed": (t, p) for t, p in fixed},
                 **{f"{t} tuned": (t, p) for t, p in outcome.settings}}
         tuned[width] = {t: dict(p) for t, p in outcome.settings}

@@ -17,7 +17,7 @@ from regbench import plots, report, stats
 from regbench.config import DEFAULT_TUNE_SEEDS
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import BASELINE, resolve_params
-from regbench.tune import TuneRequest, choose, plan_tuning
+from regbench.tune import TuneRequest, plan_tuning, search_all
 
 FIRST_WAVE_TECHNIQUES = ("l1", "l2", "weight-decay", "dropout", "batchnorm", "early-stopping", "max-norm")  # every technique
 # there was when the study's committed results were made (those added since would add hours to a full run)
@@ -43,15 +43,15 @@ def run(context: StudyContext) -> Findings:
     """Tune each technique per size; train the baseline and each tuned technique per size; relate the gap and the
     paired effects to the training-set size."""
     grid, techniques = context.grid, list(context.grid["techniques"])
-    request = TuneRequest(trials=grid["tune_trials"], seeds=DEFAULT_TUNE_SEEDS)
+    request = TuneRequest(trials=grid["tune_trials"], seeds=DEFAULT_TUNE_SEEDS,
+                          race_seeds=len(DEFAULT_TUNE_SEEDS))  # no race: the study's budget as declared
     defaults = tuple((technique, resolve_params((technique,), {})) for technique in techniques)
     bases = {size: replace(context.base, train_size=size, epochs=epochs_for(size, grid["images_seen"]))
              for size in grid["sizes"]}
     plans = {size: plan_tuning(defaults, base, request) for size, base in bases.items()}
-    tuning = context.runs([config for plan in plans.values() for config in plan.configs]).runs
+    outcomes, _ = search_all(list(plans.values()), lambda todo: context.runs(todo).runs, "final")  # all at once
     configs, chosen = [], {}
-    for size, plan in plans.items():
-        outcome = choose(plan, tuning, "final")
+    for size, outcome in zip(plans, outcomes):
         chosen[size] = dict(outcome.settings)
         for technique, params in [(BASELINE, ()), *outcome.settings]:
             configs += [replace(bases[size], technique=technique, technique_params=params, seed=seed)
