@@ -284,7 +284,7 @@ def sensitivity(tuning: pd.DataFrame, tune: dict, title: str) -> Figure:
               f"{len(tune['race_seeds'])} tuning seeds" if "race_seeds" in tune else
               f"{tune['trials']} trials x {len(tune['seeds'])} tuning seeds per setting")
     figure.suptitle(f"Tuning: validation {tune['metric']} (at each run's selected weights) against each searched "
-                    f"parameter ({budget})\n"
+                    f"parameter\n({budget})\n"
                     f"{title}", fontsize="medium")
     return figure
 

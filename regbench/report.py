@@ -77,6 +77,8 @@ def comparison_statistics(runs: pd.DataFrame, manifest: dict) -> tuple[pd.DataFr
     summary.insert(1, "params", [describe_params(reference_params if t == reference else manifest["techniques"][t])
                                  for t in summary["technique"]])
     summary.insert(2, "tuned_score", [tuned[t]["score"] if t in tuned else math.nan for t in summary["technique"]])
+    switched_off = summary["technique"].map(lambda t: bool(tuned.get(t, {}).get("off")))
+    summary.loc[switched_off, "verdict"] = SWITCHED_OFF
     return runs, effects, summary
 
 
@@ -183,6 +185,7 @@ def training_images(manifest: dict, count: int) -> str:
     return f"{count:,} {title} training images" if content == title else f"{count:,} training images of {content}"
 
 
+SWITCHED_OFF = "switched off: validation prefers none"  # the verdict of an arm whose tuning chose "off"
 VERDICT_RULE = (
     "Verdicts, in this order (Holm corrects each family of tests across the {family} technique(s)): "
     "**helps / hurts** when the paired t-test rejects 0 after Holm's correction and equivalence within "
@@ -337,6 +340,8 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
     """Say in plain words what the numbers show for one technique, and which interval its verdict rests on."""
     setting = describe_params(params)
     name = f"**{row['technique']}**" + (f" ({setting})" if setting else "")
+    if row["verdict"] == SWITCHED_OFF:
+        return switched_off_text(name, row["technique"])
     if pd.isna(row["test_accuracy_diff"]) or row["pairs"] < 2:
         return (f"{name}: fewer than 2 successful pairs ({row['pairs']}), so no interval or test can be given; "
                 "run more seeds.")
@@ -384,10 +389,19 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
     return text
 
 
+def switched_off_text(name: str, technique: str) -> str:
+    """Say that tuning switched an arm's technique off, and what its comparison then is."""
+    return (f"{name}: switched off. Validation prefers no {technique} at this budget (tuning's race chose \"off\"), "
+            "so this arm trains the untreated model, bit for bit as the baseline, and its difference of exactly 0 "
+            "is by construction, not a finding about the technique.")
+
+
 def bottom_line(row: pd.Series, params: dict) -> str:
     """Say one technique's result in one sentence: effect, the interval its verdict rests on, and the verdict."""
     setting = describe_params(params)
     name = f"**{row['technique']}**" + (f" ({setting})" if setting else "")
+    if row["verdict"] == SWITCHED_OFF:
+        return switched_off_text(name, row["technique"])
     if pd.isna(row["test_accuracy_diff"]):
         return f"{name}: no successful pair, so no effect can be given."
     if pd.isna(row["diff_ci_low"]):
@@ -508,14 +522,6 @@ of the search rather than the technique.
 """
 
 
-def off_note(manifest: dict, technique: str) -> str:
-    """Say that tuning switched an arm's technique off (empty when it did not)."""
-    chosen = ((manifest.get("tuned") or {}).get("chosen") or {}).get(technique) or {}
-    return (f"Validation prefers no {technique} at this budget: tuning switched it off, so this arm is the untreated "
-            "model, and its difference from the baseline is exactly 0 by construction (not a finding). "
-            if chosen.get("off") else "")
-
-
 def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
                     effects: pd.DataFrame, epochs_table: pd.DataFrame, tuning: pd.DataFrame | None = None) -> str:
     """Write the whole report in Markdown; figures are linked as 'figure:NAME.png'."""
@@ -523,8 +529,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
     config = with_added_defaults(manifest["config"])
     protocol = protocol_of(manifest)
     treated = summary.iloc[1:]
-    paragraphs = [off_note(manifest, row["technique"])
-                  + technique_paragraph(row, manifest["techniques"][row["technique"]], len(techniques))
+    paragraphs = [technique_paragraph(row, manifest["techniques"][row["technique"]], len(techniques))
                   for _, row in treated.iterrows()]
     other_effects = effects[effects["metric"] != stats.PRIMARY]
     effect_rows = [[row["technique"], row["metric"], f"{row['pairs']}", _number(row["diff_mean"], 4),
@@ -564,8 +569,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
 
 ## Bottom line
 
-{chr(10).join(f"- {off_note(manifest, row['technique'])}{bottom_line(row, manifest['techniques'][row['technique']])}"
-              for _, row in treated.iterrows())}
+{chr(10).join(f"- {bottom_line(row, manifest['techniques'][row['technique']])}" for _, row in treated.iterrows())}
 
 Each technique is compared with the baseline pairwise: for every seed both models start from
 the same initial weights in every layer they share and see the same mini-batches in the same

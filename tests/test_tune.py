@@ -186,7 +186,9 @@ def test_off_chosen_compares_the_untreated_model_with_itself_exactly(runner, tmp
         assert (treated[column] == baseline[column]).all(), column
     effects = pd.read_csv(tmp_path / "out" / "effects.csv")
     assert (effects.loc[effects["metric"] == "test_accuracy", "diff_mean"] == 0.0).all()
-    assert "Validation prefers no max-norm at this budget: tuning switched it off" in \
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("technique")
+    assert summary.loc["max-norm", "verdict"] == "switched off: validation prefers none"
+    assert "**max-norm** (c=1e+30): switched off. Validation prefers no max-norm at this budget" in \
         (tmp_path / "out" / "REPORT.md").read_text()
 
 
