@@ -112,8 +112,18 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """Return a 16-hex-digit hash of the run's identity."""
-        canonical = json.dumps(self.identity(), sort_keys=True, default=list)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return identity_hash(self.identity())
+
+    def legacy_run_id(self) -> str:
+        """Return the id this run had before its techniques' revisions (REVISED_TECHNIQUES): a run trained by the
+        earlier rule."""
+        revised = {key for name in self.technique.split("+") for key in REVISED_TECHNIQUES.get(name, {})}
+        return identity_hash({key: value for key, value in self.identity().items() if key not in revised})
+
+
+def identity_hash(identity: dict) -> str:
+    """Return a 16-hex-digit hash of a run's identity."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
 def parameter_count(architecture: str, hidden: tuple[int, ...], image_shape: tuple[int, int], classes: int) -> int:

@@ -320,3 +320,17 @@ def test_the_readme_lists_every_technique_as_the_registry_has_it():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     block = readme.split("(markdown_table); tests/test_techniques.py checks it -->\n")[1].split("<!-- end of")[0]
     assert block == markdown_table(), "README.md's technique table is out of date: paste markdown_table() in"
+
+
+def test_a_committed_run_of_keras_maxnorm_cannot_be_retrained_and_verify_says_why():
+    from pathlib import Path
+
+    import pandas as pd
+
+    from regbench.verify import config_from_row
+
+    runs = pd.read_csv(Path(__file__).parents[1] / "results" / "runs.csv")
+    row = runs[runs["technique"] == "max-norm"].iloc[0].to_dict()
+    with pytest.raises(UsageError, match="trained max-norm by an earlier rule than this version's"):
+        config_from_row(row)
+    assert config_from_row(runs[runs["technique"] == "l2"].iloc[0].to_dict()).run_id  # other runs still rebuild

@@ -118,7 +118,7 @@ def test_a_search_range_replaces_the_declared_one_or_searches_an_undeclared_para
 
 def _tuned(runner, tmp_path, data, out, store="store.sqlite", techniques="dropout,batchnorm", *extra):
     args = ["compare", "--technique", techniques, "--tune", "--trials", "4", "--tune-seeds", "1", "--race-seeds", "2",
-            "--tune-shared", "lr", "--seed-list", "0", "--train-size", "200", "--epochs", "4", "--select", "best-val",
+            "--tune-shared", "lr", "--seed-list", "0", "--train-size", "200", "--epochs", "2", "--select", "best-val",
             "--data", str(data), "--out", str(tmp_path / out), "--store", str(tmp_path / store), *extra]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
