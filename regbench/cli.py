@@ -15,8 +15,8 @@ import click
 from regbench import __version__
 from regbench.backend import DEVICES, check_installed, select_backend
 from regbench.config import (
-    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_RACE_SEEDS, DEFAULT_TRIALS,
-    DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
+    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_RACE_SEEDS,
+    DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
 )
 from regbench.data import DATASETS, DEFAULT_DATASET
 from regbench.errors import Interrupted, SweepError, UsageError
@@ -310,7 +310,8 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         resample_data=resample_data, dataset=dataset, train_size=train_size or 50_000,
     )
     tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared,
-                                 tune_repeats, race_seeds, [arm.names for arm in (reference, *arms)], overrides, eval_seeds, base)
+                                 tune_repeats, race_seeds, [arm.names for arm in (reference, *arms)], overrides,
+                                 eval_seeds, base)
     # 2. Choose the backend (before Keras is imported), then hand over to the runner. In this process the first
     # run to train starts it; on a Dask cluster the workers do; this process plans and reports without it.
     if isinstance(executor, InProcess):
@@ -655,7 +656,8 @@ def export(directory, logdir, uri, mlflow_experiment, store):
               help="Only runs of this setting, as in compare --technique: its values as given, the rest at their "
                    "defaults (dropout is rate=0.5; dropout:rate=0.2, dropout+l2, l2:l2=1e-3).")
 @click.option("--seed", type=click.IntRange(0), default=None, help="Only runs of this seed.")
-@click.option("--status", type=click.Choice(["ok", "diverged", "partial"]), default=None, help="Only runs of this status.")
+@click.option("--status", type=click.Choice(["ok", "diverged", "partial"]), default=None,
+              help="Only runs of this status (partial: a tuning rung's first epochs).")
 @click.option("--backend", type=click.Choice(BACKENDS), default=None, help="Only runs trained on this backend.")
 @click.option("--remove", is_flag=True, help="Remove the listed runs (and their kept weights) from the store.")
 @click.option("--yes", is_flag=True, help="With --remove: do not ask for confirmation.")

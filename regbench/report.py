@@ -461,7 +461,8 @@ def tuning_section(manifest: dict, tuning: pd.DataFrame) -> str:
     both = (f"The shared training options {', '.join(shared)} were searched jointly with every arm's own values, and "
             f"for {BASELINE} (no regularization) alone in the same budget, so both sides of every pair are at their "
             "validated best; each arm trains its evaluation runs at its own chosen values. " if shared else
-            "Every arm and the baseline train at the same training options; only the techniques' values were searched. ")
+            "Every arm and the baseline train at the same training options; only the techniques' values were "
+            "searched. ")
     off = [setting for setting, choice in tuned["chosen"].items() if choice.get("off")]
     off_text = (f"Validation preferred off for {', '.join(off)}: those arms are evaluated at their untreated values, "
                 "which train bit for bit as the baseline. " if off else "")
@@ -476,7 +477,8 @@ the best and offered "off", the untreated model, as a candidate.) """)
 
 Each setting's values were chosen on validation data alone, before any evaluation run. {tune['sampler']}
 proposed {tune['trials']} settings in the declared search space; each trained on the tuning seeds {tune['seeds']},
-which the evaluation seeds {eval_seeds} do not share. {procedure}The test set is not read during the search. A chosen score is the best of many and so flatters its setting (a winner's curse); the
+which the evaluation seeds {eval_seeds} do not share. {procedure}The test set is not read during the search.
+A chosen score is the best of many and so flatters its setting (a winner's curse); the
 evaluation on fresh seeds and the test set does not. {untreated} scored {score(tuned['baseline_score'])} on the
 tuning seeds. "Lead" is the winner's mean paired lead in validation {tune['metric']} on its race seeds, ± its
 standard error; a race that ended at the seed limit with more than one candidate left chose **within noise**.

@@ -136,17 +136,9 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     trained += train_missing(configs, splits, store, echo, executor)
     # With --tune-repeats, repeat the whole search on tuning seeds of its own and evaluate each repeat's choices.
     if plan is not None and plan.request.repeats > 1:
-        repeats.append(_repeat_record(0, plan, tuned, evaluated, store))
-        for number in range(1, plan.request.repeats):
-            from regbench.tune import plan_tuning
-
-            echo(f"tuning repeat {number + 1} of {plan.request.repeats}: the whole search again on its own tuning seeds")
-            again = plan_tuning(_tuned_arms(given), base, plan.request.repeated(number))
-            outcome, tuning_trained, runs_read = _tune(again, given, splits, store, echo, executor)
-            at_choices = replace(_at_choices(given, outcome), base=base)
-            trained += tuning_trained + train_missing(plan_runs(at_choices), splits, store, echo, executor)
-            tuning_runs += runs_read + len(plan_runs(at_choices))
-            repeats.append(_repeat_record(number, again, outcome, at_choices, store))
+        repeats, repeat_trained, repeat_runs = _repeat_searches(plan, tuned, given, evaluated, splits, store, echo,
+                                                                executor)
+        trained, tuning_runs = trained + repeat_trained, tuning_runs + repeat_runs
     # 4. Build the comparison, its figures and its report from the store, each run under its arm's label; a
     # directory already made from the same runs, options and code is left as it is.
     started = time.perf_counter()
@@ -206,6 +198,26 @@ def _at_choices(request: CompareRequest, tuned: TuneOutcome) -> CompareRequest:
     return replace(request, baseline=(request.baseline[0], chosen.get(*request.baseline)),
                    settings=tuple((label, chosen[label]) for label, _ in request.settings),
                    arm_options={label: shared for label, shared in tuned.shared.items() if shared})
+
+
+def _repeat_searches(plan: TunePlan, tuned: TuneOutcome, given: CompareRequest, evaluated: CompareRequest,
+                     splits: Splits, store: RunStore, echo: Callable[[str], None],
+                     executor: InProcess | DaskCluster) -> tuple[list[dict], int, int]:
+    """Repeat the search of `plan` (--tune-repeats) on each repeat's own tuning seeds and proposals, train each
+    repeat's choices on the evaluation seeds; return every repeat's record (the first is `tuned`, evaluated as
+    `evaluated`), the runs trained and the runs read."""
+    from regbench.tune import plan_tuning
+
+    records, trained, read = [_repeat_record(0, plan, tuned, evaluated, store)], 0, 0
+    for number in range(1, plan.request.repeats):
+        echo(f"tuning repeat {number + 1} of {plan.request.repeats}: the whole search again on its own tuning seeds")
+        again = plan_tuning(_tuned_arms(given), plan.base, plan.request.repeated(number))
+        outcome, tuning_trained, runs_read = _tune(again, given, splits, store, echo, executor)
+        at_choices = replace(_at_choices(given, outcome), base=plan.base)
+        trained += tuning_trained + train_missing(plan_runs(at_choices), splits, store, echo, executor)
+        read += runs_read + len(plan_runs(at_choices))
+        records.append(_repeat_record(number, again, outcome, at_choices, store))
+    return records, trained, read
 
 
 def _repeat_record(number: int, plan: TunePlan, tuned: TuneOutcome, evaluated: CompareRequest,

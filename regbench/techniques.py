@@ -120,12 +120,14 @@ def _none(values: dict, hooks: Hooks) -> None:
     pass
 
 
-@register("l1", "Keras L1 penalty on every kernel", Param("l1", float, 1e-5, 0.0, help="L1 factor", scale="log", search=(1e-7, 1e-2), off=0.0))
+@register("l1", "Keras L1 penalty on every kernel",
+          Param("l1", float, 1e-5, 0.0, help="L1 factor", scale="log", search=(1e-7, 1e-2), off=0.0))
 def _l1(values: dict, hooks: Hooks) -> None:
     hooks.kernel_penalty["l1"] = values["l1"]
 
 
-@register("l2", "Keras L2 penalty on every kernel", Param("l2", float, 1e-4, 0.0, help="L2 factor", scale="log", search=(1e-6, 1e-1), off=0.0))
+@register("l2", "Keras L2 penalty on every kernel",
+          Param("l2", float, 1e-4, 0.0, help="L2 factor", scale="log", search=(1e-6, 1e-1), off=0.0))
 def _l2(values: dict, hooks: Hooks) -> None:
     hooks.kernel_penalty["l2"] = values["l2"]
 

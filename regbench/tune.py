@@ -223,7 +223,7 @@ def propose(setting: str, searches: list[Search], trials: int, metric: str,
 
 @dataclass
 class SettingSearch:
-    """One setting's search: its declared searches, its trials, and (once replayed) its choice."""
+    """One setting's search: its declared searches and its trials (the proposals as candidates)."""
 
     setting: str
     technique: str
@@ -495,7 +495,7 @@ def search_all(plans: list[TunePlan], train: Callable[[list[RunConfig]], pd.Data
         replays = [plan.replay(rows) for plan in plans]
         todo = list({run_id: config for replay, _ in replays for run_id, config in replay.needed.items()}.values())
         if not todo:
-            return ([outcome(plan, replay, choices) for plan, (replay, choices) in zip(plans, replays)],
+            return ([outcome(plan, replay, choices) for plan, (replay, choices) in zip(plans, replays, strict=True)],
                     len({run_id for replay, _ in replays for run_id in replay.looked_up}))
         stage += 1
         if on_stage:
@@ -518,8 +518,7 @@ def outcome(plan: TunePlan, replay: Replay, choices: dict[str, Choice]) -> TuneO
         if choice is None:
             chosen_settings.append((name, params))
             continue
-        values = choice.candidate.values() if choice.candidate.number != OFF else {
-            **dict(params), **{k: v for t in technique_of(name).split("+") for k, v in get_technique(t).off_values().items()}}
+        values = choice.candidate.values() if choice.candidate.number != OFF else {**dict(params), **_off_values(name)}
         chosen_settings.append((name, tuple(sorted((k, v) for k, v in values.items() if k not in plan.request.shared))))
         shared[name] = choice.candidate.shared
     record = {"baseline_score": baseline.score,
@@ -529,6 +528,12 @@ def outcome(plan: TunePlan, replay: Replay, choices: dict[str, Choice]) -> TuneO
     if plan.baseline:
         record["trials"][BASELINE] = _trials_record(plan.baseline, baseline)
     return TuneOutcome(tuple(chosen_settings), shared, _table(plan, replay, choices), record)
+
+
+def _off_values(name: str) -> dict:
+    """Return the values that switch every technique of arm `name` off (each has an untreated form)."""
+    return {param: value for technique in technique_of(name).split("+")
+            for param, value in get_technique(technique).off_values().items()}
 
 
 def _choice_record(choice: Choice, search: SettingSearch) -> dict:
@@ -574,7 +579,8 @@ def _table(plan: TunePlan, replay: Replay, choices: dict[str, Choice]) -> pd.Dat
                                 plan.baseline_choice.candidate.number, candidate.shared) in chosen
                                and not config.stop_epoch})
     table = pd.DataFrame(rows).drop_duplicates("run_id")
-    table = table.sort_values(["setting", "trial", "epochs_trained", "seed"], key=_setting_order(plan), na_position="first")
+    table = table.sort_values(["setting", "trial", "epochs_trained", "seed"], key=_setting_order(plan),
+                              na_position="first")
     return table.astype({"trial": "Int64"}).reset_index(drop=True)
 
 

@@ -196,7 +196,8 @@ def test_off_chosen_compares_the_untreated_model_with_itself_exactly(runner, tmp
     (["--tune-shared", "momentum"], "--tune-shared: 'momentum' cannot be searched; choose from lr, batch-size, epochs"),
     (["--tune-shared", "lr,lr"], "names an option twice"),
     (["--tune-seeds", "3", "--race-seeds", "2"], "--race-seeds 2 is below the 3 tuning seeds"),
-    (["--tune-seed-list", "5,6", "--race-seeds", "4", "--seed-list", "7"], "tuning seed(s) 7 are also evaluation seeds"),
+    (["--tune-seed-list", "5,6", "--race-seeds", "4", "--seed-list", "7"],
+     "tuning seed(s) 7 are also evaluation seeds"),
     (["--search", "lr=1e-4:1e-2"], "unknown parameter 'lr'"),  # lr is searched only with --tune-shared lr
 ])
 def test_bad_tuning_budgets_and_shared_options_are_refused_in_one_line(runner, tmp_path, options, message):
@@ -204,3 +205,17 @@ def test_bad_tuning_budgets_and_shared_options_are_refused_in_one_line(runner, t
                                  "--store", str(tmp_path / "store.sqlite"), *options])
     assert result.exit_code == 2 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_tune_repeats_repeat_the_whole_search_on_seeds_of_their_own(runner, tmp_path):
+    args = ["compare", "--technique", "l2", "--tune", "--trials", "2", "--tune-seeds", "1", "--race-seeds", "1",
+            "--tune-repeats", "2", "--seed-list", "0,1", "--train-size", "200", "--epochs", "1",
+            "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store.sqlite")]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    repeats = json.loads((tmp_path / "out" / "manifest.json").read_text())["tune_repeats"]
+    assert [r["tuning_seeds"] for r in repeats] == [[1000], [1100]]
+    assert all(r["arms"]["l2"]["test_accuracy_diff"] is not None for r in repeats)
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("technique")
+    assert repeats[0]["arms"]["l2"]["test_accuracy_diff"] == pytest.approx(summary.loc["l2", "test_accuracy_diff"])
+    assert "## Tuning variance" in (tmp_path / "out" / "REPORT.md").read_text()
