@@ -307,7 +307,7 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
         optimizer=optimizer, lr=lr, momentum=momentum or 0.0, nesterov=nesterov,
         epochs=epochs, batch_size=batch_size, backend=backend, schedule=schedule, warmup_epochs=warmup_epochs,
-        resample_data=resample_data, dataset=dataset, train_size=train_size or 50_000,
+        resample_data=resample_data, dataset=dataset, train_size=train_size or RunConfig.train_size,
     )
     tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared,
                                  tune_repeats, race_seeds, [arm.names for arm in (reference, *arms)], overrides,
