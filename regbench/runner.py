@@ -259,7 +259,10 @@ def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
     lines = [f"{'run id':<16}  {'technique':<22} {'parameters':<28} {'seed':>5}  status"]
     estimate, unknown, compiled = 0.0, 0, set()
     for config in configs:
-        params = " ".join(f"{name}={value:g}" for name, value in config.technique_params) or "-"
+        shared = [(name, getattr(config, name)) for name in ("lr", "batch_size", "epochs")
+                  if getattr(config, name) != getattr(base, name)]  # tuned for this run (--tune-shared)
+        params = " ".join(f"{name}={value:g}" for name, value in (*config.technique_params, *shared)) or "-"
+        params += f" ({config.stop_epoch} of {config.epochs} epochs)" if config.stop_epoch else ""
         status = ("stored" if config.run_id in stored else
                   f"being trained by {claims[config.run_id]}" if config.run_id in claims else
                   "failed on the workers before: to train" if config.run_id in failures else "to train")
