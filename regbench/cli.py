@@ -15,8 +15,8 @@ import click
 from regbench import __version__
 from regbench.backend import DEVICES, check_installed, select_backend
 from regbench.config import (
-    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_RACE_SEEDS,
-    DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
+    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_MAX_SEEDS, DEFAULT_RACE_SEEDS,
+    DEFAULT_SEED_BATCH, DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
 )
 from regbench.data import DATASETS, DEFAULT_DATASET
 from regbench.errors import Interrupted, SweepError, UsageError
@@ -100,6 +100,23 @@ class _Resources(click.ParamType):
             if not name or not math.isfinite(resources[name]) or resources[name] <= 0:
                 self.fail(f"{part!r}: give a name and a positive amount, e.g. GPU=1", param, ctx)
         return resources
+
+
+class _SeedCount(click.ParamType):
+    """A number of seeds, 1..1000, or 'auto' (sequential seeds)."""
+
+    name = "N|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int) and 1 <= value <= 1000:
+            return value
+        try:
+            count = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of seeds nor 'auto'", param, ctx)
+        if not 1 <= count <= 1000:
+            self.fail(f"{count} is not in the range 1<=x<=1000 (or 'auto')", param, ctx)
+        return count
 
 
 class _FiniteFloatRange(click.FloatRange):
@@ -215,7 +232,13 @@ def _run_options(command_defaults: bool):
 @click.option("--baseline", default=BASELINE, show_default=True, metavar="SETTING",
               help="The reference arm every arm is paired with, a SETTING as in --technique, e.g. "
                    "--baseline dropout --technique dropout+batchnorm.")
-@click.option("--seeds", type=click.IntRange(1, 1000), default=None, help="Number of seeds 0..N-1 [default: 3].")
+@click.option("--seeds", type=_SeedCount(), default=None,
+              help="Number of seeds 0..N-1 [default: 3], or 'auto': add seeds a batch at a time to the arms still "
+                   "undecided, with confidence sequences that hold under that stopping rule (see --max-seeds).")
+@click.option("--max-seeds", type=click.IntRange(2, 1000), default=None,
+              help=f"--seeds auto: the most seeds an arm trains [default: {DEFAULT_MAX_SEEDS}].")
+@click.option("--seed-batch", type=click.IntRange(1, 1000), default=None,
+              help=f"--seeds auto: seeds added per look [default: {DEFAULT_SEED_BATCH}].")
 @click.option("--seed-list", type=_IntList(0, MAX_SEED), default=None, help="Explicit seeds, e.g. 0,4,7.")
 @click.option("--momentum", type=_FiniteFloatRange(0, 1, max_open=True), default=None,
               help="Momentum (sgd, rmsprop) [default: 0].")
@@ -273,7 +296,7 @@ def _run_options(command_defaults: bool):
                    "include data-sampling variation (the test set stays the same).")
 @_run_options(command_defaults=True)
 @_config_option
-def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, train_size, architecture, hidden,
+def compare(techniques, params, baseline, seeds, max_seeds, seed_batch, seed_list, epochs, batch_size, train_size, architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, dataset, data, out, store, jobs, scheduler,
             scheduler_timeout, resources, send_data, force, dry_run, protocol, schedule, warmup_epochs, select, tune,
             trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared, tune_repeats, race_seeds, margin,
@@ -301,7 +324,8 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
     if nesterov and optimizer != "sgd":
         raise UsageError(f"--nesterov applies to sgd, not {optimizer}")
     executor = _executor(jobs, scheduler, scheduler_timeout, resources, send_data, device, backend)
-    eval_seeds = seed_list or tuple(range(seeds or 3))
+    sequential = _sequential(seeds, max_seeds, seed_batch)
+    eval_seeds = seed_list or tuple(range(sequential[1] if sequential else seeds or 3))
     names = [arm.label for arm in arms]
     base = RunConfig(
         architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
@@ -328,7 +352,8 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
     resolved = {  # every option that decides the results, as resolved: experiment.toml, which reruns them exactly
         "technique": ",".join(names), "baseline": reference.label,
         "param": [f"{name}={exact_text(value)}" for name, value in sorted(overrides.items())],
-        "seed-list": list(eval_seeds), "protocol": protocol, "epochs": epochs, "batch-size": batch_size,
+        **({"seeds": "auto", "max-seeds": sequential[1], "seed-batch": sequential[0]} if sequential
+           else {"seed-list": list(eval_seeds)}), "protocol": protocol, "epochs": epochs, "batch-size": batch_size,
         "train-size": train_size, "architecture": architecture, "hidden": list(base.hidden), "activation": activation,
         "optimizer": optimizer, "lr": lr, "momentum": momentum, "nesterov": nesterov, "schedule": schedule,
         "warmup-epochs": warmup_epochs, "select": select, "backend": backend, "device": used_device,
@@ -354,6 +379,7 @@ def compare(techniques, params, baseline, seeds, seed_list, epochs, batch_size, 
         protocol=protocol,
         select=select,
         tune=tune_request,
+        sequential=sequential,
         analysis={"margin_pp": DEFAULT_MARGIN * 100 if margin is None else margin, "target_effect_pp": target_effect},
         options={name: value for name, value in resolved.items() if value not in (None, [])},
     )
@@ -402,6 +428,21 @@ def _check_distinct(reference: Arm, arms: list[Arm], overrides: dict) -> None:
                     else f"--technique: {seen[setting]} and {arm.label} are the same setting")
             raise UsageError(f"{what} ({arm.technique}, {values}); give each setting once")
         seen[setting] = arm.label
+
+
+def _sequential(seeds, max_seeds: int | None, seed_batch: int | None) -> tuple[int, int] | None:
+    """Check --seeds auto's options against each other; return (seeds per batch, most seeds), or None for a fixed
+    number of seeds."""
+    if seeds != "auto":
+        stray = "--max-seeds" if max_seeds is not None else "--seed-batch" if seed_batch is not None else None
+        if stray:
+            raise UsageError(f"{stray} applies to --seeds auto; add it, or leave {stray} out")
+        return None
+    batch, most = seed_batch or DEFAULT_SEED_BATCH, max_seeds or DEFAULT_MAX_SEEDS
+    if most < batch:
+        raise UsageError(f"--max-seeds {most} is below the first batch of --seed-batch {batch} seeds; allowed "
+                         f"{batch} or more")
+    return batch, most
 
 
 def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared, tune_repeats,

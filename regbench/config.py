@@ -37,6 +37,10 @@ PROTOCOLS = {  # named training budgets of `compare`; explicit options override 
                   "select": "best-val"},  # twice the budget where the baseline plateaus (benchmarks/BUDGET.md:
     # 20 cosine epochs), so that regularized arms, which learn more slowly, have room too
 }
+DEFAULT_SEED_BATCH = 5  # --seeds auto: seeds added to every undecided arm per look
+DEFAULT_MAX_SEEDS = 50  # --seeds auto: the most seeds an arm trains. With differences whose SD equals the margin, a
+# null effect is decided equivalent after 24 seeds on average and an effect at the margin helps after 20
+# (tests/test_sequential.py's simulations, 3 arms); 50 leaves room for SDs up to about 1.5 times the margin
 DEFAULT_MARGIN = 0.001  # --margin: the smallest test-accuracy effect that matters (0.1 percentage points)
 TUNE_METRICS = {"accuracy": "maximize", "crossentropy": "minimize"}  # validation metric -> direction
 DEFAULT_TRIALS = 32  # compare --tune: settings proposed per technique setting (successive halving prunes most early)

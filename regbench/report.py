@@ -79,6 +79,14 @@ def comparison_statistics(runs: pd.DataFrame, manifest: dict) -> tuple[pd.DataFr
     summary.insert(2, "tuned_score", [tuned[t]["score"] if t in tuned else math.nan for t in summary["technique"]])
     switched_off = summary["technique"].map(lambda t: bool(tuned.get(t, {}).get("off")))
     summary.loc[switched_off, "verdict"] = SWITCHED_OFF
+    if manifest.get("sequential"):  # --seeds auto: the verdicts are the confidence sequences', not the t-tests'
+        last = {arm: looks[-1] for arm, looks in manifest["sequential"]["looks"].items()}
+        for column, key in (("sequence_low", "low"), ("sequence_high", "high"), ("seeds_trained", "seeds")):
+            summary[column] = [last[t][key] if t in last else math.nan for t in summary["technique"]]
+        summary["looks"] = [len(manifest["sequential"]["looks"][t]) if t in last else math.nan
+                            for t in summary["technique"]]
+        decided = summary["technique"].isin(last) & ~switched_off
+        summary.loc[decided, "verdict"] = [last[t]["verdict"] for t in summary.loc[decided, "technique"]]
     return runs, effects, summary
 
 
@@ -336,10 +344,15 @@ def summary_table(summary: pd.DataFrame) -> str:
     return markdown_table(header, rows)
 
 
+def arm_name(technique: str, params: dict) -> str:
+    """Name an arm in the report's text: its label in bold and its values."""
+    setting = describe_params(params)
+    return f"**{technique}**" + (f" ({setting})" if setting else "")
+
+
 def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
     """Say in plain words what the numbers show for one technique, and which interval its verdict rests on."""
-    setting = describe_params(params)
-    name = f"**{row['technique']}**" + (f" ({setting})" if setting else "")
+    name = arm_name(row["technique"], params)
     if row["verdict"] == SWITCHED_OFF:
         return switched_off_text(name, row["technique"])
     if pd.isna(row["test_accuracy_diff"]) or row["pairs"] < 2:
@@ -389,6 +402,39 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
     return text
 
 
+def sequential_text(name: str, row: pd.Series, manifest: dict) -> str:
+    """Say one arm's sequential verdict: the seeds it took, its mean difference and its confidence sequence."""
+    level = 1 - manifest["sequential"]["alpha"] / len(manifest["sequential"]["looks"])
+    interval = f"{_interval(row['sequence_low'], row['sequence_high'])} (anytime-valid, {level * 100:.4g}%)"
+    if row["verdict"] == "undecided":
+        return (f"{name}: **undecided** after {row['seeds_trained']:g} seeds, the most allowed: the effect lies within "
+                f"{interval}; the mean difference is {_pp(row['test_accuracy_diff'])} pp.")
+    return (f"{name}: **{row['verdict']}**, decided at look {row['looks']:g} after {row['seeds_trained']:g} seeds: "
+            f"test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline, within {interval}.")
+
+
+def sequential_section(manifest: dict) -> str:
+    """Show how sequential seeds decided: the rule, and every arm's looks."""
+    sequential = manifest["sequential"]
+    rows = [[arm, "; ".join(f"{look['seeds']} seeds: {look['verdict']}" for look in looks),
+             _interval(looks[-1]["low"], looks[-1]["high"])] for arm, looks in sequential["looks"].items()]
+    level = 1 - sequential["alpha"] / len(sequential["looks"])
+    return f"""## Sequential seeds
+
+`--seeds auto`: every arm first trained {sequential['seed_batch']} seeds; after each look, the arms still undecided
+trained {sequential['seed_batch']} more (the baseline as many as the arm that needed most), up to
+{sequential['max_seeds']}. Method: {sequential['method']}. Each arm's interval is a confidence sequence at level
+{level * 100:.4g}%: it covers the arm's true mean paired difference at every look at once, so stopping when it
+decides keeps its error rate; with probability at least {(1 - sequential['alpha']) * 100:g}% every arm's sequence
+covers its mean throughout, and then no verdict below is wrong. Verdicts: helps or hurts when the sequence excludes
+0 (negligible when it also lies within ±margin), equivalent when it lies within ±margin, undecided otherwise. The
+t-intervals and p-values elsewhere in this report are fixed-sample statistics of the same pairs: they do not hold
+under this stopping rule, and no verdict rests on them.
+
+{markdown_table(["arm", "looks (seeds: verdict)", "confidence sequence at the last look (pp)"], rows)}
+"""
+
+
 def switched_off_text(name: str, technique: str) -> str:
     """Say that tuning switched an arm's technique off, and what its comparison then is."""
     return (f"{name}: switched off. Validation prefers no {technique} at this budget (tuning's race chose \"off\"), "
@@ -398,8 +444,7 @@ def switched_off_text(name: str, technique: str) -> str:
 
 def bottom_line(row: pd.Series, params: dict) -> str:
     """Say one technique's result in one sentence: effect, the interval its verdict rests on, and the verdict."""
-    setting = describe_params(params)
-    name = f"**{row['technique']}**" + (f" ({setting})" if setting else "")
+    name = arm_name(row["technique"], params)
     if row["verdict"] == SWITCHED_OFF:
         return switched_off_text(name, row["technique"])
     if pd.isna(row["test_accuracy_diff"]):
@@ -531,8 +576,16 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
     config = with_added_defaults(manifest["config"])
     protocol = protocol_of(manifest)
     treated = summary.iloc[1:]
-    paragraphs = [technique_paragraph(row, manifest["techniques"][row["technique"]], len(techniques))
+    def sequentially(row: pd.Series) -> bool:
+        return bool(manifest.get("sequential")) and row["verdict"] != SWITCHED_OFF
+
+    paragraphs = [sequential_text(arm_name(row["technique"], manifest["techniques"][row["technique"]]), row, manifest)
+                  if sequentially(row) else
+                  technique_paragraph(row, manifest["techniques"][row["technique"]], len(techniques))
                   for _, row in treated.iterrows()]
+    bottom = [sequential_text(arm_name(row["technique"], manifest["techniques"][row["technique"]]), row, manifest)
+              if sequentially(row) else bottom_line(row, manifest["techniques"][row["technique"]])
+              for _, row in treated.iterrows()]
     other_effects = effects[effects["metric"] != stats.PRIMARY]
     effect_rows = [[row["technique"], row["metric"], f"{row['pairs']}", _number(row["diff_mean"], 4),
                     f"[{_number(row['t_ci_low'], 4)}, {_number(row['t_ci_high'], 4)}]", _p(row["t_p"]),
@@ -564,6 +617,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
                           for name, caption in figure_captions(manifest).items() if name != "sensitivity")
     tuning_text = tuning_section(manifest, tuning) + "\n" if manifest.get("tune") else ""
     tuning_text += repeats_section(manifest) + "\n" if manifest.get("tune_repeats") else ""
+    tuning_text += sequential_section(manifest) + "\n" if manifest.get("sequential") else ""
     chosen = " (chosen by tuning)" if manifest.get("tune") else ""
     return f"""# regbench: {', '.join(techniques)} against {plots.baseline_name(reference)}
 
@@ -571,7 +625,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
 
 ## Bottom line
 
-{chr(10).join(f"- {bottom_line(row, manifest['techniques'][row['technique']])}" for _, row in treated.iterrows())}
+{chr(10).join(f"- {line}" for line in bottom)}
 
 Each technique is compared with the baseline pairwise: for every seed both models start from
 the same initial weights in every layer they share and see the same mini-batches in the same

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
-from regbench.config import MEMORY_COPIES, RunConfig, available_memory, parameter_count
+from regbench.config import DEFAULT_MARGIN, MEMORY_COPIES, RunConfig, available_memory, parameter_count
 from regbench.data import Images, Splits, get_dataset, load_images, training_size
 from regbench.errors import UsageError
 from regbench.executor import DaskCluster, InProcess
@@ -45,6 +45,8 @@ class CompareRequest:
     analysis: dict = field(default_factory=dict)  # how effects are judged: margin_pp and target_effect_pp (pp)
     baseline: tuple[str, tuple] = (BASELINE, ())  # the reference arm every arm is paired with: (label, values)
     arm_options: dict = field(default_factory=dict)  # label -> the run settings chosen for it alone (--tune-shared)
+    sequential: tuple[int, int] | None = None  # --seeds auto: (seeds per batch, most seeds); `seeds` lists all
+    arm_seeds: dict = field(default_factory=dict)  # label -> how many of `seeds` the arm trains (sequential seeds)
     options: dict = field(default_factory=dict)  # the command's options as resolved (experiment.toml)
 
 
@@ -64,7 +66,8 @@ def _planned(request: CompareRequest) -> list[tuple[str, RunConfig]]:
     """Return the runs of a comparison with their arms' labels, seed by seed, each seed's baseline first."""
     return [(label, replace(request.base, technique=technique_of(label), technique_params=params, seed=seed,
                             **dict(request.arm_options.get(label, ()))))
-            for seed in request.seeds for label, params in (request.baseline, *request.settings)]
+            for index, seed in enumerate(request.seeds) for label, params in (request.baseline, *request.settings)
+            if index < request.arm_seeds.get(label, len(request.seeds))]
 
 
 def plan_runs(request: CompareRequest) -> list[RunConfig]:
@@ -130,8 +133,12 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
         tuned, tuning_trained, tuning_runs = _tune(plan, request, splits, store, echo, executor)
         trained += tuning_trained
         request = _at_choices(request, tuned)
-    # 3. Train the evaluation runs the store does not hold yet; each is stored the moment it ends.
-    evaluated = replace(request, base=base)
+    # 3. Train the evaluation runs the store does not hold yet; each is stored the moment it ends. With --seeds auto,
+    # a batch of seeds at a time, to the arms still undecided.
+    evaluated, looks = replace(request, base=base), None
+    if request.sequential:
+        evaluated, looks, sequential_trained = _sequential_seeds(evaluated, splits, store, echo, executor)
+        trained += sequential_trained
     configs = plan_runs(evaluated)
     trained += train_missing(configs, splits, store, echo, executor)
     # With --tune-repeats, repeat the whole search on tuning seeds of its own and evaluate each repeat's choices.
@@ -144,7 +151,8 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     started = time.perf_counter()
     tables = store.load([c.run_id for c in configs]).labelled(arm_of_run(evaluated))
     manifest = {**_manifest(request, base, images, tables.runs, plan, tuned), **({"tune_repeats": repeats} if repeats
-                                                                                else {})}
+                                                                                else {}),
+                **({"sequential": _sequential_record(request, looks)} if looks else {})}
     tuning = tuned.table if tuned else None
     made_from = inputs_digest(tables, manifest, tuning)
     files = unchanged_outputs(request.out, made_from)
@@ -190,6 +198,52 @@ def _tune(plan: TunePlan, request: CompareRequest, splits: Splits, store: RunSto
     for name, record in tuned.record["chosen"].items():
         echo(describe_choice(name, record, plan.request.metric))
     return tuned, trained, runs_read
+
+
+def _sequential_seeds(request: CompareRequest, splits: Splits, store: RunStore, echo: Callable[[str], None],
+                      executor: InProcess | DaskCluster) -> tuple[CompareRequest, dict, int]:
+    """Train a batch of seeds at a time (--seeds auto), each batch only for the arms still undecided, the baseline
+    on as many seeds as the arm that needs most, until every arm is decided or at the most seeds; return the
+    request with each arm's seeds, every arm's looks, and the runs trained. Each look is computed again from the
+    stored runs, so a killed comparison resumes to the same looks."""
+    from regbench import stats
+    from regbench.sequential import analyse, next_pairs
+
+    batch, most = request.sequential
+    labels = [label for label, _ in request.settings]
+    counts, trained, looks = dict.fromkeys(labels, batch), 0, {label: [batch] for label in labels}
+    margin = request.analysis.get("margin_pp", 100 * DEFAULT_MARGIN) / 100
+    while True:
+        arm_seeds = {request.baseline[0]: max(counts.values()), **counts}
+        current = replace(request, arm_seeds=arm_seeds)
+        configs = plan_runs(current)
+        trained += train_missing(configs, splits, store, echo, executor)
+        runs = store.load([config.run_id for config in configs]).labelled(arm_of_run(current)).runs
+        differences, pair_looks = {}, {}
+        for label in labels:
+            paired = stats.paired_differences(runs, stats.PRIMARY, label, request.baseline[0])
+            differences[label] = paired.to_numpy()
+            pair_looks[label] = [int((paired.index < request.seeds[count - 1] + 1).sum()) for count in looks[label]]
+        analysed = analyse(differences, pair_looks, margin)
+        todo = next_pairs({label: replace(sequence[-1], pairs=counts[label]) for label, sequence in analysed.items()},
+                          batch, most)
+        echo(f"look {max(len(seq) for seq in looks.values())}: " + "; ".join(
+            f"{label} {sequence[-1].verdict} after {counts[label]} seeds" for label, sequence in analysed.items()))
+        if not todo:
+            return current, {label: [{"seeds": seeds, **vars(look)} for seeds, look in zip(looks[label], sequence,
+                                                                                             strict=True)]
+                             for label, sequence in analysed.items()}, trained
+        for label, count in todo.items():
+            counts[label] = count
+            looks[label].append(count)
+
+
+def _sequential_record(request: CompareRequest, looks: dict) -> dict:
+    """Return the manifest's record of sequential seeds: the rule, and every arm's looks."""
+    from regbench.sequential import ALPHA, METHOD
+
+    batch, most = request.sequential
+    return {"method": METHOD, "alpha": ALPHA, "seed_batch": batch, "max_seeds": most, "looks": looks}
 
 
 def _at_choices(request: CompareRequest, tuned: TuneOutcome) -> CompareRequest:
@@ -387,6 +441,8 @@ def _identity(request: CompareRequest, base: RunConfig, plan: TunePlan | None) -
         "protocol": {"name": request.protocol, "select": request.select},
         "tune": None if plan is None else plan.record(),
     }
+    if request.sequential:  # --seeds auto: `seeds` are the most an arm may train
+        identity["sequential_seeds"] = {"seed_batch": request.sequential[0], "max_seeds": request.sequential[1]}
     if plan is None:  # a tuned comparison's values are chosen, so its searches say what it is
         identity["techniques"] = {technique: dict(params) for technique, params in request.settings}
     return identity
