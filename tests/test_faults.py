@@ -163,9 +163,10 @@ def edit_csv(path, column, row, value):
     table.to_csv(path, index=False)
 
 
-def test_committed_reference_results_verify_from_a_clone(runner, tmp_path):
-    """What a user can check on a fresh clone, with no store: the committed comparison recomputes exactly."""
-    results = Path(__file__).parents[1] / "results"
+@pytest.mark.parametrize("comparison", ["", "tuned", "fashion-mnist"])
+def test_committed_reference_results_verify_from_a_clone(runner, tmp_path, comparison):
+    """What a user can check on a fresh clone, with no store: each committed comparison recomputes exactly."""
+    results = Path(__file__).parents[1] / "results" / comparison
     result = runner.invoke(cli, ["verify", str(results), "--store", str(tmp_path / "no-store.sqlite")])
     assert result.exit_code == 0, result.output
 
