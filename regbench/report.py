@@ -385,18 +385,24 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
                  "effect nor its absence is shown. ")
         if pd.notna(row["min_detectable_effect"]):
             detectable = _pp(row["min_detectable_effect"], False)
+            level = row.get("mde_alpha", 0.05)  # summaries written before it: the unadjusted 0.05
             text += (f"If the true SD of the paired differences were the observed {_pp(row['diff_sd'], False)} pp, "
                      f"{row['pairs']} pairs would detect a true difference of {detectable}"
-                     f" pp with 80% power; that SD is itself uncertain (95% CI {_pp(row['sd_low'], False)}"
+                     f" pp with 80% power at level {level:.4g} (Holm's first step: 0.05 / {family}); that SD is itself uncertain (95% CI {_pp(row['sd_low'], False)}"
                      f" to {_pp(row['sd_high'], False)} pp), so the "
                      f"detectable difference lies between {_pp(row['mde_low'], False)} and "
                      f"{_pp(row['mde_high'], False)} pp. ")
     if pd.notna(row.get("planning_sd")):
-        needed = row["seeds_for_target"]
+        needed, equivalent = row["seeds_for_target"], row.get("seeds_for_equivalence")
+        level = row.get("mde_alpha", 0.05)
         text += (f"Planning (`--target-effect {_pp(row['target_effect'], False)}`): with the SD's 80% upper confidence "
-                 f"bound, {_pp(row['planning_sd'], False)} pp, "
-                 + (f"about {needed} seeds would detect {_pp(row['target_effect'], False)} pp with 80% power. "
-                    if pd.notna(needed) else "more than 1,000 seeds would be needed. "))
+                 f"bound, {_pp(row['planning_sd'], False)} pp, and the level the verdict needs ({level:.4g}, Holm's "
+                 "first step), "
+                 + (f"about {needed} seeds would detect {_pp(row['target_effect'], False)} pp with 80% power"
+                    if pd.notna(needed) else "more than 1,000 seeds would be needed to detect it")
+                 + (f", and about {equivalent} would show equivalence within ±{row['margin'] * 100:g} pp (TOST) if the "
+                    "true difference were 0. " if pd.notna(equivalent) else
+                    f"; showing equivalence within ±{row['margin'] * 100:g} pp would take more than 1,000. "))
     text += (f"The generalization gap changed by {_pp(row['gap_diff'])} points, and an epoch took "
              f"{_number(row['time_ratio'])}x the baseline's time.")
     return text
@@ -407,8 +413,11 @@ def sequential_text(name: str, row: pd.Series, manifest: dict) -> str:
     level = 1 - manifest["sequential"]["alpha"] / len(manifest["sequential"]["looks"])
     interval = f"{_interval(row['sequence_low'], row['sequence_high'])} (anytime-valid, {level * 100:.4g}%)"
     if row["verdict"] == "undecided":
+        needed = manifest["sequential"]["looks"][row["technique"]][-1].get("seeds_to_decide")
+        estimate = (f"deciding it would take about {needed} seeds, if the mean stayed and the SD were its 80% upper "
+                    "confidence bound" if needed else "deciding it would take more than 1,000 seeds")
         return (f"{name}: **undecided** after {row['seeds_trained']:g} seeds, the most allowed: the effect lies within "
-                f"{interval}; the mean difference is {_pp(row['test_accuracy_diff'])} pp.")
+                f"{interval}; the mean difference is {_pp(row['test_accuracy_diff'])} pp; {estimate}.")
     return (f"{name}: **{row['verdict']}**, decided at look {row['looks']:g} after {row['seeds_trained']:g} seeds: "
             f"test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline, within {interval}.")
 

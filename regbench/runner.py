@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 import pandas as pd
 
 from regbench.config import DEFAULT_MARGIN, MEMORY_COPIES, RunConfig, available_memory, parameter_count
@@ -207,7 +208,7 @@ def _sequential_seeds(request: CompareRequest, splits: Splits, store: RunStore, 
     request with each arm's seeds, every arm's looks, and the runs trained. Each look is computed again from the
     stored runs, so a killed comparison resumes to the same looks."""
     from regbench import stats
-    from regbench.sequential import analyse, next_pairs
+    from regbench.sequential import UNDECIDED, analyse, next_pairs, seeds_to_decide
 
     batch, most = request.sequential
     labels = [label for label, _ in request.settings]
@@ -230,9 +231,14 @@ def _sequential_seeds(request: CompareRequest, splits: Splits, store: RunStore, 
         echo(f"look {max(len(seq) for seq in looks.values())}: " + "; ".join(
             f"{label} {sequence[-1].verdict} after {counts[label]} seeds" for label, sequence in analysed.items()))
         if not todo:
-            return current, {label: [{"seeds": seeds, **vars(look)} for seeds, look in zip(looks[label], sequence,
-                                                                                             strict=True)]
-                             for label, sequence in analysed.items()}, trained
+            recorded = {label: [{"seeds": seeds, **vars(look)} for seeds, look in zip(looks[label], sequence, strict=True)]
+                        for label, sequence in analysed.items()}
+            for label, sequence in recorded.items():  # undecided at the most seeds: about how many would decide it
+                if sequence[-1]["verdict"] == UNDECIDED:
+                    sd = stats.planning_sd(float(np.std(differences[label], ddof=1)), len(differences[label]))
+                    sequence[-1]["seeds_to_decide"] = seeds_to_decide(
+                        sequence[-1]["mean"], sd, margin, stats.ALPHA / len(labels), sequence[-1]["seeds"])
+            return current, recorded, trained
         for label, count in todo.items():
             counts[label] = count
             looks[label].append(count)

@@ -85,6 +85,30 @@ def analyse(differences: dict[str, np.ndarray], looks: dict[str, list[int]], mar
     return analysed
 
 
+def seeds_to_decide(mean: float, sd: float, margin: float, alpha: float, start: int, limit: int = 1_000) -> int | None:
+    """Return about how many pairs would decide an effect whose mean and SD stay `mean` and `sd`: the fewest (from
+    `start`) whose confidence sequence at level `alpha` would exclude 0 or lie within ±margin (None past `limit`)."""
+    if not sd > 0:
+        return None
+    target = max(abs(mean), margin - abs(mean))  # the half-width that decides: helps/hurts, or equivalent
+
+    def decides(pairs: int) -> bool:
+        standard = np.random.default_rng(0).standard_normal(pairs)
+        differences = mean + sd * (standard - standard.mean()) / standard.std(ddof=1)  # exactly that mean and SD
+        low, high, _ = confidence_sequence(differences, [pairs], alpha)[0]
+        return (high - low) / 2 < target
+
+    low, high = max(start, 3), max(start, 3)
+    while not decides(high):  # the half-width shrinks with the pairs: double, then halve the gap
+        if high >= limit:
+            return None
+        low, high = high, min(2 * high, limit)
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if decides(middle) else (middle + 1, high)
+    return high
+
+
 def next_pairs(latest: dict[str, Look], batch: int, maximum: int) -> dict[str, int]:
     """Return the arms that need more seeds after their latest look, with how many pairs each should have next:
     a batch more, up to the maximum (an undecided arm at the maximum stops there)."""

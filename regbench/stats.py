@@ -146,23 +146,24 @@ def holm(pvalues: pd.Series) -> pd.Series:
     return adjusted.reindex(pvalues.index)
 
 
-def power(effect_size: float, pairs: int) -> float:
-    """Return the power of a two-sided paired t-test at ALPHA for a standardized effect (d_z)."""
+def power(effect_size: float, pairs: int, alpha: float = ALPHA) -> float:
+    """Return the power of a two-sided paired t-test at `alpha` for a standardized effect (d_z)."""
     df = pairs - 1
-    critical = scipy_stats.t.ppf(1 - ALPHA / 2, df)
+    critical = scipy_stats.t.ppf(1 - alpha / 2, df)
     shift = effect_size * math.sqrt(pairs)
     value = scipy_stats.nct.sf(critical, df, shift) + scipy_stats.nct.cdf(-critical, df, shift)
     return 1.0 if math.isnan(value) else float(value)  # scipy's nct gives NaN only far out, where power is 1
 
 
-def min_detectable_effect(sd: float, pairs: int) -> float:
-    """Return the smallest mean difference detected with POWER by `pairs` pairs, if their true SD is `sd`."""
+def min_detectable_effect(sd: float, pairs: int, alpha: float = ALPHA) -> float:
+    """Return the smallest mean difference detected with POWER at level `alpha` by `pairs` pairs, if their true SD
+    is `sd`."""
     if pairs < 2 or not sd > 0:
         return math.nan
     high = 1.0
-    while power(high, pairs) < POWER:
+    while power(high, pairs, alpha) < POWER:
         high *= 2
-    return optimize.brentq(lambda d: power(d, pairs) - POWER, 0.0, high) * sd
+    return optimize.brentq(lambda d: power(d, pairs, alpha) - POWER, 0.0, high) * sd
 
 
 def sd_bounds(sd: float, pairs: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -182,21 +183,38 @@ def planning_sd(sd: float, pairs: int) -> float:
     return sd * math.sqrt(df / scipy_stats.chi2.ppf(1 - PLANNING_SD_CONFIDENCE, df))
 
 
-def seeds_for(effect: float, sd: float) -> int | None:
-    """Return how many pairs detect a true difference of `effect` with POWER if their SD is `sd` (None past
-    MAX_SEEDS, or without a spread)."""
+def seeds_for(effect: float, sd: float, alpha: float = ALPHA) -> int | None:
+    """Return how many pairs detect a true difference of `effect` with POWER at level `alpha` if their SD is `sd`
+    (None past MAX_SEEDS, or without a spread)."""
     if not (sd > 0 and abs(effect) > 0):
         return None
     effect_size = abs(effect) / sd
     for pairs in range(2, MAX_SEEDS + 1):
-        if power(effect_size, pairs) >= POWER:
+        if power(effect_size, pairs, alpha) >= POWER:
             return pairs
     return None
 
 
-def describe_pairs(values: pd.Series, margin: float | None = DEFAULT_MARGIN) -> dict:
+def equivalence_power(margin: float, sd: float, pairs: int, alpha: float = ALPHA) -> float:
+    """Return the power of the paired TOST, each one-sided test at `alpha`, to show equivalence within ±margin when
+    the true difference is 0 and the pairs' SD is `sd` (Phillips 1990's noncentral-t approximation)."""
+    df = pairs - 1
+    critical = scipy_stats.t.ppf(1 - alpha, df)
+    return max(0.0, 1 - 2 * float(scipy_stats.nct.cdf(critical, df, margin * math.sqrt(pairs) / sd)))
+
+
+def seeds_for_equivalence(margin: float, sd: float, alpha: float = ALPHA) -> int | None:
+    """Return how many pairs show equivalence within ±margin with POWER (TOST at `alpha`) when the true difference
+    is 0 and the SD is `sd` (None past MAX_SEEDS, or without a spread)."""
+    if not (sd > 0 and margin > 0):
+        return None
+    return next((pairs for pairs in range(2, MAX_SEEDS + 1)
+                 if equivalence_power(margin, sd, pairs, alpha) >= POWER), None)
+
+
+def describe_pairs(values: pd.Series, margin: float | None = DEFAULT_MARGIN, alpha: float = ALPHA) -> dict:
     """Return every statistic of one set of paired differences (the equivalence test within ±margin; none
-    without a margin)."""
+    without a margin); the smallest detectable effect at level `alpha` (Holm's first step in a family)."""
     mean, t_low, t_high = mean_confidence_interval(values)
     t_p, wilcoxon_p = paired_tests(values)
     sd = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
@@ -206,8 +224,9 @@ def describe_pairs(values: pd.Series, margin: float | None = DEFAULT_MARGIN) -> 
         "t_ci_low": t_low, "t_ci_high": t_high, "t_p": t_p, "wilcoxon_p": wilcoxon_p,
         "cohens_dz": mean / sd if sd > 0 else math.nan,
         "tost_p": math.nan if margin is None else equivalence_p(values, margin),
-        "min_detectable_effect": min_detectable_effect(sd, len(values)), "sd_low": sd_low, "sd_high": sd_high,
-        "mde_low": min_detectable_effect(sd_low, len(values)), "mde_high": min_detectable_effect(sd_high, len(values)),
+        "min_detectable_effect": min_detectable_effect(sd, len(values), alpha), "sd_low": sd_low, "sd_high": sd_high,
+        "mde_low": min_detectable_effect(sd_low, len(values), alpha),
+        "mde_high": min_detectable_effect(sd_high, len(values), alpha), "mde_alpha": alpha,
     }
 
 
@@ -223,7 +242,9 @@ def effect_family(differences: dict, margin: float | None = None) -> pd.DataFram
     for the family by Holm's step-down method: holm_p, and the interval at the level Holm tested each (adj_ci:
     1 - level). With a margin, the equivalence tests (TOST) too, Holm-corrected, with their 1 - 2 x level
     intervals (eq_ci), which lie inside ±margin when equivalence is shown."""
-    effects = pd.DataFrame([{"effect": name, **describe_pairs(values, margin)} for name, values in differences.items()])
+    first_step = ALPHA / max(1, len(differences))  # the level Holm's first step needs: every verdict's worst case
+    effects = pd.DataFrame([{"effect": name, **describe_pairs(values, margin, first_step)}
+                            for name, values in differences.items()])
     effects["holm_p"], effects["holm_level"] = holm(effects["t_p"]), holm_levels(effects["t_p"])
     effects["tost_holm_p"], effects["tost_level"] = holm(effects["tost_p"]), holm_levels(effects["tost_p"])
     for bounds, level, sides in (("adj_ci", "holm_level", 1), ("eq_ci", "tost_level", 2)):
@@ -255,10 +276,14 @@ def paired_effects(runs: pd.DataFrame, techniques: list[str], margin: float = DE
         effects["target_effect"] = np.where(primary, target, math.nan)
         effects["planning_sd"] = [planning_sd(sd, n) if first else math.nan
                                   for sd, n, first in zip(effects["diff_sd"], effects["pairs"], primary)]
-        effects["seeds_for_target"] = [seeds_for(target, sd) if first else None
-                                       for sd, first in zip(effects["planning_sd"], primary)]
+        effects["seeds_for_target"] = [seeds_for(target, sd, level) if first else None
+                                       for sd, level, first in zip(effects["planning_sd"], effects["mde_alpha"], primary)]
+        effects["seeds_for_equivalence"] = [seeds_for_equivalence(margin, sd, level) if first else None
+                                            for sd, level, first in zip(effects["planning_sd"], effects["mde_alpha"],
+                                                                        primary)]
     effects["verdict"] = [verdict(row, metric) for (_, row), metric in zip(effects.iterrows(), effects["metric"])]
-    return effects.astype({"pairs": "Int64", **({"seeds_for_target": "Int64"} if target is not None else {})})
+    return effects.astype({"pairs": "Int64", **({"seeds_for_target": "Int64", "seeds_for_equivalence": "Int64"}
+                                                 if target is not None else {})})
 
 
 def verdict(effect: pd.Series, metric: str = PRIMARY) -> str:
@@ -312,8 +337,8 @@ def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame |
     baseline_time = _timed(ok, timed, baseline)["seconds_per_epoch"].mean()
     carried = ["diff_sd", "t_p", "wilcoxon_p", "holm_p", "tost_p", "tost_holm_p", "cohens_dz", "margin",
                "adj_ci_low", "adj_ci_high", "holm_level", "eq_ci_low", "eq_ci_high", "tost_level",
-               "min_detectable_effect", "sd_low", "sd_high", "mde_low", "mde_high", "target_effect", "planning_sd",
-               "seeds_for_target", "verdict"]
+               "min_detectable_effect", "sd_low", "sd_high", "mde_low", "mde_high", "mde_alpha", "target_effect",
+               "planning_sd", "seeds_for_target", "seeds_for_equivalence", "verdict"]
     rows = []
     for technique in [baseline, *techniques]:
         arm = ok[ok["technique"] == technique]
@@ -337,7 +362,8 @@ def summarize(runs: pd.DataFrame, techniques: list[str], effects: pd.DataFrame |
                        **{name: effect[name] for name in carried if name in effect})
         rows.append(row)
     summary = pd.DataFrame(rows)
-    return summary.astype({name: "Int64" for name in ("pairs", "seeds_for_target") if name in summary})
+    return summary.astype({name: "Int64" for name in ("pairs", "seeds_for_target", "seeds_for_equivalence")
+                           if name in summary})
 
 
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:

@@ -41,6 +41,19 @@ def test_error_rates_hold_under_the_stopping_rule(skewed):
     assert false_equivalent <= 0.05, false_equivalent
 
 
+def test_the_seeds_to_decide_are_the_fewest_whose_sequence_would_decide():
+    from regbench.sequential import confidence_sequence, seeds_to_decide
+
+    def half_width(pairs: int) -> float:
+        standard = np.random.default_rng(0).standard_normal(pairs)
+        low, high, _ = confidence_sequence(0.2 + (standard - standard.mean()) / standard.std(ddof=1), [pairs], 0.025)[0]
+        return (high - low) / 2
+
+    needed = seeds_to_decide(0.2, 1.0, 1.0, 0.025, start=5)  # equivalent once 0.2 + half-width < 1
+    assert half_width(needed) < 0.8 <= half_width(needed - 1)
+    assert seeds_to_decide(0.2, 0.0, 1.0, 0.025, start=5) is None  # no spread: nothing to plan with
+
+
 def _auto(runner, tmp_path, *extra):
     args = ["compare", "--technique", "dropout,l2", "--seeds", "auto", "--seed-batch", "2", "--max-seeds", "6",
             "--train-size", "200", "--epochs", "1", "--out", str(tmp_path / "out"),
@@ -58,6 +71,8 @@ def test_seeds_auto_adds_seeds_to_undecided_arms_and_resumes_to_the_same_looks(r
         assert [look["seeds"] for look in sequence] == list(range(2, 2 * len(sequence) + 1, 2))
         assert all(look["verdict"] == "undecided" for look in sequence[:-1])  # stopped at its first decision ...
         assert sequence[-1]["verdict"] != "undecided" or sequence[-1]["seeds"] == 6  # ... or at the maximum
+        if sequence[-1]["verdict"] == "undecided":  # with an estimate of the seeds that would decide it
+            assert sequence[-1]["seeds_to_decide"] is None or sequence[-1]["seeds_to_decide"] > 6
     runs = pd.read_csv(tmp_path / "out" / "runs.csv")
     for arm, sequence in looks.items():
         assert (runs["technique"] == arm).sum() == sequence[-1]["seeds"]

@@ -184,3 +184,19 @@ def test_best_and_final_epochs_differ_when_validation_loss_turns_up():
     row = best_and_final_epochs(epochs).iloc[0]
     assert (row["best_epoch"], row["best_val_accuracy"]) == (2, 0.95)
     assert (row["final_epoch"], row["final_val_accuracy"]) == (3, 0.94)
+
+
+def test_planning_uses_the_level_the_verdict_needs_and_tost_power_matches_simulation():
+    from regbench.stats import equivalence_power, seeds_for_equivalence
+
+    # Holm's first step tests at 0.05 / m: four arms need a larger effect, or more seeds, than one
+    assert min_detectable_effect(1.0, 10, 0.05 / 4) > min_detectable_effect(1.0, 10) * 1.2
+    assert seeds_for(0.5, 1.0, 0.05 / 4) > seeds_for(0.5, 1.0)
+    # the TOST power formula against the procedure itself, simulated (true difference 0, SD 1, margin 1)
+    rng, pairs, alpha = np.random.default_rng(3), 12, 0.05 / 3
+    samples = rng.normal(0.0, 1.0, (20_000, pairs))
+    half = scipy_stats.t.ppf(1 - alpha, pairs - 1) * samples.std(axis=1, ddof=1) / np.sqrt(pairs)
+    shown = np.mean((samples.mean(axis=1) - half > -1.0) & (samples.mean(axis=1) + half < 1.0))
+    assert equivalence_power(1.0, 1.0, pairs, alpha) == pytest.approx(shown, abs=0.02)
+    needed = seeds_for_equivalence(1.0, 1.0, alpha)
+    assert equivalence_power(1.0, 1.0, needed, alpha) >= 0.8 > equivalence_power(1.0, 1.0, needed - 1, alpha)
