@@ -82,7 +82,8 @@ def comparison_statistics(runs: pd.DataFrame, manifest: dict) -> tuple[pd.DataFr
     if manifest.get("sequential"):  # --seeds auto: the verdicts are the confidence sequences', not the t-tests'
         last = {arm: looks[-1] for arm, looks in manifest["sequential"]["looks"].items()}
         for column, key in (("sequence_low", "low"), ("sequence_high", "high"), ("seeds_trained", "seeds")):
-            summary[column] = [last[t][key] if t in last else math.nan for t in summary["technique"]]
+            summary[column] = [math.nan if t not in last or last[t][key] is None else last[t][key]
+                               for t in summary["technique"]]
         summary["looks"] = [len(manifest["sequential"]["looks"][t]) if t in last else math.nan
                             for t in summary["technique"]]
         decided = summary["technique"].isin(last) & ~switched_off
@@ -411,7 +412,8 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
 def sequential_text(name: str, row: pd.Series, manifest: dict) -> str:
     """Say one arm's sequential verdict: the seeds it took, its mean difference and its confidence sequence."""
     level = 1 - manifest["sequential"]["alpha"] / len(manifest["sequential"]["looks"])
-    interval = f"{_interval(row['sequence_low'], row['sequence_high'])} (anytime-valid, {level * 100:.4g}%)"
+    interval = (f"{_interval(row['sequence_low'], row['sequence_high'])} (anytime-valid, {level * 100:.4g}%)"
+                if pd.notna(row["sequence_low"]) else "an interval not yet bounded (too few pairs, or no spread)")
     if row["verdict"] == "undecided":
         needed = manifest["sequential"]["looks"][row["technique"]][-1].get("seeds_to_decide")
         estimate = (f"deciding it would take about {needed} seeds, if the mean stayed and the SD were its 80% upper "
@@ -426,7 +428,8 @@ def sequential_section(manifest: dict) -> str:
     """Show how sequential seeds decided: the rule, and every arm's looks."""
     sequential = manifest["sequential"]
     rows = [[arm, "; ".join(f"{look['seeds']} seeds: {look['verdict']}" for look in looks),
-             _interval(looks[-1]["low"], looks[-1]["high"])] for arm, looks in sequential["looks"].items()]
+             "not yet bounded" if looks[-1]["low"] is None else _interval(looks[-1]["low"], looks[-1]["high"])]
+            for arm, looks in sequential["looks"].items()]
     level = 1 - sequential["alpha"] / len(sequential["looks"])
     return f"""## Sequential seeds
 

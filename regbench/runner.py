@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 import time
@@ -138,7 +139,9 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     # a batch of seeds at a time, to the arms still undecided.
     evaluated, looks = replace(request, base=base), None
     if request.sequential:
-        evaluated, looks, sequential_trained = _sequential_seeds(evaluated, splits, store, echo, executor)
+        switched_off = {name for name, choice in (tuned.record["chosen"] if tuned else {}).items() if choice["off"]}
+        evaluated, looks, sequential_trained = _sequential_seeds(evaluated, splits, store, echo, executor,
+                                                                 switched_off)
         trained += sequential_trained
     configs = plan_runs(evaluated)
     trained += train_missing(configs, splits, store, echo, executor)
@@ -202,23 +205,26 @@ def _tune(plan: TunePlan, request: CompareRequest, splits: Splits, store: RunSto
 
 
 def _sequential_seeds(request: CompareRequest, splits: Splits, store: RunStore, echo: Callable[[str], None],
-                      executor: InProcess | DaskCluster) -> tuple[CompareRequest, dict, int]:
+                      executor: InProcess | DaskCluster, switched_off: set[str]) -> tuple[CompareRequest, dict, int]:
     """Train a batch of seeds at a time (--seeds auto), each batch only for the arms still undecided, the baseline
     on as many seeds as the arm that needs most, until every arm is decided or at the most seeds; return the
-    request with each arm's seeds, every arm's looks, and the runs trained. Each look is computed again from the
-    stored runs, so a killed comparison resumes to the same looks."""
+    request with each arm's seeds, every arm's looks, and the runs trained. An arm tuning `switched_off` trains
+    the first batch only (its difference is 0 by construction). Each look is computed again from the stored runs,
+    so a killed comparison resumes to the same looks."""
     from regbench import stats
     from regbench.sequential import UNDECIDED, analyse, next_pairs, seeds_to_decide
 
     batch, most = request.sequential
-    labels = [label for label, _ in request.settings]
+    labels = [label for label, _ in request.settings if label not in switched_off]
     counts, trained, looks = dict.fromkeys(labels, batch), 0, {label: [batch] for label in labels}
     margin = request.analysis.get("margin_pp", 100 * DEFAULT_MARGIN) / 100
     while True:
-        arm_seeds = {request.baseline[0]: max(counts.values()), **counts}
+        arm_seeds = {**dict.fromkeys(switched_off, batch), request.baseline[0]: max([batch, *counts.values()]), **counts}
         current = replace(request, arm_seeds=arm_seeds)
         configs = plan_runs(current)
         trained += train_missing(configs, splits, store, echo, executor)
+        if not labels:  # every arm switched off: nothing to decide
+            return current, {}, trained
         runs = store.load([config.run_id for config in configs]).labelled(arm_of_run(current)).runs
         differences, pair_looks = {}, {}
         for label in labels:
@@ -231,7 +237,8 @@ def _sequential_seeds(request: CompareRequest, splits: Splits, store: RunStore, 
         echo(f"look {max(len(seq) for seq in looks.values())}: " + "; ".join(
             f"{label} {sequence[-1].verdict} after {counts[label]} seeds" for label, sequence in analysed.items()))
         if not todo:
-            recorded = {label: [{"seeds": seeds, **vars(look)} for seeds, look in zip(looks[label], sequence, strict=True)]
+            recorded = {label: [{"seeds": seeds, **_finite(vars(look))} for seeds, look in zip(looks[label], sequence,
+                                                                                              strict=True)]
                         for label, sequence in analysed.items()}
             for label, sequence in recorded.items():  # undecided at the most seeds: about how many would decide it
                 if sequence[-1]["verdict"] == UNDECIDED:
@@ -242,6 +249,11 @@ def _sequential_seeds(request: CompareRequest, splits: Splits, store: RunStore, 
         for label, count in todo.items():
             counts[label] = count
             looks[label].append(count)
+
+
+def _finite(values: dict) -> dict:
+    """Return `values` with infinite bounds as None (a sequence not yet bounded), as the manifest's JSON keeps them."""
+    return {key: None if isinstance(value, float) and math.isinf(value) else value for key, value in values.items()}
 
 
 def _sequential_record(request: CompareRequest, looks: dict) -> dict:
