@@ -43,12 +43,12 @@ class _Progress:
         """Echo run `index`'s epoch and the time left, estimated from the throughput so far."""
         self.epochs_done[index] = row["epoch"]
         config = self.todo[index]
-        remaining_epochs = sum(c.epochs - self.epochs_done.get(i, 0)
+        remaining_epochs = sum((c.stop_epoch or c.epochs) - self.epochs_done.get(i, 0)
                                for i, c in enumerate(self.todo) if i not in self.ended)
         per_epoch = (time.perf_counter() - self.started) / sum(self.epochs_done.values())
         self.echo(
             f"[run {index + 1}/{len(self.todo)}] {describe_run(config)} "
-            f"epoch {row['epoch']}/{config.epochs}: train ce {row['train_crossentropy']:.4f} "
+            f"epoch {row['epoch']}/{config.stop_epoch or config.epochs}: train ce {row['train_crossentropy']:.4f} "
             f"acc {row['train_accuracy']:.4f} | val ce {row['val_crossentropy']:.4f} "
             f"acc {row['val_accuracy']:.4f} | {row['seconds']:.1f}s | "
             f"at most ~{format_duration(remaining_epochs * per_epoch)} left"
@@ -64,7 +64,8 @@ def describe_run(config: RunConfig) -> str:
     params = "".join(f" {name}={value:g}" for name, value in config.technique_params)
     variant = f" [{config.variant}]" if config.variant else ""
     widths = "-".join(map(str, config.hidden))
-    return (f"{config.technique}{params}{variant} seed {config.seed} ({config.train_size:,} images, "
+    partial = f" [first {config.stop_epoch} of {config.epochs} epochs]" if config.stop_epoch else ""
+    return (f"{config.technique}{params}{variant}{partial} seed {config.seed} ({config.train_size:,} images, "
             f"batch {config.batch_size}, {config.architecture} {widths})")
 
 
