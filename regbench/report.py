@@ -466,7 +466,23 @@ def bottom_line(row: pd.Series, params: dict) -> str:
                 f"{row['verdict']}.")
     return (f"{name}: test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline (95% CI "
             f"{_interval(row['diff_ci_low'], row['diff_ci_high'])}; {_level(row['holm_level'])} at Holm's level "
-            f"{_interval(row['adj_ci_low'], row['adj_ci_high'])}; {row['pairs']} paired seeds): {row['verdict']}.")
+            f"{_interval(row['adj_ci_low'], row['adj_ci_high'])}; {row['pairs']} paired seeds): {row['verdict']}"
+            + (f"; {seeds_to_decide_text(row)}." if row["verdict"].startswith("inconclusive") else "."))
+
+
+def seeds_to_decide_text(row: pd.Series) -> str:
+    """Say about how many seeds would decide an inconclusive arm (fixed seeds): to detect its observed difference,
+    or to show equivalence were the true difference 0; at the level the verdict needs and the SD's 80% upper
+    confidence bound."""
+    sd = stats.planning_sd(row["diff_sd"], int(row["pairs"]))
+    level = row.get("mde_alpha", stats.ALPHA)
+    detect = stats.seeds_for(row["test_accuracy_diff"], sd, level)
+    equivalent = stats.seeds_for_equivalence(row["margin"], sd, level)
+    def seeds(count) -> str:
+        return f"about {count}" if count else "over 1,000"
+
+    return (f"deciding it would take {seeds(detect)} seeds to detect this difference, or {seeds(equivalent)} to show "
+            "equivalence if the true difference were 0 (SD at its 80% upper bound; `--seeds auto` decides as it goes)")
 
 
 def tuning_section(manifest: dict, tuning: pd.DataFrame) -> str:
