@@ -200,3 +200,14 @@ def test_planning_uses_the_level_the_verdict_needs_and_tost_power_matches_simula
     assert equivalence_power(1.0, 1.0, pairs, alpha) == pytest.approx(shown, abs=0.02)
     needed = seeds_for_equivalence(1.0, 1.0, alpha)
     assert equivalence_power(1.0, 1.0, needed, alpha) >= 0.8 > equivalence_power(1.0, 1.0, needed - 1, alpha)
+
+
+def test_an_inconclusive_bottom_line_says_how_many_seeds_would_decide_it():
+    from regbench.report import seeds_to_decide_text
+    from regbench.stats import seeds_for_equivalence
+
+    row = pd.Series({"diff_sd": 0.001, "pairs": 5, "test_accuracy_diff": 0.0004, "margin": 0.001, "mde_alpha": 0.005})
+    sd = planning_sd(0.001, 5)
+    text = seeds_to_decide_text(row)
+    assert f"about {seeds_for(0.0004, sd, 0.005)} seeds to detect this difference" in text
+    assert f"or about {seeds_for_equivalence(0.001, sd, 0.005)} to show equivalence" in text
