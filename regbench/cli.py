@@ -516,13 +516,16 @@ def format_summary(summary) -> str:
     import pandas as pd  # loaded only to print a table: --help and list start without it
 
     width = max(22, *summary["technique"].str.len())
+    sequential = "sequence_low" in summary  # --seeds auto: the anytime-valid sequences, which the verdicts rest on
+    low, high, kind, rule = (("sequence_low", "sequence_high", "anytime-valid", "sequential; ±margin") if sequential
+                             else ("diff_ci_low", "diff_ci_high", "95% CI, unadjusted", "Holm; ±margin"))
     lines = [f"{'technique':<{width}} {'runs':>4} {'test acc %':>14} {'gap %':>14} {'epochs':>6} "
-             f"{'s/epoch':>7}  paired test-acc diff, pp [95% CI, unadjusted]  verdict (Holm; ±margin)"]
+             f"{'s/epoch':>7}  paired test-acc diff, pp [{kind}]  verdict ({rule})"]
     for index, row in summary.iterrows():
         diff = "(baseline)" if index == 0 and row["technique"] != BASELINE else ""
         if index > 0 and pd.notna(row["test_accuracy_diff"]):
-            interval = (f"[{row['diff_ci_low'] * 100:+.2f}, {row['diff_ci_high'] * 100:+.2f}]"
-                        if pd.notna(row["diff_ci_low"]) else "[no interval from one pair]")
+            interval = (f"[{row[low] * 100:+.2f}, {row[high] * 100:+.2f}]" if pd.notna(row[low]) else
+                        "[not yet bounded]" if sequential else "[no interval from one pair]")
             diff = f"{row['test_accuracy_diff'] * 100:+.2f} {interval} n={int(row['pairs'])}  {row['verdict']}"
         elif index > 0:
             diff = "no successful pair"
