@@ -122,6 +122,8 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     figure = Figure(figsize=(9, 2.2 + 0.5 * len(treated)), layout="constrained")
     axes = figure.subplots()
     positions = np.arange(len(treated))[::-1]
+    sequential = "sequence_low" in treated  # --seeds auto: the thick bar is the sequence the verdict rests on
+    thick = ("sequence_low", "sequence_high") if sequential else ("adj_ci_low", "adj_ci_high")
     for position, (_, row) in zip(positions, treated.iterrows()):
         colour = colours[row["technique"]]
         if pd.isna(row["test_accuracy_diff"]):
@@ -130,7 +132,7 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
             continue
         mean = float(row["test_accuracy_diff"]) * 100
         beyond = {-1: [], 1: []}  # the ends of intervals that run off the axis, by side
-        for low, high, width in (("diff_ci_low", "diff_ci_high", 1), ("adj_ci_low", "adj_ci_high", 3.5)):
+        for low, high, width in (("diff_ci_low", "diff_ci_high", 1), (*thick, 3.5)):
             if pd.notna(row[low]):  # one pair gives no interval
                 ends = float(row[low]) * 100, float(row[high]) * 100
                 shown = [min(max(end, -limit), limit) for end in ends]
@@ -157,11 +159,16 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     axes.set_yticks(positions, labels)
     axes.set_ylim(-0.7, len(treated) - 0.3)
     axes.set_xlim(-limit, limit)
+    explained = (("thick: anytime-valid confidence sequence at 0.05/m (the verdict rests on it; none while unbounded)\n"
+                  "thin, capped: unadjusted 95% t-interval (it does not hold under sequential seeds)\n"
+                  "an arrow: an interval runs on to the value written; verdicts: the sequences, against 0 and the "
+                  "margin")
+                 if sequential else
+                 ("thick: t-interval at the level Holm tested the technique (the verdict on 0 rests on it)\n"
+                  "thin, capped: unadjusted 95% t-interval; an arrow: it runs on to the value written\n"
+                  "verdicts: Holm-adjusted tests of 0 and of equivalence within the margin"))
     axes.set(xlabel=f"test accuracy: arm minus {baseline_name(summary['technique'].iloc[0])}, same seed "
-                    "(percentage points)\n"
-                    "thick: t-interval at the level Holm tested the technique (the verdict on 0 rests on it)\n"
-                    "thin, capped: unadjusted 95% t-interval; an arrow: it runs on to the value written\n"
-                    "verdicts: Holm-adjusted tests of 0 and of equivalence within the margin")
+                    f"(percentage points)\n{explained}")
     wrapped = title.replace("; ", ";\n", 1)  # the model and data, then the training: the figure is narrower
     figure.suptitle(f"Paired test-accuracy difference\n{wrapped}", fontsize="medium")
     axes.grid(axis="x", alpha=0.3)
@@ -172,7 +179,9 @@ def _forest_limit(treated: pd.DataFrame, margin: float) -> float:
     """Return the forest plot's half-width in pp: every interval end, but no more than REACH times the largest
     |mean| or the margin (so that one arm of few pairs does not squeeze the rest into a line)."""
     means = (treated["test_accuracy_diff"].abs() * 100).dropna()
-    ends = (treated[["diff_ci_low", "diff_ci_high", "adj_ci_low", "adj_ci_high"]].abs() * 100).stack().dropna()
+    columns = [c for c in ("diff_ci_low", "diff_ci_high", "adj_ci_low", "adj_ci_high", "sequence_low", "sequence_high")
+               if c in treated]
+    ends = (treated[columns].abs() * 100).stack().dropna()
     scale = max([margin, *means, 0.01])
     return 1.08 * min(max([scale, *ends]), REACH * scale)
 

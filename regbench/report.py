@@ -111,10 +111,17 @@ def analysis_of(manifest: dict) -> dict:
     return analysis
 
 
+SEQUENTIAL_FOREST = ("Paired test-accuracy difference to the baseline with each arm's anytime-valid confidence "
+                     "sequence (thick; the verdicts rest on them) and its unadjusted 95% t-interval (thin, which does "
+                     "not hold under sequential seeds); forest plot.")
+
+
 def figure_captions(manifest: dict) -> dict[str, str]:
-    """Return the captions of a comparison's figures (the sensitivity figure only when it was tuned)."""
-    return {name: caption for name, caption in FIGURE_CAPTIONS.items()
-            if name != "sensitivity" or manifest.get("tune")}
+    """Return the captions of a comparison's figures (the sensitivity figure only when it was tuned; the forest
+    plot's for sequential seeds)."""
+    captions = {name: caption for name, caption in FIGURE_CAPTIONS.items()
+                if name != "sensitivity" or manifest.get("tune")}
+    return {**captions, "paired_test_accuracy": SEQUENTIAL_FOREST} if manifest.get("sequential") else captions
 
 
 def protocol_of(manifest: dict) -> dict:
