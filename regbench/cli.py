@@ -15,8 +15,9 @@ import click
 from regbench import __version__
 from regbench.backend import DEVICES, check_installed, select_backend
 from regbench.config import (
-    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_MAX_SEEDS, DEFAULT_RACE_SEEDS,
-    DEFAULT_SEED_BATCH, DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS, RunConfig,
+    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_MAX_SEEDS,
+    DEFAULT_RACE_SEEDS, DEFAULT_SEED_BATCH, DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES,
+    SELECTIONS, TUNE_METRICS, RunConfig,
 )
 from regbench.data import DATASETS, DEFAULT_DATASET
 from regbench.errors import Interrupted, SweepError, UsageError
@@ -296,7 +297,8 @@ def _run_options(command_defaults: bool):
                    "include data-sampling variation (the test set stays the same).")
 @_run_options(command_defaults=True)
 @_config_option
-def compare(techniques, params, baseline, seeds, max_seeds, seed_batch, seed_list, epochs, batch_size, train_size, architecture, hidden,
+def compare(techniques, params, baseline, seeds, max_seeds, seed_batch, seed_list, epochs, batch_size, train_size,
+            architecture, hidden,
             activation, optimizer, lr, momentum, nesterov, backend, device, dataset, data, out, store, jobs, scheduler,
             scheduler_timeout, resources, send_data, force, dry_run, protocol, schedule, warmup_epochs, select, tune,
             trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared, tune_repeats, race_seeds, margin,

@@ -396,7 +396,8 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
             level = row.get("mde_alpha", 0.05)  # summaries written before it: the unadjusted 0.05
             text += (f"If the true SD of the paired differences were the observed {_pp(row['diff_sd'], False)} pp, "
                      f"{row['pairs']} pairs would detect a true difference of {detectable}"
-                     f" pp with 80% power at level {level:.4g} (Holm's first step: 0.05 / {family}); that SD is itself uncertain (95% CI {_pp(row['sd_low'], False)}"
+                     f" pp with 80% power at level {level:.4g} (Holm's first step: 0.05 / {family}); that SD is "
+                     f"itself uncertain (95% CI {_pp(row['sd_low'], False)}"
                      f" to {_pp(row['sd_high'], False)} pp), so the "
                      f"detectable difference lies between {_pp(row['mde_low'], False)} and "
                      f"{_pp(row['mde_high'], False)} pp. ")
@@ -408,8 +409,8 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
                  "first step), "
                  + (f"about {needed} seeds would detect {_pp(row['target_effect'], False)} pp with 80% power"
                     if pd.notna(needed) else "more than 1,000 seeds would be needed to detect it")
-                 + (f", and about {equivalent} would show equivalence within ±{row['margin'] * 100:g} pp (TOST) if the "
-                    "true difference were 0. " if pd.notna(equivalent) else
+                 + (f", and about {equivalent} would show equivalence within ±{row['margin'] * 100:g} pp (TOST) "
+                    "if the true difference were 0. " if pd.notna(equivalent) else
                     f"; showing equivalence within ±{row['margin'] * 100:g} pp would take more than 1,000. "))
     text += (f"The generalization gap changed by {_pp(row['gap_diff'])} points, and an epoch took "
              f"{_number(row['time_ratio'])}x the baseline's time.")

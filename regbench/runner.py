@@ -211,44 +211,62 @@ def _sequential_seeds(request: CompareRequest, splits: Splits, store: RunStore, 
     request with each arm's seeds, every arm's looks, and the runs trained. An arm tuning `switched_off` trains
     the first batch only (its difference is 0 by construction). Each look is computed again from the stored runs,
     so a killed comparison resumes to the same looks."""
-    from regbench import stats
-    from regbench.sequential import UNDECIDED, analyse, next_pairs, seeds_to_decide
+    from regbench.sequential import next_pairs
 
     batch, most = request.sequential
     labels = [label for label, _ in request.settings if label not in switched_off]
-    counts, trained, looks = dict.fromkeys(labels, batch), 0, {label: [batch] for label in labels}
-    margin = request.analysis.get("margin_pp", 100 * DEFAULT_MARGIN) / 100
+    looks, trained = {label: [batch] for label in labels}, 0  # each arm's looks, in seeds trained
     while True:
-        arm_seeds = {**dict.fromkeys(switched_off, batch), request.baseline[0]: max([batch, *counts.values()]), **counts}
-        current = replace(request, arm_seeds=arm_seeds)
+        counts = {label: seeds[-1] for label, seeds in looks.items()}
+        current = replace(request, arm_seeds={**dict.fromkeys(switched_off, batch), **counts,
+                                              request.baseline[0]: max([batch, *counts.values()])})
         configs = plan_runs(current)
         trained += train_missing(configs, splits, store, echo, executor)
         if not labels:  # every arm switched off: nothing to decide
             return current, {}, trained
         runs = store.load([config.run_id for config in configs]).labelled(arm_of_run(current)).runs
-        differences, pair_looks = {}, {}
-        for label in labels:
-            paired = stats.paired_differences(runs, stats.PRIMARY, label, request.baseline[0])
-            differences[label] = paired.to_numpy()
-            pair_looks[label] = [int((paired.index < request.seeds[count - 1] + 1).sum()) for count in looks[label]]
-        analysed = analyse(differences, pair_looks, margin)
+        analysed, differences = _analysed_looks(current, runs, looks)
+        echo(f"look {max(map(len, looks.values()))}: " + "; ".join(
+            f"{label} {sequence[-1].verdict} after {counts[label]} seeds" for label, sequence in analysed.items()))
         todo = next_pairs({label: replace(sequence[-1], pairs=counts[label]) for label, sequence in analysed.items()},
                           batch, most)
-        echo(f"look {max(len(seq) for seq in looks.values())}: " + "; ".join(
-            f"{label} {sequence[-1].verdict} after {counts[label]} seeds" for label, sequence in analysed.items()))
         if not todo:
-            recorded = {label: [{"seeds": seeds, **_finite(vars(look))} for seeds, look in zip(looks[label], sequence,
-                                                                                              strict=True)]
-                        for label, sequence in analysed.items()}
-            for label, sequence in recorded.items():  # undecided at the most seeds: about how many would decide it
-                if sequence[-1]["verdict"] == UNDECIDED:
-                    sd = stats.planning_sd(float(np.std(differences[label], ddof=1)), len(differences[label]))
-                    sequence[-1]["seeds_to_decide"] = seeds_to_decide(
-                        sequence[-1]["mean"], sd, margin, stats.ALPHA / len(labels), sequence[-1]["seeds"])
-            return current, recorded, trained
+            return current, _looks_record(current, looks, analysed, differences), trained
         for label, count in todo.items():
-            counts[label] = count
             looks[label].append(count)
+
+
+def _analysed_looks(request: CompareRequest, runs: pd.DataFrame, looks: dict) -> tuple[dict, dict]:
+    """Return every arm's confidence sequence at each of its looks (in seeds trained), and its paired test-accuracy
+    differences in seed order."""
+    from regbench import stats
+    from regbench.sequential import analyse
+
+    differences, pair_looks = {}, {}
+    for label, seeds in looks.items():
+        paired = stats.paired_differences(runs, stats.PRIMARY, label, request.baseline[0])
+        differences[label] = paired.to_numpy()
+        pair_looks[label] = [int(paired.index.isin(request.seeds[:count]).sum()) for count in seeds]  # ok pairs
+    margin = request.analysis.get("margin_pp", 100 * DEFAULT_MARGIN) / 100
+    return analyse(differences, pair_looks, margin), differences
+
+
+def _looks_record(request: CompareRequest, looks: dict, analysed: dict, differences: dict) -> dict:
+    """Return every arm's looks as the manifest records them; an arm undecided at the most seeds also says about
+    how many seeds would decide it (its SD at the 80% upper confidence bound)."""
+    from regbench import stats
+    from regbench.sequential import UNDECIDED, seeds_to_decide
+
+    recorded = {label: [{"seeds": seeds, **_finite(vars(look))} for seeds, look in zip(looks[label], sequence,
+                                                                                      strict=True)]
+                for label, sequence in analysed.items()}
+    margin = request.analysis.get("margin_pp", 100 * DEFAULT_MARGIN) / 100
+    for label, sequence in recorded.items():
+        if sequence[-1]["verdict"] == UNDECIDED:
+            sd = stats.planning_sd(float(np.std(differences[label], ddof=1)), len(differences[label]))
+            sequence[-1]["seeds_to_decide"] = seeds_to_decide(sequence[-1]["mean"], sd, margin,
+                                                              stats.ALPHA / len(recorded), sequence[-1]["seeds"])
+    return recorded
 
 
 def _finite(values: dict) -> dict:

@@ -276,11 +276,11 @@ def paired_effects(runs: pd.DataFrame, techniques: list[str], margin: float = DE
         effects["target_effect"] = np.where(primary, target, math.nan)
         effects["planning_sd"] = [planning_sd(sd, n) if first else math.nan
                                   for sd, n, first in zip(effects["diff_sd"], effects["pairs"], primary)]
+        levels = effects["mde_alpha"]
         effects["seeds_for_target"] = [seeds_for(target, sd, level) if first else None
-                                       for sd, level, first in zip(effects["planning_sd"], effects["mde_alpha"], primary)]
+                                       for sd, level, first in zip(effects["planning_sd"], levels, primary)]
         effects["seeds_for_equivalence"] = [seeds_for_equivalence(margin, sd, level) if first else None
-                                            for sd, level, first in zip(effects["planning_sd"], effects["mde_alpha"],
-                                                                        primary)]
+                                            for sd, level, first in zip(effects["planning_sd"], levels, primary)]
     effects["verdict"] = [verdict(row, metric) for (_, row), metric in zip(effects.iterrows(), effects["metric"])]
     return effects.astype({"pairs": "Int64", **({"seeds_for_target": "Int64", "seeds_for_equivalence": "Int64"}
                                                  if target is not None else {})})
