@@ -79,8 +79,9 @@ def analyse(differences: dict[str, np.ndarray], looks: dict[str, list[int]], mar
         sequence, decided = [], None
         for pairs, (low, high, mean) in zip(looks[arm], confidence_sequence(np.asarray(values), looks[arm], level),
                                             strict=True):
-            decided = decided or (verdict_of(low, high, margin) if verdict_of(low, high, margin) in DECIDED else None)
-            sequence.append(Look(pairs, mean, low, high, decided or UNDECIDED))
+            verdict = decided or verdict_of(low, high, margin)  # the first decision stays
+            sequence.append(Look(pairs, mean, low, high, verdict))
+            decided = verdict if verdict in DECIDED else None
         analysed[arm] = sequence
     return analysed
 
