@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from regbench.techniques import BASELINE
 
@@ -284,6 +284,7 @@ def sensitivity(tuning: pd.DataFrame, tune: dict, title: str) -> Figure:
             axes.axhline(baseline.mean(), color="#4d4d4d", linestyle="--", linewidth=1, label="none, no regularization (mean)")
         search = searches[setting][name]
         axes.set(xscale="log" if search["scale"] == "log" else "linear", xlabel=name, ylabel=unit, title=setting)
+        axes.xaxis.set_minor_formatter(NullFormatter())  # a range within a decade: no crowd of minor labels
         axes.grid(alpha=0.3)
     for axes in grid[len(panels):]:
         axes.set_visible(False)
