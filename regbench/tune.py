@@ -44,7 +44,8 @@ SAMPLER = "Optuna's QMCSampler (scrambled Sobol sequence, seeded by the setting'
 MAX_ASKS = 10  # proposals asked per trial at most, to find distinct ones (a small integer range has few)
 REDUCTION = 4  # successive halving keeps about 1 in REDUCTION trials at each rung
 RUNG_FRACTIONS = (1 / 16, 1 / 4, 1.0)  # the share of a trial's epochs trained at each rung (REDUCTION apart)
-PRUNER = ("Optuna's SuccessiveHalvingPruner (reduction factor 4; rungs at 1/16, 1/4 and all of each trial's "
+PRUNER = (f"Optuna's SuccessiveHalvingPruner (reduction factor {REDUCTION}; rungs at "
+          f"{', '.join(f'1/{round(1 / fraction)}' for fraction in RUNG_FRACTIONS[:-1])} and all of each trial's "
           "epochs), told each trial's mean validation score over the tuning seeds in trial order")
 RACE_ENTRANTS = 3  # the best finished trials that race (with off)
 RACE_ALPHA = 0.05  # a candidate drops out of the race when its paired deficit to the leader is significant at this
