@@ -417,9 +417,14 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
     return text
 
 
+def sequence_level(sequential: dict) -> float:
+    """Return the confidence of each arm's sequence: 1 - alpha / m for m arms (Bonferroni)."""
+    return 1 - sequential["alpha"] / len(sequential["looks"])
+
+
 def sequential_text(name: str, row: pd.Series, manifest: dict) -> str:
     """Say one arm's sequential verdict: the seeds it took, its mean difference and its confidence sequence."""
-    level = 1 - manifest["sequential"]["alpha"] / len(manifest["sequential"]["looks"])
+    level = sequence_level(manifest["sequential"])
     interval = (f"{_interval(row['sequence_low'], row['sequence_high'])} (anytime-valid, {level * 100:.4g}%)"
                 if pd.notna(row["sequence_low"]) else "an interval not yet bounded (too few pairs, or no spread)")
     if row["verdict"] == "undecided":
@@ -438,7 +443,7 @@ def sequential_section(manifest: dict) -> str:
     rows = [[arm, "; ".join(f"{look['seeds']} seeds: {look['verdict']}" for look in looks),
              "not yet bounded" if looks[-1]["low"] is None else _interval(looks[-1]["low"], looks[-1]["high"])]
             for arm, looks in sequential["looks"].items()]
-    level = 1 - sequential["alpha"] / len(sequential["looks"])
+    level = sequence_level(sequential)
     return f"""## Sequential seeds
 
 `--seeds auto`: every arm first trained {sequential['seed_batch']} seeds; after each look, the arms still undecided

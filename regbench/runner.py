@@ -314,13 +314,13 @@ def _repeat_record(number: int, plan: TunePlan, tuned: TuneOutcome, evaluated: C
                    store: RunStore) -> dict:
     """Return one repeat of the search as the manifest records it: its tuning seeds, and per arm the values it chose
     and their mean paired test-accuracy difference to the reference arm on the evaluation seeds."""
+    from regbench import stats
+
     runs = store.load([config.run_id for config in plan_runs(evaluated)]).labelled(arm_of_run(evaluated)).runs
-    ok = runs[runs["status"] == "ok"].pivot(index="seed", columns="technique", values="test_accuracy")
-    reference = evaluated.baseline[0]
     arms = {}
     for label, _ in evaluated.settings:
         record = tuned.record["chosen"].get(label)
-        diff = (ok[label] - ok[reference]).dropna() if label in ok and reference in ok else pd.Series(dtype=float)
+        diff = stats.paired_differences(runs, stats.PRIMARY, label, evaluated.baseline[0])
         arms[label] = {"values": None if record is None else {**record["searched"]},
                        "off": bool(record and record["off"]),
                        "test_accuracy_diff": float(diff.mean()) if len(diff) else None}

@@ -168,13 +168,18 @@ def test_tuning_reads_no_test_label_and_a_rerun_trains_only_what_is_missing(runn
     assert runs.loc["dropout", "test_accuracy"] != permuted_runs.loc["dropout", "test_accuracy"]  # it did change
 
 
+def _tiny_tune(runner, tmp_path, technique: str, *options: str):
+    """Tune `technique` on two trials, one tuning seed and no race, then compare on seeds 0 and 1."""
+    result = runner.invoke(cli, ["compare", "--technique", technique, "--tune", "--trials", "2", "--tune-seeds", "1",
+                                 "--race-seeds", "1", "--seed-list", "0,1", "--train-size", "200", *options,
+                                 "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store.sqlite")])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def test_off_chosen_compares_the_untreated_model_with_itself_exactly(runner, tmp_path):
     # c from 1e6 up never binds: every trial trains as the baseline, so the tie goes to off
-    args = ["compare", "--technique", "max-norm", "--tune", "--trials", "2", "--tune-seeds", "1", "--race-seeds", "1",
-            "--search", "c=1e6:1e7", "--seed-list", "0,1", "--train-size", "200", "--epochs", "2",
-            "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store.sqlite")]
-    result = runner.invoke(cli, args)
-    assert result.exit_code == 0, result.output
+    result = _tiny_tune(runner, tmp_path, "max-norm", "--search", "c=1e6:1e7", "--epochs", "2")
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["tuned"]["chosen"]["max-norm"]["off"] and manifest["techniques"]["max-norm"] == {"c": 1e30}
     assert "chose off (validation prefers no max-norm at this budget)" in result.stderr
@@ -207,11 +212,7 @@ def test_bad_tuning_budgets_and_shared_options_are_refused_in_one_line(runner, t
 
 
 def test_tune_repeats_repeat_the_whole_search_on_seeds_of_their_own(runner, tmp_path):
-    args = ["compare", "--technique", "l2", "--tune", "--trials", "2", "--tune-seeds", "1", "--race-seeds", "1",
-            "--tune-repeats", "2", "--seed-list", "0,1", "--train-size", "200", "--epochs", "1",
-            "--out", str(tmp_path / "out"), "--store", str(tmp_path / "store.sqlite")]
-    result = runner.invoke(cli, args)
-    assert result.exit_code == 0, result.output
+    _tiny_tune(runner, tmp_path, "l2", "--tune-repeats", "2", "--epochs", "1")
     repeats = json.loads((tmp_path / "out" / "manifest.json").read_text())["tune_repeats"]
     assert [r["tuning_seeds"] for r in repeats] == [[1000], [1100]]
     assert all(r["arms"]["l2"]["test_accuracy_diff"] is not None for r in repeats)
