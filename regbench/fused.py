@@ -6,7 +6,9 @@ data kept as device arrays and the batch order passed in, so the run computes ex
 `fit` computes (same steps, same batches, same bits; tested) without the per-batch round trips.
 One program serves every run of the same structure (all seeds), so it compiles once, also for runs
 training at once in threads of the process (JAX's --jobs), which make each program under a lock; the
-evaluation scans Keras' own `test_step` the same way.
+evaluation scans Keras' own `test_step` the same way. An epoch's own measurements (validation, the training
+monitor) are one evaluation program over sets kept on the device, fed the epoch's new state where it lies: no
+copy of the images and no round trip of the weights through Keras' variables per epoch.
 
 Each program is traced through `jax.export` and kept in the user's program cache (beside JAX's
 persistent compilation cache), keyed by structure, shapes, regbench's code and the versions of
@@ -70,8 +72,12 @@ class _Program:
             logs, state = self.template.train_step(state, (x[order[full:]], y[order[full:]]))
         return logs, state
 
-    def _evaluate(self, state, x, y):
-        """Return the inference-mode logs over x, y in batches, as Keras' `evaluate` takes them."""
+    def _evaluate(self, state, sets):
+        """Return the inference-mode logs over each (x, y) of `sets` in batches, as Keras' `evaluate` takes them."""
+        return tuple(self._evaluate_one(state, x, y) for x, y in sets)
+
+    def _evaluate_one(self, state, x, y):
+        """Return the inference-mode logs over x, y in batches."""
         size = self.eval_batch_size
         full = len(x) // size * size
         logs = None
@@ -157,40 +163,64 @@ def _as_floats(logs: dict) -> dict:
     return {name: float(value) for name, value in logs.items()}
 
 
+def _evaluation_args(state: tuple, sets: tuple) -> tuple:
+    """Return the evaluation program's arguments: the weights of training `state`, fresh metrics and `sets`."""
+    trainable, non_trainable, _, metrics = state
+    return (trainable, non_trainable, metrics), sets
+
+
 def compile_epoch(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array, batch_size: int,
-                  eval_batch_size: int, length: int | None = None) -> float:
+                  eval_batch_size: int, length: int | None = None, measure: tuple = ()) -> float:
     """Compile the epoch program of `key` for these training arrays and an order of `length` images (all of them
-    by default), unless done; return the seconds it took.
+    by default), and the evaluation program of the `measure` sets, unless done; return the seconds it took.
 
     Compiling ahead of time keeps the one-off compile out of every epoch's time (a run's warm-up).
     """
     started = time.perf_counter()
     program = _program(key, model, x, y, batch_size, eval_batch_size)
     order = jax.ShapeDtypeStruct((length or len(y),), jnp.asarray(np.zeros(1, np.int64)).dtype)
-    program.compile("epoch", (_state(model, program), x, y, order))
+    state = _state(model, program)
+    program.compile("epoch", (state, x, y, order))
+    if measure:
+        program.compile("evaluate", _evaluation_args(state, measure))
     return time.perf_counter() - started
 
 
 def train_epoch(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array, order: np.ndarray,
-                batch_size: int, eval_batch_size: int) -> dict:
-    """Train `model` one epoch (or part of one) on x[order], y[order]; return its mean loss and metrics.
+                batch_size: int, eval_batch_size: int, measure: tuple = ()) -> tuple[dict, float, list[dict]]:
+    """Train `model` one epoch (or part of one) on x[order], y[order], then evaluate its new weights on each
+    device-resident (x, y) of `measure`; return the epoch's mean loss and metrics, the seconds of its training
+    alone, and the logs of each evaluation.
 
-    `key` names the model's structure: runs with the same key share one compiled program.
+    `key` names the model's structure: runs with the same key share one compiled program. The evaluation
+    starts once the epoch's logs are back (they time the training) and reads its state on the device.
     """
     program = _program(key, model, x, y, batch_size, eval_batch_size)
-    args = (_state(model, program), x, y, jnp.asarray(order))
+    start = _state(model, program)
+    args = (start, x, y, jnp.asarray(order))
+    started = time.perf_counter()
     logs, state = program.compile("epoch", args)(*args)
+    logs = _as_floats(logs)  # waits for the epoch
+    seconds = time.perf_counter() - started
+    measured = []
+    if measure:
+        evaluation = _evaluation_args((*state[:3], start[3]), measure)  # the epoch's fresh metrics, unused by it
+        measured = [_as_floats(each) for each in program.compile("evaluate", evaluation)(*evaluation)]
     _store_state(model, state)
-    return _as_floats(logs)
+    return logs, seconds, measured
+
+
+def device_sets(sets: list[tuple[np.ndarray, np.ndarray]]) -> tuple:
+    """Return (x, y) sets as device arrays, to evaluate every epoch without copying them each time."""
+    return tuple((jax.device_put(x), jax.device_put(y)) for x, y in sets)
 
 
 def evaluate(key: Hashable, model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int,
              eval_batch_size: int) -> dict:
     """Return `model`'s inference-mode loss and metrics on x, y (the same bits as Keras' evaluate)."""
     program = _program(key, model, x, y, batch_size, eval_batch_size)
-    trainable, non_trainable, _, metrics = _state(model, program)
-    args = ((trainable, non_trainable, metrics), jax.device_put(x), jax.device_put(y))
-    return _as_floats(program.compile("evaluate", args)(*args))
+    args = _evaluation_args(_state(model, program), device_sets([(x, y)]))
+    return _as_floats(program.compile("evaluate", args)(*args)[0])
 
 
 def train_epoch_together(key: Hashable, models: list[keras.Model], x: jax.Array, y: jax.Array,

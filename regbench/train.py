@@ -248,22 +248,27 @@ def _batches(x, y, order: np.ndarray, batch_size: int):
     return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
 
 
-def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) -> tuple[dict, float, float]:
-    """Train `model` one epoch on batches of x[order], y[order]; return its logs, the warm-up in it and its seconds.
+def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray,
+                measure: tuple = ()) -> tuple[dict, float, float, list[tuple[float, float]] | None]:
+    """Train `model` one epoch on batches of x[order], y[order]; return its logs, the warm-up in it, its seconds
+    and, where the backend measured them with the epoch, the (cross-entropy, accuracy) of each set of `measure`
+    (epoch_sets) at the epoch's weights (else None: evaluate them).
 
     On JAX the epoch is one compiled program (regbench.fused) over device-resident `x`, `y`,
-    compiled before the epoch is timed; elsewhere it is Keras' `fit`, with steps_per_execution
-    steps per backend call, whose first call also traces (its excess over a steady call is the warm-up). On
-    TensorFlow `fit` reads each batch gathered from the tensors `x`, `y` (_batches; the same bits as `fit` on
-    x[order], tested, 0.1 s faster per epoch and 157 MB less on full MNIST).
+    compiled before the epoch is timed, and the sets are one more program fed its state on the device; elsewhere
+    it is Keras' `fit`, with steps_per_execution steps per backend call, whose first call also traces (its excess
+    over a steady call is the warm-up). On TensorFlow `fit` reads each batch gathered from the tensors `x`, `y`
+    (_batches; the same bits as `fit` on x[order], tested, 0.1 s faster per epoch and 157 MB less on full MNIST).
     """
     if keras.backend.backend() == "jax":
         from regbench import fused  # imports jax, which other backends' processes never load
 
-        started = time.perf_counter()
-        warmup = fused.compile_epoch(program_key(config), model, x, y, config.batch_size, EVAL_BATCH_SIZE, len(order))
-        logs = fused.train_epoch(program_key(config), model, x, y, order, config.batch_size, EVAL_BATCH_SIZE)
-        return logs, warmup, time.perf_counter() - started
+        key = program_key(config)
+        warmup = fused.compile_epoch(key, model, x, y, config.batch_size, EVAL_BATCH_SIZE, len(order), measure)
+        logs, seconds, measured = fused.train_epoch(key, model, x, y, order, config.batch_size, EVAL_BATCH_SIZE,
+                                                    measure)
+        results = [(each["crossentropy"], each["accuracy"]) for each in measured] if measure else None
+        return logs, warmup, warmup + seconds, results
     clock = _ExecutionClock()
     started = time.perf_counter()
     callbacks = [clock, KeepRawWeights()] if model.optimizer.use_ema else [clock]
@@ -274,7 +279,23 @@ def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray) 
         history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0,
                             callbacks=callbacks)
     seconds = time.perf_counter() - started
-    return {name: float(values[0]) for name, values in history.history.items()}, clock.warmup(), seconds
+    return {name: float(values[0]) for name, values in history.history.items()}, clock.warmup(), seconds, None
+
+
+def epoch_sets(model: keras.Model, config: RunConfig, split: Split) -> tuple[dict, tuple]:
+    """Return the sets measured after every epoch by name (validation, the training monitor, and the test set
+    for test-curve runs), and what train_epoch takes to measure them with the epoch: on JAX their device arrays,
+    unless the measured weights are not the trained ones (a moving average) or the statistics change between the
+    pieces of an epoch (exact-statistics-bn); else nothing."""
+    sets = {"val": (split.x_val, split.y_val), "train_inference": (split.x_monitor, split.y_monitor)}
+    if config.variant == "test-curve":
+        sets["test"] = (split.x_test, split.y_test)
+    if (keras.backend.backend() != "jax" or model.optimizer.use_ema
+            or config.variant == "exact-statistics-bn"):
+        return sets, ()
+    from regbench import fused
+
+    return sets, fused.device_sets(list(sets.values()))
 
 
 def epoch_arrays(hooks: Hooks, config: RunConfig, split: Split, order: np.ndarray, epoch: int) -> tuple:
@@ -389,7 +410,7 @@ def train_epoch_refreshing(model: keras.Model, config: RunConfig, x, y, x_all: n
         part = order[start:start + piece]
         began = time.perf_counter()
         refresh_population_statistics(model, x_all)  # part of this variant's training time
-        logs, warmup, _ = train_epoch(model, config, x, y, part)
+        logs, warmup, _, _ = train_epoch(model, config, x, y, part)
         seconds += time.perf_counter() - began
         warmups.append(warmup)
         for name, value in logs.items():
@@ -418,20 +439,23 @@ def train_run(
         callback.on_train_begin()
     # 2. One training epoch at a time, on batches in an order this module controls.
     x_train, y_train = training_arrays(split)
+    sets, measure = epoch_sets(model, config, split)
     rows, status, diverged_epoch = [], "ok", None
     best = {"epoch": None, "val_accuracy": -math.inf, "val_crossentropy": math.inf, "weights": None}
     for epoch in range(config.stop_epoch or config.epochs):  # a partial run stops at its stop_epoch
         order = batch_order(config.seed, epoch, len(split.y_train))
         if config.variant == "exact-statistics-bn":
             logs, warmup, seconds = train_epoch_refreshing(model, config, x_train, y_train, split.x_train, order)
+            measurements = None
         elif hooks.epoch_data is not None:
             x_epoch, y_epoch = epoch_arrays(hooks, config, split, order, epoch)
-            logs, warmup, seconds = train_epoch(model, config, x_epoch, y_epoch, np.arange(len(order)))
+            logs, warmup, seconds, measurements = train_epoch(model, config, x_epoch, y_epoch, np.arange(len(order)),
+                                                          measure)
             del x_epoch, y_epoch
             if keras.backend.backend() == "tensorflow":
                 gc.collect()  # frees the epoch's tensors, which its tf.data pipeline holds in reference cycles
         else:
-            logs, warmup, seconds = train_epoch(model, config, x_train, y_train, order)
+            logs, warmup, seconds, measurements = train_epoch(model, config, x_train, y_train, order, measure)
         if epoch == 0:  # only the first epoch of a run compiles or traces
             first_warmup = warmup
             seconds -= warmup if math.isfinite(warmup) else 0.0
@@ -444,17 +468,13 @@ def train_run(
         }
         if not math.isfinite(logs["crossentropy"]) or not math.isfinite(logs["loss"]):
             status, diverged_epoch = "diverged", epoch + 1
-            row.update(val_crossentropy=math.nan, val_accuracy=math.nan,
-                       train_inference_crossentropy=math.nan, train_inference_accuracy=math.nan)
+            row.update({f"{name}_{metric}": math.nan for name in sets for metric in ("crossentropy", "accuracy")})
             rows.append(row)
             break
         with measured_weights(model):
-            row["val_crossentropy"], row["val_accuracy"] = evaluate(model, config, split.x_val, split.y_val)
-            row["train_inference_crossentropy"], row["train_inference_accuracy"] = evaluate(
-                model, config, split.x_monitor, split.y_monitor
-            )
-            if config.variant == "test-curve":
-                row["test_crossentropy"], row["test_accuracy"] = evaluate(model, config, split.x_test, split.y_test)
+            for name, (crossentropy, accuracy) in zip(sets, measurements or [
+                    evaluate(model, config, x, y) for x, y in sets.values()]):
+                row[f"{name}_crossentropy"], row[f"{name}_accuracy"] = crossentropy, accuracy
             if (row["val_accuracy"], -row["val_crossentropy"]) > (best["val_accuracy"], -best["val_crossentropy"]):
                 best = {**row, "weights": model.get_weights()}  # the best validation epoch so far
             rows.append(row)

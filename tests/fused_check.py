@@ -71,6 +71,8 @@ for setting, seed, epochs, changes in CHECKS:
                         **{name: value for name, value in changes.items() if name != "params"})
     (by_fit, hooks), by_program = fresh_with_hooks(config), fresh(config)
     callbacks = [KeepRawWeights()] if by_fit.optimizer.use_ema else []
+    x_test, y_test = (split.x_val, split.y_val) if config.architecture == "cnn" else (x_eval, y_eval)  # the cnn:
+    # one smaller batch is enough, and its full ones are slow on a CPU
     for epoch in range(epochs):
         order = batch_order(seed, epoch, len(split.y_train))
         x_fit, y_fit, x_program, y_program = split.x_train[order], split.y_train[order], x, y
@@ -79,9 +81,9 @@ for setting, seed, epochs, changes in CHECKS:
             x_fit, y_fit, order = np.asarray(x_program), np.asarray(y_program), np.arange(len(order))
         history = by_fit.fit(x_fit, y_fit, batch_size=32, epochs=1, shuffle=False, verbose=0,
                              callbacks=callbacks).history
-        logs = fused.train_epoch(program_key(config), by_program, x_program, y_program, order, 32, EVAL_BATCH_SIZE)
-    x_test, y_test = (split.x_val, split.y_val) if config.architecture == "cnn" else (x_eval, y_eval)  # the cnn:
-    # one smaller batch is enough, and its full ones are slow on a CPU
+        measure = fused.device_sets([(x_test, y_test)]) if epoch == epochs - 1 else ()  # measured with the epoch
+        logs, _, with_epoch = fused.train_epoch(program_key(config), by_program, x_program, y_program, order, 32,
+                                                EVAL_BATCH_SIZE, measure)
     keras_logs = by_fit.evaluate(x_test, y_test, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
     program_logs = fused.evaluate(program_key(config), by_program, x_test, y_test, 32, EVAL_BATCH_SIZE)
     report["fit_vs_fused"][f"{setting} seed {seed} {epochs} epochs {changes}"] = {
@@ -89,6 +91,7 @@ for setting, seed, epochs, changes in CHECKS:
         "averaged": max(float(np.max(np.abs(a - b))) for a, b in zip(averaged_weights(by_fit),
                                                                        averaged_weights(by_program))),
         "evaluation": [[keras_logs[name], program_logs[name]] for name in ("crossentropy", "accuracy", "loss")],
+        "measured_with_epoch": [with_epoch[0] == program_logs, with_epoch[0]],
         "accuracy": [history["accuracy"][0], logs["accuracy"]],
         "loss": [history["loss"][0], logs["loss"]],
     }

@@ -37,6 +37,8 @@ def test_fused_epochs_train_the_same_bits_as_keras_fit(fused_report):
         assert check["loss"][0] == check["loss"][1], name  # penalty included, as in fit
         for keras_value, program_value in check["evaluation"]:  # validation through the compiled program
             assert keras_value == program_value, name
+    for name, check in fused_report["fit_vs_fused"].items():  # an epoch's own measurement: evaluate's bits
+        assert check["measured_with_epoch"][0], (name, check["measured_with_epoch"][1])
 
 
 def test_runs_trained_together_match_their_lone_twins_closely(fused_report):
