@@ -159,10 +159,9 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
     axes.set_yticks(positions, labels)
     axes.set_ylim(-0.7, len(treated) - 0.3)
     axes.set_xlim(-limit, limit)
-    explained = (("thick: anytime-valid confidence sequence at 0.05/m (the verdict rests on it; none while unbounded)\n"
-                  "thin, capped: unadjusted 95% t-interval (it does not hold under sequential seeds)\n"
-                  "an arrow: an interval runs on to the value written; verdicts: the sequences, against 0 and the "
-                  "margin")
+    explained = (("thick: anytime-valid confidence sequence at 0.05/m, where bounded (verdicts rest on it)\n"
+                  "thin, capped: unadjusted 95% t-interval (not valid under sequential seeds)\n"
+                  "an arrow: an interval runs on to the value written")
                  if sequential else
                  ("thick: t-interval at the level Holm tested the technique (the verdict on 0 rests on it)\n"
                   "thin, capped: unadjusted 95% t-interval; an arrow: it runs on to the value written\n"

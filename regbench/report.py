@@ -186,6 +186,10 @@ def comparison_title(manifest: dict) -> str:
         " cosine" + (f" (warm-up {config['warmup_epochs']})" if config["warmup_epochs"] else ""))
     measured = ", measured at the highest-val-acc epoch" if protocol_of(manifest)["select"] == "best-val" else ""
     seeds = plural(len(manifest["seeds"]), "seed")
+    if manifest.get("sequential"):
+        trained = sorted(looks[-1]["seeds"] for looks in manifest["sequential"]["looks"].values())
+        seeds = (f"{trained[0]} to {trained[-1]} seeds per arm, added until decided" if trained[0] != trained[-1]
+                 else f"{plural(trained[0], 'seed')} per arm, added until decided")
     return (f"{config['architecture']} {widths} {config['activation']}, {training_images(manifest, config['train_size'])}"
             f", {seeds}; {config['optimizer']} lr {config['lr']:g}{schedule}, "
             f"batch {config['batch_size']}, {plural(config['epochs'], 'epoch')} max{measured}, "
@@ -216,11 +220,20 @@ VERDICT_RULE = (
     "shown too; one may exclude 0 while the verdict stays inconclusive."
 )
 
+SEQUENTIAL_RULE = (
+    "Verdicts rest on each arm's anytime-valid confidence sequence (section Sequential seeds): **helps / hurts** "
+    "when it excludes 0, **negligible** when it also lies within ±{margin} pp (`--margin`, the smallest effect "
+    "that matters), **equivalent** when it lies within ±{margin} pp, **undecided** otherwise: neither an effect nor "
+    "its absence is shown. The t-intervals, Holm-adjusted p-values, TOST and Wilcoxon tests in the tables are "
+    "fixed-sample statistics of the pairs each arm ended with, for reading only: they do not hold under the "
+    "stopping rule."
+)
+
 INTERVAL_KIND = {
-    False: ("Every interval is a t-interval over the paired seeds, conditional on this one training/validation "
+    False: ("Every interval is over the paired seeds, conditional on this one training/validation "
             "split and test set: it says how results vary with the seed (initial weights, batch order, dropout "
             "masks), not with the data drawn (`--resample-data` draws a split per seed)."),
-    True: ("Every interval is a t-interval over the paired seeds, across data splits: each seed also drew its own "
+    True: ("Every interval is over the paired seeds, across data splits: each seed also drew its own "
            "stratified validation split and training subset (`--resample-data`; both arms of a pair share it), so "
            "the intervals include data-sampling variation; the test set is the same for all."),
 }
@@ -437,6 +450,21 @@ def sequential_text(name: str, row: pd.Series, manifest: dict) -> str:
             f"test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline, within {interval}.")
 
 
+def sequential_paragraph(name: str, row: pd.Series, manifest: dict) -> str:
+    """Say one arm's sequential verdict, how far an undecided arm's sequence was from a decision, and what else
+    changed (descriptively)."""
+    text = sequential_text(name, row, manifest)
+    low, high, margin = row["sequence_low"], row["sequence_high"], row["margin"]
+    if row["verdict"] == "undecided" and pd.notna(low):
+        beyond = [f"{_pp(excess, False)} pp {side} {bound}{margin * 100:g}" for excess, side, bound in (
+            (-margin - low, "below", "-"), (high - margin, "above", "+")) if excess > 0]
+        text += (f" By how much it missed: equivalence needs the sequence inside ±{margin * 100:g} pp, and it reaches "
+                 f"{' and '.join(beyond)}; an effect needs 0 outside it, and 0 lies {_pp(min(high, -low), False)} pp "
+                 "inside its nearer end.")
+    return text + (f" The generalization gap changed by {_pp(row['gap_diff'])} points and an epoch took "
+                   f"{_number(row['time_ratio'])}x the baseline's time (means over its pairs).")
+
+
 def sequential_section(manifest: dict) -> str:
     """Show how sequential seeds decided: the rule, and every arm's looks."""
     sequential = manifest["sequential"]
@@ -620,7 +648,8 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
     def sequentially(row: pd.Series) -> bool:
         return bool(manifest.get("sequential")) and row["verdict"] != SWITCHED_OFF
 
-    paragraphs = [sequential_text(arm_name(row["technique"], manifest["techniques"][row["technique"]]), row, manifest)
+    paragraphs = [sequential_paragraph(arm_name(row["technique"], manifest["techniques"][row["technique"]]), row,
+                                       manifest)
                   if sequentially(row) else
                   technique_paragraph(row, manifest["techniques"][row["technique"]], len(techniques))
                   for _, row in treated.iterrows()]
@@ -660,6 +689,14 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
     tuning_text += repeats_section(manifest) + "\n" if manifest.get("tune_repeats") else ""
     tuning_text += sequential_section(manifest) + "\n" if manifest.get("sequential") else ""
     chosen = " (chosen by tuning)" if manifest.get("tune") else ""
+    rule = (SEQUENTIAL_RULE if manifest.get("sequential") else VERDICT_RULE).format(
+        family=len(techniques), margin=f"{margin * 100:g}")
+    wilcoxon = "" if manifest.get("sequential") else (
+        f"\nWith {pairs} pairs the Wilcoxon signed-rank test cannot give a p-value below {2 / 2 ** pairs:.4g} (all "
+        "differences of one sign), so it confirms direction but is weak at this size.")
+    other_caveat = (" Under sequential seeds these are fixed-sample tests at the seeds each arm ended with, whose "
+                    "number the test accuracy decided: for reading only, their error rates do not hold."
+                    if manifest.get("sequential") else "")
     return f"""# regbench: {', '.join(techniques)} against {plots.baseline_name(reference)}
 
 {comparison_title(manifest)}.
@@ -671,9 +708,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
 Each technique is compared with the baseline pairwise: for every seed both models start from
 the same initial weights in every layer they share and see the same mini-batches in the same
 order. Δ is technique minus baseline per seed, averaged over pairs; p-values are two-sided; d_z is
-the mean paired difference over its SD. {VERDICT_RULE.format(family=len(techniques), margin=f'{margin * 100:g}')}
-With {pairs} pairs the Wilcoxon signed-rank test cannot give a p-value below {2 / 2 ** pairs:.4g} (all
-differences of one sign), so it confirms direction but is weak at this size. {INTERVAL_KIND[config["resample_data"]]}
+the mean paired difference over its SD. {rule}{wilcoxon} {INTERVAL_KIND[config["resample_data"]]}
 {SELECTION_TEXT[protocol["select"]]} The compared loss is the data cross-entropy, without any penalty.
 
 {budget_paragraph(epochs, config, protocol, reference)}
@@ -702,7 +737,7 @@ measures, which is the one of highest validation accuracy) and at the last epoch
 ## Other paired effects
 
 Differences are technique minus baseline in the metric's own unit (fractions for accuracy and gap,
-nats for cross-entropy, epochs, seconds).
+nats for cross-entropy, epochs, seconds).{other_caveat}
 
 {markdown_table(["technique", "metric", "pairs", "Δ mean", "95% CI (t)", "p (t)", "p (Holm)", "verdict"], effect_rows)}
 

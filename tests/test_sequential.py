@@ -79,7 +79,12 @@ def test_seeds_auto_adds_seeds_to_undecided_arms_and_resumes_to_the_same_looks(r
     assert (runs["technique"] == "none").sum() == max(sequence[-1]["seeds"] for sequence in looks.values())
     summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("technique")
     assert all(summary.loc[arm, "verdict"] == sequence[-1]["verdict"] for arm, sequence in looks.items())
-    assert "## Sequential seeds" in (tmp_path / "out" / "REPORT.md").read_text()
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "## Sequential seeds" in report and "seeds per arm, added until decided" in report
+    assert "Verdicts rest on each arm's anytime-valid confidence sequence" in report  # not the fixed-sample rule
+    assert "Holm corrects each family" not in report and "Wilcoxon signed-rank test cannot" not in report
+    undecided = [arm for arm, sequence in looks.items() if sequence[-1]["verdict"] == "undecided"]
+    assert report.count("By how much it missed: equivalence needs the sequence inside ±") == len(undecided)
     # killed after its first look: the rerun trains what is missing and reaches the same looks and verdicts
     store = RunStore(tmp_path / "store.sqlite")
     store.remove([run_id for run_id, seed in zip(runs["run_id"], runs["seed"], strict=True) if seed >= 2])
