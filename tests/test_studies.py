@@ -201,10 +201,7 @@ def test_fields_added_later_leave_stored_run_ids_unchanged():
     for technique, run_ids in manifest["run_ids"].items():
         params = tuple(sorted(manifest["techniques"].get(technique, {}).items()))
         rebuilt = [RunConfig(**config, technique=technique, technique_params=params, seed=seed).run_id
-                   for seed in manifest["seeds"]]
-        if technique == "max-norm":  # its rule changed (an exact identity below c): runs of Keras' MaxNorm stay apart
-            assert not set(rebuilt) & set(run_ids)
-            continue
+                   for seed in manifest["seeds"][:len(run_ids)]]  # sequential seeds: each arm its first seeds
         assert rebuilt == run_ids, technique  # the committed reference runs keep their ids
     standard = RunConfig()
     for changed in ({"variant": "classic-dropout"}, {"schedule": "cosine"}, {"warmup_epochs": 1}, {"stop_epoch": 1}):
