@@ -21,10 +21,12 @@ one exported module.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import threading
 import time
+from collections import OrderedDict
 from typing import Hashable
 
 import jax
@@ -96,19 +98,29 @@ class _Program:
         return logs
 
 
-_PROGRAMS: dict[Hashable, _Program] = {}  # structure key -> program, for the life of the process
-_MAKING = threading.Lock()  # held while a structure's program is made
+PROGRAMS_KEPT = 16  # structures whose programs a process keeps, the latest used. Each holds about 500 memory
+# mappings of compiled code and 24 MB; Linux allows a process 65,530 mappings, and a tuning search that kept every
+# trial's program died after a few hundred ("LLVM ERROR: Unable to allocate section memory")
+_PROGRAMS: OrderedDict[Hashable, _Program] = OrderedDict()  # structure key -> program, the most recently used last
+_MAKING = threading.Lock()  # held while _PROGRAMS is read or changed
 
 
 def _program(key: Hashable, model: keras.Model, x, y, batch_size: int, eval_batch_size: int) -> _Program:
-    """Return the programs of `key`, made from `model` the first time the key is seen."""
-    if (key, batch_size, eval_batch_size) in _PROGRAMS:  # no lock once made
-        return _PROGRAMS[key, batch_size, eval_batch_size]
+    """Return the programs of `key`, made from `model` the first time the key is seen (or since it was dropped as
+    the least recently used of more than PROGRAMS_KEPT)."""
+    name, dropped = (key, batch_size, eval_batch_size), False
     with _MAKING:
-        if (key, batch_size, eval_batch_size) not in _PROGRAMS:
+        if name not in _PROGRAMS:
             model.evaluate(np.asarray(x[:batch_size]), np.asarray(y[:batch_size]), verbose=0)  # builds the metrics
-            _PROGRAMS[key, batch_size, eval_batch_size] = _Program(key, model, batch_size, eval_batch_size)
-        return _PROGRAMS[key, batch_size, eval_batch_size]
+            _PROGRAMS[name] = _Program(key, model, batch_size, eval_batch_size)
+            while len(_PROGRAMS) > PROGRAMS_KEPT:
+                _PROGRAMS.popitem(last=False)  # a structure in training is used every epoch: never the least
+                dropped = True
+        _PROGRAMS.move_to_end(name)
+        program = _PROGRAMS[name]
+    if dropped:
+        gc.collect()  # frees the dropped programs' compiled code, which their Keras models hold in reference cycles
+    return program
 
 
 def _state(model: keras.Model, program: _Program) -> tuple:

@@ -123,8 +123,18 @@ config = config_for("batchnorm+dropout+l2+gaussian-noise+label-smoothing", {"inp
 traced, traced_logs = trained_by_program(config)
 fused._PROGRAMS.clear()  # as in a new process
 kept = len(list((jax_cache_dir() / "programs").glob("*.jaxexport")))
-jax.export.export = no_tracing
+tracing, jax.export.export = jax.export.export, no_tracing
 loaded, loaded_logs = trained_by_program(config)
 report["loaded_vs_traced"] = {"programs": kept, "weights": largest_difference(traced, loaded),
                               "evaluation": [traced_logs == loaded_logs, loaded_logs]}
+# Beyond PROGRAMS_KEPT structures the least recently used programs are dropped and their compiled code freed: the
+# process's memory mappings stay flat (each program holds about 500)
+jax.export.export = tracing  # new structures from here on
+fused.PROGRAMS_KEPT = 2
+mappings = []
+for index in range(6):
+    config = config_for("dropout", {"rate": 0.11 + index / 100}, seed=0, backend="jax", batch_size=32, epochs=1)
+    fused.train_epoch(program_key(config), fresh(config), x, y, batch_order(0, 0, 300), 32, EVAL_BATCH_SIZE)
+    mappings.append(len(Path("/proc/self/maps").read_text().splitlines()))
+report["programs_dropped"] = {"kept": len(fused._PROGRAMS), "mappings": mappings}
 print(json.dumps(report))

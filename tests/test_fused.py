@@ -59,3 +59,10 @@ def test_a_program_loaded_from_the_program_cache_trains_the_bits_of_one_traced_a
     assert loaded["programs"] >= 2  # the epoch and evaluation programs this structure exported
     assert loaded["weights"] == 0.0  # trained without tracing (jax.export refused): every weight the same
     assert loaded["evaluation"][0], loaded["evaluation"][1]
+
+
+def test_programs_beyond_those_kept_are_dropped_and_their_compiled_code_freed(fused_report):
+    dropped = fused_report["programs_dropped"]
+    assert dropped["kept"] == 2  # PROGRAMS_KEPT, lowered for the check
+    grown = dropped["mappings"][-1] - dropped["mappings"][1]  # four structures more, each ~500 mappings if kept
+    assert grown < 400, dropped["mappings"]
