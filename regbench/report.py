@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, stats
-from regbench.config import DEFAULT_MARGIN, LEGACY_PROTOCOL, STUDY_FIELDS, TUNING_FIELDS, with_added_defaults
+from regbench.config import LEGACY_PROTOCOL, STUDY_FIELDS, TUNING_FIELDS, with_added_defaults
 from regbench.errors import UsageError
 from regbench.experiment import EXPERIMENT_FILE, experiment_toml
 from regbench.store import (COMPARISON_FIGURES, COMPARISON_TABLES, RunTables, baseline_label, read_comparison,
@@ -70,7 +70,7 @@ def comparison_statistics(runs: pd.DataFrame, manifest: dict) -> tuple[pd.DataFr
     """Return a comparison's analysed runs, its paired effects and its summary (with each setting's values)."""
     techniques, (reference, reference_params) = list(manifest["techniques"]), reference_arm(manifest)
     runs = analysed_runs(runs, manifest)
-    analysis = analysis_of(manifest)
+    analysis = stats.analysis_of(manifest)
     effects = stats.paired_effects(runs, techniques, analysis["margin"], analysis["target_effect"], reference)
     summary = stats.summarize(runs, techniques, effects, baseline=reference)
     tuned = (manifest.get("tuned") or {}).get("chosen", {})
@@ -97,18 +97,6 @@ def reference_arm(manifest: dict) -> tuple[str, dict]:
     label = baseline_label(manifest)
     chosen = (manifest.get("tuned") or {}).get("chosen", {})
     return label, chosen[label]["params"] if label in chosen else manifest.get("baseline", {label: {}})[label]
-
-
-def analysis_of(manifest: dict) -> dict:
-    """Return how a comparison's effects are judged, as fractions: the equivalence margin and any planning target
-    (the manifest states them in percentage points, as margin_pp and target_effect_pp; manifests before that as
-    fractions, as margin and target_effect)."""
-    analysis = {"margin": DEFAULT_MARGIN, "target_effect": None, **manifest.get("analysis", {})}
-    for name in ("margin", "target_effect"):
-        if f"{name}_pp" in analysis:
-            points = analysis.pop(f"{name}_pp")
-            analysis[name] = None if points is None else points / 100
-    return analysis
 
 
 SEQUENTIAL_FOREST = ("Paired test-accuracy difference to the baseline with each arm's anytime-valid confidence "
@@ -677,7 +665,7 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
         technique_rows.insert(0, [f"{reference} (baseline)", describe_params(reference_params) or "–"])
     run_rows = [[technique, ", ".join(f"`{run_id}`" for run_id in ids)] for technique, ids in manifest["run_ids"].items()]
     pairs = int(summary["pairs"].max()) if summary["pairs"].notna().any() else 0
-    margin = analysis_of(manifest)["margin"]
+    margin = stats.analysis_of(manifest)["margin"]
     diverged = runs[runs["status"] != "ok"]
     diverged_note = (f"\n\n{len(diverged)} run(s) diverged (loss became NaN or infinite) and are left out of every "
                      f"statistic: " + ", ".join(f"`{r.run_id}` ({r.technique}, seed {r.seed}, epoch "

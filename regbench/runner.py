@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pandas as pd
 
-from regbench.config import DEFAULT_MARGIN, MEMORY_COPIES, RunConfig, available_memory, parameter_count
+from regbench.config import MEMORY_COPIES, RunConfig, available_memory, parameter_count
 from regbench.data import Images, Splits, get_dataset, load_images, training_size
 from regbench.errors import UsageError
 from regbench.executor import DaskCluster, InProcess
@@ -247,8 +247,7 @@ def _analysed_looks(request: CompareRequest, runs: pd.DataFrame, looks: dict) ->
         paired = stats.paired_differences(runs, stats.PRIMARY, label, request.baseline[0])
         differences[label] = paired.to_numpy()
         pair_looks[label] = [int(paired.index.isin(request.seeds[:count]).sum()) for count in seeds]  # ok pairs
-    margin = request.analysis.get("margin_pp", 100 * DEFAULT_MARGIN) / 100
-    return analyse(differences, pair_looks, margin), differences
+    return analyse(differences, pair_looks, stats.analysis_of({"analysis": request.analysis})["margin"]), differences
 
 
 def _looks_record(request: CompareRequest, looks: dict, analysed: dict, differences: dict) -> dict:
@@ -260,7 +259,7 @@ def _looks_record(request: CompareRequest, looks: dict, analysed: dict, differen
     recorded = {label: [{"seeds": seeds, **_finite(vars(look))} for seeds, look in zip(looks[label], sequence,
                                                                                       strict=True)]
                 for label, sequence in analysed.items()}
-    margin = request.analysis.get("margin_pp", 100 * DEFAULT_MARGIN) / 100
+    margin = stats.analysis_of({"analysis": request.analysis})["margin"]
     for label, sequence in recorded.items():
         if sequence[-1]["verdict"] == UNDECIDED:
             sd = stats.planning_sd(float(np.std(differences[label], ddof=1)), len(differences[label]))

@@ -26,6 +26,18 @@ PRIMARY = "test_accuracy"  # the metric the verdict is about
 UNCORRECTED_ONLY = "inconclusive (significant only before Holm correction)"
 
 
+def analysis_of(manifest: dict) -> dict:
+    """Return how a comparison's effects are judged, as fractions: the equivalence margin and any planning target
+    (the manifest states them in percentage points, as margin_pp and target_effect_pp; manifests before that as
+    fractions, as margin and target_effect)."""
+    analysis = {"margin": DEFAULT_MARGIN, "target_effect": None, **manifest.get("analysis", {})}
+    for name in ("margin", "target_effect"):
+        if f"{name}_pp" in analysis:
+            points = analysis.pop(f"{name}_pp")
+            analysis[name] = None if points is None else points / 100
+    return analysis
+
+
 def successful(runs: pd.DataFrame) -> pd.DataFrame:
     """Return the runs that finished with status ok (diverged runs are left out of statistics)."""
     return runs[runs["status"] == "ok"]
