@@ -30,7 +30,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[jax,test,bench,tensorboard,mlflow]'
+	$(BIN)/python -m pip install --quiet -e '.[jax,test,notebook,bench,tensorboard,mlflow]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,7 +9,8 @@ jax`; each regbench row also with `--jobs 2` (TensorFlow: a local Dask cluster; 
 of one process) where two cores are free; (d) floors measured
 here: the protocol's FLOPs over this machine's sgemm rate, and Adam's bytes per step over the
 memory bandwidth at the optimizer's working-set size. Then the levers one by one, the short
-commands (2 runs x 3 and 10 epochs, JAX cold and warm, fixed costs), and the targets. Prints the tables and writes them, with the machine and the command, to --out.
+commands (2 runs x 3 and 10 epochs, JAX cold and warm, fixed costs), regbench.compare called again in one warm
+process, and the targets. Prints the tables and writes them, with the machine and the command, to --out.
 """
 
 from __future__ import annotations
@@ -368,6 +369,55 @@ def short_commands(data: str, env: dict, epochs_list: tuple[int, ...] = (3, 10))
     return rows
 
 
+WARM_TARGETS = {3: {"jax": 8.0, "tensorflow": 3.0}, 10: {"jax": 10.0, "tensorflow": 3.5}}  # x the plain script
+WARM_CALLS = 3  # regbench.compare calls per process: the first pays start-up; the second and third are warm
+
+
+def warm_process(data: str, env: dict, epochs_list: tuple[int, ...] = (3, 10)) -> list[dict]:
+    """`regbench.compare` called three times in one process (benchmarks/warm.py), each 2 runs (the baseline and
+    dropout, seed 0) of `epochs` into a new store, per backend, against the plain script's two processes (timed
+    before and after; the ratios are to the mean)."""
+    rows = []
+    for epochs in epochs_list:
+        plain = [_plain_pair(data, env, epochs, "before")]
+        for backend in ("tensorflow", "jax"):
+            print(f"warm: regbench.compare x {WARM_CALLS} in one {backend} process, {epochs} epochs ...", flush=True)
+            done = measure([sys.executable, str(HERE / "warm.py"), data, backend, str(epochs), str(WARM_CALLS)], env)
+            walls = json.loads(done.stdout.strip().splitlines()[-1])["walls"]
+            rows += [{"epochs": epochs, "backend": backend, "call": call, "wall": wall}
+                     for call, wall in enumerate(walls, start=1)]
+        plain.append(_plain_pair(data, env, epochs, "after"))
+        rows.append({"epochs": epochs, "row": PLAIN_SHORT, "walls": plain, "wall": statistics.mean(plain)})
+        for row in rows:
+            if row.get("epochs") == epochs and "call" in row:
+                row["ratio"] = statistics.mean(plain) / row["wall"]
+    return rows
+
+
+def _plain_pair(data: str, env: dict, epochs: int, when: str) -> float:
+    """Time the plain script for seeds 0 and 1, one process each (`when`: before or after the measured rows)."""
+    print(f"the plain script, 2 processes x {epochs} epochs ({when}) ...", flush=True)
+    return sum(measure([sys.executable, str(HERE / "plain_keras.py"), data, str(seed), str(epochs)], env).wall
+               for seed in (0, 1))
+
+
+def warm_table(rows: list[dict]) -> str:
+    """Render the warm process's calls: wall seconds, the ratio to the plain script, and the target met or not."""
+    lines = ["| call of regbench.compare in one process | epochs | wall (s) | vs plain | target | met |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        if "call" not in row:
+            lines.append(f"| {row['row']} (mean of {' s and '.join(f'{wall:.1f}' for wall in row['walls'])} s, "
+                         f"before and after) | {row['epochs']} | {row['wall']:.1f} | 1.00x | | |")
+            continue
+        target = WARM_TARGETS[row["epochs"]][row["backend"]] if row["call"] > 1 else None
+        met = "–" if target is None else ("yes" if row["ratio"] >= target else "NO")
+        what = "first (start-up, data, compile)" if row["call"] == 1 else "warm"
+        lines.append(f"| {row['backend']}, call {row['call']}: {what} | {row['epochs']} | {row['wall']:.1f} | "
+                     f"{row['ratio']:.2f}x | {'–' if target is None else f'>= {target:g}x'} | {met} |")
+    return "\n".join(lines)
+
+
 def short_table(rows: list[dict]) -> str:
     """Render the short commands: wall seconds, the ratio to the plain script, and the target met or not."""
     lines = ["| command | epochs | wall (s) | vs plain | target | met |", "|---|---|---|---|---|---|"]
@@ -447,8 +497,21 @@ def main() -> None:
     parser.add_argument("--render", metavar="JSON", help="only rewrite --out from a run's saved figures")
     parser.add_argument("--short-only", action="store_true",
                         help="measure only the short commands, into the figures of --out's last run (RESULTS.json)")
+    parser.add_argument("--warm-only", action="store_true",
+                        help="measure only regbench.compare in a warm process, into the figures of --out's last run")
     args = parser.parse_args()
     command = shlex.join(["python", "benchmarks/speed.py", *sys.argv[1:]])
+    if args.warm_only:
+        if not args.data or not Path(args.data).is_file():
+            parser.error("give the full MNIST file with --data PATH or $REGBENCH_DATA")
+        figures = Path(args.out).with_suffix(".json")
+        measured = json.loads(figures.read_text())
+        measured["warm"] = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            "rows": warm_process(args.data, bench_environment())}
+        figures.write_text(json.dumps(measured, indent=1) + "\n")
+        Path(args.out).write_text(render(measured))
+        print(warm_table(measured["warm"]["rows"]))
+        return
     if args.short_only:
         if not args.data or not Path(args.data).is_file():
             parser.error("give the full MNIST file with --data PATH or $REGBENCH_DATA")
@@ -500,12 +563,14 @@ def main() -> None:
     lever_rows = [] if args.no_levers else levers(args.data, env)
     short = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "rows": short_commands(args.data, env)}
+    warm = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "rows": warm_process(args.data, env)}
     # 2. Keep every figure (JSON), then write the tables with the machine and the command.
     measured = {"command": command,
                 "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "seconds": round(time.perf_counter() - started), "seeds": args.seeds, "epochs": args.epochs,
                 "repeats": args.repeats, "machine": machine_description(), "floors": floor, "rows": rows,
-                "cluster_startup": startup, "levers": lever_rows, "short": short}
+                "cluster_startup": startup, "levers": lever_rows, "short": short, "warm": warm}
     Path(args.out).with_suffix(".json").write_text(json.dumps(measured, indent=1) + "\n")
     text = render(measured)
     Path(args.out).write_text(text)
@@ -594,6 +659,16 @@ def render(measured: dict) -> str:
                      "the output directory it wrote (nothing changed: the files are kept) and with a new one; "
                      "`--help` and `list` are the median of three.",
                      short_table(short["rows"])]
+    if measured.get("warm"):
+        warm = measured["warm"]
+        sections += ["## A warm process (a notebook, a script's loop)",
+                     f"Measured by `{warm['command']}` on {warm['date']}: `regbench.compare` called {WARM_CALLS} "
+                     "times in one process (benchmarks/warm.py), each comparing dropout with the baseline on seed 0 "
+                     "(2 runs) into a new store, so that both runs train every time, and reading the summary "
+                     "(nothing written: figures are drawn when asked for). The first call pays the imports, the "
+                     "backend's start, reading the data and compiling; later calls reuse them. The plain script "
+                     "runs twice (two processes), timed before and after the calls; the ratios are to the mean.",
+                     warm_table(warm["rows"])]
     return "\n\n".join(sections) + "\n"
 
 

@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import math
-import os
 import shlex
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from regbench import __version__
-from regbench.backend import DEVICES, check_installed, select_backend
+from regbench.backend import DEVICES, select_backend
 from regbench.config import (
-    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_HIDDEN, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_MAX_SEEDS,
-    DEFAULT_RACE_SEEDS, DEFAULT_SEED_BATCH, DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES,
-    SELECTIONS, TUNE_METRICS, RunConfig,
+    ACTIVATIONS,
+    ARCHITECTURES,
+    BACKENDS,
+    DEFAULT_LR,
+    DEFAULT_MARGIN,
+    DEFAULT_MAX_SEEDS,
+    DEFAULT_RACE_SEEDS,
+    DEFAULT_SEED_BATCH,
+    DEFAULT_TRIALS,
+    DEFAULT_TUNE_SEEDS,
+    OPTIMIZERS,
+    PROTOCOLS,
+    SCHEDULES,
+    SELECTIONS,
+    TUNE_METRICS,
 )
-from regbench.data import DATASETS, DEFAULT_DATASET
+from regbench.data import DATASETS, DEFAULT_DATASET, MAX_TRAIN_SIZE, MIN_TRAIN_SIZE
 from regbench.errors import Interrupted, SweepError, UsageError
-from regbench.executor import CONNECT_SECONDS, InProcess, executor_for
-from regbench.techniques import (
-    ARM_SYNTAX, BASELINE, TECHNIQUES, Arm, applicable, check_architecture, describe_params, exact_text, parse_arm,
-    parse_param_overrides,
+from regbench.executor import CONNECT_SECONDS
+from regbench.options import (
+    DEFAULT_SEEDS,
+    DEFAULT_STORE,
+    MAX_SEED,
+    from_toml,
+    resolve_compare,
+    resolve_studies,
 )
-
-DEFAULT_STORE = Path("results/regbench.sqlite")
-MAX_SEED = 2**32 - 1  # NumPy's global seed (which Keras sets) takes 0..2**32-1
+from regbench.progress import Echo
+from regbench.techniques import ARM_SYNTAX, BASELINE, TECHNIQUES, parse_arm
 
 
 class _Commands(click.Group):
@@ -130,6 +143,19 @@ class _FiniteFloatRange(click.FloatRange):
         return number
 
 
+def _settings(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Complete the last of --technique's comma-separated settings with a technique's name (shell completion)."""
+    given, _, last = incomplete.rpartition(",")
+    return [f"{given},{name}" if given else name for name in (*TECHNIQUES, "all") if name.startswith(last)]
+
+
+def _study_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Complete a study's name (shell completion)."""
+    from regbench.studies import CATALOGUE
+
+    return [name for name in (*CATALOGUE, "all") if name.startswith(incomplete)]
+
+
 def _command_line() -> str:
     """Return the command line being run, as a shell would take it."""
     return shlex.join(["regbench", *cli.arguments])
@@ -144,9 +170,7 @@ def cli():
 def _read_config(ctx: click.Context, param: click.Parameter, path: str | None) -> None:
     """Make the options of --config FILE.toml the command's defaults, so that flags on the command line win."""
     if path is not None:
-        from regbench.experiment import read_options
-
-        ctx.default_map = {**(ctx.default_map or {}), **read_options(Path(path), ctx.command, ctx)}
+        ctx.default_map = {**(ctx.default_map or {}), **from_toml(Path(path), ctx.command, ctx)}
 
 
 _config_option = click.option(
@@ -170,7 +194,7 @@ def _run_options(command_defaults: bool):
         click.option("--epochs", type=click.IntRange(1, 10_000), default=None, help="Maximum epochs." + preset),
         click.option("--batch-size", type=click.IntRange(1), default=default(32), show_default=command_defaults,
                      help="Images per step." + hint),
-        click.option("--train-size", type=click.IntRange(100, 50_000), default=None,
+        click.option("--train-size", type=click.IntRange(MIN_TRAIN_SIZE, MAX_TRAIN_SIZE), default=None,
                      help="Stratified subset of the 50k training images" + (hint or " [default: all]") + "."),
         click.option("--architecture", type=click.Choice(ARCHITECTURES), default=default("mlp"),
                      show_default=command_defaults, help=hint.strip() or None),
@@ -222,7 +246,7 @@ def _run_options(command_defaults: bool):
 
 
 @cli.command()
-@click.option("--technique", "techniques", required=True, metavar="SETTING[,SETTING...]",
+@click.option("--technique", "techniques", required=True, metavar="SETTING[,SETTING...]", shell_complete=_settings,
               help="The arms to compare with the baseline, each SETTING one arm: 'dropout', 'dropout+l2', "
                    "'dropout,l2,batchnorm'; several settings of one technique as TECHNIQUE:NAME=VALUE, e.g. "
                    f"'l2:l2=1e-4,l2:l2=1e-3,dropout:rate=0.2' (in full {ARM_SYNTAX}; '+' combines); "
@@ -234,8 +258,9 @@ def _run_options(command_defaults: bool):
               help="The reference arm every arm is paired with, a SETTING as in --technique, e.g. "
                    "--baseline dropout --technique dropout+batchnorm.")
 @click.option("--seeds", type=_SeedCount(), default=None,
-              help="Number of seeds 0..N-1 [default: 3], or 'auto': add seeds a batch at a time to the arms still "
-                   "undecided, with confidence sequences that hold under that stopping rule (see --max-seeds).")
+              help=f"Number of seeds 0..N-1 [default: {DEFAULT_SEEDS}], or 'auto': add seeds a batch at a time to the "
+                   "arms still undecided, with confidence sequences that hold under that stopping rule "
+                   "(see --max-seeds).")
 @click.option("--max-seeds", type=click.IntRange(2, 1000), default=None,
               help=f"--seeds auto: the most seeds an arm trains [default: {DEFAULT_MAX_SEEDS}].")
 @click.option("--seed-batch", type=click.IntRange(1, 1000), default=None,
@@ -288,7 +313,7 @@ def _run_options(command_defaults: bool):
                    f"[default: {DEFAULT_RACE_SEEDS}].")
 @click.option("--margin", type=_FiniteFloatRange(0, 100, min_open=True), default=None,
               help="The smallest test-accuracy effect that matters, in percentage points: an effect shown to lie "
-                   "within ±margin is 'equivalent' or 'negligible' [default: 0.1].")
+                   f"within ±margin is 'equivalent' or 'negligible' [default: {DEFAULT_MARGIN * 100:g}].")
 @click.option("--target-effect", type=_FiniteFloatRange(0, 100, min_open=True), default=None,
               help="Plan seeds: how many pairs would detect this test-accuracy effect (percentage points) with 80% "
                    "power, from this comparison's SD (its 80% upper confidence bound).")
@@ -297,219 +322,25 @@ def _run_options(command_defaults: bool):
                    "include data-sampling variation (the test set stays the same).")
 @_run_options(command_defaults=True)
 @_config_option
-def compare(techniques, params, baseline, seeds, max_seeds, seed_batch, seed_list, epochs, batch_size, train_size,
-            architecture, hidden,
-            activation, optimizer, lr, momentum, nesterov, backend, device, dataset, data, out, store, jobs, scheduler,
-            scheduler_timeout, resources, send_data, force, dry_run, protocol, schedule, warmup_epochs, select, tune,
-            trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared, tune_repeats, race_seeds, margin,
-            target_effect, resample_data):
+def compare(**values):
     """Train baseline and treated models pairwise over seeds; write tables, figures and a report."""
-    # 1. Check every option that needs no data or backend.
-    reference, arms = _arms(techniques, baseline, architecture)
-    overrides = parse_param_overrides(params, [arm.names for arm in (reference, *arms)])
-    _check_distinct(reference, arms, overrides)
-    if seeds is not None and seed_list is not None:
-        raise UsageError("--seeds and --seed-list exclude each other; give one")
-    preset = PROTOCOLS[protocol]
-    epochs, optimizer, schedule, select = (epochs or preset["epochs"], optimizer or preset["optimizer"],
-                                           schedule or preset["schedule"], select or preset["select"])
-    lr = lr or (preset["lr"] if optimizer == preset["optimizer"] else DEFAULT_LR[optimizer])
-    if warmup_epochs is None:  # the preset's warm-up belongs to the preset's schedule
-        warmup_epochs = preset["warmup_epochs"] if schedule == preset["schedule"] else 0
-    if warmup_epochs and schedule != "cosine":
-        raise UsageError(f"--warmup-epochs applies to --schedule cosine, not {schedule}")
-    if warmup_epochs >= epochs:
-        raise UsageError(f"--warmup-epochs {warmup_epochs} leaves no epoch to decay in; allowed 0..{epochs - 1} "
-                         f"with {epochs} epochs")
-    if momentum is not None and optimizer not in ("sgd", "rmsprop"):
-        raise UsageError(f"--momentum applies to sgd and rmsprop, not {optimizer}")
-    if nesterov and optimizer != "sgd":
-        raise UsageError(f"--nesterov applies to sgd, not {optimizer}")
-    executor = _executor(jobs, scheduler, scheduler_timeout, resources, send_data, device, backend)
-    sequential = _sequential(seeds, max_seeds, seed_batch)
-    eval_seeds = seed_list or tuple(range(sequential[1] if sequential else seeds or 3))
-    names = [arm.label for arm in arms]
-    base = RunConfig(
-        architecture=architecture, hidden=hidden or DEFAULT_HIDDEN[architecture], activation=activation,
-        optimizer=optimizer, lr=lr, momentum=momentum or 0.0, nesterov=nesterov,
-        epochs=epochs, batch_size=batch_size, backend=backend, schedule=schedule, warmup_epochs=warmup_epochs,
-        resample_data=resample_data, dataset=dataset, train_size=train_size or RunConfig.train_size,
-    )
-    tune_request = _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared,
-                                 tune_repeats, race_seeds, [arm.names for arm in (reference, *arms)], overrides,
-                                 eval_seeds, base)
-    # 2. Choose the backend (before Keras is imported), then hand over to the runner. In this process the first
-    # run to train starts it; on a Dask cluster the workers do; this process plans and reports without it.
-    if isinstance(executor, InProcess):
-        used_device = select_backend(backend, device, start=False)
-    else:
-        check_installed(backend)
-        used_device = _cluster_device(device, resources)
-    from regbench.runner import CompareRequest, dry_run_lines, run_compare
+    resolved = resolve_compare(values, _command_line())
+    from regbench.runner import dry_run_lines, run_compare
 
-    suffix = "".join(f"_{name}={value:g}" for name, value in sorted(overrides.items()))
-    out = Path(out or f"results/compare-{'_'.join(names)}{suffix}{'' if protocol == 'course' else '-' + protocol}"
-                      f"{'-tuned' if tune else ''}{'' if dataset == DEFAULT_DATASET else '-' + dataset}"
-                      f"{'' if reference.label == BASELINE else '-vs-' + reference.label}")
-    resolved = {  # every option that decides the results, as resolved: experiment.toml, which reruns them exactly
-        "technique": ",".join(names), "baseline": reference.label,
-        "param": [f"{name}={exact_text(value)}" for name, value in sorted(overrides.items())],
-        **({"seeds": "auto", "max-seeds": sequential[1], "seed-batch": sequential[0]} if sequential
-           else {"seed-list": list(eval_seeds)}), "protocol": protocol, "epochs": epochs, "batch-size": batch_size,
-        "train-size": train_size, "architecture": architecture, "hidden": list(base.hidden), "activation": activation,
-        "optimizer": optimizer, "lr": lr, "momentum": momentum, "nesterov": nesterov, "schedule": schedule,
-        "warmup-epochs": warmup_epochs, "select": select, "backend": backend, "device": used_device,
-        "dataset": dataset, "data": data and _relative_to(data, out), "resample-data": resample_data,
-        "margin": DEFAULT_MARGIN * 100 if margin is None else margin, "target-effect": target_effect,
-        "tune": tune, **({"trials": tune_request.trials, "tune-seed-list": list(tune_request.seeds),
-                          "tune-metric": tune_request.metric, "search": list(searches),
-                          "tune-shared": tune_shared, "race-seeds": tune_request.race_seeds,
-                          "tune-repeats": tune_request.repeats} if tune else {}),
-        "out": ".", "store": _relative_to(store, out),  # experiment.toml sits in out: paths relative to it
-    }
-    request = CompareRequest(
-        settings=tuple((arm.label, arm.values(overrides)) for arm in arms),
-        baseline=(reference.label, reference.values(overrides)),
-        seeds=eval_seeds,
-        base=base,
-        train_size=train_size,
-        out=out,
-        store=Path(store),
-        data=data,
-        command=_command_line(),
-        force=force,
-        protocol=protocol,
-        select=select,
-        tune=tune_request,
-        sequential=sequential,
-        analysis={"margin_pp": DEFAULT_MARGIN * 100 if margin is None else margin, "target_effect_pp": target_effect},
-        options={name: value for name, value in resolved.items() if value not in (None, [])},
-    )
-    if dry_run:
-        for line in dry_run_lines(request, used_device):
+    if resolved.dry_run:
+        for line in dry_run_lines(resolved.request, resolved.device):
             click.echo(line)
         return
-    with executor:
-        outcome = run_compare(request, used_device, echo=lambda line: click.echo(line, err=True), executor=executor)
+    with resolved.executor:
+        outcome = run_compare(resolved.request, resolved.device, echo=_echo, executor=resolved.executor)
     click.echo(format_summary(outcome.summary))
-    done = (f"wrote {len(outcome.files)} files to {request.out}/ (tables, statistics, figures and report"
-            if outcome.written else f"{request.out}/ is up to date: its {len(outcome.files)} files were made from "
-            "these runs, options and code (checked")
+    done = (f"wrote {len(outcome.files)} files to {resolved.request.out}/ (tables, statistics, figures and report"
+            if outcome.written else f"{resolved.request.out}/ is up to date: its {len(outcome.files)} files were made "
+            "from these runs, options and code (checked")
     click.echo(f"{outcome.trained} runs trained, {outcome.reused} reused; {done} in {outcome.render_seconds:.1f} s)")
 
 
-def _relative_to(path: str, out: Path) -> str:
-    """Write `path` relative to the output directory `out` (where experiment.toml is written)."""
-    return os.path.relpath(Path(path).expanduser().absolute(), out.absolute())
-
-
-def _arms(techniques: str, baseline: str, architecture: str) -> tuple[Arm, list[Arm]]:
-    """Parse --baseline and --technique into the reference arm and the compared arms, checked against the
-    architecture ('all' is every technique alone that applies to it)."""
-    reference = parse_arm(baseline)
-    texts = [text.strip() for text in techniques.split(",") if text.strip()]
-    texts = [name for text in texts for name in (applicable(architecture) if text == "all" else [text])]
-    arms = [parse_arm(text) for text in texts]
-    check_architecture([arm.names for arm in (reference, *arms)], architecture)
-    if not arms:
-        raise UsageError("--technique needs at least one technique, e.g. dropout (see `regbench list`)")
-    if reference.label == BASELINE and any(arm.label == BASELINE for arm in arms):
-        raise UsageError("--technique: 'none' is the baseline, which every comparison runs; leave it out")
-    return reference, arms
-
-
-def _check_distinct(reference: Arm, arms: list[Arm], overrides: dict) -> None:
-    """Refuse two arms that would train the same runs, the reference among them (UsageError)."""
-    seen = {}
-    for arm in (reference, *arms):
-        setting = (arm.technique, arm.values(overrides))
-        if setting in seen:
-            values = describe_params(dict(setting[1])) or "no parameters"
-            what = (f"--baseline {seen[setting]} is also a compared arm" if seen[setting] == reference.label
-                    else f"--technique names {arm.label} twice" if seen[setting] == arm.label
-                    else f"--technique: {seen[setting]} and {arm.label} are the same setting")
-            raise UsageError(f"{what} ({arm.technique}, {values}); give each setting once")
-        seen[setting] = arm.label
-
-
-def _sequential(seeds, max_seeds: int | None, seed_batch: int | None) -> tuple[int, int] | None:
-    """Check --seeds auto's options against each other; return (seeds per batch, most seeds), or None for a fixed
-    number of seeds."""
-    if seeds != "auto":
-        stray = "--max-seeds" if max_seeds is not None else "--seed-batch" if seed_batch is not None else None
-        if stray:
-            raise UsageError(f"{stray} applies to --seeds auto; add it, or leave {stray} out")
-        return None
-    batch, most = seed_batch or DEFAULT_SEED_BATCH, max_seeds or DEFAULT_MAX_SEEDS
-    if most < batch:
-        raise UsageError(f"--max-seeds {most} is below the first batch of --seed-batch {batch} seeds; allowed "
-                         f"{batch} or more")
-    return batch, most
-
-
-def _tune_request(tune, trials, tune_seeds, tune_seed_list, tune_metric, searches, tune_shared, tune_repeats,
-                  race_seeds, settings, overrides, eval_seeds, base: RunConfig):
-    """Check the --tune options against each other, the compared settings and the evaluation seeds; return the
-    TuneRequest (None without --tune)."""
-    given = {"--trials": trials, "--tune-seeds": tune_seeds, "--tune-seed-list": tune_seed_list,
-             "--tune-metric": tune_metric, "--search": searches or None, "--tune-shared": tune_shared,
-             "--tune-repeats": tune_repeats, "--race-seeds": race_seeds}
-    if not tune:
-        stray = [name for name, value in given.items() if value is not None]
-        if stray:
-            raise UsageError(f"{stray[0]} applies to --tune; add --tune, or leave {stray[0]} out")
-        return None
-    if tune_seeds is not None and tune_seed_list is not None:
-        raise UsageError("--tune-seeds and --tune-seed-list exclude each other; give one")
-    from regbench.tune import (TuneRequest, parse_search_ranges, parse_shared, race_seed_list, searches_for,
-                               shared_params)
-
-    first, count = DEFAULT_TUNE_SEEDS[0], tune_seeds or len(DEFAULT_TUNE_SEEDS)
-    seeds = tune_seed_list or tuple(range(first, first + count))
-    race_seeds = race_seeds or max(DEFAULT_RACE_SEEDS, len(seeds))
-    if race_seeds < len(seeds):
-        raise UsageError(f"--race-seeds {race_seeds} is below the {len(seeds)} tuning seeds every trial trains on; "
-                         f"allowed {len(seeds)} or more")
-    request = TuneRequest(seeds=seeds, race_seeds=race_seeds, repeats=tune_repeats or 1)
-    race = [seed for repeat in range(request.repeats) for seed in race_seed_list(request.repeated(repeat))]
-    if len(set(race)) < len(race):
-        raise UsageError("--tune-repeats: the repeats' tuning seeds (100 apart) overlap; give tuning seeds less than "
-                         "100 apart (--tune-seed-list) or fewer --race-seeds")
-    overlap = sorted(set(race) & set(eval_seeds))
-    if overlap:
-        raise UsageError(f"tuning seed(s) {', '.join(map(str, overlap))} are also evaluation seeds; tuning seeds "
-                         f"(and the race's, up to {max(race)}) must be apart from them (see --tune-seed-list, "
-                         "--race-seeds, --seeds, --seed-list)")
-    shared = parse_shared(tune_shared)
-    if "batch_size" in shared and any("ghost-batchnorm" in names for names in settings):
-        raise UsageError("--tune-shared batch-size cannot be searched with ghost-batchnorm, whose group must divide "
-                         "the batch size; leave batch-size out")
-    ranges = parse_search_ranges(searches, settings, shared_params(base, shared))
-    searched = {search.param.name for setting in settings for search in searches_for(setting, ranges)}
-    fixed = sorted(searched & set(overrides))
-    if fixed:
-        raise UsageError(f"--param {fixed[0]}: --tune searches {fixed[0]}; give its range with --search "
-                         f"{fixed[0]}=LO:HI instead, or leave --tune out")
-    return replace(request, trials=trials or DEFAULT_TRIALS, metric=tune_metric or "accuracy",
-                   ranges=tuple(sorted(ranges.items())), shared=shared)
-
-
-def _executor(jobs: int, scheduler: str | None, scheduler_timeout: float, resources: dict | None, send_data: bool,
-              device: str, backend: str):
-    """Check --jobs, --scheduler, --resources and --send-data against each other, the CPU cores and the device;
-    return the executor they choose for `backend` (nothing is started yet)."""
-    cores = len(os.sched_getaffinity(0))
-    if jobs > cores:
-        raise UsageError(f"--jobs {jobs} is more than the {cores} CPU cores this process may use; allowed 1..{cores}")
-    if jobs > 1 and device == "gpu":
-        raise UsageError("--jobs trains on CPU cores, one run per core; on a GPU use --jobs 1 (or --device cpu), "
-                         "or GPU workers of a cluster (--scheduler, --resources GPU=1)")
-    return executor_for(jobs, scheduler, resources or {}, send_data, backend, scheduler_timeout)
-
-
-def _cluster_device(device: str, resources: dict | None) -> str:
-    """Return the device runs train on in a Dask cluster: the GPU when asked, or when each run asks for one."""
-    return "gpu" if device == "gpu" or (device == "auto" and "GPU" in (resources or {})) else "cpu"
+_echo = Echo(lambda line: click.echo(line, err=True))  # what a command is doing, on stderr (stdout: its results)
 
 
 def format_summary(summary) -> str:
@@ -552,7 +383,7 @@ def _mean_sd(row, metric: str, scale: float) -> str:
 
 
 @cli.command()
-@click.argument("name", required=False, metavar="NAME|all")
+@click.argument("name", required=False, metavar="NAME|all", shell_complete=_study_names)
 @click.option("--list", "list_only", is_flag=True, help="List the studies with their questions and exit.")
 @click.option("--quick", is_flag=True,
               help="A tiny configuration, a first look and the CI test, too small for conclusions: 2 seeds, 192 "
@@ -567,42 +398,21 @@ def _mean_sd(row, metric: str, scale: float) -> str:
 @click.option("--force", is_flag=True, help="Replace results of another study or setting in the output directory.")
 @_run_options(command_defaults=False)
 @_config_option
-def study(name, list_only, quick, seeds, out, force, epochs, batch_size, train_size, architecture, hidden, activation,
-          optimizer, lr, backend, device, dataset, data, store, jobs, scheduler, scheduler_timeout, resources,
-          send_data):
+def study(**values):
     """Run a named study (a textbook claim, measured) and write its tables, figures and REPORT.md."""
-    from regbench.studies import CATALOGUE, study_names
+    from regbench.studies import CATALOGUE, run_study
 
-    if list_only or not name:
-        if not list_only:
+    if values["list_only"] or not values["name"]:
+        if not values["list_only"]:
             raise UsageError("name a study (or 'all'); `regbench study --list` lists them")
         for study_name, (claim, question) in CATALOGUE.items():
             click.echo(f"  {study_name:<16} \"{claim}\": {question}")
         return
-    names = study_names(name)
-    options = {key: value for key, value in dict(
-        epochs=epochs, batch_size=batch_size, train_size=train_size, architecture=architecture, hidden=hidden,
-        activation=activation, optimizer=optimizer, lr=lr, backend=backend, dataset=dataset).items()
-        if value is not None}
-    executor = _executor(jobs, scheduler, scheduler_timeout, resources, send_data, device, backend)
-    # This process evaluates the studies' models, so it starts the backend too (on the CPU beside a cluster).
-    if isinstance(executor, InProcess):
-        used_device = select_backend(backend, device)
-    else:
-        select_backend(backend, "cpu")
-        used_device = _cluster_device(device, resources)
-    from regbench.studies import plan_study, run_study
-
-    planned = []  # every study is checked before any trains
-    for study_name in names:
-        folder = f"{study_name}-quick" if quick else study_name  # a quick look never overwrites full results
-        directory = Path(out or "results/studies") / folder if (out is None or len(names) > 1) else Path(out)
-        planned.append(plan_study(study_name, options, seeds, quick, directory, Path(store), data, used_device,
-                                  echo=lambda line: click.echo(line, err=True), executor=executor, force=force))
-    with executor:
-        for plan in planned:
-            verdict, files = run_study(plan, command=_command_line())
-            click.echo(f"{plan.name}: {verdict}")
+    resolved = resolve_studies(values, echo=_echo)
+    with resolved.executor:
+        for plan in resolved.planned:
+            findings, files = run_study(plan, command=_command_line())
+            click.echo(f"{plan.name}: {findings.verdict}")
             click.echo(f"wrote {len(files)} files to {plan.out}/ (REPORT.md, report.html)")
 
 

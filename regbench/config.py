@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from regbench.data import MAX_TRAIN_SIZE
+
 ARCHITECTURES = ("mlp", "cnn")
 DEFAULT_HIDDEN = {"mlp": (128, 64), "cnn": (128,)}  # dense widths (the cnn's dense head)
 CNN_FILTERS = (32, 64)  # filters of the cnn's two conv(3x3, same padding) + 2x2 max-pool blocks
@@ -37,6 +39,7 @@ PROTOCOLS = {  # named training budgets of `compare`; explicit options override 
                   "select": "best-val"},  # twice the budget where the baseline plateaus (benchmarks/BUDGET.md:
     # 20 cosine epochs), so that regularized arms, which learn more slowly, have room too
 }
+COURSE = PROTOCOLS["course"]  # a run's settings unless told otherwise (RunConfig's defaults)
 DEFAULT_SEED_BATCH = 5  # --seeds auto: seeds added to every undecided arm per look
 DEFAULT_MAX_SEEDS = 50  # --seeds auto: the most seeds an arm trains. With differences whose SD equals the margin, a
 # null effect is decided equivalent after 24 seeds on average and an effect at the margin helps after 20
@@ -70,12 +73,12 @@ class RunConfig:
     activation: str = "relu"  # hidden-layer activation
     technique: str = "none"  # canonical technique setting, e.g. "dropout+l2"
     technique_params: tuple[tuple[str, float], ...] = ()  # parameter values, sorted by name
-    optimizer: str = "adam"  # a name from OPTIMIZERS
-    lr: float = 1e-3  # learning rate
+    optimizer: str = COURSE["optimizer"]  # a name from OPTIMIZERS
+    lr: float = COURSE["lr"]  # learning rate
     momentum: float = 0.0  # sgd and rmsprop only
     nesterov: bool = False  # sgd only
-    train_size: int = 50_000  # training images (stratified subset of the 50k)
-    epochs: int = 10  # maximum epochs (early stopping may end sooner)
+    train_size: int = MAX_TRAIN_SIZE  # training images (stratified subset of the 50k)
+    epochs: int = COURSE["epochs"]  # maximum epochs (early stopping may end sooner)
     batch_size: int = 32  # images per step
     seed: int = 0  # initial weights, dropout masks and batch order
     backend: str = "tensorflow"  # Keras backend
@@ -83,8 +86,8 @@ class RunConfig:
     data: str = field(default="")  # content fingerprint of the dataset's arrays (data.Images.fingerprint)
     # Fields added after the first layout (metadata "added"): hashed only when not at their default.
     variant: str = field(default="", metadata={"added": True})  # a study's model variant from VARIANTS
-    schedule: str = field(default="constant", metadata={"added": True})  # a name from SCHEDULES
-    warmup_epochs: int = field(default=0, metadata={"added": True})  # cosine: epochs of linear warm-up from 0
+    schedule: str = field(default=COURSE["schedule"], metadata={"added": True})  # a name from SCHEDULES
+    warmup_epochs: int = field(default=COURSE["warmup_epochs"], metadata={"added": True})  # cosine: linear warm-up
     resample_data: bool = field(default=False, metadata={"added": True})  # the seed also draws the data split
     planted: int = field(default=0, metadata={"added": True})  # pixels planted with the training label
     # (studies; data.plant_features: what a planted run means, so changing it changes stored runs' meaning)
@@ -123,6 +126,18 @@ class RunConfig:
         earlier rule."""
         revised = {key for name in self.technique.split("+") for key in REVISED_TECHNIQUES.get(name, {})}
         return identity_hash({key: value for key, value in self.identity().items() if key not in revised})
+
+
+def run_settings(options: dict, preset: dict, kept: tuple[str, ...] = ()) -> dict:
+    """Return the run settings of `preset` overridden by `options`, with the learning rate and hidden widths that
+    follow from a changed optimizer or architecture: Keras' default rate for another optimizer, the architecture's
+    widths for another architecture, unless `options` give them or they are `kept` at the preset's."""
+    values = {**preset, **options}
+    if "lr" not in options and "lr" not in kept and values["optimizer"] != preset["optimizer"]:
+        values["lr"] = DEFAULT_LR[values["optimizer"]]
+    if "hidden" not in options and "hidden" not in kept and values["architecture"] != preset["architecture"]:
+        values["hidden"] = DEFAULT_HIDDEN[values["architecture"]]
+    return values
 
 
 def identity_hash(identity: dict) -> str:

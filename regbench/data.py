@@ -218,6 +218,10 @@ def _read_idx_directory(directory: Path) -> dict:
     return arrays
 
 
+HELD_FILES = 2  # data files a process keeps loaded for its next comparison (a notebook's, a script's loop)
+_HELD: dict[tuple, Images] = {}  # by path as given and absolute, dataset and the file's stat
+
+
 def read_images(path: Path, dataset: str = DEFAULT_DATASET) -> Images:
     """Read, validate and identify the images of `dataset` at `path` (an .npz file or an idx directory).
 
@@ -235,6 +239,17 @@ def read_images(path: Path, dataset: str = DEFAULT_DATASET) -> Images:
     images = identify(_images_from_arrays(arrays, str(path), dataset))
     _remember(path, images)
     return images
+
+
+def _held_images(path: Path, dataset: str) -> Images:
+    """Return read_images(path, dataset), the same Images (its arrays loaded once) while this process's comparisons
+    read the same unchanged file: a notebook's or a script's next comparison does not read it again."""
+    held = (str(path), str(path.absolute()), dataset, repr(_file_stat(path)))
+    if held not in _HELD:
+        _HELD[held] = read_images(path, dataset)
+        while len(_HELD) > HELD_FILES:
+            _HELD.pop(next(iter(_HELD)))
+    return _HELD[held]
 
 
 def _read_again(path: Path, spec: Dataset, fingerprint: str) -> dict:
@@ -374,13 +389,13 @@ def load_images(dataset: str = DEFAULT_DATASET, path: str | os.PathLike | None =
     """
     spec = get_dataset(dataset)
     if path is not None:
-        return read_images(Path(path).expanduser(), dataset)
+        return _held_images(Path(path).expanduser(), dataset)
     if os.environ.get("REGBENCH_DATA"):
-        return read_images(Path(os.environ["REGBENCH_DATA"]).expanduser(), dataset)
+        return _held_images(Path(os.environ["REGBENCH_DATA"]).expanduser(), dataset)
     tried = ["--data PATH (not given)", "$REGBENCH_DATA (not set)"]
     cache = (KERAS_CACHE / spec.cache).expanduser()
     try:
-        return read_images(cache, dataset)
+        return _held_images(cache, dataset)
     except UsageError as error:
         tried.append(f"{cache} ({str(error).removeprefix(str(cache) + ': ')})")
     loader = f"keras.datasets.{spec.keras_loader}.load_data()"
@@ -490,12 +505,23 @@ class Splits:
         self.images = images
         self._made: dict[tuple, Split] = {}
 
+    @classmethod
+    def of(cls, images: Images) -> Splits:
+        """Return the splits of `images`, the same ones as this process's last comparison of them (kept warm)."""
+        if _LAST_SPLITS and _LAST_SPLITS[0].images is images:
+            return _LAST_SPLITS[0]
+        _LAST_SPLITS[:] = [cls(images)]
+        return _LAST_SPLITS[0]
+
     def get(self, train_size: int | None, draw: int | None = None, planted: int = 0) -> Split:
         """Return the split of `train_size` training images (all when None) for `draw`, with `planted` features
         (see split_images)."""
         if (train_size, draw, planted) not in self._made:
             self._made[train_size, draw, planted] = split_images(self.images, train_size, draw, planted)
         return self._made[train_size, draw, planted]
+
+
+_LAST_SPLITS: list[Splits] = []  # the splits of the images last compared in this process
 
 
 def save_split(split: Split, directory: Path) -> None:

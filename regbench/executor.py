@@ -232,10 +232,18 @@ def check_handshake(address: str, seconds: float) -> None:
 
 
 def executor_for(jobs: int, scheduler: str | None, resources: dict, send_data: bool, backend: str,
-                 connect_seconds: float = CONNECT_SECONDS):
-    """Return the executor the options ask for: a Dask cluster for --scheduler or TensorFlow's --jobs > 1, else this
-    process (JAX's --jobs N runs at once in threads: cheaper and faster than N processes, which TensorFlow's own
-    thread pools need, as two runs in threads of one TensorFlow process were slower than one after another)."""
+                 connect_seconds: float = CONNECT_SECONDS, device: str = "auto"):
+    """Check --jobs, --scheduler, --resources and --send-data against each other, the CPU cores and the device, and
+    return the executor they ask for: a Dask cluster for --scheduler or TensorFlow's --jobs > 1, else this process
+    (JAX's --jobs N runs at once in threads: cheaper and faster than N processes, which TensorFlow's own thread
+    pools need, as two runs in threads of one TensorFlow process were slower than one after another). Nothing is
+    started yet."""
+    cores = len(os.sched_getaffinity(0))
+    if jobs > cores:
+        raise UsageError(f"--jobs {jobs} is more than the {cores} CPU cores this process may use; allowed 1..{cores}")
+    if jobs > 1 and device == "gpu":
+        raise UsageError("--jobs trains on CPU cores, one run per core; on a GPU use --jobs 1 (or --device cpu), "
+                         "or GPU workers of a cluster (--scheduler, --resources GPU=1)")
     scheduler = scheduler or os.environ.get("REGBENCH_SCHEDULER") or None
     if scheduler and jobs > 1:
         raise UsageError("--jobs starts a local cluster and --scheduler names an existing one; give one")

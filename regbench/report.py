@@ -41,10 +41,30 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict,
                      tuning: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[Path]]:
     """Compute statistics, draw figures and write every table, figure and report of a comparison
     (`tuning`: the tuning runs of a --tune comparison)."""
-    manifest = json.loads(json.dumps(manifest))  # rendered as it is stored (tuples as lists), so verify can redo it
-    techniques, reference = list(manifest["techniques"]), reference_arm(manifest)[0]
+    manifest = as_stored(manifest)
     runs, effects, summary = comparison_statistics(tables.runs, manifest)
     epochs_table = stats.best_and_final_epochs(tables.epochs)
+    images = {name: png(figure) for name, figure in comparison_figures(tables, manifest, summary, tuning).items()}
+    texts = comparison_texts(manifest, runs, tables.epochs, summary, effects, epochs_table, images, tuning)
+    if manifest.get("options"):  # manifests before experiment files have none
+        texts[EXPERIMENT_FILE] = experiment_toml(manifest["options"])
+    written = dict(zip(COMPARISON_TABLES, (tables.runs, tables.epochs, tables.weights, summary, effects, epochs_table)))
+    if manifest.get("tune"):
+        written["tuning"] = tuning
+    files = write_outputs(out, written, images, manifest, texts)
+    return summary, files
+
+
+def as_stored(manifest: dict) -> dict:
+    """Return a manifest as manifest.json stores it (tuples as lists), so that what is rendered from it is what
+    verify and load render from the file."""
+    return json.loads(json.dumps(manifest))
+
+
+def comparison_figures(tables: RunTables, manifest: dict, summary: pd.DataFrame,
+                       tuning: pd.DataFrame | None = None) -> dict[str, Figure]:
+    """Draw a comparison's figures, by name (the sensitivity figure only when it was tuned)."""
+    techniques, reference = list(manifest["techniques"]), reference_arm(manifest)[0]
     title = comparison_title(manifest)
     figures = {
         "learning_curves": plots.learning_curves(tables.epochs, techniques, title, reference),
@@ -55,15 +75,7 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict,
     }
     if manifest.get("tune"):
         figures["sensitivity"] = plots.sensitivity(tuning, manifest["tune"], title)
-    images = {name: png(figure) for name, figure in figures.items()}
-    texts = comparison_texts(manifest, runs, tables.epochs, summary, effects, epochs_table, images, tuning)
-    if manifest.get("options"):  # manifests before experiment files have none
-        texts[EXPERIMENT_FILE] = experiment_toml(manifest["options"])
-    written = dict(zip(COMPARISON_TABLES, (tables.runs, tables.epochs, tables.weights, summary, effects, epochs_table)))
-    if manifest.get("tune"):
-        written["tuning"] = tuning
-    files = write_outputs(out, written, images, manifest, texts)
-    return summary, files
+    return figures
 
 
 def comparison_statistics(runs: pd.DataFrame, manifest: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -626,6 +638,18 @@ of the search rather than the technique.
 """
 
 
+def _sequentially(manifest: dict, row: pd.Series) -> bool:
+    """Return whether an arm's verdict rests on sequential seeds' confidence sequences (not switched off by tuning)."""
+    return bool(manifest.get("sequential")) and row["verdict"] != SWITCHED_OFF
+
+
+def bottom_lines(manifest: dict, summary: pd.DataFrame) -> list[str]:
+    """Say each compared arm's result in one sentence, in the summary's order (the report's bottom line)."""
+    return [sequential_text(arm_name(row["technique"], manifest["techniques"][row["technique"]]), row, manifest)
+            if _sequentially(manifest, row) else bottom_line(row, manifest["techniques"][row["technique"]])
+            for _, row in summary.iloc[1:].iterrows()]
+
+
 def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
                     effects: pd.DataFrame, epochs_table: pd.DataFrame, tuning: pd.DataFrame | None = None) -> str:
     """Write the whole report in Markdown; figures are linked as 'figure:NAME.png'."""
@@ -633,17 +657,12 @@ def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, su
     config = with_added_defaults(manifest["config"])
     protocol = protocol_of(manifest)
     treated = summary.iloc[1:]
-    def sequentially(row: pd.Series) -> bool:
-        return bool(manifest.get("sequential")) and row["verdict"] != SWITCHED_OFF
-
     paragraphs = [sequential_paragraph(arm_name(row["technique"], manifest["techniques"][row["technique"]]), row,
                                        manifest)
-                  if sequentially(row) else
+                  if _sequentially(manifest, row) else
                   technique_paragraph(row, manifest["techniques"][row["technique"]], len(techniques))
                   for _, row in treated.iterrows()]
-    bottom = [sequential_text(arm_name(row["technique"], manifest["techniques"][row["technique"]]), row, manifest)
-              if sequentially(row) else bottom_line(row, manifest["techniques"][row["technique"]])
-              for _, row in treated.iterrows()]
+    bottom = bottom_lines(manifest, summary)
     other_effects = effects[effects["metric"] != stats.PRIMARY]
     effect_rows = [[row["technique"], row["metric"], f"{row['pairs']}", _number(row["diff_mean"], 4),
                     f"[{_number(row['t_ci_low'], 4)}, {_number(row['t_ci_high'], 4)}]", _p(row["t_p"]),

@@ -20,7 +20,7 @@ from regbench.data import Images, Splits, get_dataset, load_images, training_siz
 from regbench.errors import UsageError
 from regbench.executor import DaskCluster, InProcess
 from regbench.provenance import cpu_model, package_versions
-from regbench.store import (COMPARISON_FILES, RunStore, check_replaceable, check_same_comparison, inputs_digest,
+from regbench.store import (COMPARISON_FILES, RunStore, RunTables, check_replaceable, check_same_comparison, inputs_digest,
                             unchanged_outputs)
 from regbench.sweep import format_duration, train_todo
 from regbench.techniques import BASELINE, check_groups, describe_params, hooks_for, technique_of
@@ -36,7 +36,7 @@ class CompareRequest:
     seeds: tuple[int, ...]  # one pair per seed
     base: RunConfig  # every field but technique, technique_params, seed, train_size, device and data
     train_size: int | None  # --train-size, or None for every training image
-    out: Path  # the comparison's output directory
+    out: Path | None  # the comparison's output directory; None: write nothing (a comparison kept in memory)
     store: Path  # the SQLite run store shared by all invocations
     data: str | None  # --data PATH, or None for the look-up order
     command: str  # the command line, for the manifest
@@ -54,9 +54,13 @@ class CompareRequest:
 
 @dataclass(frozen=True)
 class CompareOutcome:
-    """What a comparison produced: its summary table and the files written."""
+    """What a comparison produced: its runs' tables, manifest and tuning runs, its summary table (when its files
+    were written or kept) and the files."""
 
-    summary: pd.DataFrame
+    tables: RunTables  # the comparison's runs, epochs and weights, each run under its arm's label
+    manifest: dict  # what manifest.json records, with what the files are made from ('made_from')
+    tuning: pd.DataFrame | None  # the tuning runs of a --tune comparison
+    summary: pd.DataFrame | None  # None: nothing written (no output directory)
     files: list[Path]
     trained: int  # runs trained by this invocation
     reused: int  # runs found in the store (finished earlier, or by another process meanwhile)
@@ -113,7 +117,7 @@ def _checked_plan(request: CompareRequest, device: str, writing: bool = True):
         from regbench.tune import plan_tuning
 
         plan = plan_tuning(_tuned_arms(request), base, request.tune)
-    if writing:
+    if writing and request.out is not None:
         check_replaceable(request.out, COMPARISON_FILES)
         check_same_comparison(request.out, _identity(request, base, plan), request.force)
     RunStore(request.store, create=False)  # a file that is not a run store is refused here, and left as it is
@@ -127,7 +131,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     # 1. Check everything a user can get wrong before any training.
     images, base, plan = _checked_plan(request, device)
     store = RunStore(request.store)
-    splits = Splits(images)
+    splits = Splits.of(images)
     trained, tuned = 0, None
     # 2. With --tune, search first (rung by rung, then the races), choosing every arm's values on validation alone.
     tuning_runs, given, repeats = 0, request, []
@@ -158,17 +162,19 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
                                                                                 else {}),
                 **({"sequential": _sequential_record(request, looks)} if looks else {})}
     tuning = tuned.table if tuned else None
-    made_from = inputs_digest(tables, manifest, tuning)
-    files = unchanged_outputs(request.out, made_from)
-    written = files is None
-    if written:
-        from regbench.report import write_comparison
+    manifest["made_from"] = inputs_digest(tables, manifest, tuning)
+    summary, files, written = None, [], False
+    if request.out is not None:
+        files = unchanged_outputs(request.out, manifest["made_from"])
+        written = files is None
+        if written:
+            from regbench.report import write_comparison
 
-        summary, files = write_comparison(request.out, tables, {**manifest, "made_from": made_from}, tuning)
-    else:
-        summary = pd.read_csv(request.out / "summary.csv")
+            summary, files = write_comparison(request.out, tables, manifest, tuning)
+        else:
+            summary = pd.read_csv(request.out / "summary.csv")
     planned = len(configs) + tuning_runs
-    return CompareOutcome(summary, files, trained=trained, reused=planned - trained,
+    return CompareOutcome(tables, manifest, tuning, summary, files, trained=trained, reused=planned - trained,
                           render_seconds=time.perf_counter() - started, written=written)
 
 
@@ -369,7 +375,7 @@ def dry_run_lines(request: CompareRequest, device: str) -> list[str]:
         lines.append("these are the search's first stage; its later rungs and races, and then "
                      f"{len(plan_runs(request))} evaluation runs at the values tuning chooses, depend on validation "
                      "scores not known before they are trained")
-    if request.out.exists() and (request.out / "manifest.json").exists():
+    if request.out is not None and (request.out / "manifest.json").exists():
         try:
             check_same_comparison(request.out, _identity(request, base, plan), request.force)
         except UsageError as error:
@@ -481,6 +487,13 @@ def _identity(request: CompareRequest, base: RunConfig, plan: TunePlan | None) -
     if plan is None:  # a tuned comparison's values are chosen, so its searches say what it is
         identity["techniques"] = {technique: dict(params) for technique, params in request.settings}
     return identity
+
+
+def manifest_identity(manifest: dict) -> dict:
+    """Return what makes the comparison of `manifest` the one it is, as `_identity` gives it."""
+    keys = ("config", "seeds", "baseline", "protocol", "tune", "sequential_seeds",
+            *(() if manifest.get("tune") else ("techniques",)))
+    return {key: manifest[key] for key in keys if key in manifest}
 
 
 def _manifest(request: CompareRequest, base: RunConfig, images: Images, runs, plan: TunePlan | None,

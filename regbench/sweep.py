@@ -23,6 +23,7 @@ from regbench.config import RunConfig
 from regbench.data import Splits
 from regbench.errors import Interrupted, SweepError, UsageError
 from regbench.executor import DaskCluster, InProcess
+from regbench.progress import Echo
 from regbench.store import LEASE_SECONDS, RunStore
 
 CLAIM_POLL_SECONDS = 2.0  # how often to look again for runs another process is training
@@ -30,33 +31,48 @@ RESULT_POLL_SECONDS = 0.5  # how often to echo the workers' progress while their
 
 
 class _Progress:
-    """Echo one line per epoch with where the sweep stands and an estimate of what remains; name the executor in
-    what is stored of each run."""
+    """Show where the sweep stands after every epoch, with an estimate of what remains: a progress bar where one is
+    seen (progress.Echo), else a line per epoch; name the executor in what is stored of each run."""
 
     def __init__(self, todo: list[RunConfig], echo: Callable[[str], None], executor: str):
         self.todo, self.echo, self.executor = todo, echo, executor
         self.started = time.perf_counter()
         self.epochs_done = {}  # run index -> epochs finished
         self.ended = set()  # run indices stored (or left to another process)
+        self.bar = echo.bar(sum(c.stop_epoch or c.epochs for c in todo), f"{len(todo)} runs") \
+            if isinstance(echo, Echo) else None
 
     def epoch_done(self, index: int, row: dict) -> None:
-        """Echo run `index`'s epoch and the time left, estimated from the throughput so far."""
+        """Show run `index`'s epoch and the time left, estimated from the throughput so far."""
+        done = row["epoch"] - self.epochs_done.get(index, 0)
         self.epochs_done[index] = row["epoch"]
         config = self.todo[index]
+        measured = (f"train ce {row['train_crossentropy']:.4f} acc {row['train_accuracy']:.4f} | val ce "
+                    f"{row['val_crossentropy']:.4f} acc {row['val_accuracy']:.4f}")
+        where = f"[run {index + 1}/{len(self.todo)}] {describe_run(config)} epoch {row['epoch']}/" \
+                f"{config.stop_epoch or config.epochs}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{where}: {measured}", refresh=False)
+            self.bar.update(done)
+            return
         remaining_epochs = sum((c.stop_epoch or c.epochs) - self.epochs_done.get(i, 0)
                                for i, c in enumerate(self.todo) if i not in self.ended)
         per_epoch = (time.perf_counter() - self.started) / sum(self.epochs_done.values())
-        self.echo(
-            f"[run {index + 1}/{len(self.todo)}] {describe_run(config)} "
-            f"epoch {row['epoch']}/{config.stop_epoch or config.epochs}: train ce {row['train_crossentropy']:.4f} "
-            f"acc {row['train_accuracy']:.4f} | val ce {row['val_crossentropy']:.4f} "
-            f"acc {row['val_accuracy']:.4f} | {row['seconds']:.1f}s | "
-            f"at most ~{format_duration(remaining_epochs * per_epoch)} left"
-        )
+        self.echo(f"{where}: {measured} | {row['seconds']:.1f}s | "
+                  f"at most ~{format_duration(remaining_epochs * per_epoch)} left")
 
     def run_ended(self, index: int) -> None:
         """Note that run `index` needs no more epochs (stored, stopped early, or done elsewhere)."""
         self.ended.add(index)
+        if self.bar is not None:  # epochs it will not train (stopped early, or trained elsewhere) count as done
+            config = self.todo[index]
+            self.bar.update((config.stop_epoch or config.epochs) - self.epochs_done.get(index, 0))
+            self.epochs_done[index] = config.stop_epoch or config.epochs
+
+    def close(self) -> None:
+        """Close the progress bar, if one is shown."""
+        if self.bar is not None:
+            self.echo.close()
 
 
 def describe_run(config: RunConfig) -> str:
@@ -96,8 +112,11 @@ def train_todo(todo: list[RunConfig], splits: Splits, store: RunStore, executor:
                 return _train_in_lanes(todo, splits, store, progress, keep_weights, ctrl_c, leases, executor.lanes)
             return _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, leases)
     except KeyboardInterrupt:  # wherever it lands, between runs too
+        progress.close()
         echo(f"interrupted: {_stored(store, todo)} (the runs in progress are lost); rerun the same command to resume")
         raise Interrupted from None
+    finally:
+        progress.close()
 
 
 def _stored(store: RunStore, todo: list[RunConfig]) -> str:

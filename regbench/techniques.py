@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 from regbench.config import ARCHITECTURES
-from regbench.errors import UsageError
+from regbench.errors import UsageError, did_you_mean
 
 BASELINE = "none"
 
@@ -312,16 +311,10 @@ def get_technique(name: str) -> Technique:
     """Look a technique up by name; a miss raises UsageError listing the valid names."""
     if name not in TECHNIQUES:
         raise UsageError(
-            f"unknown technique {name!r}{_did_you_mean(name, TECHNIQUES)}; "
+            f"unknown technique {name!r}{did_you_mean(name, TECHNIQUES)}; "
             f"choose from {', '.join(TECHNIQUES)} (combine with '+', compare several with ',')"
         )
     return TECHNIQUES[name]
-
-
-def _did_you_mean(word: str, choices) -> str:
-    """Return ' (did you mean X?)' for the closest choice, or ''."""
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 ARM_SYNTAX = "TECHNIQUE[:NAME=VALUE...][+TECHNIQUE...]"  # one arm: techniques combined with '+', each with values
@@ -374,7 +367,7 @@ def parse_arm(text: str) -> Arm:
             if param_name not in params:
                 listed = ", ".join(params) or "no parameters"
                 raise UsageError(f"{text!r}: {name} has no parameter {param_name!r}"
-                                 f"{_did_you_mean(param_name, params)}; it takes {listed}")
+                                 f"{did_you_mean(param_name, params)}; it takes {listed}")
             if param_name in given:
                 raise UsageError(f"{text!r}: {param_name} is given twice; give each value once")
             given[param_name] = params[param_name].parse(value)
@@ -439,7 +432,7 @@ def parse_param_overrides(assignments: tuple[str, ...], settings: list[tuple[str
             if name in owners:
                 raise UsageError(f"parameter {name!r} belongs to {owners[name]}, which is not compared; "
                                  f"the techniques compared take: {listed}")
-            hint = _did_you_mean(name, known or owners)
+            hint = did_you_mean(name, known or owners)
             raise UsageError(f"unknown parameter {name!r}{hint}; the techniques compared take: {listed}")
         if name in overrides:
             raise UsageError(f"--param {name} is given twice; give each parameter once (one value per comparison)")

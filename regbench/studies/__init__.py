@@ -5,18 +5,18 @@ This module names them without loading Keras; a study's module is imported only 
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from regbench.config import DEFAULT_HIDDEN, DEFAULT_LR, RunConfig
-from regbench.errors import UsageError
+from regbench.config import RunConfig, run_settings
+from regbench.errors import UsageError, did_you_mean
 
-if TYPE_CHECKING:  # annotations only: the executor module loads Dask
+if TYPE_CHECKING:  # annotations only: the executor module loads Dask, a study's context its figures
     from regbench.executor import DaskCluster, InProcess
+    from regbench.studies.context import Findings
 
 CATALOGUE = {  # name -> (the claim, the question it answers)
     "weight-decay": ("L2 regularization is weight decay",
@@ -43,9 +43,7 @@ def study_names(text: str) -> list[str]:
     if text == "all":
         return list(CATALOGUE)
     if text not in CATALOGUE:
-        close = difflib.get_close_matches(text, list(CATALOGUE), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsageError(f"unknown study {text!r}{hint}; choose from {', '.join(CATALOGUE)} or 'all'")
+        raise UsageError(f"unknown study {text!r}{did_you_mean(text, CATALOGUE)}; choose from {', '.join(CATALOGUE)} or 'all'")
     return [text]
 
 
@@ -60,12 +58,8 @@ def base_config(preset_config: dict, options: dict, module, name: str) -> RunCon
         if options.get(option, value) != value:
             flag = option.replace("_", "-")
             raise UsageError(f"study {name} needs --{flag} {value} ({reason}); leave --{flag} out")
-    values = {**preset_config, **options}
-    if "optimizer" in options and "lr" not in options:
-        values["lr"] = DEFAULT_LR[options["optimizer"]]
-    if "architecture" in options and "hidden" not in options and "hidden" not in sweeps:
-        values["hidden"] = DEFAULT_HIDDEN[options["architecture"]]
-    return RunConfig(**values)
+    preset = {**vars(RunConfig()), **preset_config}
+    return RunConfig(**run_settings(options, preset, kept=tuple(sweeps)))
 
 
 @dataclass
@@ -104,8 +98,8 @@ def plan_study(name: str, options: dict, seeds: int | None, quick: bool, out: Pa
     return PlannedStudy(name, module, context, out, store_path)
 
 
-def run_study(planned: PlannedStudy, command: str) -> tuple[str, list[Path]]:
-    """Run a planned study (training only what the store lacks) and write its report; return verdict and files."""
+def run_study(planned: PlannedStudy, command: str) -> tuple[Findings, list[Path]]:
+    """Run a planned study (training only what the store lacks) and write its report; return findings and files."""
     from regbench.store import RunStore
     from regbench.studies.pages import write_study
 
@@ -116,4 +110,4 @@ def run_study(planned: PlannedStudy, command: str) -> tuple[str, list[Path]]:
     findings = planned.module.run(planned.context)
     files = write_study(planned.out, planned.name, claim, question, planned.context, findings, command, started,
                         planned.module.SWEEPS)
-    return findings.verdict, files
+    return findings, files

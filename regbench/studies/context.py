@@ -46,7 +46,7 @@ class StudyContext:
     splits: Splits = field(init=False)
 
     def __post_init__(self):
-        self.splits = Splits(self.images)
+        self.splits = Splits.of(self.images)
 
     def split(self, train_size: int | None = None) -> Split:
         """Return the base's split (its planted features included), of `train_size` training images if given."""
