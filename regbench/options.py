@@ -295,7 +295,7 @@ def _arms(techniques: str, baseline: str, architecture: str) -> tuple[Arm, list[
 
 def _check_distinct(reference: Arm, arms: list[Arm], overrides: dict) -> None:
     """Refuse two arms that would train the same runs, the reference among them (UsageError)."""
-    seen = {}
+    seen: dict[tuple, str] = {}
     for arm in (reference, *arms):
         setting = (arm.technique, arm.values(overrides))
         if setting in seen:

@@ -163,16 +163,18 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
                 **({"sequential": _sequential_record(request, looks)} if looks else {})}
     tuning = tuned.table if tuned else None
     manifest["made_from"] = inputs_digest(tables, manifest, tuning)
-    summary, files, written = None, [], False
+    summary: pd.DataFrame | None = None
+    files: list[Path] = []
+    written = False
     if request.out is not None:
-        files = unchanged_outputs(request.out, manifest["made_from"])
-        written = files is None
-        if written:
+        kept = unchanged_outputs(request.out, manifest["made_from"])
+        written = kept is None
+        if kept is None:
             from regbench.report import write_comparison
 
             summary, files = write_comparison(request.out, tables, manifest, tuning)
         else:
-            summary = pd.read_csv(request.out / "summary.csv")
+            summary, files = pd.read_csv(request.out / "summary.csv"), kept
     planned = len(configs) + tuning_runs
     return CompareOutcome(tables, manifest, tuning, summary, files, trained=trained, reused=planned - trained,
                           render_seconds=time.perf_counter() - started, written=written)
