@@ -17,13 +17,16 @@ TUNED := --technique l1,l2,weight-decay,dropout,batchnorm,early-stopping,max-nor
 	--protocol converged --tune --tune-shared lr --seeds auto --backend jax --out results/tuned
 FASHION := --dataset fashion-mnist --technique all --protocol converged --tune --tune-shared lr --seeds auto --backend jax \
 	--out results/fashion-mnist
+# The reference runs, compressed in the repository: a machine without $(STORE) starts from them, so that `make report`
+# re-renders what is stored and trains only what is missing (a long regeneration resumes on a new machine).
+SNAPSHOT := results/store/reference.sqlite.gz
 # Full Fashion-MNIST: Keras' idx directory (or an .npz in Keras' layout).
 FASHION_DATA ?= $(HOME)/.keras/datasets/fashion-mnist
 STUDY_STORE ?= $(HOME)/.cache/regbench/studies.sqlite  # the studies' runs, also outside the work tree
 # Runs trained at once by `make run`, `make report` and `make studies`: one worker process per core.
 JOBS ?= $(shell nproc)
 
-.PHONY: install run report studies bench test test-slow clean
+.PHONY: install run report snapshot studies bench test test-slow clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,11 +42,21 @@ run: $(STAMP)
 	$(BIN)/regbench compare --technique dropout --jobs $(JOBS)
 
 # The reference suite on full MNIST ($$REGBENCH_DATA) and full Fashion-MNIST (FASHION_DATA); reuses finished runs.
-report: $(STAMP)
-	mkdir -p $(dir $(STORE))
+report: $(STAMP) $(STORE)
 	$(BIN)/regbench compare $(REFERENCE) --jobs $(JOBS) --store $(STORE)
 	$(BIN)/regbench compare $(TUNED) --jobs $(JOBS) --store $(STORE)
 	$(BIN)/regbench compare $(FASHION) --data $(FASHION_DATA) --jobs $(JOBS) --store $(STORE)
+
+$(STORE):
+	mkdir -p $(dir $(STORE))
+	if [ -f $(SNAPSHOT) ]; then gunzip -c $(SNAPSHOT) > $(STORE).partial && mv $(STORE).partial $(STORE); fi
+
+# Write $(STORE) into the snapshot (SQLite's online backup: consistent while a `make report` writes to it).
+snapshot: $(STAMP)
+	mkdir -p $(dir $(SNAPSHOT))
+	$(BIN)/python -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
+		$(STORE) $(SNAPSHOT:.gz=.partial)
+	gzip -9 -c $(SNAPSHOT:.gz=.partial) > $(SNAPSHOT) && rm $(SNAPSHOT:.gz=.partial)
 
 # Every study at full size on full MNIST (needs $$REGBENCH_DATA); reuses finished runs.
 studies: $(STAMP)

@@ -371,6 +371,8 @@ def short_commands(data: str, env: dict, epochs_list: tuple[int, ...] = (3, 10))
 
 WARM_TARGETS = {3: {"jax": 8.0, "tensorflow": 3.0}, 10: {"jax": 10.0, "tensorflow": 3.5}}  # x the plain script
 WARM_CALLS = 3  # regbench.compare calls per process: the first pays start-up; the second and third are warm
+WARM_SETUPS = (("tensorflow", 1), ("jax", 1), ("jax", 2))  # (backend, jobs): JAX's jobs=2 trains the two runs at
+# once in threads of the process (TensorFlow's would start a Dask cluster per call: not a warm process)
 
 
 def warm_process(data: str, env: dict, epochs_list: tuple[int, ...] = (3, 10)) -> list[dict]:
@@ -380,11 +382,13 @@ def warm_process(data: str, env: dict, epochs_list: tuple[int, ...] = (3, 10)) -
     rows = []
     for epochs in epochs_list:
         plain = [_plain_pair(data, env, epochs, "before")]
-        for backend in ("tensorflow", "jax"):
-            print(f"warm: regbench.compare x {WARM_CALLS} in one {backend} process, {epochs} epochs ...", flush=True)
-            done = measure([sys.executable, str(HERE / "warm.py"), data, backend, str(epochs), str(WARM_CALLS)], env)
+        for backend, jobs in WARM_SETUPS:
+            print(f"warm: regbench.compare x {WARM_CALLS} in one {backend} process, jobs={jobs}, {epochs} epochs ...",
+                  flush=True)
+            done = measure([sys.executable, str(HERE / "warm.py"), data, backend, str(jobs), str(epochs),
+                            str(WARM_CALLS)], env)
             walls = json.loads(done.stdout.strip().splitlines()[-1])["walls"]
-            rows += [{"epochs": epochs, "backend": backend, "call": call, "wall": wall}
+            rows += [{"epochs": epochs, "backend": backend, "jobs": jobs, "call": call, "wall": wall}
                      for call, wall in enumerate(walls, start=1)]
         plain.append(_plain_pair(data, env, epochs, "after"))
         rows.append({"epochs": epochs, "row": PLAIN_SHORT, "walls": plain, "wall": statistics.mean(plain)})
@@ -413,7 +417,7 @@ def warm_table(rows: list[dict]) -> str:
         target = WARM_TARGETS[row["epochs"]][row["backend"]] if row["call"] > 1 else None
         met = "–" if target is None else ("yes" if row["ratio"] >= target else "NO")
         what = "first (start-up, data, compile)" if row["call"] == 1 else "warm"
-        lines.append(f"| {row['backend']}, call {row['call']}: {what} | {row['epochs']} | {row['wall']:.1f} | "
+        lines.append(f"| {row['backend']}{', jobs=2' if row.get('jobs', 1) > 1 else ''}, call {row['call']}: {what} | {row['epochs']} | {row['wall']:.1f} | "
                      f"{row['ratio']:.2f}x | {'–' if target is None else f'>= {target:g}x'} | {met} |")
     return "\n".join(lines)
 

@@ -190,7 +190,7 @@ def load(directory: str | os.PathLike) -> Comparison:
 
     path = Path(directory)
     tables, manifest = read_comparison(path)
-    return Comparison(tables, manifest, read_tuning(path, manifest), path, path)
+    return Comparison(tables, manifest, read_tuning(path, manifest), path.absolute(), path)
 
 
 def study(name: str, verbose: bool = True, **options: OptionValue) -> Study:

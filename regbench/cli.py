@@ -13,33 +13,13 @@ import click
 from regbench import __version__
 from regbench.backend import DEVICES, select_backend
 from regbench.config import (
-    ACTIVATIONS,
-    ARCHITECTURES,
-    BACKENDS,
-    DEFAULT_LR,
-    DEFAULT_MARGIN,
-    DEFAULT_MAX_SEEDS,
-    DEFAULT_RACE_SEEDS,
-    DEFAULT_SEED_BATCH,
-    DEFAULT_TRIALS,
-    DEFAULT_TUNE_SEEDS,
-    OPTIMIZERS,
-    PROTOCOLS,
-    SCHEDULES,
-    SELECTIONS,
-    TUNE_METRICS,
+    ACTIVATIONS, ARCHITECTURES, BACKENDS, DEFAULT_LR, DEFAULT_MARGIN, DEFAULT_MAX_SEEDS, DEFAULT_RACE_SEEDS,
+    DEFAULT_SEED_BATCH, DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, OPTIMIZERS, PROTOCOLS, SCHEDULES, SELECTIONS, TUNE_METRICS,
 )
 from regbench.data import DATASETS, DEFAULT_DATASET, MAX_TRAIN_SIZE, MIN_TRAIN_SIZE
 from regbench.errors import Interrupted, SweepError, UsageError
 from regbench.executor import CONNECT_SECONDS
-from regbench.options import (
-    DEFAULT_SEEDS,
-    DEFAULT_STORE,
-    MAX_SEED,
-    from_toml,
-    resolve_compare,
-    resolve_studies,
-)
+from regbench.options import DEFAULT_SEEDS, DEFAULT_STORE, MAX_SEED, from_toml, resolve_compare, resolve_studies
 from regbench.progress import Echo
 from regbench.techniques import ARM_SYNTAX, BASELINE, TECHNIQUES, parse_arm
 

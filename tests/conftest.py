@@ -83,7 +83,7 @@ def listeners():
 
 
 SLOWEST_FIRST = ["test_faults.py", "test_cli.py", "test_executors.py", "test_cpu_counts.py", "test_studies.py",
-                 "test_fused.py", "test_studies_tuned.py", "test_tune.py",
+                 "test_fused.py", "test_notebook.py", "test_api.py", "test_studies_tuned.py", "test_tune.py",
                  "test_backend_paths.py"]  # their own share of `make test`, largest first (pytest --durations)
 
 
