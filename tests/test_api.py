@@ -143,3 +143,37 @@ def test_a_study_mistake_raises_the_command_lines_message(runner):
     assert "did you mean 'capacity'" in str(raised.value)
     with pytest.raises(regbench.UsageError, match="seeds = 1: 1 is not in the range 2<=x<=1000"):
         regbench.study("capacity", quick=True, seeds=1, verbose=False)
+
+
+def test_progress_is_a_bar_where_one_is_seen_lines_elsewhere_and_nothing_when_silent(capsys):
+    from regbench.progress import Echo
+    from regbench.sweep import _Progress
+    from tests.helpers import config_for
+
+    todo = [config_for("none", epochs=2), config_for("dropout", epochs=2)]
+    row = {"epoch": 1, "train_crossentropy": 0.5, "train_accuracy": 0.8, "val_crossentropy": 0.4,
+           "val_accuracy": 0.9, "seconds": 0.1}
+    lines = []
+    for echo in (Echo(lines.append, bars=True), Echo(lines.append, bars=False), Echo(None, bars=True)):
+        progress = _Progress(todo, echo, "in this process")
+        progress.epoch_done(0, row)
+        echo("a line said while the runs train")
+        progress.run_ended(0)  # stopped early: its epochs count as done
+        progress.run_ended(1)  # trained elsewhere, likewise
+        progress.close()
+    shown = capsys.readouterr().err
+    assert "2 runs: 100%" in shown and "4/4 [" in shown  # the bar, to its end
+    assert "a line said while the runs train" in shown  # written above the bar
+    assert len(lines) == 2 and lines[0].startswith("[run 1/2] none") and "val ce 0.4000 acc 0.9000" in lines[0]
+    assert lines[1] == "a line said while the runs train"  # without a bar: a line per epoch; silent: nothing
+
+
+def test_the_shell_completes_techniques_and_study_names(runner):
+    def complete(words: str) -> list[str]:
+        result = runner.invoke(cli, [], env={"_REGBENCH_COMPLETE": "bash_complete", "COMP_WORDS": words,
+                                             "COMP_CWORD": str(len(words.split()) - 1)}, prog_name="regbench")
+        return [line.partition(",")[2] for line in result.output.splitlines()]
+
+    assert complete("regbench compare --technique dropout,ba") == ["dropout,batchnorm"]
+    assert complete("regbench study cap") == ["capacity"]
+    assert "--technique" in complete("regbench compare --tech")
