@@ -20,8 +20,8 @@ from regbench.data import Images, Splits, get_dataset, load_images, training_siz
 from regbench.errors import UsageError
 from regbench.executor import DaskCluster, InProcess
 from regbench.provenance import cpu_model, package_versions
-from regbench.store import (COMPARISON_FILES, RunStore, RunTables, check_replaceable, check_same_comparison, inputs_digest,
-                            unchanged_outputs)
+from regbench.store import (COMPARISON_FILES, RunStore, RunTables, check_replaceable, check_same_comparison,
+                            inputs_digest, unchanged_outputs)
 from regbench.sweep import format_duration, train_todo
 from regbench.techniques import BASELINE, check_groups, describe_params, hooks_for, technique_of
 

@@ -43,7 +43,8 @@ def study_names(text: str) -> list[str]:
     if text == "all":
         return list(CATALOGUE)
     if text not in CATALOGUE:
-        raise UsageError(f"unknown study {text!r}{did_you_mean(text, CATALOGUE)}; choose from {', '.join(CATALOGUE)} or 'all'")
+        raise UsageError(f"unknown study {text!r}{did_you_mean(text, CATALOGUE)}; choose from "
+                         f"{', '.join(CATALOGUE)} or 'all'")
     return [text]
 
 
