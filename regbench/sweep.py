@@ -37,8 +37,8 @@ class _Progress:
     def __init__(self, todo: list[RunConfig], echo: Callable[[str], None], executor: str):
         self.todo, self.echo, self.executor = todo, echo, executor
         self.started = time.perf_counter()
-        self.epochs_done = {}  # run index -> epochs finished
-        self.ended = set()  # run indices stored (or left to another process)
+        self.epochs_done: dict[int, int] = {}  # run index -> epochs finished
+        self.ended: set[int] = set()  # run indices stored (or left to another process)
         self.bar = echo.bar(sum(c.stop_epoch or c.epochs for c in todo), f"{len(todo)} runs") \
             if isinstance(echo, Echo) else None
 
@@ -71,7 +71,7 @@ class _Progress:
 
     def close(self) -> None:
         """Close the progress bar, if one is shown."""
-        if self.bar is not None:
+        if isinstance(self.echo, Echo):
             self.echo.close()
 
 
