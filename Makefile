@@ -26,14 +26,14 @@ STUDY_STORE ?= $(HOME)/.cache/regbench/studies.sqlite  # the studies' runs, also
 # Runs trained at once by `make run`, `make report` and `make studies`: one worker process per core.
 JOBS ?= $(shell nproc)
 
-.PHONY: install run report snapshot studies bench test test-slow clean
+.PHONY: install run report snapshot studies bench check docs docs-serve test clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[jax,test,notebook,bench,tensorboard,mlflow]'
+	$(BIN)/python -m pip install --quiet -e '.[jax,test,notebook,bench,tensorboard,mlflow,docs,check]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -70,11 +70,20 @@ bench: $(STAMP)
 # One pytest worker per core and one more (the suite waits much of its time on the processes it starts: 4m25s
 # against 4m45s-5m16s with one per core, on 2 cores); each test file stays on one worker (the studies files share
 # one quick run each), handed out in tests/conftest.py's order (slowest first) rather than by their number of tests.
-test: $(STAMP)
+test: check
 	$(BIN)/python -m pytest -q -n $$(( $$(nproc) + 1 )) --dist loadfile --no-loadscope-reorder
 
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+# The linter and the type checker, as configured in pyproject.toml (also run by pre-commit before each commit).
+check: $(STAMP)
+	$(BIN)/ruff check regbench tests benchmarks
+	$(BIN)/mypy
+
+# The documentation site (MkDocs Material) -> site/; the test suite builds it with --strict too.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache site

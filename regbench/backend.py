@@ -42,7 +42,7 @@ def select_backend(backend: str, device: str, tf_threads: int = COMPUTE_THREADS,
     command whose runs are all stored never loads it.
     On the CPU, TensorFlow gets `tf_threads` intra- and inter-op threads and JAX COMPUTE_THREADS
     (through $NPROC): the same bits whatever the CPUs (see COMPUTE_THREADS); one thread was also the
-    faster for these small models in most paired timings here (README, Speed).
+    faster for these small models in most paired timings here (docs: Speed).
     """
     # 1. Check the request against what this process and this machine can do.
     check_installed(backend)

@@ -229,7 +229,7 @@ def _run_options(command_defaults: bool):
 @click.option("--technique", "techniques", required=True, metavar="SETTING[,SETTING...]", shell_complete=_settings,
               help="The arms to compare with the baseline, each SETTING one arm: 'dropout', 'dropout+l2', "
                    "'dropout,l2,batchnorm'; several settings of one technique as TECHNIQUE:NAME=VALUE, e.g. "
-                   f"'l2:l2=1e-4,l2:l2=1e-3,dropout:rate=0.2' (in full {ARM_SYNTAX}; '+' combines); "
+                   f"'l2:l2=1e-4,l2:l2=1e-3,dropout:rate=0.2' (in full `{ARM_SYNTAX}`; '+' combines); "
                    "'all' is every technique alone that applies to the --architecture.")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Set a technique parameter for every arm that takes it, e.g. rate=0.3 or l2=1e-3 (repeatable; "
@@ -458,8 +458,9 @@ def verify(directory, store, rerun, data):
               help="The run store the comparison was made from; its runs are read from DIRECTORY's files when the "
                    "store does not hold them all.")
 def export(directory, logdir, uri, mlflow_experiment, store):
-    """Export a compare DIRECTORY's runs to TensorBoard, MLflow, or both: per-epoch numbers, final metrics and
-    each run's arm, parameters and seed."""
+    """Export a compare DIRECTORY's runs to TensorBoard, MLflow, or both.
+
+    Each run goes with its per-epoch numbers, final metrics, arm, parameters and seed."""
     from regbench import export as sinks
 
     if logdir is None and uri is None:

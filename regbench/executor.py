@@ -42,7 +42,7 @@ class InProcess:
     at once, each in a thread of its own, sharing the process's data and compiled programs (--jobs N, CPU).
 
     A JAX epoch on these small models keeps about one core busy, whatever the cores; two runs at once trained
-    1.6x the model-epochs per second of one on 2 cores here, with the same bits (README, Speed).
+    1.6x the model-epochs per second of one on 2 cores here, with the same bits (docs: Speed).
     """
 
     lanes: int = 1

@@ -455,7 +455,7 @@ def describe_params(params: dict) -> str:
 
 
 def markdown_table() -> str:
-    """Return the README's table of techniques, from this registry: name, parameters with defaults, summary."""
+    """Return the user guide's table of techniques, from this registry: name, parameters with defaults, summary."""
     rows = ["| technique | parameters (default) | what it changes |", "| --- | --- | --- |"]
     for technique in TECHNIQUES.values():
         params = ", ".join(f"`{param.name}` ({param.default:g})" for param in technique.params)
