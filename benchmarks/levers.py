@@ -50,9 +50,9 @@ for epoch in range(2):
     elif lever in ("tf-epoch", "jax-fused"):
         train.train_epoch(models[0], configs[0], x, y, orders[0])
     else:
-        from regbench import fused
+        from together import train_epoch_together  # benchmarks/together.py, beside this script
 
-        fused.train_epoch_together(train.program_key(configs[0]), models, x, y, orders, 32, train.EVAL_BATCH_SIZE)
+        train_epoch_together(train.program_key(configs[0]), models, x, y, orders, 32, train.EVAL_BATCH_SIZE)
     seconds.append(time.perf_counter() - started)
 print(json.dumps({"lever": lever, "runs": runs, "seconds_per_model_epoch": seconds[-1] / runs,
                   "first_epoch_seconds": seconds[0]}))

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -120,7 +120,7 @@ def sgemm_rate(sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 5) ->
     rates = []
     for size in sizes:
         a, b = rng.random((size, size), dtype=np.float32), rng.random((size, size), dtype=np.float32)
-        rates.append(2 * size**3 / min(_timed(lambda: a @ b) for _ in range(repeats)))
+        rates.append(2 * size**3 / min(_timed(lambda a=a, b=b: a @ b) for _ in range(repeats)))
     return max(rates)
 
 
@@ -510,7 +510,7 @@ def main() -> None:
             parser.error("give the full MNIST file with --data PATH or $REGBENCH_DATA")
         figures = Path(args.out).with_suffix(".json")
         measured = json.loads(figures.read_text())
-        measured["warm"] = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        measured["warm"] = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
                             "rows": warm_process(args.data, bench_environment())}
         figures.write_text(json.dumps(measured, indent=1) + "\n")
         Path(args.out).write_text(render(measured))
@@ -523,7 +523,7 @@ def main() -> None:
         figures = Path(args.out).with_suffix(".json")
         measured = json.loads(figures.read_text())
         measured["short"] = {"command": command,
-                             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             "date": datetime.now(UTC).isoformat(timespec="seconds"),
                              "rows": short_commands(args.data, env)}
         figures.write_text(json.dumps(measured, indent=1) + "\n")
         text = render(measured)
@@ -565,13 +565,13 @@ def main() -> None:
     print("local Dask cluster start-up ...", flush=True)
     startup = cluster_startup(env)
     lever_rows = [] if args.no_levers else levers(args.data, env)
-    short = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    short = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
              "rows": short_commands(args.data, env)}
-    warm = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    warm = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "rows": warm_process(args.data, env)}
     # 2. Keep every figure (JSON), then write the tables with the machine and the command.
     measured = {"command": command,
-                "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
                 "seconds": round(time.perf_counter() - started), "seeds": args.seeds, "epochs": args.epochs,
                 "repeats": args.repeats, "machine": machine_description(), "floors": floor, "rows": rows,
                 "cluster_startup": startup, "levers": lever_rows, "short": short, "warm": warm}

@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import click
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # annotations only: these load pandas and matplotlib
 
 __all__ = ["Comparison", "Study", "UsageError", "compare", "load", "study"]
 
-OptionValue = Union[str, int, float, bool, Sequence[Union[str, int]], os.PathLike, dict, None]  # any keyword's value
+OptionValue = str | int | float | bool | Sequence[str | int] | os.PathLike | dict | None  # any keyword's value
 
 
 class Comparison:

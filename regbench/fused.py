@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Hashable
+from collections.abc import Hashable
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +48,6 @@ class _Program:
         self.identity = repr((key, batch_size, eval_batch_size))  # names its programs in the program cache
         self.compiled = {}  # (name, the arguments' shapes) -> the program compiled ahead of time
         self.compiling = threading.Lock()  # runs training at once (--jobs) make each program once
-        self.together = jax.jit(jax.vmap(self._epoch, in_axes=(0, None, None, 0)))
 
     def compile(self, name: str, args: tuple):
         """Return the program `name` ('epoch' or 'evaluate') compiled for `args`' shapes, made the first time."""
@@ -235,21 +234,3 @@ def evaluate(key: Hashable, model: keras.Model, x: np.ndarray, y: np.ndarray, ba
     program = _program(key, model, x, y, batch_size, eval_batch_size)
     args = _evaluation_args(_state(model, program), device_sets([(x, y)]))
     return _as_floats(program.compile("evaluate", args)(*args)[0])
-
-
-def train_epoch_together(key: Hashable, models: list[keras.Model], x: jax.Array, y: jax.Array,
-                         orders: list[np.ndarray], batch_size: int, eval_batch_size: int) -> list[dict]:
-    """Train several models of one structure one epoch each in one program (jax.vmap); return their logs.
-
-    Each model sees its own batch order. The batched matrix products round differently from
-    one run's, so a run trained together matches its lone twin to about 1e-5, not bit for bit.
-    """
-    program = _program(key, models[0], x, y, batch_size, eval_batch_size)
-    states = [_state(model, program) for model in models]
-    stacked = jax.tree.map(lambda *values: jnp.stack(values), *states)
-    logs, stacked = program.together(stacked, x, y, jnp.asarray(np.stack(orders)))
-    results = []
-    for index, model in enumerate(models):
-        _store_state(model, jax.tree.map(lambda values: values[index], stacked))
-        results.append(_as_floats(jax.tree.map(lambda values: values[index], logs)))
-    return results

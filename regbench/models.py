@@ -11,7 +11,6 @@ from regbench.data import get_dataset
 from regbench.techniques import Hooks
 
 
-
 class ClassicDropout(keras.layers.Dropout):
     """Dropout as first published: kept units are not rescaled in training; inference multiplies by keep.
 

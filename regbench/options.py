@@ -10,23 +10,39 @@ records. Nothing here trains or writes.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from regbench.backend import check_installed, select_backend
 from regbench.config import (
-    DEFAULT_HIDDEN, DEFAULT_MARGIN, DEFAULT_MAX_SEEDS, DEFAULT_RACE_SEEDS, DEFAULT_SEED_BATCH,
-    DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, PROTOCOLS, RunConfig, run_settings,
+    DEFAULT_HIDDEN,
+    DEFAULT_MARGIN,
+    DEFAULT_MAX_SEEDS,
+    DEFAULT_RACE_SEEDS,
+    DEFAULT_SEED_BATCH,
+    DEFAULT_TRIALS,
+    DEFAULT_TUNE_SEEDS,
+    PROTOCOLS,
+    RunConfig,
+    run_settings,
 )
 from regbench.data import DEFAULT_DATASET
 from regbench.errors import UsageError, did_you_mean
 from regbench.executor import InProcess, executor_for
 from regbench.experiment import read_toml, toml_text
 from regbench.techniques import (
-    BASELINE, Arm, applicable, check_architecture, describe_params, exact_text, parse_arm, parse_param_overrides,
+    BASELINE,
+    Arm,
+    applicable,
+    check_architecture,
+    describe_params,
+    exact_text,
+    parse_arm,
+    parse_param_overrides,
 )
 
 if TYPE_CHECKING:  # annotations only: the runner loads pandas and the store
@@ -336,8 +352,14 @@ def _tune_request(values: dict, settings, overrides: dict, eval_seeds, base: Run
         return None
     if values["tune_seeds"] is not None and values["tune_seed_list"] is not None:
         raise UsageError("--tune-seeds and --tune-seed-list exclude each other; give one")
-    from regbench.tune import (TuneRequest, parse_search_ranges, parse_shared, race_seed_list, searches_for,
-                               shared_params)
+    from regbench.tune import (
+        TuneRequest,
+        parse_search_ranges,
+        parse_shared,
+        race_seed_list,
+        searches_for,
+        shared_params,
+    )
 
     first, count = DEFAULT_TUNE_SEEDS[0], values["tune_seeds"] or len(DEFAULT_TUNE_SEEDS)
     seeds = values["tune_seed_list"] or tuple(range(first, first + count))

@@ -7,7 +7,7 @@ a notebook. Where nothing would redraw a bar (a log file, a pipe), each epoch is
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class Echo:

@@ -19,8 +19,15 @@ from regbench import plots, stats
 from regbench.config import LEGACY_PROTOCOL, STUDY_FIELDS, TUNING_FIELDS, with_added_defaults
 from regbench.errors import UsageError
 from regbench.experiment import EXPERIMENT_FILE, experiment_toml
-from regbench.store import (COMPARISON_FIGURES, COMPARISON_TABLES, RunTables, baseline_label, read_comparison,
-                            read_tuning, write_outputs)
+from regbench.store import (
+    COMPARISON_FIGURES,
+    COMPARISON_TABLES,
+    RunTables,
+    baseline_label,
+    read_comparison,
+    read_tuning,
+    write_outputs,
+)
 from regbench.techniques import BASELINE, describe_params
 
 FIGURE_CAPTIONS = dict(zip(COMPARISON_FIGURES, (  # in COMPARISON_FIGURES' order

@@ -7,10 +7,11 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,15 @@ from regbench.data import Images, Splits, get_dataset, load_images, training_siz
 from regbench.errors import UsageError
 from regbench.executor import DaskCluster, InProcess
 from regbench.provenance import cpu_model, package_versions
-from regbench.store import (COMPARISON_FILES, RunStore, RunTables, check_replaceable, check_same_comparison,
-                            inputs_digest, unchanged_outputs)
+from regbench.store import (
+    COMPARISON_FILES,
+    RunStore,
+    RunTables,
+    check_replaceable,
+    check_same_comparison,
+    inputs_digest,
+    unchanged_outputs,
+)
 from regbench.sweep import format_duration, train_todo
 from regbench.techniques import BASELINE, check_groups, describe_params, hooks_for, technique_of
 
@@ -503,7 +511,7 @@ def _manifest(request: CompareRequest, base: RunConfig, images: Images, runs, pl
     """Record the command, the full configuration, the tuning and its choices, versions, device and date."""
     return {
         "command": request.command,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         **_identity(request, base, plan),
         "techniques": {technique: dict(params) for technique, params in request.settings},
         "tuned": tuned.record if tuned else None,

@@ -12,7 +12,7 @@ import sqlite3
 import time
 from contextlib import closing
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -73,7 +73,7 @@ COMPARISON_FILES = [*(f"{name}.csv" for name in (*COMPARISON_TABLES, "tuning")),
 
 def _now(later_seconds: float = 0) -> str:
     """Return the UTC time (plus `later_seconds`) as ISO 8601."""
-    return (datetime.now(timezone.utc) + timedelta(seconds=later_seconds)).isoformat(timespec="seconds")
+    return (datetime.now(UTC) + timedelta(seconds=later_seconds)).isoformat(timespec="seconds")
 
 
 def _owner_alive(owner: str) -> bool:

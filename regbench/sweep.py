@@ -15,8 +15,8 @@ import sqlite3
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent import futures
-from typing import Callable
 
 from regbench.backend import select_backend
 from regbench.config import RunConfig
@@ -244,7 +244,7 @@ def _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, lease
             if not _claim(index, config, store, pending, progress, leases):
                 continue
             result = train_run(config, splits.get(*config.split_key),
-                               on_epoch=lambda row: progress.epoch_done(index, row))
+                               on_epoch=lambda row, index=index: progress.epoch_done(index, row))
             _store_result(index, config, result.record, result.epochs,
                           weights_bytes(result.model) if keep_weights else None, store, progress, leases)
             trained += 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from regbench.config import ARCHITECTURES
 from regbench.errors import UsageError, did_you_mean

@@ -9,17 +9,17 @@ import tempfile
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
 
 from regbench.config import MEASURED, STATISTICS_REFRESH_STEPS, WEIGHT_BIN_EDGES, RunConfig
 from regbench.data import Split, get_dataset
-from regbench.models import PopulationBatchNormalization, SEED_SLOTS, build_model, layer_seed
+from regbench.models import SEED_SLOTS, PopulationBatchNormalization, build_model, layer_seed
 from regbench.provenance import run_provenance
 from regbench.techniques import Hooks, hooks_for
 

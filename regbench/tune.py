@@ -25,8 +25,8 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable
 
 import numpy as np
 import optuna
@@ -36,8 +36,15 @@ from scipy import stats as scipy_stats
 from regbench import stats
 from regbench.config import DEFAULT_RACE_SEEDS, DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, TUNE_METRICS, RunConfig
 from regbench.errors import UsageError
-from regbench.techniques import (BASELINE, Param, compared_params, describe_params, get_technique, given_values,
-                                 technique_of)
+from regbench.techniques import (
+    BASELINE,
+    Param,
+    compared_params,
+    describe_params,
+    get_technique,
+    given_values,
+    technique_of,
+)
 
 SIGNIFICANT_DIGITS = 3  # proposals are rounded so that a chosen value can be typed back as --param
 SAMPLER = "Optuna's QMCSampler (scrambled Sobol sequence, seeded by the setting's name)"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -16,8 +16,8 @@ from regbench import stats
 from regbench.config import REVISED_TECHNIQUES, RunConfig
 from regbench.data import load_images, split_images
 from regbench.errors import UsageError
-from regbench.report import comparison_statistics, comparison_texts
 from regbench.provenance import PROVENANCE_FIELDS, package_versions
+from regbench.report import comparison_statistics, comparison_texts
 from regbench.runner import device_description
 from regbench.store import COMPARISON_FILES, RunStore, RunTables, read_tuning, run_arms
 from regbench.techniques import TECHNIQUES, technique_of

@@ -10,10 +10,10 @@ from regbench.backend import select_backend
 select_backend(sys.argv[1], "cpu")  # as every regbench process does, before Keras starts
 
 import numpy as np  # noqa: E402
+from helpers import config_for  # noqa: E402
 
 from regbench.data import read_images, split_images  # noqa: E402
 from regbench.train import train_run  # noqa: E402
-from helpers import config_for  # noqa: E402
 
 images = read_images(Path(sys.argv[2]))
 config = config_for("max-norm", {"c": 0.5}, train_size=500, backend=sys.argv[1], data=images.fingerprint)

@@ -11,14 +11,21 @@ select_backend("jax", "cpu")
 import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from helpers import config_for  # noqa: E402
 
 from regbench import fused  # noqa: E402
 from regbench.data import read_images, split_images  # noqa: E402
 from regbench.train import (  # noqa: E402
-    EVAL_BATCH_SIZE, KeepRawWeights, batch_order, compile_model, epoch_arrays, measured_weights, program_key,
-    seed_globals, training_arrays,
+    EVAL_BATCH_SIZE,
+    KeepRawWeights,
+    batch_order,
+    compile_model,
+    epoch_arrays,
+    measured_weights,
+    program_key,
+    seed_globals,
+    training_arrays,
 )
-from helpers import config_for  # noqa: E402
 
 CHECKS = [("batchnorm+dropout+l2+gaussian-noise+label-smoothing", 0, 1, {"params": {"input_noise_stddev": 0.1}}),
           ("batchnorm+dropout+l2+gaussian-noise+label-smoothing", 1, 2, {"params": {"input_noise_stddev": 0.1}}),

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import SMALL_MNIST
 
 TINY = ["--train-size", "200", "--epochs", "1", "--backend", "jax", "--data", str(SMALL_MNIST)]
@@ -75,6 +74,7 @@ def test_every_path_trains_on_the_backend_of_the_run_id(tmp_path):
 
 def test_a_run_refuses_a_process_of_another_backend():
     from helpers import config_for
+
     from regbench.train import train_run
 
     with pytest.raises(RuntimeError, match="names backend 'jax' but this process runs Keras on 'tensorflow'"):

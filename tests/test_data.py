@@ -6,11 +6,17 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import SMALL_FASHION, SMALL_MNIST
 
 from regbench.data import (
-    DATA_SEED, DATASETS, IDX_FILES, get_dataset, load_images, read_images, split_images, stratified_indices,
+    DATA_SEED,
+    DATASETS,
+    IDX_FILES,
+    get_dataset,
+    load_images,
+    read_images,
+    split_images,
+    stratified_indices,
     validation_size,
 )
 from regbench.errors import UsageError
@@ -233,7 +239,7 @@ def test_a_changed_file_is_read_again_and_one_changed_unseen_is_refused_when_use
     unseen = read_images(path)
     assert unseen.fingerprint == changed.fingerprint
     with pytest.raises(UsageError, match=r"content changed since it was first read .*run the command again"):
-        unseen.arrays
+        _ = unseen.arrays
     assert read_images(path).fingerprint == first.fingerprint  # the wrong record was dropped
 
 

@@ -14,8 +14,8 @@ from dataclasses import replace
 import pandas as pd
 import psutil
 import pytest
-
 from conftest import SMALL_MNIST
+
 from regbench.errors import Interrupted
 
 SWEEP = ["compare", "--technique", "dropout", "--train-size", "200", "--epochs", "6", "--hidden", "8",
@@ -114,6 +114,7 @@ def test_runs_in_threads_train_at_once_are_stored_as_they_end_and_stop_together(
     ends; a Ctrl-C (raised from a lane; Python handles it in the main thread, as a terminal's) or a lane's error
     stops the others at their next epoch, and the error is raised."""
     from helpers import config_for
+
     from regbench import sweep, train
     from regbench.executor import InProcess
     from regbench.store import RunStore
@@ -262,6 +263,7 @@ def test_a_bad_scheduler_address_is_one_line_and_exit_2_within_seconds(tmp_path,
 
 def test_a_worker_whose_copy_of_the_data_differs_refuses_naming_the_file():
     from helpers import config_for
+
     from regbench.errors import UsageError
     from regbench.workers import WorkerOrders, _split
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import config_for
 
 from regbench.models import build_model
 from regbench.techniques import hooks_for
 from regbench.train import batch_order, train_run
-from helpers import config_for
 
 TIMING_FIELDS = {"train_seconds", "seconds_per_epoch", "seconds", "warmup_seconds", "wall_seconds"}
 

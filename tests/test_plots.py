@@ -6,7 +6,13 @@ from matplotlib.figure import Figure
 
 from regbench.config import WEIGHT_BIN_EDGES
 from regbench.plots import (
-    arm_colours, arm_markers, cost_plot, gap_curves, learning_curves, paired_differences_plot, weight_histograms,
+    arm_colours,
+    arm_markers,
+    cost_plot,
+    gap_curves,
+    learning_curves,
+    paired_differences_plot,
+    weight_histograms,
 )
 
 TECHNIQUES = ["dropout", "l2"]

@@ -67,7 +67,7 @@ def test_seeds_auto_adds_seeds_to_undecided_arms_and_resumes_to_the_same_looks(r
     result, manifest = _auto(runner, tmp_path)
     looks = manifest["sequential"]["looks"]
     assert manifest["sequential"]["max_seeds"] == 6 and set(looks) == {"dropout", "l2"}
-    for arm, sequence in looks.items():
+    for sequence in looks.values():
         assert [look["seeds"] for look in sequence] == list(range(2, 2 * len(sequence) + 1, 2))
         assert all(look["verdict"] == "undecided" for look in sequence[:-1])  # stopped at its first decision ...
         assert sequence[-1]["verdict"] != "undecided" or sequence[-1]["seeds"] == 6  # ... or at the maximum

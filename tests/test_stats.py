@@ -5,13 +5,25 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-
 from scipy import stats as scipy_stats
 
 from regbench.stats import (
-    EFFECT_METRICS, best_and_final_epochs, equivalence_p, holm, holm_levels, mean_confidence_interval,
-    min_detectable_effect, paired_differences, paired_effects, paired_tests, planning_sd, power, sd_bounds, seeds_for,
-    summarize, t_interval,
+    EFFECT_METRICS,
+    best_and_final_epochs,
+    equivalence_p,
+    holm,
+    holm_levels,
+    mean_confidence_interval,
+    min_detectable_effect,
+    paired_differences,
+    paired_effects,
+    paired_tests,
+    planning_sd,
+    power,
+    sd_bounds,
+    seeds_for,
+    summarize,
+    t_interval,
 )
 
 

@@ -8,13 +8,12 @@ import sqlite3
 from pathlib import Path
 
 import pandas as pd
-
 import pytest
+from conftest import SMALL_MNIST
+from helpers import config_for
 
 from regbench.errors import UsageError
 from regbench.store import APPLICATION_ID, LAYOUT, RunStore, check_output_dir, write_outputs
-from helpers import config_for
-from conftest import SMALL_MNIST
 
 V1_SCHEMA = """
 CREATE TABLE runs (run_id TEXT PRIMARY KEY, config TEXT NOT NULL, record TEXT NOT NULL, epochs TEXT NOT NULL,

@@ -3,16 +3,22 @@
 import keras
 import numpy as np
 import pytest
+from helpers import config_for
 
 from regbench.constraints import ExactMaxNorm
 from regbench.errors import UsageError
 from regbench.models import build_model
 from regbench.techniques import (
-    TECHNIQUES, applicable, check_architecture, get_technique, parse_param_overrides, parse_setting, hooks_for,
+    TECHNIQUES,
+    applicable,
+    check_architecture,
+    get_technique,
+    hooks_for,
+    parse_param_overrides,
+    parse_setting,
     resolve_params,
 )
 from regbench.train import compile_model, measured_weights, train_run
-from helpers import config_for
 
 EXPECTED = {"none", "l1", "l2", "weight-decay", "dropout", "batchnorm", "ghost-batchnorm", "early-stopping", "max-norm",
             "augment", "label-smoothing", "gaussian-noise", "ema", "mixup", "spatial-dropout"}
@@ -308,7 +314,7 @@ def test_spatial_dropout_drops_whole_feature_maps_after_each_conv_block():
     layer = next(layer for layer in model.layers if isinstance(layer, keras.layers.SpatialDropout2D))
     maps = keras.ops.convert_to_numpy(layer(np.ones((4, 7, 7, 64), dtype="float32"), training=True))
     per_map = maps.reshape(4, 49, 64)
-    assert np.all((per_map.min(axis=1) == per_map.max(axis=1)))  # every map all dropped or all kept
+    assert np.all(per_map.min(axis=1) == per_map.max(axis=1))  # every map all dropped or all kept
     assert 0.3 < np.mean(per_map[:, 0, :] == 0) < 0.7
 
 

@@ -8,12 +8,11 @@ import pandas as pd
 import pytest
 
 from regbench.cli import cli
+from regbench.config import RunConfig
 from regbench.errors import UsageError
 from regbench.store import RunStore
 from regbench.techniques import parse_setting
-from regbench.config import RunConfig
 from regbench.tune import TuneRequest, parse_search_ranges, plan_tuning, propose, searches_for
-
 from tests.conftest import SMALL_MNIST
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from regbench.config import RunConfig, run_settings
 from regbench.errors import UsageError, did_you_mean

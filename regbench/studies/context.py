@@ -3,8 +3,8 @@ executor; and what a study finds."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -15,7 +15,6 @@ from regbench.executor import DaskCluster, InProcess
 from regbench.runner import train_missing, trained_models
 from regbench.store import RunStore, RunTables
 from regbench.techniques import BASELINE, resolve_params
-
 
 QUICK_CONFIG = {"train_size": 192, "epochs": 1, "hidden": (32,)}  # every --quick starts here: runs are shared;
 # 192 = 6 whole batches of 32: no smaller last batch, whose other shape Keras would trace again on TensorFlow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from regbench import report
@@ -33,7 +33,7 @@ def write_study(out: Path, name: str, claim: str, question: str, context: StudyC
     """Write a study's tables, figures, manifest, REPORT.md and report.html into `out`."""
     wall = time.perf_counter() - started
     runs = findings.tables["runs"]
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     training = {"wall_seconds": wall, "runs_trained": context.trained, "date": now, "command": command}
     if context.trained == 0:  # a re-render: keep the wall time of the invocation that trained the runs
         training = _earlier_training(out, name, context) or training
