@@ -117,9 +117,9 @@ class Comparison:
     def save(self, directory: str | os.PathLike, force: bool = False) -> list[Path]:
         """Write the comparison's files into `directory`, as `regbench compare --out DIRECTORY` writes them; refuse
         (UsageError) a directory holding another comparison unless `force`. Return the paths written."""
+        from regbench.outputs import check_same_comparison
         from regbench.report import write_comparison
         from regbench.runner import manifest_identity
-        from regbench.store import check_same_comparison
 
         out = Path(directory)
         check_same_comparison(out, manifest_identity(self.manifest), force)
@@ -186,7 +186,7 @@ def compare(technique: str | Sequence[str], verbose: bool = True, **options: Opt
 
 def load(directory: str | os.PathLike) -> Comparison:
     """Read a comparison's output directory back (as `regbench compare` or `Comparison.save` wrote it)."""
-    from regbench.store import read_comparison, read_tuning
+    from regbench.outputs import read_comparison, read_tuning
 
     path = Path(directory)
     tables, manifest = read_comparison(path)

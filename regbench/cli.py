@@ -437,7 +437,7 @@ def report(directory):
               help="The comparison's images (an .npz or a directory of idx files), for --rerun.")
 def verify(directory, store, rerun, data):
     """Check a compare DIRECTORY: recompute its tables and report from its runs, match the store; exit 1 on a difference."""
-    from regbench.store import read_comparison
+    from regbench.outputs import read_comparison
 
     written, manifest = read_comparison(Path(directory))
     if rerun:

@@ -1,16 +1,18 @@
-"""Where runs train, chosen once in the CLI: in this process (one run at a time, or under JAX --jobs N runs at
-once in threads), or on Dask distributed (a local cluster of one-thread worker processes for TensorFlow's
---jobs N, or an existing scheduler for a cluster).
+"""Where runs train, chosen once by the options layer: in this process (one run at a time, or under JAX --jobs N runs
+at once in threads), or on Dask distributed (a local cluster of one-thread worker processes for TensorFlow's
+--jobs N, or an existing scheduler for a cluster). Each is an `Executor`.
 
-This module starts and stops the cluster and sends runs to it; regbench.sweep decides which runs, and
-this process alone writes the store.
+An executor trains the runs of a `regbench.sweep.Sweep`: it claims each through the sweep, trains it where it trains
+runs, and hands the result back to the sweep, so this process alone writes the store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
+import queue
 import re
 import shutil
 import signal
@@ -19,21 +21,52 @@ import struct
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 import warnings
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
+from regbench.backend import select_backend
 from regbench.config import RunConfig
 from regbench.data import Splits, save_split, split_images
-from regbench.errors import UsageError
+from regbench.errors import SweepError, UsageError
 from regbench.workers import WorkerOrders, split_name, train_on_worker
+
+if TYPE_CHECKING:  # annotations only: the sweep hands itself to an executor's train
+    from regbench.sweep import Sweep
 
 CONNECT_SECONDS = 3.0  # --scheduler-timeout: how long a --scheduler has to answer before regbench says what is there
 CLIENT_SECONDS = 10.0  # then how long Dask's client may take to register with it (longer on a loaded machine)
 HANDSHAKE_BYTES = 2**20  # a Dask handshake's first 8 bytes give its size: a scheduler's is a few hundred bytes
 TASK_RETRIES = 1  # a run whose training raised is tried once more (a worker that dies: Dask's allowed-failures)
+RESULT_POLL_SECONDS = 0.5  # how often to echo the progress of runs training elsewhere (threads, workers)
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss)://\[?[\w.\-:]+\]?:\d{1,5}$")
+
+
+class Executor(Protocol):
+    """Where the runs of a sweep train. The sweep, the runner and the studies see only this."""
+
+    @property
+    def name(self) -> str:
+        """Name this executor in each run's provenance."""
+
+    @property
+    def description(self) -> str:
+        """Say where runs train, for the console."""
+
+    @property
+    def trains_here(self) -> bool:
+        """Say whether runs train in this process (which then starts their backend) or elsewhere."""
+
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc) -> bool: ...
+
+    def train(self, sweep: Sweep) -> int:
+        """Claim, train and hand back to `sweep` every run of its to-do list it can; return how many it stored."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +91,79 @@ class InProcess:
         """Name this executor in each run's provenance."""
         return "in-process" if self.lanes == 1 else f"in-process threads ({self.lanes} runs at once)"
 
-    def __enter__(self):
+    @property
+    def trains_here(self) -> bool:
+        return True
+
+    def __enter__(self) -> InProcess:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         return False
+
+    def train(self, sweep: Sweep) -> int:
+        """Train the sweep's runs here, one by one or `lanes` at once; return how many were stored."""
+        _start_backend(sweep.todo, sweep.splits)
+        return self._train_one_by_one(sweep) if self.lanes == 1 else self._train_in_lanes(sweep)
+
+    @staticmethod
+    def _train_one_by_one(sweep: Sweep) -> int:
+        from regbench.train import train_run, weights_bytes
+
+        pending, trained = dict(enumerate(sweep.todo)), 0
+        while pending:
+            for index, config in list(pending.items()):
+                sweep.ctrl_c.check()
+                if not sweep.claim(index, pending):
+                    continue
+                result = train_run(config, sweep.splits.get(*config.split_key),
+                                   on_epoch=lambda row, index=index: sweep.progress.epoch_done(index, row))
+                sweep.store_result(index, result.record, result.epochs,
+                                   weights_bytes(result.model) if sweep.keep_weights else None)
+                trained += 1
+            if pending:
+                sweep.wait_for_others(pending)
+        return trained
+
+    def _train_in_lanes(self, sweep: Sweep) -> int:
+        """Train `lanes` runs at once, each in a thread of its own. This thread claims, echoes and stores; a lane's
+        error stops the others at their next epoch and is raised here."""
+        from regbench.train import train_run, weights_bytes
+
+        epochs: queue.SimpleQueue = queue.SimpleQueue()
+        stopping = threading.Event()
+
+        def train(index: int, config: RunConfig, split) -> tuple:
+            def on_epoch(row: dict) -> None:
+                epochs.put((index, row))
+                if stopping.is_set():
+                    raise _Stopped
+
+            result = train_run(config, split, on_epoch=on_epoch)
+            return result.record, result.epochs, weights_bytes(result.model) if sweep.keep_weights else None
+
+        pending, running, trained = dict(enumerate(sweep.todo)), {}, 0
+        with futures.ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="regbench-lane") as pool:
+            try:
+                while pending or running:
+                    sweep.ctrl_c.check()
+                    for index, config in list(pending.items()):
+                        if len(running) < self.lanes and sweep.claim(index, pending):
+                            running[pool.submit(train, index, config, sweep.splits.get(*config.split_key))] = index
+                    if not running:
+                        sweep.wait_for_others(pending)
+                        continue
+                    done = futures.wait(running, timeout=RESULT_POLL_SECONDS,
+                                        return_when=futures.FIRST_COMPLETED).done
+                    while not epochs.empty():
+                        sweep.progress.epoch_done(*epochs.get())
+                    for future in done:
+                        sweep.store_result(running.pop(future), *future.result())
+                        trained += 1
+            except BaseException:
+                stopping.set()  # the pool waits for each lane to end its epoch
+                raise
+        return trained
 
 
 @dataclass
@@ -99,14 +200,78 @@ class DaskCluster:
         """Name this executor in each run's provenance."""
         return f"dask {self.scheduler}" if self.scheduler else f"dask local cluster ({self.jobs} workers)"
 
-    def __enter__(self):
+    @property
+    def trains_here(self) -> bool:
+        return False
+
+    def __enter__(self) -> DaskCluster:
         if self.scheduler:  # an address that is wrong is said at once, before anything is planned or written
             self.client()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> bool:
         self.close()
         return False
+
+    def train(self, sweep: Sweep) -> int:
+        """Train the sweep's runs on the cluster, as many at once as its workers have threads; return how many were
+        stored. A run that fails on the workers (after Dask's retries) is recorded as failed and the sweep goes on."""
+        from distributed import CancelledError, wait
+        from distributed.comm import CommClosedError
+
+        client = self.client()
+        orders, sent = self.orders(sweep.splits, sweep.todo)
+        events: queue.SimpleQueue = queue.SimpleQueue()
+        client.subscribe_topic(orders.topic, lambda event: events.put(event[1]))
+        pending, running, failed, trained = dict(enumerate(sweep.todo)), {}, {}, 0
+        try:
+            while pending or running:
+                sweep.ctrl_c.check()
+                # 1. Claim and submit runs while the workers have room.
+                slots = self.slots
+                for index, config in list(pending.items()):
+                    if len(running) >= slots:
+                        break
+                    if sweep.claim(index, pending):
+                        running[self.submit(config, index, sweep.keep_weights, orders, sent)] = index
+                if not running:
+                    if pending:
+                        sweep.wait_for_others(pending)
+                    continue
+                # 2. Wait a moment for runs to end, echoing the workers' epochs meanwhile; store each that ends.
+                try:
+                    done = wait(list(running), timeout=RESULT_POLL_SECONDS, return_when="FIRST_COMPLETED").done
+                except TimeoutError:
+                    done = set()
+                while not events.empty():
+                    sweep.progress.epoch_done(*events.get())
+                for future in done:
+                    index = running.pop(future)
+                    if future.status == "finished":
+                        sweep.store_result(index, *future.result())
+                        trained += 1
+                    elif future.status == "cancelled" or client.status != "running":
+                        raise self._lost(sweep)
+                    elif isinstance(future.exception(), UsageError):  # e.g. a worker's copy of the data differs
+                        raise future.exception()
+                    else:
+                        failed[index] = _failure(future.exception())
+                        sweep.store_failure(index, failed[index])
+        except (CancelledError, CommClosedError):  # the client cancels every future when it loses the scheduler
+            raise self._lost(sweep) from None
+        finally:
+            if client.status == "running":
+                client.cancel(list(running))
+                client.unsubscribe_topic(orders.topic)
+        if failed:
+            raise SweepError(f"{len(failed)} of {len(sweep.todo)} runs failed on the workers (first: "
+                             f"{next(iter(failed.values()))}); {sweep.stored()}; rerun the same command to retry them")
+        return trained
+
+    def _lost(self, sweep: Sweep) -> SweepError:
+        """Say that the scheduler is gone, what is stored and how to resume."""
+        return SweepError(f"lost the Dask scheduler{' at ' + self.scheduler if self.scheduler else ''}: "
+                          f"{sweep.stored()} (the runs in progress are lost); rerun the same command to resume")
 
     def client(self):
         """Return the Dask client, starting the local cluster or connecting to the scheduler the first time."""
@@ -178,6 +343,25 @@ class DaskCluster:
         self._client = self._cluster = self._shared = None
 
 
+class _Stopped(Exception):
+    """Raised in a lane at the end of an epoch once the sweep is stopping (Ctrl-C, or another lane's error)."""
+
+
+def _start_backend(todo: list[RunConfig], splits: Splits) -> None:
+    """Start the runs' backend and Keras in this process (compare starts them here, as a first run trains), making
+    the first run's split meanwhile (new memory for the images as floats: about 0.5 s)."""
+    with futures.ThreadPoolExecutor(max_workers=1) as helper:
+        first_split = helper.submit(splits.get, *todo[0].split_key)
+        select_backend(todo[0].backend, todo[0].device)
+        importlib.import_module("regbench.train")  # Keras: not at the top, as a cluster's client never loads it
+        first_split.result()
+
+
+def _failure(error: BaseException) -> str:
+    """Say in one line why a run failed on the workers."""
+    return "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[-1]
+
+
 @contextlib.contextmanager
 def _as_workers_start():
     """Within (in the main thread), processes started keep ignoring SIGINT and Python's warnings: a Ctrl-C in a
@@ -232,7 +416,7 @@ def check_handshake(address: str, seconds: float) -> None:
 
 
 def executor_for(jobs: int, scheduler: str | None, resources: dict, send_data: bool, backend: str,
-                 connect_seconds: float = CONNECT_SECONDS, device: str = "auto"):
+                 connect_seconds: float = CONNECT_SECONDS, device: str = "auto") -> Executor:
     """Check --jobs, --scheduler, --resources and --send-data against each other, the CPU cores and the device, and
     return the executor they ask for: a Dask cluster for --scheduler or TensorFlow's --jobs > 1, else this process
     (JAX's --jobs N runs at once in threads: cheaper and faster than N processes, which TensorFlow's own thread

@@ -26,8 +26,9 @@ import pandas as pd
 
 from regbench.config import RunConfig
 from regbench.errors import UsageError
+from regbench.outputs import read_comparison, run_arms
 from regbench.report import analysed_runs, comparison_title, figure_captions
-from regbench.store import RunStore, RunTables, read_comparison, run_arms
+from regbench.store import RunStore, RunTables
 from regbench.techniques import technique_of
 
 EXTRAS = {"tensorboard": ("tensorboard", "tensorboard"), "mlflow": ("mlflow", "mlflow")}  # target: module, extra

@@ -32,7 +32,7 @@ from regbench.config import (
 )
 from regbench.data import DEFAULT_DATASET
 from regbench.errors import UsageError, did_you_mean
-from regbench.executor import InProcess, executor_for
+from regbench.executor import Executor, executor_for
 from regbench.experiment import read_toml, toml_text
 from regbench.techniques import (
     BASELINE,
@@ -46,7 +46,6 @@ from regbench.techniques import (
 )
 
 if TYPE_CHECKING:  # annotations only: the runner loads pandas and the store
-    from regbench.executor import DaskCluster
     from regbench.runner import CompareRequest
     from regbench.studies import PlannedStudy
 
@@ -160,7 +159,7 @@ def _as_flag_value(key: str, value, param: click.Option):
 
 # 2. Rules and derived defaults.
 
-def executor_of(values: dict) -> InProcess | DaskCluster:
+def executor_of(values: dict) -> Executor:
     """Return the executor that --jobs, --scheduler, --resources and --send-data choose (nothing started yet)."""
     return executor_for(values["jobs"], values["scheduler"], values["resources"] or {}, values["send_data"],
                         values["backend"], values["scheduler_timeout"], values["device"])
@@ -183,7 +182,7 @@ class ResolvedCompare:
     """A comparison as its options resolve: the request, where its runs train, and whether only to list them."""
 
     request: CompareRequest
-    executor: InProcess | DaskCluster
+    executor: Executor
     device: str  # where runs train: 'cpu' or 'gpu', as resolved
     dry_run: bool
 
@@ -229,7 +228,7 @@ def resolve_compare(values: dict, command: str, write: bool = True) -> ResolvedC
     tune = _tune_request(values, [arm.names for arm in (reference, *arms)], overrides, eval_seeds, base)
     # 2. Choose the backend (before Keras is imported). In this process the first run to train starts it; on a Dask
     # cluster the workers do, and this process plans and reports without it.
-    if isinstance(executor, InProcess):
+    if executor.trains_here:
         device = select_backend(values["backend"], values["device"], start=False)
     else:
         check_installed(values["backend"])
@@ -398,7 +397,7 @@ class ResolvedStudies:
     """Studies as their options resolve: each planned (checked, nothing trained), and where their runs train."""
 
     planned: list[PlannedStudy]
-    executor: InProcess | DaskCluster
+    executor: Executor
 
 
 def resolve_studies(values: dict, echo: Callable[[str], None]) -> ResolvedStudies:
@@ -411,7 +410,7 @@ def resolve_studies(values: dict, echo: Callable[[str], None]) -> ResolvedStudie
                                             "activation", "optimizer", "lr", "backend", "dataset")
                if values[key] is not None}
     executor = executor_of(values)
-    if isinstance(executor, InProcess):
+    if executor.trains_here:
         device = select_backend(values["backend"], values["device"])
     else:
         select_backend(values["backend"], "cpu")

@@ -19,16 +19,17 @@ from regbench import plots, stats
 from regbench.config import LEGACY_PROTOCOL, STUDY_FIELDS, TUNING_FIELDS, with_added_defaults
 from regbench.errors import UsageError
 from regbench.experiment import EXPERIMENT_FILE, experiment_toml
-from regbench.store import (
+from regbench.outputs import (
     COMPARISON_FIGURES,
     COMPARISON_TABLES,
-    RunTables,
     baseline_label,
     read_comparison,
     read_tuning,
     write_outputs,
 )
+from regbench.store import RunTables
 from regbench.techniques import BASELINE, describe_params
+from regbench.verdicts import SWITCHED_OFF, Kind, Verdict, kind_of
 
 FIGURE_CAPTIONS = dict(zip(COMPARISON_FIGURES, (  # in COMPARISON_FIGURES' order
     "Validation (solid) and training (dashed, inference mode) accuracy and cross-entropy per epoch.",
@@ -212,7 +213,6 @@ def training_images(manifest: dict, count: int) -> str:
     return f"{count:,} {title} training images" if content == title else f"{count:,} training images of {content}"
 
 
-SWITCHED_OFF = "switched off: validation prefers none"  # the verdict of an arm whose tuning chose "off"
 VERDICT_RULE = (
     "Verdicts, in this order (Holm corrects each family of tests across the {family} technique(s)): "
     "**helps / hurts** when the paired t-test rejects 0 after Holm's correction and equivalence within "
@@ -381,7 +381,8 @@ def arm_name(technique: str, params: dict) -> str:
 def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
     """Say in plain words what the numbers show for one technique, and which interval its verdict rests on."""
     name = arm_name(row["technique"], params)
-    if row["verdict"] == SWITCHED_OFF:
+    verdict = Verdict.parse(row["verdict"])
+    if verdict.kind is Kind.SWITCHED_OFF:
         return switched_off_text(name, row["technique"])
     if pd.isna(row["test_accuracy_diff"]) or row["pairs"] < 2:
         return (f"{name}: fewer than 2 successful pairs ({row['pairs']}), so no interval or test can be given; "
@@ -395,19 +396,18 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
                  f"{_interval(row['adj_ci_low'], row['adj_ci_high'])}")
     test_margin = (f"the {_level(row['tost_level'], 2)} interval at the level Holm tested equivalence, "
                    f"{_interval(row['eq_ci_low'], row['eq_ci_high'])}")
-    verdict = row["verdict"]
-    if verdict in ("helps", "hurts"):
+    if verdict.kind in (Kind.HELPS, Kind.HURTS):
         text += (f"Verdict: it **{verdict}** on this setup: {test_zero}, excludes 0, and equivalence within "
                  f"{margin} is not shown (TOST, Holm-adjusted {p_text(row['tost_holm_p'])}). ")
-    elif verdict.startswith("negligible"):
+    elif verdict.kind is Kind.NEGLIGIBLE:
         text += (f"Verdict: **{verdict}**: the difference is detectable ({test_zero}, excludes 0) but "
                  f"{test_margin}, lies inside {margin}, the smallest effect that matters here (`--margin`). ")
-    elif verdict.startswith("equivalent"):
+    elif verdict.kind is Kind.EQUIVALENT:
         text += (f"Verdict: **{verdict}**: {test_margin}, lies inside {margin} (TOST, Holm-adjusted "
                  f"{p_text(row['tost_holm_p'])}). This rules out effects larger than the margin, not every effect. ")
     else:
         reason = (f"its unadjusted 95% interval excludes 0, but not after Holm's correction for the {family} "
-                  f"technique(s) compared" if verdict == stats.UNCORRECTED_ONLY else
+                  f"technique(s) compared" if verdict.uncorrected else
                   f"{test_zero}, includes 0")
         text += (f"Verdict: **inconclusive**: {reason}, and {test_margin}, is not inside {margin}; neither an "
                  "effect nor its absence is shown. ")
@@ -447,7 +447,7 @@ def sequential_text(name: str, row: pd.Series, manifest: dict) -> str:
     level = sequence_level(manifest["sequential"])
     interval = (f"{_interval(row['sequence_low'], row['sequence_high'])} (anytime-valid, {level * 100:.4g}%)"
                 if pd.notna(row["sequence_low"]) else "an interval not yet bounded (too few pairs, or no spread)")
-    if row["verdict"] == "undecided":
+    if kind_of(row["verdict"]) is Kind.UNDECIDED:
         needed = manifest["sequential"]["looks"][row["technique"]][-1].get("seeds_to_decide")
         estimate = (f"deciding it would take about {needed} seeds, if the mean stayed and the SD were its 80% upper "
                     "confidence bound" if needed else "deciding it would take more than 1,000 seeds")
@@ -462,7 +462,7 @@ def sequential_paragraph(name: str, row: pd.Series, manifest: dict) -> str:
     changed (descriptively)."""
     text = sequential_text(name, row, manifest)
     low, high, margin = row["sequence_low"], row["sequence_high"], row["margin"]
-    if row["verdict"] == "undecided" and pd.notna(low):
+    if kind_of(row["verdict"]) is Kind.UNDECIDED and pd.notna(low):
         beyond = [f"{_pp(excess, False)} pp {side} {bound}{margin * 100:g}" for excess, side, bound in (
             (-margin - low, "below", "-"), (high - margin, "above", "+")) if excess > 0]
         text += (f" By how much it missed: equivalence needs the sequence inside ±{margin * 100:g} pp, and it reaches "
@@ -505,7 +505,7 @@ def switched_off_text(name: str, technique: str) -> str:
 def bottom_line(row: pd.Series, params: dict) -> str:
     """Say one technique's result in one sentence: effect, the interval its verdict rests on, and the verdict."""
     name = arm_name(row["technique"], params)
-    if row["verdict"] == SWITCHED_OFF:
+    if kind_of(row["verdict"]) is Kind.SWITCHED_OFF:
         return switched_off_text(name, row["technique"])
     if pd.isna(row["test_accuracy_diff"]):
         return f"{name}: no successful pair, so no effect can be given."
@@ -515,7 +515,7 @@ def bottom_line(row: pd.Series, params: dict) -> str:
     return (f"{name}: test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline (95% CI "
             f"{_interval(row['diff_ci_low'], row['diff_ci_high'])}; {_level(row['holm_level'])} at Holm's level "
             f"{_interval(row['adj_ci_low'], row['adj_ci_high'])}; {row['pairs']} paired seeds): {row['verdict']}"
-            + (f"; {seeds_to_decide_text(row)}." if row["verdict"].startswith("inconclusive") else "."))
+            + (f"; {seeds_to_decide_text(row)}." if kind_of(row["verdict"]) is Kind.INCONCLUSIVE else "."))
 
 
 def seeds_to_decide_text(row: pd.Series) -> str:
@@ -647,7 +647,7 @@ of the search rather than the technique.
 
 def _sequentially(manifest: dict, row: pd.Series) -> bool:
     """Return whether an arm's verdict rests on sequential seeds' confidence sequences (not switched off by tuning)."""
-    return bool(manifest.get("sequential")) and row["verdict"] != SWITCHED_OFF
+    return bool(manifest.get("sequential")) and kind_of(row["verdict"]) is not Kind.SWITCHED_OFF
 
 
 def bottom_lines(manifest: dict, summary: pd.DataFrame) -> list[str]:

@@ -19,19 +19,19 @@ import pandas as pd
 from regbench.config import MEMORY_COPIES, RunConfig, available_memory, parameter_count
 from regbench.data import Images, Splits, get_dataset, load_images, training_size
 from regbench.errors import UsageError
-from regbench.executor import DaskCluster, InProcess
-from regbench.provenance import cpu_model, package_versions
-from regbench.store import (
+from regbench.executor import Executor
+from regbench.outputs import (
     COMPARISON_FILES,
-    RunStore,
-    RunTables,
     check_replaceable,
     check_same_comparison,
     inputs_digest,
     unchanged_outputs,
 )
+from regbench.provenance import cpu_model, package_versions
+from regbench.store import RunStore, RunTables
 from regbench.sweep import format_duration, train_todo
 from regbench.techniques import BASELINE, check_groups, describe_params, hooks_for, technique_of
+from regbench.verdicts import Kind, kind_of
 
 if TYPE_CHECKING:  # Optuna, the statistics and the figures load only where a command tunes or draws
     from regbench.tune import TuneOutcome, TunePlan, TuneRequest
@@ -133,7 +133,7 @@ def _checked_plan(request: CompareRequest, device: str, writing: bool = True):
 
 
 def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None],
-                executor: InProcess | DaskCluster) -> CompareOutcome:
+                executor: Executor) -> CompareOutcome:
     """Tune if asked, train what is missing of `request` with `executor` and write its tables, figures, manifest
     and report."""
     # 1. Check everything a user can get wrong before any training.
@@ -189,7 +189,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
 
 
 def _tune(plan: TunePlan, request: CompareRequest, splits: Splits, store: RunStore, echo: Callable[[str], None],
-          executor: InProcess | DaskCluster) -> tuple[TuneOutcome, int, int]:
+          executor: Executor) -> tuple[TuneOutcome, int, int]:
     """Train the searches' runs stage by stage (each stage is what the replay of the stored runs asks for next)
     until every choice is made; return the outcome, the runs trained and the tuning runs read."""
     from regbench.tune import describe_choice, search_all
@@ -221,7 +221,7 @@ def _tune(plan: TunePlan, request: CompareRequest, splits: Splits, store: RunSto
 
 
 def _sequential_seeds(request: CompareRequest, splits: Splits, store: RunStore, echo: Callable[[str], None],
-                      executor: InProcess | DaskCluster, switched_off: set[str]) -> tuple[CompareRequest, dict, int]:
+                      executor: Executor, switched_off: set[str]) -> tuple[CompareRequest, dict, int]:
     """Train a batch of seeds at a time (--seeds auto), each batch only for the arms still undecided, the baseline
     on as many seeds as the arm that needs most, until every arm is decided or at the most seeds; return the
     request with each arm's seeds, every arm's looks, and the runs trained. An arm tuning `switched_off` trains
@@ -270,14 +270,14 @@ def _looks_record(request: CompareRequest, looks: dict, analysed: dict, differen
     """Return every arm's looks as the manifest records them; an arm undecided at the most seeds also says about
     how many seeds would decide it (its SD at the 80% upper confidence bound)."""
     from regbench import stats
-    from regbench.sequential import UNDECIDED, seeds_to_decide
+    from regbench.sequential import seeds_to_decide
 
-    recorded = {label: [{"seeds": seeds, **_finite(vars(look))} for seeds, look in zip(looks[label], sequence,
-                                                                                      strict=True)]
+    recorded = {label: [{"seeds": seeds, **_finite(vars(look)), "verdict": str(look.verdict)}
+                        for seeds, look in zip(looks[label], sequence, strict=True)]
                 for label, sequence in analysed.items()}
     margin = stats.analysis_of({"analysis": request.analysis})["margin"]
     for label, sequence in recorded.items():
-        if sequence[-1]["verdict"] == UNDECIDED:
+        if kind_of(sequence[-1]["verdict"]) is Kind.UNDECIDED:
             sd = stats.planning_sd(float(np.std(differences[label], ddof=1)), len(differences[label]))
             sequence[-1]["seeds_to_decide"] = seeds_to_decide(sequence[-1]["mean"], sd, margin,
                                                               stats.ALPHA / len(recorded), sequence[-1]["seeds"])
@@ -307,7 +307,7 @@ def _at_choices(request: CompareRequest, tuned: TuneOutcome) -> CompareRequest:
 
 def _repeat_searches(plan: TunePlan, tuned: TuneOutcome, given: CompareRequest, evaluated: CompareRequest,
                      splits: Splits, store: RunStore, echo: Callable[[str], None],
-                     executor: InProcess | DaskCluster) -> tuple[list[dict], int, int]:
+                     executor: Executor) -> tuple[list[dict], int, int]:
     """Repeat the search of `plan` (--tune-repeats) on each repeat's own tuning seeds and proposals, train each
     repeat's choices on the evaluation seeds; return every repeat's record (the first is `tuned`, evaluated as
     `evaluated`), the runs trained and the runs read."""
@@ -426,7 +426,7 @@ def _run_seconds(history: pd.DataFrame, config: RunConfig, first: bool) -> float
 
 
 def train_missing(configs: list[RunConfig], splits: Splits, store: RunStore, echo: Callable[[str], None],
-                  executor: InProcess | DaskCluster) -> int:
+                  executor: Executor) -> int:
     """Train and store, with `executor`, the runs of `configs` the store does not hold yet, each on its split from
     `splits`; say how many there are first. Return how many this process trained."""
     finished = store.finished([c.run_id for c in configs])
@@ -443,7 +443,7 @@ def train_missing(configs: list[RunConfig], splits: Splits, store: RunStore, ech
 
 
 def trained_models(configs: list[RunConfig], splits: Splits, store: RunStore, echo: Callable[[str], None],
-                   executor: InProcess | DaskCluster) -> tuple[list, int]:
+                   executor: Executor) -> tuple[list, int]:
     """Return each config's trained model (from kept weights, or trained with `executor` and kept now) and how
     many were trained. Needs the runs' backend in this process."""
     from regbench.models import build_model

@@ -21,11 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from regbench.stats import ALPHA
+from regbench.verdicts import Kind, Verdict
 
 METHOD = ("anytime-valid confidence sequences for each arm's mean paired difference (the sequential t-test of "
           "Lindon et al. 2024, via savvi), Bonferroni across arms (alpha/m each)")
-DECIDED = ("helps", "hurts", "negligible: helps", "negligible: hurts", "equivalent")
-UNDECIDED = "undecided"
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class Look:
     mean: float
     low: float  # the sequence's bounds so far (its intersection over the looks); -inf/inf while too few pairs
     high: float
-    verdict: str
+    verdict: Verdict
 
 
 def confidence_sequence(differences: np.ndarray, looks: list[int], alpha: float) -> list[tuple[float, float, float]]:
@@ -57,16 +56,16 @@ def confidence_sequence(differences: np.ndarray, looks: list[int], alpha: float)
     return bounds
 
 
-def verdict_of(low: float, high: float, margin: float) -> str:
+def verdict_of(low: float, high: float, margin: float) -> Verdict:
     """Say what a confidence sequence's bounds decide about an effect whose smallest size that matters is
     `margin` (the accuracy difference: positive helps)."""
     if low > 0:
-        return "negligible: helps" if high < margin else "helps"
+        return Verdict(Kind.NEGLIGIBLE, Kind.HELPS) if high < margin else Verdict(Kind.HELPS)
     if high < 0:
-        return "negligible: hurts" if low > -margin else "hurts"
+        return Verdict(Kind.NEGLIGIBLE, Kind.HURTS) if low > -margin else Verdict(Kind.HURTS)
     if -margin < low and high < margin:
-        return "equivalent"
-    return UNDECIDED
+        return Verdict(Kind.EQUIVALENT)
+    return Verdict(Kind.UNDECIDED)
 
 
 def analyse(differences: dict[str, np.ndarray], looks: dict[str, list[int]], margin: float,
@@ -81,7 +80,7 @@ def analyse(differences: dict[str, np.ndarray], looks: dict[str, list[int]], mar
                                             strict=True):
             verdict = decided or verdict_of(low, high, margin)  # the first decision stays
             sequence.append(Look(pairs, mean, low, high, verdict))
-            decided = verdict if verdict in DECIDED else None
+            decided = verdict if verdict.decided else None
         analysed[arm] = sequence
     return analysed
 
@@ -114,4 +113,4 @@ def next_pairs(latest: dict[str, Look], batch: int, maximum: int) -> dict[str, i
     """Return the arms that need more seeds after their latest look, with how many pairs each should have next:
     a batch more, up to the maximum (an undecided arm at the maximum stops there)."""
     return {arm: min(look.pairs + batch, maximum) for arm, look in latest.items()
-            if look.verdict == UNDECIDED and look.pairs < maximum}
+            if look.verdict.kind is Kind.UNDECIDED and look.pairs < maximum}

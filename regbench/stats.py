@@ -13,6 +13,7 @@ from scipy import stats as scipy_stats
 from regbench.config import DEFAULT_MARGIN, MEASURED
 from regbench.errors import UsageError
 from regbench.techniques import BASELINE
+from regbench.verdicts import Kind, Verdict
 
 CONFIDENCE = 0.95
 ALPHA = 1 - CONFIDENCE  # two-sided significance level of every test, and of each TOST's one-sided tests
@@ -23,7 +24,6 @@ SUMMARY_METRICS = ("test_accuracy", "gap", "epochs_run", "seconds_per_epoch")
 STUDY_METRICS = (*SUMMARY_METRICS, "val_accuracy", "train_accuracy")  # a study chooses on validation
 EFFECT_METRICS = ("test_accuracy", "test_crossentropy", "gap", "epochs_run", "seconds_per_epoch")
 PRIMARY = "test_accuracy"  # the metric the verdict is about
-UNCORRECTED_ONLY = "inconclusive (significant only before Holm correction)"
 
 
 def analysis_of(manifest: dict) -> dict:
@@ -293,35 +293,33 @@ def paired_effects(runs: pd.DataFrame, techniques: list[str], margin: float = DE
                                        for sd, level, first in zip(effects["planning_sd"], levels, primary)]
         effects["seeds_for_equivalence"] = [seeds_for_equivalence(margin, sd, level) if first else None
                                             for sd, level, first in zip(effects["planning_sd"], levels, primary)]
-    effects["verdict"] = [verdict(row, metric) for (_, row), metric in zip(effects.iterrows(), effects["metric"])]
+    effects["verdict"] = [str(verdict(row, metric)) for (_, row), metric in zip(effects.iterrows(), effects["metric"])]
     return effects.astype({"pairs": "Int64", **({"seeds_for_target": "Int64", "seeds_for_equivalence": "Int64"}
                                                  if target is not None else {})})
 
 
-def verdict(effect: pd.Series, metric: str = PRIMARY) -> str:
+def verdict(effect: pd.Series, metric: str = PRIMARY) -> Verdict:
     """Say from the numbers what a difference is, by this precedence (test accuracy, Holm-corrected tests):
     significant and not equivalent: helps / hurts; significant and equivalent: a negligible help / hurt;
     equivalent (TOST): equivalent within ±margin; neither: inconclusive. Other metrics: higher / lower, or
     not significant."""
     if effect["pairs"] < 2:
-        return "cannot tell (fewer than 2 successful pairs)"
+        return Verdict(Kind.CANNOT_TELL)
     significant = effect["holm_p"] < ALPHA
     if metric != PRIMARY:
         if not significant:
-            return "not significant"
+            return Verdict(Kind.NOT_SIGNIFICANT)
         if metric == "test_crossentropy":
-            return "helps" if effect["diff_mean"] < 0 else "hurts"
-        return "higher" if effect["diff_mean"] > 0 else "lower"
+            return Verdict(Kind.HELPS if effect["diff_mean"] < 0 else Kind.HURTS)
+        return Verdict(Kind.HIGHER if effect["diff_mean"] > 0 else Kind.LOWER)
     equivalent = effect["tost_holm_p"] < ALPHA
-    direction = "helps" if effect["diff_mean"] > 0 else "hurts"
-    within = f"within ±{effect['margin'] * 100:g} pp"
+    direction = Kind.HELPS if effect["diff_mean"] > 0 else Kind.HURTS
+    margin_pp = effect["margin"] * 100
     if significant:
-        return f"negligible: {direction}, {within}" if equivalent else direction
+        return Verdict(Kind.NEGLIGIBLE, direction, margin_pp) if equivalent else Verdict(direction)
     if equivalent:
-        return f"equivalent ({within})"
-    if effect["t_p"] < ALPHA:  # its unadjusted 95% interval excludes 0, but not after the correction
-        return UNCORRECTED_ONLY
-    return "inconclusive"
+        return Verdict(Kind.EQUIVALENT, margin_pp=margin_pp)
+    return Verdict(Kind.INCONCLUSIVE, uncorrected=effect["t_p"] < ALPHA)  # its unadjusted 95% interval excludes 0
 
 
 def _warmup_in_epochs(runs: pd.DataFrame) -> pd.Series:

@@ -1,5 +1,5 @@
-"""Train a to-do list of runs with an executor (this process, one run at a time or several in threads, or a Dask
-cluster), with progress and leases.
+"""Train a to-do list of runs with an executor (regbench.executor: this process, one run at a time or several in
+threads, or a Dask cluster), with progress and leases: the state every executor's loop shares is one `Sweep`.
 
 Every run is claimed in the store (a lease, renewed while it trains) before it trains, and this
 process stores it the moment it ends, so several regbench processes, on one host or many, share one
@@ -8,26 +8,24 @@ to-do list safely.
 
 from __future__ import annotations
 
-import importlib
-import queue
 import signal
 import sqlite3
 import threading
 import time
-import traceback
 from collections.abc import Callable
-from concurrent import futures
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from regbench.backend import select_backend
 from regbench.config import RunConfig
 from regbench.data import Splits
-from regbench.errors import Interrupted, SweepError, UsageError
-from regbench.executor import DaskCluster, InProcess
+from regbench.errors import Interrupted
 from regbench.progress import Echo
 from regbench.store import LEASE_SECONDS, RunStore
 
+if TYPE_CHECKING:  # annotations only: the executors' module loads Dask's pieces when it trains there
+    from regbench.executor import Executor
+
 CLAIM_POLL_SECONDS = 2.0  # how often to look again for runs another process is training
-RESULT_POLL_SECONDS = 0.5  # how often to echo the workers' progress while their runs train
 
 
 class _Progress:
@@ -93,7 +91,7 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def train_todo(todo: list[RunConfig], splits: Splits, store: RunStore, executor: InProcess | DaskCluster,
+def train_todo(todo: list[RunConfig], splits: Splits, store: RunStore, executor: Executor,
                echo: Callable[[str], None], keep_weights: bool = False) -> int:
     """Train and store the runs of `todo` (each on its split from `splits`) that no other process is training;
     return how many this process stored.
@@ -106,11 +104,7 @@ def train_todo(todo: list[RunConfig], splits: Splits, store: RunStore, executor:
     progress = _Progress(todo, echo, executor.name)
     try:
         with _CtrlC() as ctrl_c, _Leases(store) as leases:
-            if isinstance(executor, DaskCluster):
-                return _train_on_cluster(todo, splits, store, executor, progress, keep_weights, ctrl_c, leases)
-            if executor.lanes > 1:
-                return _train_in_lanes(todo, splits, store, progress, keep_weights, ctrl_c, leases, executor.lanes)
-            return _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, leases)
+            return executor.train(Sweep(todo, splits, store, progress, keep_weights, ctrl_c, leases))
     except KeyboardInterrupt:  # wherever it lands, between runs too
         progress.close()
         echo(f"interrupted: {_stored(store, todo)} (the runs in progress are lost); rerun the same command to resume")
@@ -191,180 +185,58 @@ class _Leases:
         return False
 
 
-def _claim(index: int, config: RunConfig, store: RunStore, pending: dict, progress: _Progress, leases: _Leases) -> bool:
-    """Claim run `config` for this process; drop it from `pending` if it is ours now or stored by another."""
-    if store.claim(config.run_id):
-        leases.hold(config.run_id)
-        del pending[index]
-        return True
-    if store.finished([config.run_id]):
-        del pending[index]  # another process finished it
-        progress.run_ended(index)
-    return False
+@dataclass
+class Sweep:
+    """What every executor's training loop shares: the runs to train, their data, the store, the progress shown,
+    whether to keep weights, Ctrl-C and the leases held. An executor claims each run, trains it where it trains
+    runs, and hands the result back here to be stored."""
 
+    todo: list[RunConfig]
+    splits: Splits
+    store: RunStore
+    progress: _Progress
+    keep_weights: bool
+    ctrl_c: _CtrlC
+    leases: _Leases
 
-def _store_result(index: int, config: RunConfig, record: dict, epochs: list[dict], weights: bytes | None,
-                  store: RunStore, progress: _Progress, leases: _Leases) -> None:
-    """Store a finished run (and its kept weights), with the executor that trained it, and say so if it diverged."""
-    if weights is not None:
-        store.save_weights(config.run_id, weights)
-    store.save(config, {**record, "executor": progress.executor}, epochs)
-    leases.drop(config.run_id)
-    progress.run_ended(index)
-    if record["status"] == "diverged":
-        progress.echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
-                      f"{record['diverged_epoch']}: stored, left out of the statistics")
+    def claim(self, index: int, pending: dict[int, RunConfig]) -> bool:
+        """Claim run `index` for this process; drop it from `pending` if it is ours now or stored by another."""
+        config = self.todo[index]
+        if self.store.claim(config.run_id):
+            self.leases.hold(config.run_id)
+            del pending[index]
+            return True
+        if self.store.finished([config.run_id]):
+            del pending[index]  # another process finished it
+            self.progress.run_ended(index)
+        return False
 
+    def store_result(self, index: int, record: dict, epochs: list[dict], weights: bytes | None) -> None:
+        """Store a finished run (and its kept weights), with the executor that trained it; say so if it diverged."""
+        config = self.todo[index]
+        if weights is not None:
+            self.store.save_weights(config.run_id, weights)
+        self.store.save(config, {**record, "executor": self.progress.executor}, epochs)
+        self.leases.drop(config.run_id)
+        self.progress.run_ended(index)
+        if record["status"] == "diverged":
+            self.progress.echo(f"run {config.run_id} ({config.technique} seed {config.seed}) diverged at epoch "
+                               f"{record['diverged_epoch']}: stored, left out of the statistics")
 
-def _wait_for_others(pending: dict, progress: _Progress) -> None:
-    """Say that the runs left are held by another process, and wait a moment before looking again."""
-    progress.echo(f"waiting for {len(pending)} run(s) that another regbench process is training")
-    time.sleep(CLAIM_POLL_SECONDS)
+    def store_failure(self, index: int, message: str) -> None:
+        """Record that run `index` failed where it trained (it trains again on the next invocation)."""
+        config = self.todo[index]
+        self.store.record_failure(config.run_id, message)
+        self.leases.drop(config.run_id)
+        self.progress.run_ended(index)
+        self.progress.echo(f"run {config.run_id} ({config.technique} seed {config.seed}) failed on the workers: "
+                           f"{message}; the sweep goes on")
 
+    def wait_for_others(self, pending: dict[int, RunConfig]) -> None:
+        """Say that the runs left are held by another process, and wait a moment before looking again."""
+        self.progress.echo(f"waiting for {len(pending)} run(s) that another regbench process is training")
+        time.sleep(CLAIM_POLL_SECONDS)
 
-def _start_backend(todo: list[RunConfig], splits: Splits) -> None:
-    """Start the runs' backend and Keras in this process (compare starts them here, as a first run trains), making
-    the first run's split meanwhile (new memory for the images as floats: about 0.5 s)."""
-    with futures.ThreadPoolExecutor(max_workers=1) as helper:
-        first_split = helper.submit(splits.get, *todo[0].split_key)
-        select_backend(todo[0].backend, todo[0].device)
-        importlib.import_module("regbench.train")  # Keras: not at the top, as a cluster's client never loads it
-        first_split.result()
-
-
-def _train_in_process(todo, splits, store, progress, keep_weights, ctrl_c, leases) -> int:
-    """Train the runs of `todo` here, one by one, as train_todo says; return how many."""
-    _start_backend(todo, splits)
-    from regbench.train import train_run, weights_bytes
-
-    pending, trained = dict(enumerate(todo)), 0
-    while pending:
-        for index, config in list(pending.items()):
-            ctrl_c.check()
-            if not _claim(index, config, store, pending, progress, leases):
-                continue
-            result = train_run(config, splits.get(*config.split_key),
-                               on_epoch=lambda row, index=index: progress.epoch_done(index, row))
-            _store_result(index, config, result.record, result.epochs,
-                          weights_bytes(result.model) if keep_weights else None, store, progress, leases)
-            trained += 1
-        if pending:
-            _wait_for_others(pending, progress)
-    return trained
-
-
-class _Stopped(Exception):
-    """Raised in a lane at the end of an epoch once the sweep is stopping (Ctrl-C, or another lane's error)."""
-
-
-def _train_in_lanes(todo, splits, store, progress, keep_weights, ctrl_c, leases, lanes: int) -> int:
-    """Train the runs of `todo` here, `lanes` at once, each in a thread of its own, as train_todo says; return how
-    many. This thread claims, echoes and stores; a lane's error stops the others at their next epoch and is
-    raised here."""
-    _start_backend(todo, splits)
-    from regbench.train import train_run, weights_bytes
-
-    epochs, stopping = queue.SimpleQueue(), threading.Event()
-
-    def train(index: int, config: RunConfig, split) -> tuple:
-        def on_epoch(row: dict) -> None:
-            epochs.put((index, row))
-            if stopping.is_set():
-                raise _Stopped
-
-        result = train_run(config, split, on_epoch=on_epoch)
-        return result.record, result.epochs, weights_bytes(result.model) if keep_weights else None
-
-    pending, running, trained = dict(enumerate(todo)), {}, 0
-    with futures.ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="regbench-lane") as pool:
-        try:
-            while pending or running:
-                ctrl_c.check()
-                for index, config in list(pending.items()):
-                    if len(running) < lanes and _claim(index, config, store, pending, progress, leases):
-                        running[pool.submit(train, index, config, splits.get(*config.split_key))] = index, config
-                if not running:
-                    _wait_for_others(pending, progress)
-                    continue
-                done = futures.wait(running, timeout=RESULT_POLL_SECONDS, return_when=futures.FIRST_COMPLETED).done
-                while not epochs.empty():
-                    progress.epoch_done(*epochs.get())
-                for future in done:
-                    index, config = running.pop(future)
-                    _store_result(index, config, *future.result(), store, progress, leases)
-                    trained += 1
-        except BaseException:
-            stopping.set()  # the pool waits for each lane to end its epoch
-            raise
-    return trained
-
-
-def _train_on_cluster(todo, splits, store, cluster: DaskCluster, progress, keep_weights, ctrl_c, leases) -> int:
-    """Train the runs of `todo` on the Dask cluster, as many at once as its workers have threads; return how
-    many. A run that fails on the workers (after Dask's retries) is recorded as failed and the sweep goes on."""
-    from distributed import CancelledError, wait
-    from distributed.comm import CommClosedError
-
-    client = cluster.client()
-    orders, sent = cluster.orders(splits, todo)
-    events = queue.SimpleQueue()
-    client.subscribe_topic(orders.topic, lambda event: events.put(event[1]))
-    pending, running, failed, trained = dict(enumerate(todo)), {}, {}, 0
-    try:
-        while pending or running:
-            ctrl_c.check()
-            # 1. Claim and submit runs while the workers have room.
-            slots = cluster.slots
-            for index, config in list(pending.items()):
-                if len(running) >= slots:
-                    break
-                if _claim(index, config, store, pending, progress, leases):
-                    running[cluster.submit(config, index, keep_weights, orders, sent)] = index, config
-            if not running:
-                if pending:
-                    _wait_for_others(pending, progress)
-                continue
-            # 2. Wait a moment for runs to end, echoing the workers' epochs meanwhile; store each that ends.
-            try:
-                done = wait(list(running), timeout=RESULT_POLL_SECONDS, return_when="FIRST_COMPLETED").done
-            except TimeoutError:
-                done = ()
-            while not events.empty():
-                progress.epoch_done(*events.get())
-            for future in done:
-                index, config = running.pop(future)
-                if future.status == "finished":
-                    _store_result(index, config, *future.result(), store, progress, leases)
-                    trained += 1
-                elif future.status == "cancelled" or client.status != "running":
-                    raise _scheduler_lost(cluster, store, todo)
-                elif isinstance(future.exception(), UsageError):  # e.g. a worker's copy of the data differs
-                    raise future.exception()
-                else:
-                    failed[index] = _failure(future.exception())
-                    store.record_failure(config.run_id, failed[index])
-                    leases.drop(config.run_id)
-                    progress.run_ended(index)
-                    progress.echo(f"run {config.run_id} ({config.technique} seed {config.seed}) failed on the "
-                                  f"workers: {failed[index]}; the sweep goes on")
-    except (CancelledError, CommClosedError):  # the client cancels every future when it loses the scheduler
-        raise _scheduler_lost(cluster, store, todo) from None
-    finally:
-        if client.status == "running":
-            client.cancel(list(running))
-            client.unsubscribe_topic(orders.topic)
-    if failed:
-        raise SweepError(f"{len(failed)} of {len(todo)} runs failed on the workers (first: {next(iter(failed.values()))}"
-                         f"); {_stored(store, todo)}; rerun the same command to retry them")
-    return trained
-
-
-def _scheduler_lost(cluster: DaskCluster, store: RunStore, todo: list[RunConfig]) -> SweepError:
-    """Say that the scheduler is gone, what is stored and how to resume."""
-    return SweepError(f"lost the Dask scheduler{' at ' + cluster.scheduler if cluster.scheduler else ''}: "
-                      f"{_stored(store, todo)} (the runs in progress are lost); rerun the same command to resume")
-
-
-def _failure(error: BaseException) -> str:
-    """Say in one line why a run failed on the workers."""
-    return "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[-1]
+    def stored(self) -> str:
+        """Say how many runs are stored and how many are left."""
+        return _stored(self.store, self.todo)

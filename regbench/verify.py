@@ -16,10 +16,11 @@ from regbench import stats
 from regbench.config import REVISED_TECHNIQUES, RunConfig
 from regbench.data import load_images, split_images
 from regbench.errors import UsageError
+from regbench.outputs import COMPARISON_FILES, read_tuning, run_arms
 from regbench.provenance import PROVENANCE_FIELDS, package_versions
 from regbench.report import comparison_statistics, comparison_texts
 from regbench.runner import device_description
-from regbench.store import COMPARISON_FILES, RunStore, RunTables, read_tuning, run_arms
+from regbench.store import RunStore, RunTables
 from regbench.techniques import TECHNIQUES, technique_of
 
 TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at", "warmup_seconds", "wall_seconds",  # vary

@@ -115,7 +115,7 @@ def test_runs_in_threads_train_at_once_are_stored_as_they_end_and_stop_together(
     stops the others at their next epoch, and the error is raised."""
     from helpers import config_for
 
-    from regbench import sweep, train
+    from regbench import executor, sweep, train
     from regbench.executor import InProcess
     from regbench.store import RunStore
 
@@ -145,7 +145,7 @@ def test_runs_in_threads_train_at_once_are_stored_as_they_end_and_stop_together(
         return train.RunResult({"status": "ok"}, [], None)
 
     monkeypatch.setattr(train, "train_run", stand_in)
-    monkeypatch.setattr(sweep, "select_backend", lambda *args: "cpu")
+    monkeypatch.setattr(executor, "select_backend", lambda *args: "cpu")
     store, lines = RunStore(tmp_path / "s.sqlite"), []
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (pytest may ignore it)
     started = time.monotonic()

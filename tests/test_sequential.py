@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from regbench.cli import cli
-from regbench.sequential import DECIDED, analyse, next_pairs
+from regbench.sequential import analyse, next_pairs
 from regbench.store import RunStore
+from regbench.verdicts import Kind
 
-DIRECTIONAL = ("helps", "hurts", "negligible: helps", "negligible: hurts")
+DIRECTIONAL = (Kind.HELPS, Kind.HURTS, Kind.NEGLIGIBLE)  # a verdict that names a direction
 
 
 def sequential_verdicts(effects, skewed: bool, rng, batch: int = 5, maximum: int = 40, margin: float = 1.0):
@@ -32,12 +33,12 @@ def sequential_verdicts(effects, skewed: bool, rng, batch: int = 5, maximum: int
 def test_error_rates_hold_under_the_stopping_rule(skewed):
     rng, runs = np.random.default_rng(7), 300
     null = [sequential_verdicts([0.0, 0.0, 0.0], skewed, rng) for _ in range(runs)]
-    family_wise = np.mean([any(look.verdict in DIRECTIONAL for look in arms.values()) for arms in null])
+    family_wise = np.mean([any(look.verdict.kind in DIRECTIONAL for look in arms.values()) for arms in null])
     assert family_wise <= 0.05, family_wise  # a false helps/hurts in any of 3 arms
-    decided = np.mean([look.verdict in DECIDED for arms in null for look in arms.values()])
+    decided = np.mean([look.verdict.decided for arms in null for look in arms.values()])
     assert decided > 0.9, decided  # and the rule does decide: equivalent, mostly within the 40 seeds
     at_margin = [sequential_verdicts([1.0, 1.0, -1.0], skewed, rng) for _ in range(runs)]
-    false_equivalent = np.mean([any(look.verdict == "equivalent" for look in arms.values()) for arms in at_margin])
+    false_equivalent = np.mean([any(look.verdict.kind is Kind.EQUIVALENT for look in arms.values()) for arms in at_margin])
     assert false_equivalent <= 0.05, false_equivalent
 
 

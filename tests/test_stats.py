@@ -223,3 +223,14 @@ def test_an_inconclusive_bottom_line_says_how_many_seeds_would_decide_it():
     text = seeds_to_decide_text(row)
     assert f"about {seeds_for(0.0004, sd, 0.005)} seeds to detect this difference" in text
     assert f"or about {seeds_for_equivalence(0.001, sd, 0.005)} to show equivalence" in text
+
+
+@pytest.mark.parametrize("text", [
+    "helps", "hurts", "negligible: helps, within ±0.1 pp", "negligible: hurts", "equivalent (within ±0.25 pp)",
+    "equivalent", "inconclusive", "inconclusive (significant only before Holm correction)", "undecided",
+    "switched off: validation prefers none", "cannot tell (fewer than 2 successful pairs)", "not significant",
+    "higher", "lower"])
+def test_a_verdict_s_text_reads_back_to_the_same_verdict(text):
+    from regbench.verdicts import Verdict
+
+    assert str(Verdict.parse(text)) == text

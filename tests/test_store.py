@@ -13,7 +13,8 @@ from conftest import SMALL_MNIST
 from helpers import config_for
 
 from regbench.errors import UsageError
-from regbench.store import APPLICATION_ID, LAYOUT, RunStore, check_output_dir, write_outputs
+from regbench.outputs import check_output_dir, write_outputs
+from regbench.store import APPLICATION_ID, LAYOUT, RunStore
 
 V1_SCHEMA = """
 CREATE TABLE runs (run_id TEXT PRIMARY KEY, config TEXT NOT NULL, record TEXT NOT NULL, epochs TEXT NOT NULL,

@@ -16,7 +16,7 @@ from regbench.config import RunConfig, run_settings
 from regbench.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:  # annotations only: the executor module loads Dask, a study's context its figures
-    from regbench.executor import DaskCluster, InProcess
+    from regbench.executor import Executor
     from regbench.studies.context import Findings
 
 CATALOGUE = {  # name -> (the claim, the question it answers)
@@ -76,12 +76,13 @@ class PlannedStudy:
 
 
 def plan_study(name: str, options: dict, seeds: int | None, quick: bool, out: Path, store_path: Path,
-               data: str | None, device: str, echo: Callable[[str], None], executor: InProcess | DaskCluster,
+               data: str | None, device: str, echo: Callable[[str], None], executor: Executor,
                force: bool = False) -> PlannedStudy:
     """Check everything a user can get wrong about study `name` (nothing is trained or written)."""
     from regbench.data import load_images
+    from regbench.outputs import check_replaceable, check_same_comparison
     from regbench.runner import check_fits_in_memory
-    from regbench.store import RunStore, check_replaceable, check_same_comparison
+    from regbench.store import RunStore
     from regbench.studies.context import StudyContext
 
     module = importlib.import_module(f"regbench.studies.{name.replace('-', '_')}")

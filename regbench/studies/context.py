@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from regbench.config import RunConfig
 from regbench.data import Images, Split, Splits
-from regbench.executor import DaskCluster, InProcess
+from regbench.executor import Executor
 from regbench.runner import train_missing, trained_models
 from regbench.store import RunStore, RunTables
 from regbench.techniques import BASELINE, resolve_params
@@ -40,7 +40,7 @@ class StudyContext:
     images: Images
     store: RunStore | None  # set once every check has passed
     echo: Callable[[str], None]
-    executor: InProcess | DaskCluster  # where runs train
+    executor: Executor  # where runs train
     trained: int = 0  # runs this invocation trained (the rest were found in the store)
     splits: Splits = field(init=False)
 

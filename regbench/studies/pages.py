@@ -10,9 +10,9 @@ from pathlib import Path
 
 from regbench import report
 from regbench.config import STUDY_FIELDS, RunConfig, with_added_defaults
+from regbench.outputs import write_outputs
 from regbench.provenance import package_versions
 from regbench.runner import device_description
-from regbench.store import write_outputs
 from regbench.studies.context import Findings, StudyContext
 from regbench.sweep import format_duration
 
