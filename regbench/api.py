@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # annotations only: these load pandas and matplotlib
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from regbench.outputs import Manifest
     from regbench.store import RunTables
 
 __all__ = ["Comparison", "Study", "UsageError", "compare", "load", "study"]
@@ -40,7 +41,7 @@ class Comparison:
     Made by `compare` or read back by `load`. Statistics and figures are computed when first asked for.
     """
 
-    def __init__(self, tables: RunTables, manifest: dict, tuning: pd.DataFrame | None, base: Path,
+    def __init__(self, tables: RunTables, manifest: Manifest, tuning: pd.DataFrame | None, base: Path,
                  directory: Path | None = None):
         from regbench.report import as_stored
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from regbench.config import RunConfig
 from regbench.errors import UsageError
-from regbench.outputs import read_comparison, run_arms
+from regbench.outputs import Manifest, read_comparison, run_arms
 from regbench.report import analysed_runs, comparison_title, figure_captions
 from regbench.store import RunStore, RunTables
 from regbench.techniques import technique_of
@@ -45,7 +45,7 @@ class Comparison:
 
     directory: Path
     tables: RunTables
-    manifest: dict
+    manifest: Manifest
     source: str  # where the runs were read from, for the output line
 
     @property

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TypedDict
 
 import pandas as pd
 
@@ -23,6 +24,33 @@ REQUIRED_COLUMNS = {
 }
 NUMERIC_COLUMNS = {"seed", "test_accuracy", "gap", "epochs_run", "seconds_per_epoch", "epoch", "val_accuracy",
                    "val_crossentropy", "bin_low", "bin_high", "count"}
+class Manifest(TypedDict, total=False):
+    """manifest.json: what a comparison was made from and how. A key added later is absent from manifests written
+    before it (readers use `.get` for those)."""
+
+    command: str  # the command line, or the Python call
+    date: str  # when it was written, ISO 8601 in UTC
+    config: dict  # the base run configuration (RunConfig's fields)
+    seeds: list[int]  # the evaluation seeds
+    baseline: dict  # the reference arm: its label and values ("none" when absent)
+    protocol: dict  # the training budget as resolved: epochs, optimizer, learning rate, schedule, selection
+    tune: dict | None  # --tune: budget, tuning seeds, metric, sampler, pruner, race, search spaces
+    tuned: dict | None  # --tune: every trial and each choice
+    tune_repeats: dict | None  # --tune-repeats: each repeat's choices and effects
+    sequential_seeds: dict | None  # --seeds auto: batch and maximum (part of the comparison's identity)
+    sequential: dict | None  # --seeds auto: the rule and every arm's looks
+    techniques: dict[str, dict]  # each arm's label -> its parameter values
+    analysis: dict  # margin and target effect
+    options: dict  # every option as resolved (as experiment.toml holds them)
+    data: dict  # the images' source, fingerprint and content
+    device: dict  # the device the runs trained on
+    versions: dict[str, str]  # Python's and the libraries'
+    run_ids: dict[str, list[str]]  # each arm's runs
+    python_executable: str
+    made_from: str  # a digest of everything the files are made from
+    files: dict[str, str]  # each file's SHA-256 as written
+
+
 COMPARISON_TABLES = ("runs", "epochs", "weights", "summary", "effects", "best_and_final_epochs")
 COMPARISON_FIGURES = ("learning_curves", "gap_curves", "paired_test_accuracy", "weight_histograms", "cost",
                       "sensitivity")
@@ -110,7 +138,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def inputs_digest(tables: RunTables, manifest: dict, tuning: pd.DataFrame | None) -> str:
+def inputs_digest(tables: RunTables, manifest: Manifest, tuning: pd.DataFrame | None) -> str:
     """Return a digest of everything a comparison's files are made from: its run tables, its tuning runs, its
     manifest (but the date, the command line and the data's path, which may differ for the same options and
     data: flags or --config, paths relative or absolute) and regbench's own code (so a changed figure or report is
@@ -173,7 +201,7 @@ def check_replaceable(out: Path, names: list[str]) -> None:
         raise UsageError(f"{out}/{blocking[0]}: is a directory where regbench writes a file; move it away")
 
 
-def read_comparison(directory: Path) -> tuple[RunTables, dict]:
+def read_comparison(directory: Path) -> tuple[RunTables, Manifest]:
     """Read a compare output directory back: its run tables and manifest, or a UsageError saying what is wrong."""
     if not directory.is_dir():
         raise UsageError(f"{directory}: not a directory; expected the output directory of `regbench compare`")
@@ -230,7 +258,7 @@ def _check_cells(path: Path, table: pd.DataFrame, finished: bool) -> None:
                 refuse(row, column, f"empty for run {table.at[row, 'run_id']}, which finished (status ok)")
 
 
-def _check_run_rows(directory: Path, runs: pd.DataFrame, manifest: dict) -> None:
+def _check_run_rows(directory: Path, runs: pd.DataFrame, manifest: Manifest) -> None:
     """Refuse runs.csv unless it holds each run the manifest names exactly once, in its arm, and no other (so every
     seed has its pair)."""
     path, arms = directory / "runs.csv", run_arms(manifest)
@@ -249,7 +277,7 @@ def _check_run_rows(directory: Path, runs: pd.DataFrame, manifest: dict) -> None
                          f"puts run {runs.at[row, 'run_id']} in {arms[runs.at[row, 'run_id']]!r}; damaged?")
 
 
-def read_tuning(directory: Path, manifest: dict) -> pd.DataFrame | None:
+def read_tuning(directory: Path, manifest: Manifest) -> pd.DataFrame | None:
     """Read a tuned comparison's tuning.csv back (None for a comparison made without --tune)."""
     if not manifest.get("tune"):
         return None
@@ -262,11 +290,11 @@ def read_tuning(directory: Path, manifest: dict) -> pd.DataFrame | None:
         raise UsageError(f"{directory}/tuning.csv: damaged ({type(error).__name__}: {error})") from None
 
 
-def baseline_label(manifest: dict) -> str:
+def baseline_label(manifest: Manifest) -> str:
     """Return the label of a comparison's reference arm (--baseline; 'none' in manifests written before it)."""
     return next(iter(manifest.get("baseline", {BASELINE: {}})))
 
 
-def run_arms(manifest: dict) -> dict[str, str]:
+def run_arms(manifest: Manifest) -> dict[str, str]:
     """Return each run of a comparison with its arm's label, by run id, as its manifest names them."""
     return {run_id: arm for arm, ids in manifest["run_ids"].items() for run_id in ids}

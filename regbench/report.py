@@ -22,6 +22,7 @@ from regbench.experiment import EXPERIMENT_FILE, experiment_toml
 from regbench.outputs import (
     COMPARISON_FIGURES,
     COMPARISON_TABLES,
+    Manifest,
     baseline_label,
     read_comparison,
     read_tuning,
@@ -45,7 +46,7 @@ FIGURE_CAPTIONS = dict(zip(COMPARISON_FIGURES, (  # in COMPARISON_FIGURES' order
 ), strict=True))
 
 
-def write_comparison(out: Path, tables: RunTables, manifest: dict,
+def write_comparison(out: Path, tables: RunTables, manifest: Manifest,
                      tuning: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[Path]]:
     """Compute statistics, draw figures and write every table, figure and report of a comparison
     (`tuning`: the tuning runs of a --tune comparison)."""
@@ -63,13 +64,13 @@ def write_comparison(out: Path, tables: RunTables, manifest: dict,
     return summary, files
 
 
-def as_stored(manifest: dict) -> dict:
+def as_stored(manifest: Manifest) -> dict:
     """Return a manifest as manifest.json stores it (tuples as lists), so that what is rendered from it is what
     verify and load render from the file."""
     return json.loads(json.dumps(manifest))
 
 
-def comparison_figures(tables: RunTables, manifest: dict, summary: pd.DataFrame,
+def comparison_figures(tables: RunTables, manifest: Manifest, summary: pd.DataFrame,
                        tuning: pd.DataFrame | None = None) -> dict[str, Figure]:
     """Draw a comparison's figures, by name (the sensitivity figure only when it was tuned)."""
     techniques, reference = list(manifest["techniques"]), reference_arm(manifest)[0]
@@ -86,7 +87,7 @@ def comparison_figures(tables: RunTables, manifest: dict, summary: pd.DataFrame,
     return figures
 
 
-def comparison_statistics(runs: pd.DataFrame, manifest: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def comparison_statistics(runs: pd.DataFrame, manifest: Manifest) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Return a comparison's analysed runs, its paired effects and its summary (with each setting's values)."""
     techniques, (reference, reference_params) = list(manifest["techniques"]), reference_arm(manifest)
     runs = analysed_runs(runs, manifest)
@@ -111,7 +112,7 @@ def comparison_statistics(runs: pd.DataFrame, manifest: dict) -> tuple[pd.DataFr
     return runs, effects, summary
 
 
-def reference_arm(manifest: dict) -> tuple[str, dict]:
+def reference_arm(manifest: Manifest) -> tuple[str, dict]:
     """Return the arm every arm is paired with (--baseline; 'none' in manifests written before it) and its values,
     as tuning chose them when it was tuned."""
     label = baseline_label(manifest)
@@ -124,7 +125,7 @@ SEQUENTIAL_FOREST = ("Paired test-accuracy difference to the baseline with each 
                      "not hold under sequential seeds); forest plot.")
 
 
-def figure_captions(manifest: dict) -> dict[str, str]:
+def figure_captions(manifest: Manifest) -> dict[str, str]:
     """Return the captions of a comparison's figures (the sensitivity figure only when it was tuned; the forest
     plot's for sequential seeds)."""
     captions = {name: caption for name, caption in FIGURE_CAPTIONS.items()
@@ -132,17 +133,17 @@ def figure_captions(manifest: dict) -> dict[str, str]:
     return {**captions, "paired_test_accuracy": SEQUENTIAL_FOREST} if manifest.get("sequential") else captions
 
 
-def protocol_of(manifest: dict) -> dict:
+def protocol_of(manifest: Manifest) -> dict:
     """Return a comparison's protocol: its name and which weights of every run were measured."""
     return manifest.get("protocol", LEGACY_PROTOCOL)
 
 
-def analysed_runs(runs: pd.DataFrame, manifest: dict) -> pd.DataFrame:
+def analysed_runs(runs: pd.DataFrame, manifest: Manifest) -> pd.DataFrame:
     """Return a comparison's runs as its statistics read them: measured at the weights its protocol selects."""
     return stats.selected(runs, protocol_of(manifest)["select"])
 
 
-def comparison_texts(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
+def comparison_texts(manifest: Manifest, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
                      effects: pd.DataFrame, epochs_table: pd.DataFrame, images: dict[str, bytes] | None = None,
                      tuning: pd.DataFrame | None = None) -> dict[str, str]:
     """Return REPORT.md and report.html of a comparison (report.html's images left empty when not given)."""
@@ -186,7 +187,7 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def comparison_title(manifest: dict) -> str:
+def comparison_title(manifest: Manifest) -> str:
     """Say what was compared, on what: model, data size, optimizer, budget and seeds."""
     config = with_added_defaults(manifest["config"])
     widths = "-".join(str(width) for width in config["hidden"])
@@ -204,7 +205,7 @@ def comparison_title(manifest: dict) -> str:
             f"{config['backend']}/{config['device']}")
 
 
-def training_images(manifest: dict, count: int) -> str:
+def training_images(manifest: Manifest, count: int) -> str:
     """Say how many training images of which data: '50,000 Fashion-MNIST training images', or '2,500 training images
     of a subset of MNIST (...)' for a file that is not the published dataset (manifests before datasets: MNIST)."""
     data = manifest["data"]
@@ -442,7 +443,7 @@ def sequence_level(sequential: dict) -> float:
     return 1 - sequential["alpha"] / len(sequential["looks"])
 
 
-def sequential_text(name: str, row: pd.Series, manifest: dict) -> str:
+def sequential_text(name: str, row: pd.Series, manifest: Manifest) -> str:
     """Say one arm's sequential verdict: the seeds it took, its mean difference and its confidence sequence."""
     level = sequence_level(manifest["sequential"])
     interval = (f"{_interval(row['sequence_low'], row['sequence_high'])} (anytime-valid, {level * 100:.4g}%)"
@@ -457,7 +458,7 @@ def sequential_text(name: str, row: pd.Series, manifest: dict) -> str:
             f"test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline, within {interval}.")
 
 
-def sequential_paragraph(name: str, row: pd.Series, manifest: dict) -> str:
+def sequential_paragraph(name: str, row: pd.Series, manifest: Manifest) -> str:
     """Say one arm's sequential verdict, how far an undecided arm's sequence was from a decision, and what else
     changed (descriptively)."""
     text = sequential_text(name, row, manifest)
@@ -472,7 +473,7 @@ def sequential_paragraph(name: str, row: pd.Series, manifest: dict) -> str:
                    f"{_number(row['time_ratio'])}x the baseline's time (means over its pairs).")
 
 
-def sequential_section(manifest: dict) -> str:
+def sequential_section(manifest: Manifest) -> str:
     """Show how sequential seeds decided: the rule, and every arm's looks."""
     sequential = manifest["sequential"]
     rows = [[arm, "; ".join(f"{look['seeds']} seeds: {look['verdict']}" for look in looks),
@@ -533,7 +534,7 @@ def seeds_to_decide_text(row: pd.Series) -> str:
             "equivalence if the true difference were 0 (SD at its 80% upper bound; `--seeds auto` decides as it goes)")
 
 
-def tuning_section(manifest: dict, tuning: pd.DataFrame) -> str:
+def tuning_section(manifest: Manifest, tuning: pd.DataFrame) -> str:
     """Say how a --tune comparison chose its settings, with a table of the choices and the sensitivity figure."""
     tune, tuned = manifest["tune"], manifest["tuned"]
     accuracy = tune["metric"] == "accuracy"
@@ -617,7 +618,7 @@ rung's first epochs).
 """
 
 
-def repeats_section(manifest: dict) -> str:
+def repeats_section(manifest: Manifest) -> str:
     """Show how much each arm's effect depends on the draw of the search: every repeat's choice and its mean paired
     test-accuracy difference on the evaluation seeds (--tune-repeats)."""
     repeats = manifest["tune_repeats"]
@@ -645,19 +646,19 @@ of the search rather than the technique.
 """
 
 
-def _sequentially(manifest: dict, row: pd.Series) -> bool:
+def _sequentially(manifest: Manifest, row: pd.Series) -> bool:
     """Return whether an arm's verdict rests on sequential seeds' confidence sequences (not switched off by tuning)."""
     return bool(manifest.get("sequential")) and kind_of(row["verdict"]) is not Kind.SWITCHED_OFF
 
 
-def bottom_lines(manifest: dict, summary: pd.DataFrame) -> list[str]:
+def bottom_lines(manifest: Manifest, summary: pd.DataFrame) -> list[str]:
     """Say each compared arm's result in one sentence, in the summary's order (the report's bottom line)."""
     return [sequential_text(arm_name(row["technique"], manifest["techniques"][row["technique"]]), row, manifest)
             if _sequentially(manifest, row) else bottom_line(row, manifest["techniques"][row["technique"]])
             for _, row in summary.iloc[1:].iterrows()]
 
 
-def report_markdown(manifest: dict, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
+def report_markdown(manifest: Manifest, runs: pd.DataFrame, epochs: pd.DataFrame, summary: pd.DataFrame,
                     effects: pd.DataFrame, epochs_table: pd.DataFrame, tuning: pd.DataFrame | None = None) -> str:
     """Write the whole report in Markdown; figures are linked as 'figure:NAME.png'."""
     techniques, (reference, reference_params) = list(manifest["techniques"]), reference_arm(manifest)

@@ -22,6 +22,7 @@ from regbench.errors import UsageError
 from regbench.executor import Executor
 from regbench.outputs import (
     COMPARISON_FILES,
+    Manifest,
     check_replaceable,
     check_same_comparison,
     inputs_digest,
@@ -66,7 +67,7 @@ class CompareOutcome:
     were written or kept) and the files."""
 
     tables: RunTables  # the comparison's runs, epochs and weights, each run under its arm's label
-    manifest: dict  # what manifest.json records, with what the files are made from ('made_from')
+    manifest: Manifest  # what manifest.json records, with what the files are made from ('made_from')
     tuning: pd.DataFrame | None  # the tuning runs of a --tune comparison
     summary: pd.DataFrame | None  # None: nothing written (no output directory)
     files: list[Path]
@@ -499,7 +500,7 @@ def _identity(request: CompareRequest, base: RunConfig, plan: TunePlan | None) -
     return identity
 
 
-def manifest_identity(manifest: dict) -> dict:
+def manifest_identity(manifest: Manifest) -> dict:
     """Return what makes the comparison of `manifest` the one it is, as `_identity` gives it."""
     keys = ("config", "seeds", "baseline", "protocol", "tune", "sequential_seeds",
             *(() if manifest.get("tune") else ("techniques",)))
@@ -507,7 +508,7 @@ def manifest_identity(manifest: dict) -> dict:
 
 
 def _manifest(request: CompareRequest, base: RunConfig, images: Images, runs, plan: TunePlan | None,
-              tuned: TuneOutcome | None) -> dict:
+              tuned: TuneOutcome | None) -> Manifest:
     """Record the command, the full configuration, the tuning and its choices, versions, device and date."""
     return {
         "command": request.command,

@@ -36,6 +36,7 @@ from scipy import stats as scipy_stats
 from regbench import stats
 from regbench.config import DEFAULT_RACE_SEEDS, DEFAULT_TRIALS, DEFAULT_TUNE_SEEDS, TUNE_METRICS, RunConfig
 from regbench.errors import UsageError
+from regbench.outputs import Manifest
 from regbench.techniques import (
     BASELINE,
     Param,
@@ -602,7 +603,7 @@ def _setting_order(plan: TunePlan):
     return key
 
 
-def rederive(manifest: dict, tuning: pd.DataFrame) -> tuple[dict, list[str]]:
+def rederive(manifest: Manifest, tuning: pd.DataFrame) -> tuple[dict, list[str]]:
     """Replay a tuned comparison's searches from its tuning.csv and manifest alone; return each setting's choice as
     recorded (setting -> its record, 'none' for the baseline when it was searched) and the problems found (runs
     the replay asks for that tuning.csv lacks)."""

@@ -16,7 +16,7 @@ from regbench import stats
 from regbench.config import REVISED_TECHNIQUES, RunConfig
 from regbench.data import load_images, split_images
 from regbench.errors import UsageError
-from regbench.outputs import COMPARISON_FILES, read_tuning, run_arms
+from regbench.outputs import COMPARISON_FILES, Manifest, read_tuning, run_arms
 from regbench.provenance import PROVENANCE_FIELDS, package_versions
 from regbench.report import comparison_statistics, comparison_texts
 from regbench.runner import device_description
@@ -86,7 +86,7 @@ def _allowed(column: str, tolerance: dict | None) -> dict:
     return {"rtol": tolerance["relative"], "atol": 1e-12}
 
 
-def verify_comparison(directory: Path, written: RunTables, manifest: dict, store_path: Path, rerun: int,
+def verify_comparison(directory: Path, written: RunTables, manifest: Manifest, store_path: Path, rerun: int,
                       data: str | None, echo: Callable[[str], None]) -> Verification:
     """Check every file of a comparison that can be checked; say what was checked and what differs."""
     result = Verification()
@@ -138,7 +138,7 @@ def verify_comparison(directory: Path, written: RunTables, manifest: dict, store
     return result
 
 
-def _file_differences(directory: Path, manifest: dict) -> list[str]:
+def _file_differences(directory: Path, manifest: Manifest) -> list[str]:
     """List the files manifest.json names that are missing or changed, and the result files it does not name (left
     by another comparison, or put there by hand)."""
     listed, problems = manifest.get("files") or {}, []
@@ -155,7 +155,7 @@ def _file_differences(directory: Path, manifest: dict) -> list[str]:
     return problems
 
 
-def _choice_differences(tuning: pd.DataFrame, manifest: dict) -> list[str]:
+def _choice_differences(tuning: pd.DataFrame, manifest: Manifest) -> list[str]:
     """Replay each tuned setting's search from tuning.csv and list where the manifest says otherwise."""
     from regbench.tune import rederive
 
@@ -225,7 +225,7 @@ def config_from_row(row: dict) -> RunConfig:
     return config
 
 
-def _rerun(runs: pd.DataFrame, count: int, data: str | None, manifest: dict, result: Verification,
+def _rerun(runs: pd.DataFrame, count: int, data: str | None, manifest: Manifest, result: Verification,
            echo) -> list[str]:
     """Retrain `count` random runs of runs.csv and list every recorded number that came out different.
 
