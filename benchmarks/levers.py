@@ -37,9 +37,9 @@ runs = int(rest[0]) if lever == "jax-together" else 1
 configs = [RunConfig(backend=backend, seed=seed) for seed in range(runs)]
 models = []
 for config in configs:
-    train.seed_globals(config.seed)
+    train.epoch_runner().seed(config.seed)
     models.append(train.compile_model(config)[0])
-x, y = train.training_arrays(split)
+x, y = train.epoch_runner().training_arrays(split)
 seconds = []
 for epoch in range(2):
     orders = [train.batch_order(config.seed, epoch, len(split.y_train)) for config in configs]
@@ -48,7 +48,7 @@ for epoch in range(2):
         models[0].fit(split.x_train[orders[0]], split.y_train[orders[0]], batch_size=32, epochs=1, shuffle=False,
                       verbose=0)
     elif lever in ("tf-epoch", "jax-fused"):
-        train.train_epoch(models[0], configs[0], x, y, orders[0])
+        train.epoch_runner().train_epoch(models[0], configs[0], x, y, orders[0])
     else:
         from together import train_epoch_together  # benchmarks/together.py, beside this script
 

@@ -61,7 +61,7 @@ def main() -> None:
     from regbench.data import load_images, split_images
 
     split = split_images(load_images(args.data))
-    x, y = train.training_arrays(split)
+    x, y = train.epoch_runner().training_arrays(split)
     print(f"device: {device} ({jax.devices()[0].device_kind}); {len(split.y_train):,} images, batch 32, "
           f"{args.epochs} timed epochs after one compiling epoch")
     print("| runs | one after another, model-epochs/s | together, model-epochs/s | together / one after another |")
@@ -73,7 +73,7 @@ def main() -> None:
         def fresh_models(configs=configs):
             models = []
             for config in configs:
-                train.seed_globals(config.seed)
+                train.epoch_runner().seed(config.seed)
                 models.append(train.compile_model(config)[0])
             return models
 
@@ -83,11 +83,11 @@ def main() -> None:
         # 1. One after another: every run through the same compiled epoch program.
         models = fresh_models()
         for model, order in zip(models, orders(0)):
-            train.train_epoch(model, configs[0], x, y, order)  # compiles once, on the first
+            train.epoch_runner().train_epoch(model, configs[0], x, y, order)  # compiles once, on the first
         started = time.perf_counter()
         for epoch in range(1, args.epochs + 1):
             for model, config, order in zip(models, configs, orders(epoch)):
-                train.train_epoch(model, config, x, y, order)
+                train.epoch_runner().train_epoch(model, config, x, y, order)
         alone = count * args.epochs / (time.perf_counter() - started)
         # 2. Together: one program, the runs stacked on a leading axis.
         models = fresh_models()

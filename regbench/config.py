@@ -50,14 +50,7 @@ DEFAULT_TRIALS = 32  # compare --tune: settings proposed per technique setting (
 DEFAULT_TUNE_SEEDS = (1000, 1001)  # tuning seeds: a range of their own, apart from evaluation seeds 0, 1, ...
 DEFAULT_RACE_SEEDS = 6  # compare --tune: tuning seeds a racing candidate trains on at most (the next ones upward)
 STATISTICS_REFRESH_STEPS = 10  # exact-statistics-bn: training steps between recomputations of the statistics
-VARIANTS = {  # changes to the standard model that studies need; never used by `compare`
-    "classic-dropout": "Dropout as first published: no 1/keep rescale in training, activations times keep at inference",
-    "classic-dropout-matched": "classic dropout with every kernel after a dropout layer used as stored / keep: "
-                               "inverted dropout's arithmetic, reordered",
-    "exact-statistics-bn": "BatchNormalization that normalizes with the whole training set's statistics, recomputed "
-                           f"every {STATISTICS_REFRESH_STEPS} steps and used as constants in training and inference",
-    "test-curve": "the standard model, also measured on the test set after every epoch (for stopping-rule studies)",
-}
+EVAL_BATCH_SIZE = 2048  # images per step when evaluating (no effect on the numbers)
 STUDY_FIELDS = ("variant", "planted")  # RunConfig fields only studies set; a comparison's report leaves them out
 TUNING_FIELDS = ("stop_epoch",)  # RunConfig fields only tuning runs set; a comparison's evaluation runs leave at 0
 LEGACY_PROTOCOL = {"name": "course", "select": "final"}  # what a manifest written before protocols means
@@ -85,7 +78,7 @@ class RunConfig:
     device: str = "cpu"  # 'cpu' or 'gpu', as resolved
     data: str = field(default="")  # content fingerprint of the dataset's arrays (data.Images.fingerprint)
     # Fields added after the first layout (metadata "added"): hashed only when not at their default.
-    variant: str = field(default="", metadata={"added": True})  # a study's model variant from VARIANTS
+    variant: str = field(default="", metadata={"added": True})  # a study's model variant (regbench.variants)
     schedule: str = field(default=COURSE["schedule"], metadata={"added": True})  # a name from SCHEDULES
     warmup_epochs: int = field(default=COURSE["warmup_epochs"], metadata={"added": True})  # cosine: linear warm-up
     resample_data: bool = field(default=False, metadata={"added": True})  # the seed also draws the data split

@@ -1,4 +1,4 @@
-"""Architectures built from a RunConfig, with a technique's Regularization applied."""
+"""Architectures built from a RunConfig, with the techniques' hooks and the study variant's layers applied."""
 
 from __future__ import annotations
 
@@ -6,48 +6,10 @@ import math
 
 import keras
 
-from regbench.config import CNN_FILTERS, VARIANTS, RunConfig
+from regbench.config import CNN_FILTERS, RunConfig
 from regbench.data import get_dataset
 from regbench.techniques import Hooks
-
-
-class ClassicDropout(keras.layers.Dropout):
-    """Dropout as first published: kept units are not rescaled in training; inference multiplies by keep.
-
-    `scale_at_inference=False` is the classic mistake of forgetting that factor (for studies).
-    """
-
-    def __init__(self, rate, scale_at_inference: bool = True, **options):
-        super().__init__(rate, **options)
-        self.scale_at_inference = scale_at_inference
-
-    def call(self, inputs, training=False):
-        keep = 1.0 - self.rate
-        if training and self.rate > 0:
-            return super().call(inputs, training=True) * keep  # the inverted mask, times keep: mask only
-        return inputs * keep if self.scale_at_inference else inputs
-
-    def get_config(self):
-        return {**super().get_config(), "scale_at_inference": self.scale_at_inference}
-
-
-class RescaledDense(keras.layers.Dense):
-    """Dense whose kernel in use is its stored kernel times `scale`: after classic dropout with scale = 1/keep,
-    the same arithmetic as inverted dropout reordered (a gradient step on the stored kernel moves the used one
-    scale² as far, and it starts scale times as large)."""
-
-    def __init__(self, units, scale: float = 1.0, **options):
-        super().__init__(units, **options)
-        self.scale = scale
-
-    def call(self, inputs, training=None):
-        outputs = keras.ops.matmul(inputs, self.kernel * self.scale)
-        if self.use_bias:
-            outputs = outputs + self.bias
-        return self.activation(outputs) if self.activation is not None else outputs
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale}
+from regbench.variants import RescaledDense, variant_of
 
 
 class GhostBatchNormalization(keras.layers.BatchNormalization):
@@ -82,18 +44,6 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
         return {**super().get_config(), "group": self.group}
 
 
-class PopulationBatchNormalization(keras.layers.BatchNormalization):
-    """BatchNormalization that uses its stored (population) statistics in training too: no batch noise, and no
-    gradient through the statistics.
-
-    The statistics are set from the whole training set by train.refresh_population_statistics, every
-    train.REFRESH_STEPS steps.
-    """
-
-    def call(self, inputs, training=None, mask=None):
-        return super().call(inputs, training=False, mask=mask)
-
-
 def layer_seed(run_seed: int, slot: int) -> int:
     """Return the seed of the weighted layer (or dropout) in position `slot` of a run.
 
@@ -114,9 +64,10 @@ class _Builder:
     def __init__(self, config: RunConfig, hooks: Hooks):
         self.config = config
         self.hooks = hooks
+        self.variant = variant_of(config)
         self.weighted = 0  # weighted layers added so far
         self.random = dict.fromkeys(SEED_SLOTS, 0)  # random layers of each kind added so far
-        self.kernel_scale = 1.0  # the next Dense layer's kernel scale (classic-dropout-matched: 1/keep after dropout)
+        self.kernel_scale = 1.0  # the next Dense layer's kernel scale (a variant's, after its dropout)
 
     def seed(self, kind: str) -> int:
         """Return the seed of the next random layer of `kind` (a key of SEED_SLOTS)."""
@@ -144,12 +95,9 @@ class _Builder:
         return x
 
     def dropout(self, x, rate: float):
-        """Apply a seeded Dropout layer (the study variant's classic dropout where it names one)."""
+        """Apply a seeded Dropout layer (the study variant's, where it has one)."""
         seed = self.seed("dropout")
-        classic = self.config.variant in ("classic-dropout", "classic-dropout-matched")
-        if self.config.variant == "classic-dropout-matched":
-            self.kernel_scale = 1.0 / (1.0 - rate)
-        layer = ClassicDropout if classic else keras.layers.Dropout
+        layer, self.kernel_scale = self.variant.dropout(rate) if self.variant.dropout else (keras.layers.Dropout, 1.0)
         return layer(rate, seed=seed, name=f"dropout_{self.random['dropout']}")(x)
 
     def spatial_dropout(self, x, rate: float):
@@ -161,10 +109,10 @@ class _Builder:
         return keras.layers.GaussianNoise(stddev, seed=self.seed("noise"))(x)
 
     def batchnorm(self, x, group: int | None = None):
-        """Apply BatchNormalization (ghost batch normalization with `group`; the study variant's where it names one)."""
+        """Apply BatchNormalization (ghost batch normalization with `group`; the study variant's, where it has one)."""
         name = f"batchnorm_{self.weighted}"
-        if self.config.variant == "exact-statistics-bn":
-            return PopulationBatchNormalization(name=name)(x)
+        if self.variant.batchnorm is not None:
+            return self.variant.batchnorm(name=name)(x)
         if group is not None:
             return GhostBatchNormalization(group, name=name)(x)
         return keras.layers.BatchNormalization(name=name)(x)
@@ -194,8 +142,6 @@ class _Builder:
 
 def build_model(config: RunConfig, hooks: Hooks) -> keras.Model:
     """Build the (uncompiled) model of `config` on its dataset's images, with the technique's hooks applied."""
-    if config.variant and config.variant not in VARIANTS:
-        raise ValueError(f"unknown model variant {config.variant!r}; choose from {', '.join(VARIANTS)}")
     dataset = get_dataset(config.dataset)
     builder = _Builder(config, hooks)
     inputs = keras.Input(shape=dataset.image_shape, name="image")

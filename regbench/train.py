@@ -1,4 +1,9 @@
-"""Train one run -> a flat record and per-epoch rows (no files)."""
+"""Train one run -> a flat record and per-epoch rows (no files).
+
+The epoch loop (train_run) is the same on every backend; how a backend trains and measures an epoch is its
+EpochRunner's (Keras' own fit and evaluate; TensorFlow's batches gathered from tensors and shared models; JAX's
+compiled epoch programs), and a study's model variant plugs in through regbench.variants.
+"""
 
 from __future__ import annotations
 
@@ -17,19 +22,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from regbench.config import MEASURED, STATISTICS_REFRESH_STEPS, WEIGHT_BIN_EDGES, RunConfig
+from regbench.config import EVAL_BATCH_SIZE, MEASURED, WEIGHT_BIN_EDGES, RunConfig
 from regbench.data import Split, get_dataset
-from regbench.models import SEED_SLOTS, PopulationBatchNormalization, build_model, layer_seed
+from regbench.models import SEED_SLOTS, build_model, layer_seed
 from regbench.provenance import run_provenance
 from regbench.techniques import Hooks, hooks_for
+from regbench.variants import variant_of
 
-EVAL_BATCH_SIZE = 2048  # images per step when evaluating (no effect on the numbers)
 STEPS_PER_EXECUTION = 100  # training steps fused into one backend call (torch allows only 1)
 NEAR_ZERO = 1e-3  # |w| below this counts as near zero
 WEIGHT_DECAY_EXCLUDED = ["bias", "gamma", "beta"]  # decay kernels only, as L1/L2 do
 TENSORS_KEPT = 2  # the training sets kept as TensorFlow tensors, the most recently used
 _TENSORS: OrderedDict[tuple[int, int], tuple] = OrderedDict()  # ids of training arrays -> their tensors (_tensors)
-_STATISTICS_PROBES = weakref.WeakKeyDictionary()  # model -> the model of its population-statistics layers' inputs
 SHARED_STRUCTURES = 16  # TensorFlow: models (with their traced functions) kept per process, the latest used
 _SHARED_MODELS: OrderedDict = OrderedDict()  # program key -> the model every TensorFlow run of that structure trains
 
@@ -42,19 +46,6 @@ class RunResult:
     epochs: list[dict]
     model: keras.Model  # the trained model (restored best weights under early stopping); on TensorFlow its
     # structure's shared model (shared_model), which the next run of that structure resets: use it before then
-
-
-def seed_globals(seed: int) -> None:
-    """Seed the global random streams (every layer and batch order is seeded explicitly as well).
-
-    keras.utils.set_random_seed also seeds TensorFlow, which it imports: under JAX that would load
-    all of TensorFlow (seconds and about 450 MB per process) for a stream no JAX run reads.
-    """
-    if keras.backend.backend() == "jax":
-        random.seed(seed)
-        np.random.seed(seed)
-    else:
-        keras.utils.set_random_seed(seed)
 
 
 def learning_rate(config: RunConfig) -> float | keras.optimizers.schedules.LearningRateSchedule:
@@ -141,7 +132,7 @@ def compile_model(config: RunConfig) -> tuple[keras.Model, Hooks]:
             keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             keras.metrics.SparseCategoricalCrossentropy(name="crossentropy"),
         ],
-        steps_per_execution=1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION,
+        steps_per_execution=epoch_runner().steps_per_execution,
     )
     return model, hooks
 
@@ -188,35 +179,6 @@ def program_key(config: RunConfig) -> RunConfig:
     return replace(config, seed=0, data="", stop_epoch=0)
 
 
-def shared_model(config: RunConfig, model: keras.Model) -> keras.Model:
-    """Return the model run `config` trains, starting from `model`'s state: on TensorFlow, this process's model of
-    the run's structure (program_key) set to that state, so that its traced train, test and predict functions
-    serve every run of the structure (tracing them took about a second per run here; the same bits, tested);
-    elsewhere `model` itself.
-
-    The state is every variable of the model (weights, batch statistics, the random streams' seeds) and of a
-    newly built optimizer (its step count, moments and averages at their start).
-    """
-    if keras.backend.backend() != "tensorflow":
-        return model
-    key = program_key(config)
-    shared = _SHARED_MODELS.setdefault(key, model)
-    _SHARED_MODELS.move_to_end(key)
-    while len(_SHARED_MODELS) > SHARED_STRUCTURES:
-        _SHARED_MODELS.popitem(last=False)
-    if shared is model:
-        return model
-    for each in (model, shared):
-        if not each.optimizer.built:
-            each.optimizer.build(each.trainable_variables)
-    targets, sources = shared.variables + shared.optimizer.variables, model.variables + model.optimizer.variables
-    if [v.shape for v in targets] != [v.shape for v in sources]:
-        raise RuntimeError(f"run {config.run_id}: its model's variables differ from those of its structure's model")
-    for target, source in zip(targets, sources):
-        target.assign(source.value)
-    return shared
-
-
 class _ExecutionClock(keras.callbacks.Callback):
     """Time each backend call of a TensorFlow `fit` epoch (steps_per_execution steps each)."""
 
@@ -248,20 +210,161 @@ def _batches(x, y, order: np.ndarray, batch_size: int):
     return tf.data.Dataset.from_tensor_slices(order).batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
 
 
-def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray,
-                measure: tuple = ()) -> tuple[dict, float, float, list[tuple[float, float]] | None]:
-    """Train `model` one epoch on batches of x[order], y[order]; return its logs, the warm-up in it, its seconds
-    and, where the backend measured them with the epoch, the (cross-entropy, accuracy) of each set of `measure`
-    (epoch_sets) at the epoch's weights (else None: evaluate them).
+def epoch_sets(model: keras.Model, config: RunConfig, split: Split) -> dict:
+    """Return the sets measured after every epoch by name: validation, the training monitor, and those the run's
+    variant adds (the test set for test-curve runs)."""
+    sets = {"val": (split.x_val, split.y_val), "train_inference": (split.x_monitor, split.y_monitor)}
+    for name in variant_of(config).measured_sets:
+        sets[name] = getattr(split, f"x_{name}"), getattr(split, f"y_{name}")
+    return sets
 
-    On JAX the epoch is one compiled program (regbench.fused) over device-resident `x`, `y`,
-    compiled before the epoch is timed, and the sets are one more program fed its state on the device; elsewhere
-    it is Keras' `fit`, with steps_per_execution steps per backend call, whose first call also traces (its excess
-    over a steady call is the warm-up). On TensorFlow `fit` reads each batch gathered from the tensors `x`, `y`
-    (_batches; the same bits as `fit` on x[order], tested, 0.1 s faster per epoch and 157 MB less on full MNIST).
-    """
-    if keras.backend.backend() == "jax":
+
+def epoch_arrays(runner: EpochRunner, hooks: Hooks, config: RunConfig, split: Split, order: np.ndarray,
+                 epoch: int) -> tuple:
+    """Return the training images and labels of one epoch made by the techniques' epoch_data hook (mixup's blends),
+    in the epoch's visiting `order`, where `runner`'s backend trains from."""
+    classes = get_dataset(config.dataset).classes
+    labels = np.eye(classes, dtype=np.float32)[split.y_train[order]]
+    x, y = hooks.epoch_data(split.x_train[order], labels, layer_seed(config.seed, SEED_SLOTS["epoch-data"] + epoch))
+    return runner.training_arrays(replace(split, x_train=x, y_train=y))
+
+
+class EpochRunner:
+    """How a backend trains and measures a run's epochs; this one is Keras' own `fit` and `evaluate` on the arrays,
+    one step per backend call (PyTorch's path). TensorFlowEpochs and JaxEpochs are the others."""
+
+    steps_per_execution = 1  # training steps fused into one backend call
+
+    def seed(self, seed: int) -> None:
+        """Seed the global random streams (every layer and batch order is seeded explicitly as well)."""
+        keras.utils.set_random_seed(seed)
+
+    def model_for(self, config: RunConfig, model: keras.Model) -> keras.Model:
+        """Return the model run `config` trains, starting from `model`'s state."""
+        return model
+
+    def traces_in_epochs(self, config: RunConfig) -> bool:
+        """Say whether the run's first epoch traces its functions, so that its warm-up must be told apart."""
+        return False
+
+    def training_arrays(self, split: Split) -> tuple:
+        """Return the training images and labels where the backend trains from."""
+        return split.x_train, split.y_train
+
+    def measure_with_epoch(self, model: keras.Model, sets: dict) -> tuple:
+        """Return what train_epoch takes to measure `sets` with the epoch itself; () where they are evaluated
+        apart (evaluate)."""
+        return ()
+
+    def train_epoch(self, model: keras.Model, config: RunConfig, x, y, order: np.ndarray,
+                    measure: tuple = ()) -> tuple[dict, float, float, list[tuple[float, float]] | None]:
+        """Train `model` one epoch on batches of x[order], y[order]; return its logs, the warm-up in it, its seconds
+        and, where the epoch measured them (measure_with_epoch), the (cross-entropy, accuracy) of each set at the
+        epoch's weights (else None: evaluate them). `fit`'s first backend call also traces: its excess over a
+        steady call is the warm-up."""
+        clock = _ExecutionClock()
+        started = time.perf_counter()
+        callbacks = [clock, KeepRawWeights()] if model.optimizer.use_ema else [clock]
+        history = self._fit(model, config, x, y, order, callbacks)
+        seconds = time.perf_counter() - started
+        return {name: float(values[0]) for name, values in history.history.items()}, clock.warmup(), seconds, None
+
+    def _fit(self, model: keras.Model, config: RunConfig, x, y, order: np.ndarray, callbacks: list):
+        return model.fit(x[order], y[order], batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0,
+                         callbacks=callbacks)
+
+    def evaluate(self, model: keras.Model, config: RunConfig, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        """Return (cross-entropy, accuracy) of `model` in inference mode; the penalty is left out."""
+        logs = model.evaluate(x, y, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
+        return float(logs["crossentropy"]), float(logs["accuracy"])
+
+    def release_epoch_data(self) -> None:
+        """Free an epoch's own training arrays (mixup's blends) once the epoch is done."""
+
+
+class TensorFlowEpochs(EpochRunner):
+    """TensorFlow: `fit` reads each batch gathered from the training tensors (the same bits as `fit` on x[order],
+    tested; 0.1 s faster per epoch and 157 MB less on full MNIST), `evaluate` a tf.data pipeline of the arrays (twice
+    as fast here), and every run of one structure trains one shared model, whose traced functions it reuses."""
+
+    steps_per_execution = STEPS_PER_EXECUTION
+
+    def model_for(self, config: RunConfig, model: keras.Model) -> keras.Model:
+        """Return this process's model of the run's structure (program_key) set to `model`'s state, so that its
+        traced train, test and predict functions serve every run of the structure (tracing them took about a second
+        per run here; the same bits, tested).
+
+        The state is every variable of the model (weights, batch statistics, the random streams' seeds) and of a
+        newly built optimizer (its step count, moments and averages at their start).
+        """
+        key = program_key(config)
+        shared = _SHARED_MODELS.setdefault(key, model)
+        _SHARED_MODELS.move_to_end(key)
+        while len(_SHARED_MODELS) > SHARED_STRUCTURES:
+            _SHARED_MODELS.popitem(last=False)
+        if shared is model:
+            return model
+        for each in (model, shared):
+            if not each.optimizer.built:
+                each.optimizer.build(each.trainable_variables)
+        targets, sources = shared.variables + shared.optimizer.variables, model.variables + model.optimizer.variables
+        if [v.shape for v in targets] != [v.shape for v in sources]:
+            raise RuntimeError(f"run {config.run_id}: its model's variables differ from those of its structure's model")
+        for target, source in zip(targets, sources):
+            target.assign(source.value)
+        return shared
+
+    def traces_in_epochs(self, config: RunConfig) -> bool:
+        return program_key(config) not in _SHARED_MODELS
+
+    def training_arrays(self, split: Split) -> tuple:
+        return _tensors(split.x_train, split.y_train)
+
+    def _fit(self, model: keras.Model, config: RunConfig, x, y, order: np.ndarray, callbacks: list):
+        return model.fit(_batches(x, y, order, config.batch_size), epochs=1, shuffle=False, verbose=0,
+                         callbacks=callbacks)
+
+    def evaluate(self, model: keras.Model, config: RunConfig, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        import tensorflow as tf
+
+        logs = model.evaluate(tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH_SIZE), verbose=0,
+                              return_dict=True)
+        return float(logs["crossentropy"]), float(logs["accuracy"])
+
+    def release_epoch_data(self) -> None:
+        gc.collect()  # frees the epoch's tensors, which its tf.data pipeline holds in reference cycles
+
+
+class JaxEpochs(EpochRunner):
+    """JAX: each epoch is one compiled program (regbench.fused) over device-resident arrays, compiled before the
+    epoch is timed, and the sets measured after it are one more program fed the epoch's state on the device; the
+    same bits as Keras' `fit` and `evaluate` (tested)."""
+
+    steps_per_execution = STEPS_PER_EXECUTION
+
+    def seed(self, seed: int) -> None:
+        """Seed Python's and NumPy's streams: keras.utils.set_random_seed would import all of TensorFlow (seconds
+        and about 450 MB per process) for a stream no JAX run reads."""
+        random.seed(seed)
+        np.random.seed(seed)
+
+    def training_arrays(self, split: Split) -> tuple:
+        import jax
+
+        return jax.device_put(split.x_train), jax.device_put(split.y_train)  # on the CPU: no copy
+
+    def measure_with_epoch(self, model: keras.Model, sets: dict) -> tuple:
+        """Return the sets as device arrays, unless the measured weights are not the trained ones (a moving
+        average)."""
+        if model.optimizer.use_ema:
+            return ()
         from regbench import fused  # imports jax, which other backends' processes never load
+
+        return fused.device_sets(list(sets.values()))
+
+    def train_epoch(self, model: keras.Model, config: RunConfig, x, y, order: np.ndarray,
+                    measure: tuple = ()) -> tuple[dict, float, float, list[tuple[float, float]] | None]:
+        from regbench import fused
 
         key = program_key(config)
         warmup = fused.compile_epoch(key, model, x, y, config.batch_size, EVAL_BATCH_SIZE, len(order), measure)
@@ -269,54 +372,20 @@ def train_epoch(model: keras.Model, config: RunConfig, x, y, order: np.ndarray,
                                                     measure)
         results = [(each["crossentropy"], each["accuracy"]) for each in measured] if measure else None
         return logs, warmup, warmup + seconds, results
-    clock = _ExecutionClock()
-    started = time.perf_counter()
-    callbacks = [clock, KeepRawWeights()] if model.optimizer.use_ema else [clock]
-    if keras.backend.backend() == "tensorflow":
-        history = model.fit(_batches(x, y, order, config.batch_size), epochs=1, shuffle=False, verbose=0,
-                            callbacks=callbacks)
-    else:
-        history = model.fit(x[order], y[order], batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0,
-                            callbacks=callbacks)
-    seconds = time.perf_counter() - started
-    return {name: float(values[0]) for name, values in history.history.items()}, clock.warmup(), seconds, None
+
+    def evaluate(self, model: keras.Model, config: RunConfig, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        from regbench import fused
+
+        logs = fused.evaluate(program_key(config), model, x, y, config.batch_size, EVAL_BATCH_SIZE)
+        return float(logs["crossentropy"]), float(logs["accuracy"])
 
 
-def epoch_sets(model: keras.Model, config: RunConfig, split: Split) -> tuple[dict, tuple]:
-    """Return the sets measured after every epoch by name (validation, the training monitor, and the test set
-    for test-curve runs), and what train_epoch takes to measure them with the epoch: on JAX their device arrays,
-    unless the measured weights are not the trained ones (a moving average) or the statistics change between the
-    pieces of an epoch (exact-statistics-bn); else nothing."""
-    sets = {"val": (split.x_val, split.y_val), "train_inference": (split.x_monitor, split.y_monitor)}
-    if config.variant == "test-curve":
-        sets["test"] = (split.x_test, split.y_test)
-    if (keras.backend.backend() != "jax" or model.optimizer.use_ema
-            or config.variant == "exact-statistics-bn"):
-        return sets, ()
-    from regbench import fused
-
-    return sets, fused.device_sets(list(sets.values()))
+EPOCH_RUNNERS = {"jax": JaxEpochs(), "tensorflow": TensorFlowEpochs(), "torch": EpochRunner()}
 
 
-def epoch_arrays(hooks: Hooks, config: RunConfig, split: Split, order: np.ndarray, epoch: int) -> tuple:
-    """Return the training images and labels of one epoch made by the techniques' epoch_data hook (mixup's blends),
-    in the epoch's visiting `order`, where the backend trains from."""
-    classes = get_dataset(config.dataset).classes
-    labels = np.eye(classes, dtype=np.float32)[split.y_train[order]]
-    x, y = hooks.epoch_data(split.x_train[order], labels, layer_seed(config.seed, SEED_SLOTS["epoch-data"] + epoch))
-    return training_arrays(replace(split, x_train=x, y_train=y))
-
-
-def training_arrays(split: Split) -> tuple:
-    """Return the training images and labels where the backend trains from (device arrays on JAX, tensors on
-    TensorFlow)."""
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.device_put(split.x_train), jax.device_put(split.y_train)  # on the CPU: no copy
-    if keras.backend.backend() == "tensorflow":
-        return _tensors(split.x_train, split.y_train)
-    return split.x_train, split.y_train
+def epoch_runner() -> EpochRunner:
+    """Return the epoch runner of the backend Keras runs on in this process."""
+    return EPOCH_RUNNERS[keras.backend.backend()]
 
 
 def _tensors(x: np.ndarray, y: np.ndarray) -> tuple:
@@ -334,26 +403,6 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple:
             _TENSORS.popitem(last=False)
     _TENSORS.move_to_end(key)
     return _TENSORS[key]
-
-
-def evaluate(model: keras.Model, config: RunConfig, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Return (cross-entropy, accuracy) of `model` in inference mode; the penalty is left out.
-
-    On JAX through the run's compiled program (regbench.fused), else Keras' `evaluate` (on TensorFlow of a
-    tf.data pipeline of the arrays: twice as fast as of the arrays here): the same numbers.
-    """
-    if keras.backend.backend() == "jax":
-        from regbench import fused
-
-        logs = fused.evaluate(program_key(config), model, x, y, config.batch_size, EVAL_BATCH_SIZE)
-    elif keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        batches = tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH_SIZE)
-        logs = model.evaluate(batches, verbose=0, return_dict=True)
-    else:
-        logs = model.evaluate(x, y, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
-    return float(logs["crossentropy"]), float(logs["accuracy"])
 
 
 def weights_bytes(model: keras.Model) -> bytes:
@@ -386,38 +435,6 @@ def weight_statistics(model: keras.Model) -> dict:
     }
 
 
-def refresh_population_statistics(model: keras.Model, x: np.ndarray) -> None:
-    """Set every PopulationBatchNormalization layer's statistics to those of its input over `x`."""
-    layers = [layer for layer in model.layers if isinstance(layer, PopulationBatchNormalization)]
-    if not layers:
-        return
-    if model not in _STATISTICS_PROBES:  # one probe per model: its predict program is compiled once
-        _STATISTICS_PROBES[model] = keras.Model(model.input, [layer.input for layer in layers])
-    outputs = _STATISTICS_PROBES[model].predict(x, batch_size=EVAL_BATCH_SIZE, verbose=0)
-    for layer, values in zip(layers, outputs if len(layers) > 1 else [outputs]):
-        axes = tuple(range(values.ndim - 1))  # every axis but the channels
-        layer.moving_mean.assign(values.mean(axis=axes, dtype=np.float64))
-        layer.moving_variance.assign(values.var(axis=axes, dtype=np.float64))
-
-
-def train_epoch_refreshing(model: keras.Model, config: RunConfig, x, y, x_all: np.ndarray,
-                           order: np.ndarray) -> tuple[dict, float, float]:
-    """Train one epoch in pieces of STATISTICS_REFRESH_STEPS steps, setting the population statistics from
-    `x_all` before each; return the epoch's logs (image-weighted means of the pieces'), warm-up and seconds."""
-    piece = STATISTICS_REFRESH_STEPS * config.batch_size
-    totals, warmups, seconds = {}, [], 0.0
-    for start in range(0, len(order), piece):
-        part = order[start:start + piece]
-        began = time.perf_counter()
-        refresh_population_statistics(model, x_all)  # part of this variant's training time
-        logs, warmup, _, _ = train_epoch(model, config, x, y, part)
-        seconds += time.perf_counter() - began
-        warmups.append(warmup)
-        for name, value in logs.items():
-            totals[name] = totals.get(name, 0.0) + value * len(part)
-    return {name: total / len(order) for name, total in totals.items()}, float(np.nansum(warmups)), seconds
-
-
 def train_run(
     config: RunConfig,
     split: Split,
@@ -429,33 +446,34 @@ def train_run(
     if keras.backend.backend() != config.backend:
         raise RuntimeError(f"run {config.run_id} names backend {config.backend!r} but this process runs Keras on "
                            f"{keras.backend.backend()!r}; a run trains only on the backend of its id")
-    seed_globals(config.seed)
+    runner, variant = epoch_runner(), variant_of(config)
+    runner.seed(config.seed)
     model, hooks = compile_model(config)
-    traces = keras.backend.backend() == "tensorflow" and program_key(config) not in _SHARED_MODELS  # JAX: measured
-    model = shared_model(config, model)
+    traces = runner.traces_in_epochs(config)  # JAX: compiled ahead of the epoch, and measured there
+    model = runner.model_for(config, model)
     callbacks = [make() for make in hooks.callbacks]
     for callback in callbacks:
         callback.set_model(model)
         callback.on_train_begin()
     # 2. One training epoch at a time, on batches in an order this module controls.
-    x_train, y_train = training_arrays(split)
-    sets, measure = epoch_sets(model, config, split)
+    x_train, y_train = runner.training_arrays(split)
+    sets = epoch_sets(model, config, split)
+    measure = runner.measure_with_epoch(model, sets) if variant.train_epoch is None else ()
     rows, status, diverged_epoch = [], "ok", None
     best = {"epoch": None, "val_accuracy": -math.inf, "val_crossentropy": math.inf, "weights": None}
     for epoch in range(config.stop_epoch or config.epochs):  # a partial run stops at its stop_epoch
         order = batch_order(config.seed, epoch, len(split.y_train))
-        if config.variant == "exact-statistics-bn":
-            logs, warmup, seconds = train_epoch_refreshing(model, config, x_train, y_train, split.x_train, order)
+        if variant.train_epoch is not None:
+            logs, warmup, seconds = variant.train_epoch(runner, model, config, x_train, y_train, split.x_train, order)
             measurements = None
         elif hooks.epoch_data is not None:
-            x_epoch, y_epoch = epoch_arrays(hooks, config, split, order, epoch)
-            logs, warmup, seconds, measurements = train_epoch(model, config, x_epoch, y_epoch, np.arange(len(order)),
-                                                          measure)
+            x_epoch, y_epoch = epoch_arrays(runner, hooks, config, split, order, epoch)
+            logs, warmup, seconds, measurements = runner.train_epoch(model, config, x_epoch, y_epoch,
+                                                                     np.arange(len(order)), measure)
             del x_epoch, y_epoch
-            if keras.backend.backend() == "tensorflow":
-                gc.collect()  # frees the epoch's tensors, which its tf.data pipeline holds in reference cycles
+            runner.release_epoch_data()
         else:
-            logs, warmup, seconds, measurements = train_epoch(model, config, x_train, y_train, order, measure)
+            logs, warmup, seconds, measurements = runner.train_epoch(model, config, x_train, y_train, order, measure)
         if epoch == 0:  # only the first epoch of a run compiles or traces
             first_warmup = warmup
             seconds -= warmup if math.isfinite(warmup) else 0.0
@@ -473,7 +491,7 @@ def train_run(
             break
         with measured_weights(model):
             for name, (crossentropy, accuracy) in zip(sets, measurements or [
-                    evaluate(model, config, x, y) for x, y in sets.values()]):
+                    runner.evaluate(model, config, x, y) for x, y in sets.values()]):
                 row[f"{name}_crossentropy"], row[f"{name}_accuracy"] = crossentropy, accuracy
             if (row["val_accuracy"], -row["val_crossentropy"]) > (best["val_accuracy"], -best["val_crossentropy"]):
                 best = {**row, "weights": model.get_weights()}  # the best validation epoch so far
@@ -489,7 +507,8 @@ def train_run(
         model.optimizer.finalize_variable_values(model.trainable_variables)  # the run ends on its averaged weights
     for callback in callbacks:
         callback.on_train_end()
-    refresh_population_statistics(model, split.x_train)  # the final weights' statistics
+    if variant.finish is not None:
+        variant.finish(model, split.x_train)  # e.g. the final weights' population statistics
     warmup = _separate_warmup(rows, first_warmup)
     # The final measurements evaluate the training set as the backend holds it: no copy of it.
     measured = replace(split, x_train=x_train, y_train=y_train)
@@ -554,7 +573,7 @@ def _measure(model, config: RunConfig, split: Split, known: dict | None = None) 
     for part, x, y in (("val", split.x_val, split.y_val), ("test", split.x_test, split.y_test),
                        ("train", split.x_train, split.y_train)):
         if f"{part}_accuracy" not in measured:
-            measured[f"{part}_crossentropy"], measured[f"{part}_accuracy"] = evaluate(model, config, x, y)
+            measured[f"{part}_crossentropy"], measured[f"{part}_accuracy"] = epoch_runner().evaluate(model, config, x, y)
     measured["gap"] = measured["train_accuracy"] - measured["test_accuracy"]
     return measured
 

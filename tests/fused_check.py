@@ -21,11 +21,15 @@ from regbench.train import (  # noqa: E402
     batch_order,
     compile_model,
     epoch_arrays,
+    epoch_runner,
     measured_weights,
     program_key,
-    seed_globals,
-    training_arrays,
 )
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from together import train_epoch_together  # noqa: E402  (benchmarks/together.py: many runs in one program)
+
+runner = epoch_runner()
 
 CHECKS = [("batchnorm+dropout+l2+gaussian-noise+label-smoothing", 0, 1, {"params": {"input_noise_stddev": 0.1}}),
           ("batchnorm+dropout+l2+gaussian-noise+label-smoothing", 1, 2, {"params": {"input_noise_stddev": 0.1}}),
@@ -43,12 +47,12 @@ def weights(model):
 
 
 def fresh(config):
-    seed_globals(config.seed)
+    runner.seed(config.seed)
     return compile_model(config)[0]
 
 
 def fresh_with_hooks(config):
-    seed_globals(config.seed)
+    runner.seed(config.seed)
     return compile_model(config)
 
 
@@ -67,7 +71,7 @@ def largest_kernel_difference(first, second):
 
 
 split = split_images(read_images(Path(sys.argv[1])), train_size=300)
-x, y = training_arrays(split)
+x, y = runner.training_arrays(split)
 repeats = -(-EVAL_BATCH_SIZE // len(split.y_val)) + 1  # full evaluation batches and a smaller last one
 x_eval, y_eval = np.concatenate([split.x_val] * repeats), np.concatenate([split.y_val] * repeats)
 assert len(y_eval) > EVAL_BATCH_SIZE and len(y_eval) % EVAL_BATCH_SIZE
@@ -84,7 +88,7 @@ for setting, seed, epochs, changes in CHECKS:
         order = batch_order(seed, epoch, len(split.y_train))
         x_fit, y_fit, x_program, y_program = split.x_train[order], split.y_train[order], x, y
         if hooks.epoch_data is not None:  # mixup: the epoch's blends, in visiting order
-            x_program, y_program = epoch_arrays(hooks, config, split, order, epoch)
+            x_program, y_program = epoch_arrays(runner, hooks, config, split, order, epoch)
             x_fit, y_fit, order = np.asarray(x_program), np.asarray(y_program), np.arange(len(order))
         history = by_fit.fit(x_fit, y_fit, batch_size=32, epochs=1, shuffle=False, verbose=0,
                              callbacks=callbacks).history
@@ -107,8 +111,8 @@ alone = [fresh(config_for("dropout", seed=seed, backend="jax")) for seed in (2, 
 together = [fresh(config_for("dropout", seed=seed, backend="jax")) for seed in (2, 3)]
 for model, seed in zip(alone, (2, 3)):
     fused.train_epoch(program_key(config), model, x, y, batch_order(seed, 0, 300), 32, EVAL_BATCH_SIZE)
-fused.train_epoch_together(program_key(config), together, x, y, [batch_order(seed, 0, 300) for seed in (2, 3)], 32,
-                           EVAL_BATCH_SIZE)
+train_epoch_together(program_key(config), together, x, y, [batch_order(seed, 0, 300) for seed in (2, 3)], 32,
+                     EVAL_BATCH_SIZE)
 report["together_vs_alone"] = [largest_kernel_difference(a, t) for a, t in zip(alone, together)]
 report["alone_seeds_apart"] = largest_kernel_difference(alone[0], alone[1])
 

@@ -86,28 +86,29 @@ def test_tensorflow_epochs_from_tensors_train_the_bits_of_fit_on_the_shuffled_ar
     from regbench import train
 
     config = config_for(setting, overrides, seed=1, epochs=2, **fields)
-    train.seed_globals(config.seed)
+    runner = train.epoch_runner()
+    runner.seed(config.seed)
     by_fit, hooks = train.compile_model(config)
-    train.seed_globals(config.seed)
+    runner.seed(config.seed)
     ours = train.compile_model(config)[0]
-    x, y = train.training_arrays(split)
+    x, y = runner.training_arrays(split)
     callbacks = [train.KeepRawWeights()] if by_fit.optimizer.use_ema else []
     for epoch in range(config.epochs):
         order = batch_order(config.seed, epoch, len(split.y_train))
         x_epoch, y_epoch, x_fit, y_fit = x, y, split.x_train[order], split.y_train[order]
         if hooks.epoch_data is not None:
-            x_epoch, y_epoch = train.epoch_arrays(hooks, config, split, order, epoch)
+            x_epoch, y_epoch = train.epoch_arrays(runner, hooks, config, split, order, epoch)
             x_fit, y_fit, order = np.asarray(x_epoch), np.asarray(y_epoch), np.arange(len(order))
         history = by_fit.fit(x_fit, y_fit, batch_size=config.batch_size, epochs=1, shuffle=False, verbose=0,
                              callbacks=callbacks).history
-        logs = train.train_epoch(ours, config, x_epoch, y_epoch, order)[0]
+        logs = runner.train_epoch(ours, config, x_epoch, y_epoch, order)[0]
         assert logs == {name: values[0] for name, values in history.items()}
     for mine, theirs in zip(ours.variables, by_fit.variables):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs))
     repeats = -(-train.EVAL_BATCH_SIZE // len(split.y_val)) + 1  # full evaluation batches and a smaller last one
     x_eval, y_eval = np.concatenate([split.x_val] * repeats), np.concatenate([split.y_val] * repeats)
     expected = by_fit.evaluate(x_eval, y_eval, batch_size=train.EVAL_BATCH_SIZE, verbose=0, return_dict=True)
-    assert train.evaluate(ours, config, x_eval, y_eval) == (expected["crossentropy"], expected["accuracy"])
+    assert runner.evaluate(ours, config, x_eval, y_eval) == (expected["crossentropy"], expected["accuracy"])
 
 
 def test_tensorflow_converts_a_training_set_once_while_it_lives(split):
@@ -117,18 +118,19 @@ def test_tensorflow_converts_a_training_set_once_while_it_lives(split):
 
     from regbench import train
 
-    first = train.training_arrays(split)
-    assert train.training_arrays(split) is first
+    training_arrays = train.epoch_runner().training_arrays
+    first = training_arrays(split)
+    assert training_arrays(split) is first
     np.testing.assert_array_equal(first[0].numpy(), split.x_train)
     blended = replace(split, x_train=split.x_train + 1.0)
     key = (id(blended.x_train), id(blended.y_train))
-    np.testing.assert_array_equal(train.training_arrays(blended)[0].numpy(), split.x_train + 1.0)
+    np.testing.assert_array_equal(training_arrays(blended)[0].numpy(), split.x_train + 1.0)
     assert key in train._TENSORS
     del blended
     assert key not in train._TENSORS
     others = [replace(split, x_train=split.x_train * scale) for scale in range(2, 3 + train.TENSORS_KEPT)]
     for other in others:
-        train.training_arrays(other)
+        training_arrays(other)
     assert len(train._TENSORS) == train.TENSORS_KEPT
 
 

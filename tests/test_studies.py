@@ -209,7 +209,7 @@ def test_fields_added_later_leave_stored_run_ids_unchanged():
 
 
 def test_classic_dropout_drops_without_rescale_and_scales_by_keep_at_inference():
-    from regbench.models import ClassicDropout
+    from regbench.variants import ClassicDropout
 
     layer = ClassicDropout(0.75, seed=3)
     x = np.ones((200, 100), dtype="float32")
@@ -224,8 +224,8 @@ def test_classic_dropout_drops_without_rescale_and_scales_by_keep_at_inference()
 def test_exact_statistics_batchnorm_normalizes_with_the_training_set_statistics(split):
     import keras
 
-    from regbench.models import PopulationBatchNormalization
-    from regbench.train import compile_model, refresh_population_statistics
+    from regbench.train import compile_model
+    from regbench.variants import PopulationBatchNormalization, refresh_population_statistics
     from tests.helpers import config_for
 
     model, _ = compile_model(config_for("batchnorm", variant="exact-statistics-bn", hidden=(16,)))
@@ -239,16 +239,17 @@ def test_exact_statistics_batchnorm_normalizes_with_the_training_set_statistics(
 
 
 def test_exact_statistics_are_recomputed_every_few_steps(split, monkeypatch):
-    from regbench import train
+    from regbench import train, variants
     from regbench.config import STATISTICS_REFRESH_STEPS
     from tests.helpers import config_for
 
     config = config_for("batchnorm", variant="exact-statistics-bn", hidden=(8,), batch_size=8)
     model, _ = train.compile_model(config)
     refreshed = []
-    monkeypatch.setattr(train, "refresh_population_statistics", lambda model, x: refreshed.append(len(x)))
+    monkeypatch.setattr(variants, "refresh_population_statistics", lambda model, x: refreshed.append(len(x)))
     order = train.batch_order(0, 0, len(split.y_train))
-    logs, _, _ = train.train_epoch_refreshing(model, config, split.x_train, split.y_train, split.x_train, order)
+    logs, _, _ = variants.train_epoch_refreshing(train.epoch_runner(), model, config, split.x_train, split.y_train,
+                                                 split.x_train, order)
     steps = -(-len(order) // 8)
     assert refreshed == [len(split.x_train)] * -(-steps // STATISTICS_REFRESH_STEPS)  # before every piece
     assert 0.0 <= logs["accuracy"] <= 1.0

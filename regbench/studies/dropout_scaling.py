@@ -22,10 +22,10 @@ from matplotlib.figure import Figure
 
 from regbench import plots, report, stats
 from regbench.config import DEFAULT_LR
-from regbench.models import ClassicDropout
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import resolve_params
 from regbench.train import batch_order, compile_model
+from regbench.variants import ClassicDropout
 
 FULL = Preset(config={"epochs": 10}, seeds=3,
               grid={"rates": (0.2, 0.5, 0.8), "activations": ("relu", "sigmoid"), "mc_samples": 50,
