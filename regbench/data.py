@@ -49,7 +49,7 @@ class Dataset:
     class_names: tuple[str, ...]
     cache: str  # Keras' cache under ~/.keras/datasets: an .npz file or a directory of idx files
     fingerprint: str  # the content fingerprint (Images.fingerprint) of the full, published dataset
-    keras_loader: str  # the keras.datasets module that downloads it
+    keras_loader: str | None  # the keras.datasets module that downloads it (None: Keras has none)
     credit: str
 
     def load_with_keras(self) -> dict:
@@ -399,7 +399,9 @@ def load_images(dataset: str = DEFAULT_DATASET, path: str | os.PathLike | None =
     except UsageError as error:
         tried.append(f"{cache} ({str(error).removeprefix(str(cache) + ': ')})")
     loader = f"keras.datasets.{spec.keras_loader}.load_data()"
-    if os.environ.get("REGBENCH_OFFLINE"):
+    if spec.keras_loader is None:
+        tried.append("Keras' loader (keras.datasets has none for it)")
+    elif os.environ.get("REGBENCH_OFFLINE"):
         tried.append(f"{loader} (skipped: $REGBENCH_OFFLINE is set)")
     else:
         try:

@@ -254,3 +254,15 @@ def test_images_sent_to_a_worker_carry_their_arrays(tmp_path):
     path.unlink()  # a worker that cannot reach the file
     sent = pickle.loads(pickled)
     assert sent.fingerprint == known.fingerprint and sent.x_train.shape == (3000, 28, 28)
+
+
+def test_a_dataset_keras_cannot_download_is_refused_naming_the_places_tried(monkeypatch):
+    from dataclasses import replace
+
+    from regbench import data
+
+    monkeypatch.setitem(data.DATASETS, "mnist", replace(data.DATASETS["mnist"], keras_loader=None))
+    monkeypatch.delenv("REGBENCH_DATA")
+    monkeypatch.delenv("REGBENCH_OFFLINE")  # nothing would be downloaded: there is no loader to ask
+    with pytest.raises(UsageError, match=r"MNIST not found; tried .*Keras' loader \(keras.datasets has none for it\)"):
+        data.load_images("mnist")

@@ -147,32 +147,6 @@ def baseline(split):
     return train_run(config_for("none"), split)
 
 
-UNTREATED = [  # every technique that has an untreated form, at it, all at once: any one not inert fails the case
-    ("mlp", "l1+l2+weight-decay+dropout+augment+label-smoothing+gaussian-noise+ema+mixup+early-stopping+max-norm",
-     {"l1": 0.0, "l2": 0.0, "wd": 0.0, "rate": 0.0, "shift": 0.0, "rotation": 0.0, "zoom": 0.0, "smoothing": 0.0,
-      "noise_stddev": 0.0, "ema_horizon": 1.0, "mixup_alpha": 0.0, "patience": 0, "c": 1e30}),
-    ("cnn", "spatial-dropout", {"spatial_rate": 0.0}),  # its layer does not reach the optimizer: adam only
-]
-
-
-def trained_weights(config, split):
-    result = train_run(config, split)
-    return result, [np.array(weight) for weight in result.model.get_weights()]  # before the next run resets it
-
-
-@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
-def test_every_untreated_technique_gives_the_baselines_weights_bit_for_bit(split, optimizer):
-    # With --optimizer adamw the baseline once trained with Keras AdamW's default weight_decay 0.004.
-    for architecture, setting, zero in UNTREATED[:None if optimizer == "adam" else 1]:
-        shape = {"architecture": architecture, "hidden": (16,) if architecture == "cnn" else (128, 64),
-                 "optimizer": optimizer, "train_size": 200 if architecture == "cnn" else 300}
-        (baseline, expected), (treated, weights) = (trained_weights(config_for(name, values, **shape), split)
-                                                    for name, values in (("none", {}), (setting, zero)))
-        assert len(weights) == len(expected)
-        assert all(np.array_equal(a, b) for a, b in zip(weights, expected)), (optimizer, setting)
-        assert treated.record["test_accuracy"] == baseline.record["test_accuracy"], (optimizer, setting)
-
-
 @pytest.mark.parametrize("architecture, hidden", [("mlp", (128, 64)), ("mlp", (7,)), ("cnn", (128,)), ("cnn", (5, 3))])
 def test_the_parameter_count_checked_before_training_is_the_models(architecture, hidden):
     from regbench.config import parameter_count
@@ -188,16 +162,6 @@ def test_adamw_decays_weights_in_the_weight_decay_arm_only():
     assert config_for("none", optimizer="adamw").run_id != config_for("none", optimizer="adam").run_id
     assert "adamw_weight_decay" in config_for("none", optimizer="adamw").identity()
     assert "adamw_weight_decay" not in config_for("none").identity()
-
-
-def test_the_untreated_values_are_the_registrys_off_values():
-    # --tune's "off" trains a technique at its off values: the values the case above proves inert
-    untreated = {param: value for _, _, values in UNTREATED for param, value in values.items()}
-    for name, technique in TECHNIQUES.items():
-        for param in technique.params:
-            if param.off is not None:
-                assert untreated.get(param.name, param.default) == param.off, (name, param.name)
-    assert get_technique("batchnorm").off_values() is None  # no untreated form: never offered as "off"
 
 
 def test_max_norm_leaves_unbound_units_bit_for_bit_and_scales_bound_ones_to_c():
@@ -316,16 +280,6 @@ def test_spatial_dropout_drops_whole_feature_maps_after_each_conv_block():
     per_map = maps.reshape(4, 49, 64)
     assert np.all(per_map.min(axis=1) == per_map.max(axis=1))  # every map all dropped or all kept
     assert 0.3 < np.mean(per_map[:, 0, :] == 0) < 0.7
-
-
-def test_the_guide_lists_every_technique_as_the_registry_has_it():
-    from pathlib import Path
-
-    from regbench.techniques import markdown_table
-
-    page = (Path(__file__).parents[1] / "docs" / "guide" / "techniques.md").read_text()
-    block = page.split("(markdown_table); tests/test_techniques.py checks it -->\n")[1].split("<!-- end of")[0]
-    assert block == markdown_table(), "docs/guide/techniques.md's table is out of date: paste markdown_table() in"
 
 
 def test_a_run_of_keras_maxnorm_cannot_be_retrained_and_verify_says_why():
