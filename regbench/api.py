@@ -124,7 +124,8 @@ class Comparison:
 
         out = Path(directory)
         check_same_comparison(out, manifest_identity(self.manifest), force)
-        manifest = {**self.manifest, "options": layer.rebase(self.manifest.get("options", {}), self._base, out)}
+        manifest = self.manifest.copy()
+        manifest["options"] = layer.rebase(self.manifest.get("options", {}), self._base, out)
         _, files = write_comparison(out, self._tables, manifest, self.tuning)
         self.directory = out
         return files

@@ -8,6 +8,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -32,7 +33,18 @@ SCHEDULES = ("constant", "cosine")  # the learning rate over a run: fixed, or Ke
 SELECTIONS = ("final", "best-val")  # which weights of each run are measured: the last, or the best-validation epoch's
 MEASURED = ("val_crossentropy", "val_accuracy", "test_crossentropy", "test_accuracy", "train_crossentropy",
             "train_accuracy", "gap")  # a run's numbers at its measured weights; best-val ones are prefixed best_
-PROTOCOLS = {  # named training budgets of `compare`; explicit options override their values
+class Budget(TypedDict):
+    """A named training budget: what `--protocol` sets."""
+
+    epochs: int
+    optimizer: str
+    lr: float
+    schedule: str  # a name from SCHEDULES
+    warmup_epochs: int
+    select: str  # which epoch's weights a run is measured with: "final" or "best-val"
+
+
+PROTOCOLS: dict[str, Budget] = {  # named training budgets of `compare`; explicit options override their values
     "course": {"epochs": 10, "optimizer": "adam", "lr": 1e-3, "schedule": "constant", "warmup_epochs": 0,
                "select": "final"},  # the course's seed script: 10 epochs of Adam 1e-3, measured at the end
     "converged": {"epochs": 40, "optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "warmup_epochs": 0,
@@ -45,7 +57,8 @@ DEFAULT_MAX_SEEDS = 50  # --seeds auto: the most seeds an arm trains. With diffe
 # null effect is decided equivalent after 24 seeds on average and an effect at the margin helps after 20
 # (tests/test_sequential.py's simulations, 3 arms); 50 leaves room for SDs up to about 1.5 times the margin
 DEFAULT_MARGIN = 0.001  # --margin: the smallest test-accuracy effect that matters (0.1 percentage points)
-TUNE_METRICS = {"accuracy": "maximize", "crossentropy": "minimize"}  # validation metric -> direction
+TUNE_METRICS: dict[str, Literal["maximize", "minimize"]] = {  # validation metric -> direction
+    "accuracy": "maximize", "crossentropy": "minimize"}
 DEFAULT_TRIALS = 32  # compare --tune: settings proposed per technique setting (successive halving prunes most early)
 DEFAULT_TUNE_SEEDS = (1000, 1001)  # tuning seeds: a range of their own, apart from evaluation seeds 0, 1, ...
 DEFAULT_RACE_SEEDS = 6  # compare --tune: tuning seeds a racing candidate trains on at most (the next ones upward)

@@ -61,7 +61,7 @@ class Dataset:
         with native_stderr_silenced(), contextlib.redirect_stdout(io.StringIO()):
             import keras
 
-            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, self.keras_loader).load_data()
+            (x_train, y_train), (x_test, y_test) = getattr(keras.datasets, str(self.keras_loader)).load_data()
         print(f"{self.title}: downloaded through keras.datasets into {KERAS_CACHE}", file=sys.stderr)
         return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
@@ -460,6 +460,7 @@ def split_images(images: Images, train_size: int | None = None, draw: int | None
     rest = np.setdiff1d(np.arange(len(images.y_train)), val_index)
     # 2. The training subset comes from its own stream, so each size is one fixed subset.
     if training_size(images, train_size) != len(rest):
+        assert train_size is not None  # None trains on every image not held out
         subset_seed = [DATA_SEED, train_size] if draw is None else [DATA_SEED, 2, draw, train_size]
         subset_rng = np.random.default_rng(subset_seed)
         rest = rest[stratified_indices(images.y_train[rest], train_size, subset_rng)]

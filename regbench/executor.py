@@ -9,6 +9,7 @@ runs, and hands the result back to the sweep, so this process alone writes the s
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -27,7 +28,7 @@ import warnings
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from regbench.backend import select_backend
 from regbench.config import RunConfig
@@ -63,7 +64,7 @@ class Executor(Protocol):
 
     def __enter__(self) -> Executor: ...
 
-    def __exit__(self, *exc) -> bool: ...
+    def __exit__(self, *exc) -> None: ...
 
     def train(self, sweep: Sweep) -> int:
         """Claim, train and hand back to `sweep` every run of its to-do list it can; return how many it stored."""
@@ -98,8 +99,8 @@ class InProcess:
     def __enter__(self) -> InProcess:
         return self
 
-    def __exit__(self, *exc) -> bool:
-        return False
+    def __exit__(self, *exc) -> None:
+        pass
 
     def train(self, sweep: Sweep) -> int:
         """Train the sweep's runs here, one by one or `lanes` at once; return how many were stored."""
@@ -117,7 +118,7 @@ class InProcess:
                 if not sweep.claim(index, pending):
                     continue
                 result = train_run(config, sweep.splits.get(*config.split_key),
-                                   on_epoch=lambda row, index=index: sweep.progress.epoch_done(index, row))
+                                   on_epoch=functools.partial(sweep.progress.epoch_done, index))
                 sweep.store_result(index, result.record, result.epochs,
                                    weights_bytes(result.model) if sweep.keep_weights else None)
                 trained += 1
@@ -142,7 +143,8 @@ class InProcess:
             result = train_run(config, split, on_epoch=on_epoch)
             return result.record, result.epochs, weights_bytes(result.model) if sweep.keep_weights else None
 
-        pending, running, trained = dict(enumerate(sweep.todo)), {}, 0
+        pending, trained = dict(enumerate(sweep.todo)), 0
+        running: dict[futures.Future, int] = {}  # a lane's run -> its index in the to-do list
         with futures.ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="regbench-lane") as pool:
             try:
                 while pending or running:
@@ -180,8 +182,8 @@ class DaskCluster:
     resources: dict = field(default_factory=dict)
     send_data: bool = False
     connect_seconds: float = CONNECT_SECONDS  # --scheduler-timeout
-    _client: object = None
-    _cluster: object = None
+    _client: Any = None  # distributed.Client, once started
+    _cluster: Any = None  # distributed.LocalCluster, when this process started one
     _shared: Path | None = None
 
     def __post_init__(self):
@@ -209,9 +211,8 @@ class DaskCluster:
             self.client()
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         self.close()
-        return False
 
     def train(self, sweep: Sweep) -> int:
         """Train the sweep's runs on the cluster, as many at once as its workers have threads; return how many were
@@ -223,7 +224,9 @@ class DaskCluster:
         orders, sent = self.orders(sweep.splits, sweep.todo)
         events: queue.SimpleQueue = queue.SimpleQueue()
         client.subscribe_topic(orders.topic, lambda event: events.put(event[1]))
-        pending, running, failed, trained = dict(enumerate(sweep.todo)), {}, {}, 0
+        pending, trained = dict(enumerate(sweep.todo)), 0
+        running: dict[Any, int] = {}  # a Dask future -> its run's index in the to-do list
+        failed: dict[int, str] = {}
         try:
             while pending or running:
                 sweep.ctrl_c.check()

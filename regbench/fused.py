@@ -28,6 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,7 @@ class _Program:
         self.template = template
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.identity = repr((key, batch_size, eval_batch_size))  # names its programs in the program cache
-        self.compiled = {}  # (name, the arguments' shapes) -> the program compiled ahead of time
+        self.compiled: dict[tuple[str, str], Any] = {}  # (name, the arguments' shapes) -> the program compiled ahead
         self.compiling = threading.Lock()  # runs training at once (--jobs) make each program once
 
     def compile(self, name: str, args: tuple):
@@ -56,7 +57,7 @@ class _Program:
             return self.compiled[shapes]
         with self.compiling:
             if shapes not in self.compiled:
-                function = {"epoch": self._epoch, "evaluate": self._evaluate}[name]
+                function = self._epoch if name == "epoch" else self._evaluate
                 exported = _exported(jax.jit(function), args, f"{name} {self.identity}")
                 self.compiled[shapes] = jax.jit(exported.call).lower(*args).compile()
         return self.compiled[shapes]

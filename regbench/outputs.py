@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import pandas as pd
 
@@ -36,7 +37,7 @@ class Manifest(TypedDict, total=False):
     protocol: dict  # the training budget as resolved: epochs, optimizer, learning rate, schedule, selection
     tune: dict | None  # --tune: budget, tuning seeds, metric, sampler, pruner, race, search spaces
     tuned: dict | None  # --tune: every trial and each choice
-    tune_repeats: dict | None  # --tune-repeats: each repeat's choices and effects
+    tune_repeats: list[dict] | None  # --tune-repeats: each repeat's choices and effects
     sequential_seeds: dict | None  # --seeds auto: batch and maximum (part of the comparison's identity)
     sequential: dict | None  # --seeds auto: the rule and every arm's looks
     techniques: dict[str, dict]  # each arm's label -> its parameter values
@@ -72,7 +73,17 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     return out
 
 
-def write_outputs(out: Path, tables: dict, images: dict, manifest: dict, texts: dict | None = None) -> list[Path]:
+def _writer_of(content: pd.DataFrame | bytes | str) -> Callable[[Path], object]:
+    """Return how to write `content` to a path: a table as CSV, bytes as they are, text as UTF-8."""
+    if isinstance(content, bytes):
+        return lambda path: path.write_bytes(content)
+    if isinstance(content, str):
+        return lambda path: path.write_text(content, encoding="utf-8")
+    return lambda path: content.to_csv(path, index=False)
+
+
+def write_outputs(out: Path, tables: dict, images: dict, manifest: Mapping[str, Any],
+                  texts: dict | None = None) -> list[Path]:
     """Write tables as CSV, PNG images, text files and the manifest as JSON into `out`; return the paths.
     The manifest records each file's SHA-256 as written ('files'), so that an unchanged file can be told.
 
@@ -82,16 +93,16 @@ def write_outputs(out: Path, tables: dict, images: dict, manifest: dict, texts: 
     manifest lists as written by regbench and not written again (a tuned comparison's tuning.csv, rewritten
     without --tune) are removed once the new files are in place.
     """
-    writers = {f"{name}.csv": (lambda temp, table=table: table.to_csv(temp, index=False))
-               for name, table in tables.items()}
-    writers |= {f"{name}.png": (lambda temp, data=data: Path(temp).write_bytes(data)) for name, data in images.items()}
-    writers |= {name: (lambda temp, text=text: Path(temp).write_text(text, encoding="utf-8"))
-                for name, text in (texts or {}).items()}
+    writers = {f"{name}.csv": _writer_of(table) for name, table in tables.items()}
+    writers |= {f"{name}.png": _writer_of(data) for name, data in images.items()}
+    writers |= {name: _writer_of(text) for name, text in (texts or {}).items()}
     writers["manifest.json"] = lambda temp: Path(temp).write_text(
         json.dumps(nan_to_none(manifest), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     check_replaceable(out, list(writers))
     stale = [out / name for name in written_files(out) if name not in writers and name not in manifest.get("files", {})]
-    staged, kept, placed = {}, {}, []
+    staged: dict[str, Path] = {}
+    kept: dict[str, Path] = {}
+    placed: list[str] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, write in writers.items():  # 1. stage every file beside its target (the manifest last, with theirs)
@@ -146,7 +157,7 @@ def inputs_digest(tables: RunTables, manifest: Manifest, tuning: pd.DataFrame | 
     digest = hashlib.sha256()
     for table in (tables.runs, tables.epochs, tables.weights, tuning):
         digest.update(b"none" if table is None else table.to_csv(index=False).encode())
-    made = {key: value for key, value in manifest.items() if key not in ("date", "command")}
+    made: dict[str, Any] = {key: value for key, value in manifest.items() if key not in ("date", "command")}
     if isinstance(made.get("data"), dict):
         made["data"] = {key: value for key, value in made["data"].items() if key != "source"}
     digest.update(json.dumps(made, sort_keys=True, default=str).encode())

@@ -131,19 +131,19 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
                           va="center", color=colour)
             continue
         mean = float(row["test_accuracy_diff"]) * 100
-        beyond = {-1: [], 1: []}  # the ends of intervals that run off the axis, by side
+        beyond: dict[int, list[float]] = {-1: [], 1: []}  # the ends of intervals that run off the axis, by side
         for low, high, width in (("diff_ci_low", "diff_ci_high", 1), (*thick, 3.5)):
             if pd.notna(row[low]):  # one pair gives no interval
                 ends = float(row[low]) * 100, float(row[high]) * 100
-                shown = [min(max(end, -limit), limit) for end in ends]
+                shown = [min(max(end, -limit), limit) for end in ends]  # inside the axis
                 axes.errorbar(mean, position, xerr=[[mean - shown[0]], [shown[1] - mean]], fmt="none", ecolor=colour,
                               capsize=3 if width == 1 else 0, elinewidth=width, alpha=0.6 if width > 1 else 1)
                 beyond[-1] += [ends[0]] if ends[0] < -limit else []
                 beyond[1] += [ends[1]] if ends[1] > limit else []
-        for sign, ends in beyond.items():
-            if ends:  # an arrow at the edge, and where each interval ends (thin, then thick)
+        for sign, outside in beyond.items():
+            if outside:  # an arrow at the edge, and where each interval ends (thin, then thick)
                 axes.plot(sign * limit, position, marker=">" if sign > 0 else "<", color=colour, clip_on=False)
-                axes.annotate(", ".join(f"{end:+.2f}" for end in ends), (sign * limit, position),
+                axes.annotate(", ".join(f"{end:+.2f}" for end in outside), (sign * limit, position),
                               xytext=(-4 * sign, -11), textcoords="offset points", ha="right" if sign > 0 else "left",
                               fontsize="x-small", color=colour)
         axes.plot(mean, position, markers[row["technique"]], color=colour)

@@ -64,7 +64,7 @@ def write_comparison(out: Path, tables: RunTables, manifest: Manifest,
     return summary, files
 
 
-def as_stored(manifest: Manifest) -> dict:
+def as_stored(manifest: Manifest) -> Manifest:
     """Return a manifest as manifest.json stores it (tuples as lists), so that what is rendered from it is what
     verify and load render from the file."""
     return json.loads(json.dumps(manifest))
@@ -82,8 +82,8 @@ def comparison_figures(tables: RunTables, manifest: Manifest, summary: pd.DataFr
         "weight_histograms": plots.weight_histograms(tables.weights, tables.runs, techniques, title, reference),
         "cost": plots.cost_plot(summary, tables.runs, title),
     }
-    if manifest.get("tune"):
-        figures["sensitivity"] = plots.sensitivity(tuning, manifest["tune"], title)
+    if tune := manifest.get("tune"):
+        figures["sensitivity"] = plots.sensitivity(tuning, tune, title)
     return figures
 
 
@@ -100,12 +100,12 @@ def comparison_statistics(runs: pd.DataFrame, manifest: Manifest) -> tuple[pd.Da
     summary.insert(2, "tuned_score", [tuned[t]["score"] if t in tuned else math.nan for t in summary["technique"]])
     switched_off = summary["technique"].map(lambda t: bool(tuned.get(t, {}).get("off")))
     summary.loc[switched_off, "verdict"] = SWITCHED_OFF
-    if manifest.get("sequential"):  # --seeds auto: the verdicts are the confidence sequences', not the t-tests'
-        last = {arm: looks[-1] for arm, looks in manifest["sequential"]["looks"].items()}
+    if sequential := manifest.get("sequential"):  # --seeds auto: the verdicts are the sequences', not the t-tests'
+        last = {arm: looks[-1] for arm, looks in sequential["looks"].items()}
         for column, key in (("sequence_low", "low"), ("sequence_high", "high"), ("seeds_trained", "seeds")):
             summary[column] = [math.nan if t not in last or last[t][key] is None else last[t][key]
                                for t in summary["technique"]]
-        summary["looks"] = [len(manifest["sequential"]["looks"][t]) if t in last else math.nan
+        summary["looks"] = [len(sequential["looks"][t]) if t in last else math.nan
                             for t in summary["technique"]]
         decided = summary["technique"].isin(last) & ~switched_off
         summary.loc[decided, "verdict"] = [last[t]["verdict"] for t in summary.loc[decided, "technique"]]
@@ -195,8 +195,8 @@ def comparison_title(manifest: Manifest) -> str:
         " cosine" + (f" (warm-up {config['warmup_epochs']})" if config["warmup_epochs"] else ""))
     measured = ", measured at the highest-val-acc epoch" if protocol_of(manifest)["select"] == "best-val" else ""
     seeds = plural(len(manifest["seeds"]), "seed")
-    if manifest.get("sequential"):
-        trained = sorted(looks[-1]["seeds"] for looks in manifest["sequential"]["looks"].values())
+    if sequential := manifest.get("sequential"):
+        trained = sorted(looks[-1]["seeds"] for looks in sequential["looks"].values())
         seeds = (f"{trained[0]} to {trained[-1]} seeds per arm, added until decided" if trained[0] != trained[-1]
                  else f"{plural(trained[0], 'seed')} per arm, added until decided")
     return (f"{config['architecture']} {widths} {config['activation']}, {training_images(manifest, config['train_size'])}"
@@ -445,11 +445,13 @@ def sequence_level(sequential: dict) -> float:
 
 def sequential_text(name: str, row: pd.Series, manifest: Manifest) -> str:
     """Say one arm's sequential verdict: the seeds it took, its mean difference and its confidence sequence."""
-    level = sequence_level(manifest["sequential"])
+    sequential = manifest["sequential"]
+    assert sequential is not None  # an arm decided by sequential seeds
+    level = sequence_level(sequential)
     interval = (f"{_interval(row['sequence_low'], row['sequence_high'])} (anytime-valid, {level * 100:.4g}%)"
                 if pd.notna(row["sequence_low"]) else "an interval not yet bounded (too few pairs, or no spread)")
     if kind_of(row["verdict"]) is Kind.UNDECIDED:
-        needed = manifest["sequential"]["looks"][row["technique"]][-1].get("seeds_to_decide")
+        needed = sequential["looks"][row["technique"]][-1].get("seeds_to_decide")
         estimate = (f"deciding it would take about {needed} seeds, if the mean stayed and the SD were its 80% upper "
                     "confidence bound" if needed else "deciding it would take more than 1,000 seeds")
         return (f"{name}: **undecided** after {row['seeds_trained']:g} seeds, the most allowed: the effect lies within "
@@ -476,6 +478,7 @@ def sequential_paragraph(name: str, row: pd.Series, manifest: Manifest) -> str:
 def sequential_section(manifest: Manifest) -> str:
     """Show how sequential seeds decided: the rule, and every arm's looks."""
     sequential = manifest["sequential"]
+    assert sequential is not None  # a comparison with --seeds auto
     rows = [[arm, "; ".join(f"{look['seeds']} seeds: {look['verdict']}" for look in looks),
              "not yet bounded" if looks[-1]["low"] is None else _interval(looks[-1]["low"], looks[-1]["high"])]
             for arm, looks in sequential["looks"].items()]
@@ -537,6 +540,7 @@ def seeds_to_decide_text(row: pd.Series) -> str:
 def tuning_section(manifest: Manifest, tuning: pd.DataFrame) -> str:
     """Say how a --tune comparison chose its settings, with a table of the choices and the sensitivity figure."""
     tune, tuned = manifest["tune"], manifest["tuned"]
+    assert tune is not None and tuned is not None  # a comparison with --tune
     accuracy = tune["metric"] == "accuracy"
     shared = tune.get("shared", [])
 
@@ -622,7 +626,8 @@ def repeats_section(manifest: Manifest) -> str:
     """Show how much each arm's effect depends on the draw of the search: every repeat's choice and its mean paired
     test-accuracy difference on the evaluation seeds (--tune-repeats)."""
     repeats = manifest["tune_repeats"]
-    rows = []
+    assert repeats is not None  # a comparison with --tune-repeats
+    rows: list[list[str]] = []
     for label in manifest["techniques"]:
         diffs = [r["arms"][label]["test_accuracy_diff"] for r in repeats]
         cells = [("off" if r["arms"][label]["off"] else describe_params(

@@ -143,7 +143,8 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     splits = Splits.of(images)
     trained, tuned = 0, None
     # 2. With --tune, search first (rung by rung, then the races), choosing every arm's values on validation alone.
-    tuning_runs, given, repeats = 0, request, []
+    tuning_runs, given = 0, request
+    repeats: list[dict] = []
     if plan is not None:
         tuned, tuning_trained, tuning_runs = _tune(plan, request, splits, store, echo, executor)
         trained += tuning_trained
@@ -159,7 +160,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     configs = plan_runs(evaluated)
     trained += train_missing(configs, splits, store, echo, executor)
     # With --tune-repeats, repeat the whole search on tuning seeds of its own and evaluate each repeat's choices.
-    if plan is not None and plan.request.repeats > 1:
+    if plan is not None and tuned is not None and plan.request.repeats > 1:
         repeats, repeat_trained, repeat_runs = _repeat_searches(plan, tuned, given, evaluated, splits, store, echo,
                                                                 executor)
         trained, tuning_runs = trained + repeat_trained, tuning_runs + repeat_runs
@@ -167,9 +168,11 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     # directory already made from the same runs, options and code is left as it is.
     started = time.perf_counter()
     tables = store.load([c.run_id for c in configs]).labelled(arm_of_run(evaluated))
-    manifest = {**_manifest(request, base, images, tables.runs, plan, tuned), **({"tune_repeats": repeats} if repeats
-                                                                                else {}),
-                **({"sequential": _sequential_record(request, looks)} if looks else {})}
+    manifest = _manifest(request, base, images, tables.runs, plan, tuned)
+    if repeats:
+        manifest["tune_repeats"] = repeats
+    if looks:
+        manifest["sequential"] = _sequential_record(request, looks)
     tuning = tuned.table if tuned else None
     manifest["made_from"] = inputs_digest(tables, manifest, tuning)
     summary: pd.DataFrame | None = None
@@ -230,6 +233,7 @@ def _sequential_seeds(request: CompareRequest, splits: Splits, store: RunStore, 
     so a killed comparison resumes to the same looks."""
     from regbench.sequential import next_pairs
 
+    assert request.sequential is not None  # --seeds auto
     batch, most = request.sequential
     labels = [label for label, _ in request.settings if label not in switched_off]
     looks, trained = {label: [batch] for label in labels}, 0  # each arm's looks, in seeds trained
@@ -294,6 +298,7 @@ def _sequential_record(request: CompareRequest, looks: dict) -> dict:
     """Return the manifest's record of sequential seeds: the rule, and every arm's looks."""
     from regbench.sequential import ALPHA, METHOD
 
+    assert request.sequential is not None  # --seeds auto
     batch, most = request.sequential
     return {"method": METHOD, "alpha": ALPHA, "seed_batch": batch, "max_seeds": most, "looks": looks}
 
@@ -504,7 +509,8 @@ def manifest_identity(manifest: Manifest) -> dict:
     """Return what makes the comparison of `manifest` the one it is, as `_identity` gives it."""
     keys = ("config", "seeds", "baseline", "protocol", "tune", "sequential_seeds",
             *(() if manifest.get("tune") else ("techniques",)))
-    return {key: manifest[key] for key in keys if key in manifest}
+    stored = dict(manifest)
+    return {key: stored[key] for key in keys if key in stored}
 
 
 def _manifest(request: CompareRequest, base: RunConfig, images: Images, runs, plan: TunePlan | None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +28,7 @@ EFFECT_METRICS = ("test_accuracy", "test_crossentropy", "gap", "epochs_run", "se
 PRIMARY = "test_accuracy"  # the metric the verdict is about
 
 
-def analysis_of(manifest: dict) -> dict:
+def analysis_of(manifest: Mapping[str, Any]) -> dict:
     """Return how a comparison's effects are judged, as fractions: the equivalence margin and any planning target
     (the manifest states them in percentage points, as margin_pp and target_effect_pp; manifests before that as
     fractions, as margin and target_effect)."""

@@ -219,6 +219,7 @@ class RunStore:
                 if "locked" not in str(error) or attempt == 599:
                     raise
                 time.sleep(0.1)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def claim(self, run_id: str) -> bool:
         """Take a lease on training `run_id`; False if it is stored or another process's lease on it holds.
@@ -363,7 +364,9 @@ class RunStore:
             ).fetchall()
         order = {run_id: index for index, run_id in enumerate(run_ids)}
         stored.sort(key=lambda row: order[row[0]])
-        runs, epochs, weights = [], [], []
+        runs: list[dict] = []
+        epochs: list[dict] = []
+        weights: list[dict] = []
         for run_id, config, record, epoch_rows, finished_at in stored:
             config, record = with_added_defaults(json.loads(config)), json.loads(record)
             config["hidden"] = ",".join(str(width) for width in config["hidden"])

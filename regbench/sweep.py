@@ -152,7 +152,8 @@ class _Leases:
     """Renew this process's leases on the runs it has training, from a background thread, until they end."""
 
     def __init__(self, store: RunStore):
-        self.store, self.held, self.lock = store, set(), threading.Lock()
+        self.store, self.lock = store, threading.Lock()
+        self.held: set[str] = set()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._renew, name="regbench-leases", daemon=True)
 

@@ -58,7 +58,9 @@ class Param:
 
     def describe_search(self, bounds: tuple[float, float] | None = None) -> str:
         """Say how --tune searches this parameter, e.g. 'l2 in [1e-06, 0.1], log scale'."""
-        low, high = bounds or self.search
+        bounds = bounds or self.search
+        assert bounds is not None, self.name  # described only where it is searched
+        low, high = bounds
         return f"{self.name} in [{low:g}, {high:g}], {self.scale} scale" + (", integers" if self.kind is int else "")
 
     def allowed(self) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -223,6 +224,7 @@ def epoch_arrays(runner: EpochRunner, hooks: Hooks, config: RunConfig, split: Sp
                  epoch: int) -> tuple:
     """Return the training images and labels of one epoch made by the techniques' epoch_data hook (mixup's blends),
     in the epoch's visiting `order`, where `runner`'s backend trains from."""
+    assert hooks.epoch_data is not None  # called only for techniques that make each epoch's data
     classes = get_dataset(config.dataset).classes
     labels = np.eye(classes, dtype=np.float32)[split.y_train[order]]
     x, y = hooks.epoch_data(split.x_train[order], labels, layer_seed(config.seed, SEED_SLOTS["epoch-data"] + epoch))
@@ -460,7 +462,7 @@ def train_run(
     sets = epoch_sets(model, config, split)
     measure = runner.measure_with_epoch(model, sets) if variant.train_epoch is None else ()
     rows, status, diverged_epoch = [], "ok", None
-    best = {"epoch": None, "val_accuracy": -math.inf, "val_crossentropy": math.inf, "weights": None}
+    best: dict[str, Any] = {"epoch": None, "val_accuracy": -math.inf, "val_crossentropy": math.inf, "weights": None}
     for epoch in range(config.stop_epoch or config.epochs):  # a partial run stops at its stop_epoch
         order = batch_order(config.seed, epoch, len(split.y_train))
         if variant.train_epoch is not None:

@@ -27,6 +27,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 import optuna
@@ -168,9 +169,16 @@ def searches_for(setting: tuple[str, ...], ranges: dict, given: dict | None = No
     """Return the searches of a setting: every parameter with a declared range or a --search range, by name,
     but those its arm gives a value of (TECHNIQUE:NAME=VALUE), which stay as given; then the shared options."""
     params = sorted((param for name in setting for param in get_technique(name).params), key=lambda p: p.name)
-    own = [Search(param, *ranges.get(param.name, param.search)) for param in params
+    own = [Search(param, *_range(param, ranges)) for param in params
            if (param.name in ranges or param.search is not None) and param.name not in (given or {})]
-    return own + [Search(param, *ranges.get(name, param.search)) for name, param in (shared or {}).items()]
+    return own + [Search(param, *_range(param, ranges)) for param in (shared or {}).values()]
+
+
+def _range(param: Param, ranges: dict) -> tuple[float, float]:
+    """Return the range `param` is searched over: its --search range, else its declared one."""
+    bounds = ranges.get(param.name, param.search)
+    assert bounds is not None, param.name  # searches_for searches only parameters with a range
+    return bounds
 
 
 def _rounded(value: float, kind: type) -> float:
@@ -192,8 +200,8 @@ class Candidate:
 
     def config(self, base: RunConfig, seed: int, fraction: float = 1.0) -> RunConfig:
         """Return this candidate's run on `seed`, trained for `fraction` of its epochs (a partial run below 1)."""
-        config = replace(base, technique=self.technique, technique_params=self.params, seed=seed,
-                         **dict(self.shared))
+        shared: dict[str, Any] = dict(self.shared)
+        config = replace(base, technique=self.technique, technique_params=self.params, seed=seed, **shared)
         stop = max(1, round(config.epochs * fraction))
         return replace(config, stop_epoch=stop if stop < config.epochs else 0)
 
@@ -297,8 +305,9 @@ class Replay:
         study, trials, _ = propose(search.setting, search.searches, request.trials, request.metric, request.repeat)
         alive, pruned_at, full = list(range(len(trials))), {}, {}
         for rung, fraction in enumerate(RUNG_FRACTIONS):
-            scores = {index: self.score(search.trials[index], request.seeds, fraction) for index in alive}
-            if any(value is None for value in scores.values()):
+            scored = {index: self.score(search.trials[index], request.seeds, fraction) for index in alive}
+            scores = {index: values for index, values in scored.items() if values is not None}
+            if len(scores) < len(scored):
                 return None
             for index in list(alive):
                 mean = float(np.mean(scores[index]))
@@ -339,8 +348,9 @@ class Replay:
         seeds = list(self.plan.race_seeds)
         alive, count, means = list(entrants), len(self.plan.request.seeds), {}
         while True:
-            scores = {candidate: self.score(candidate, seeds[:count]) for candidate in alive}
-            if any(value is None for value in scores.values()):
+            scored = {candidate: self.score(candidate, seeds[:count]) for candidate in alive}
+            scores = {candidate: values for candidate, values in scored.items() if values is not None}
+            if len(scores) < len(scored):
                 return None
             for candidate, values in scores.items():
                 means[candidate] = float(np.mean(values))
@@ -431,8 +441,9 @@ class TunePlan:
                 self.baseline_candidate(), float(np.mean(scores)), len(scores), True, None, None, None, {}, {}, [])
         else:
             self.baseline_choice = replay.search(self.baseline, with_off=False)
-        choices = {name: replay.search(search) for name, search in self.searches.items()}
-        if replay.needed or self.baseline_choice is None or None in choices.values():
+        searched = {name: replay.search(search) for name, search in self.searches.items()}
+        choices = {name: choice for name, choice in searched.items() if choice is not None}
+        if replay.needed or self.baseline_choice is None or len(choices) < len(searched):
             return replay, None
         return replay, choices
 
@@ -499,7 +510,8 @@ def search_all(plans: list[TunePlan], train: Callable[[list[RunConfig]], pd.Data
     """Drive every plan's search to its choices: replay them all from the runs stored so far, have `train` train and
     return (as a runs table) what they ask for next, stage by stage; return each plan's outcome and how many tuning
     runs the searches read. `on_stage(stage, configs)` hears of each stage before it trains."""
-    rows, stage = {}, 0
+    rows: dict[str, pd.Series] = {}
+    stage = 0
     while True:
         replays = [plan.replay(rows) for plan in plans]
         todo = list({run_id: config for replay, _ in replays for run_id, config in replay.needed.items()}.values())
@@ -517,10 +529,11 @@ def rows_of(runs: pd.DataFrame, select: str) -> dict[str, pd.Series]:
     return {run_id: row for run_id, row in stats.selected(runs, select).set_index("run_id").iterrows()}
 
 
-def outcome(plan: TunePlan, replay: Replay, choices: dict[str, Choice]) -> TuneOutcome:
+def outcome(plan: TunePlan, replay: Replay, choices: dict[str, Choice] | None) -> TuneOutcome:
     """Gather the choices of a finished replay: the chosen values (off: the technique at its untreated values,
     which trains bit for bit as the baseline), the tuning table and the manifest's record."""
     baseline = plan.baseline_choice
+    assert baseline is not None and choices is not None  # a replay that needs no more runs has decided every search
     chosen_settings, shared = [], {BASELINE: baseline.candidate.shared}
     for name, params in plan.settings:
         choice = choices.get(name)
@@ -530,7 +543,7 @@ def outcome(plan: TunePlan, replay: Replay, choices: dict[str, Choice]) -> TuneO
         values = choice.candidate.values() if choice.candidate.number != OFF else {**dict(params), **_off_values(name)}
         chosen_settings.append((name, tuple(sorted((k, v) for k, v in values.items() if k not in plan.request.shared))))
         shared[name] = choice.candidate.shared
-    record = {"baseline_score": baseline.score,
+    record: dict[str, Any] = {"baseline_score": baseline.score,
               "baseline": _choice_record(baseline, plan.baseline) if plan.baseline else None,
               "chosen": {name: _choice_record(choice, plan.searches[name]) for name, choice in choices.items()},
               "trials": {name: _trials_record(plan.searches[name], choice) for name, choice in choices.items()}}
@@ -542,7 +555,7 @@ def outcome(plan: TunePlan, replay: Replay, choices: dict[str, Choice]) -> TuneO
 def _off_values(name: str) -> dict:
     """Return the values that switch every technique of arm `name` off (each has an untreated form)."""
     return {param: value for technique in technique_of(name).split("+")
-            for param, value in get_technique(technique).off_values().items()}
+            for param, value in (get_technique(technique).off_values() or {}).items()}
 
 
 def _choice_record(choice: Choice, search: SettingSearch) -> dict:
@@ -569,13 +582,15 @@ def _trials_record(search: SettingSearch, choice: Choice) -> list[dict]:
 
 def _table(plan: TunePlan, replay: Replay, choices: dict[str, Choice]) -> pd.DataFrame:
     """Return tuning.csv: a row per tuning run the searches read (partial rungs and race seeds included)."""
+    baseline = plan.baseline_choice
+    assert baseline is not None  # the searches are decided
     chosen = {(c.candidate.setting if c.candidate.number != OFF else BASELINE, c.candidate.number, c.candidate.shared)
-              for c in [*choices.values(), plan.baseline_choice]}
+              for c in [*choices.values(), baseline]}
     rows = []
     for run_id, (candidate, config) in replay.looked_up.items():
         row = replay.rows[run_id]
         setting = BASELINE if candidate.number == OFF else candidate.setting
-        number = plan.baseline_choice.candidate.number if candidate.number == OFF else candidate.number
+        number: int | None = baseline.candidate.number if candidate.number == OFF else candidate.number
         if candidate.number == OFF and plan.baseline is None:
             number = None
         rows.append({"setting": setting, "trial": None if setting == BASELINE and plan.baseline is None else number,
@@ -585,7 +600,7 @@ def _table(plan: TunePlan, replay: Replay, choices: dict[str, Choice]) -> pd.Dat
                      "status": row["status"], "val_accuracy": row["val_accuracy"],
                      "val_crossentropy": row["val_crossentropy"], "best_val_epoch": row["best_val_epoch"],
                      "chosen": (setting, candidate.number if candidate.number != OFF else
-                                plan.baseline_choice.candidate.number, candidate.shared) in chosen
+                                baseline.candidate.number, candidate.shared) in chosen
                                and not config.stop_epoch})
     table = pd.DataFrame(rows).drop_duplicates("run_id")
     table = table.sort_values(["setting", "trial", "epochs_trained", "seed"], key=_setting_order(plan),
@@ -610,6 +625,7 @@ def rederive(manifest: Manifest, tuning: pd.DataFrame) -> tuple[dict, list[str]]
     from regbench.config import with_added_defaults
 
     tune = manifest["tune"]
+    assert tune is not None  # a tuned comparison
     recorded = with_added_defaults(manifest["config"])  # its identity, which may carry keys that are not fields
     values = {spec.name: recorded[spec.name] for spec in fields(RunConfig) if spec.name in recorded}
     values["hidden"] = tuple(values["hidden"])

@@ -113,7 +113,7 @@ def verify_comparison(directory: Path, written: RunTables, manifest: Manifest, s
     result.checked.append(f"{', '.join(derived)} recomputed from runs.csv and epochs.csv, and the text of "
                           "REPORT.md and report.html re-rendered from them")
     result.unchecked.append("the figures' pixels")
-    if tuning is not None and "pruner" in manifest["tune"]:  # tuned before successive halving: not replayed
+    if tuning is not None and "pruner" in (manifest["tune"] or {}):  # tuned before successive halving: not replayed
         result.problems += _choice_differences(tuning, manifest)
         result.checked.append("each tuned setting's choice re-derived from tuning.csv (its successive halving "
                               "and race replayed from the tuning runs' validation scores)")
@@ -160,8 +160,9 @@ def _choice_differences(tuning: pd.DataFrame, manifest: Manifest) -> list[str]:
     from regbench.tune import rederive
 
     choices, problems = rederive(manifest, tuning)
-    recorded = {**manifest["tuned"]["chosen"], **({"none": manifest["tuned"]["baseline"]}
-                                                   if manifest["tuned"].get("baseline") else {})}
+    tuned = manifest["tuned"]
+    assert tuned is not None  # a tuned comparison
+    recorded = {**tuned["chosen"], **({"none": tuned["baseline"]} if tuned.get("baseline") else {})}
     for setting, choice in choices.items():
         mine = recorded.get(setting) or {}
         if choice["trial"] != mine.get("trial") or not math.isclose(choice["score"], mine.get("score", math.nan),
@@ -252,7 +253,7 @@ def _rerun(runs: pd.DataFrame, count: int, data: str | None, manifest: Manifest,
         fresh = train_run(config, split_images(images, *config.split_key)).record
         fresh = pd.DataFrame([{"run_id": config.run_id, **fresh}]).drop(
             columns=["weight_histogram", "keras_backend", *PROVENANCE_FIELDS], errors="ignore")
-        compared = [f"rerun of {config.run_id}", runs[runs["run_id"] == config.run_id], fresh, "run_id"]
+        compared = (f"rerun of {config.run_id}", runs[runs["run_id"] == config.run_id], fresh, "run_id")
         identical += not _differences(*compared, None)
         problems += _differences(*compared, tolerance, labels=("stored", "retrained"))
     where = ("exactly (this machine made them: same processor and versions)" if same_machine else

@@ -79,7 +79,7 @@ def _split(config: RunConfig, orders: WorkerOrders, sent: Images | None):
             _shared_splits[directory] = load_split(directory)
         return _shared_splits[directory]
     if orders.fingerprint not in _splits:
-        images = sent if sent is not None else read_images(Path(orders.path), config.dataset)
+        images = sent if sent is not None else read_images(Path(str(orders.path)), config.dataset)
         if images.fingerprint != orders.fingerprint:
             raise UsageError(f"{images.source}: this worker's copy has content fingerprint {images.fingerprint}, not "
                              f"{orders.fingerprint} as the submitting process's; give the workers the same file "

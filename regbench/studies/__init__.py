@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from regbench.config import RunConfig, run_settings
@@ -17,7 +18,7 @@ from regbench.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:  # annotations only: the executor module loads Dask, a study's context its figures
     from regbench.executor import Executor
-    from regbench.studies.context import Findings
+    from regbench.studies.context import Findings, StudyContext
 
 CATALOGUE = {  # name -> (the claim, the question it answers)
     "weight-decay": ("L2 regularization is weight decay",
@@ -69,8 +70,8 @@ class PlannedStudy:
     """A study whose options, data and output directory have been checked, ready to run."""
 
     name: str
-    module: object  # the study's module: its presets, run() and SWEEPS
-    context: object  # the StudyContext it runs in
+    module: ModuleType  # the study's module: its presets, run() and SWEEPS
+    context: StudyContext  # where it runs
     out: Path
     store_path: Path  # the run store, created when the study runs
 

@@ -41,10 +41,10 @@ def run(context: StudyContext) -> Findings:
     outcomes, _ = search_all(list(plans.values()), lambda todo: context.runs(todo).runs, "final")  # all at once
     configs, labels, tuned = [], {}, {}
     for width, outcome in zip(plans, outcomes):
-        arms = {BASELINE: (BASELINE, ()), **{f"{t} fixed": (t, p) for t, p in fixed},
-                **{f"{t} tuned": (t, p) for t, p in outcome.settings}}
+        settings = {BASELINE: (BASELINE, ()), **{f"{t} fixed": (t, p) for t, p in fixed},
+                    **{f"{t} tuned": (t, p) for t, p in outcome.settings}}
         tuned[width] = {t: dict(p) for t, p in outcome.settings}
-        for arm, (technique, params) in arms.items():
+        for arm, (technique, params) in settings.items():
             for config in context.configs(hidden=(width,), technique=technique, technique_params=params):
                 configs.append(config)
                 labels[config.run_id] = arm

@@ -70,15 +70,21 @@ class StudyContext:
                                         technique_params=resolve_params((technique,), {param: value}))
         return configs
 
+    @property
+    def opened_store(self) -> RunStore:
+        """Return the run store, which run_study opens once every check has passed."""
+        assert self.store is not None, "the study's store is opened when it runs"
+        return self.store
+
     def runs(self, configs: list[RunConfig]) -> RunTables:
         """Train what the store lacks of `configs` and return their tables."""
         configs = list(dict.fromkeys(configs))
-        self.trained += train_missing(configs, self.splits, self.store, self.echo, self.executor)
-        return self.store.load([c.run_id for c in configs])
+        self.trained += train_missing(configs, self.splits, self.opened_store, self.echo, self.executor)
+        return self.opened_store.load([c.run_id for c in configs])
 
     def models(self, configs: list[RunConfig]) -> list:
         """Return the trained Keras models of `configs`, training what is missing."""
-        models, trained = trained_models(configs, self.splits, self.store, self.echo, self.executor)
+        models, trained = trained_models(configs, self.splits, self.opened_store, self.echo, self.executor)
         self.trained += trained
         return models
 

@@ -3,7 +3,9 @@ score against training on and against the best-validation checkpoint of the same
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -17,7 +19,7 @@ FULL = Preset(config={"epochs": 50}, seeds=5,
               grid={"patiences": (1, 3, 5, 10), "gl_alphas": (1.0, 2.0, 5.0), "keras_check_patience": 3})
 QUICK = Preset(config={**QUICK_CONFIG, "epochs": 6, "lr": 0.01}, seeds=2,  # fast enough to stop early
                grid={"patiences": (1, 2), "gl_alphas": (1.0,), "keras_check_patience": 1})
-SWEEPS = {}
+SWEEPS: dict[str, str] = {}  # the options this study sets itself: none
 MONITORS = {  # what a rule watches -> (epoch column, the error it minimizes from that column's values)
     "val cross-entropy": ("val_crossentropy", lambda values: values),
     "val accuracy": ("val_accuracy", lambda values: 1.0 - values),  # Prechelt's GL is defined on an error
@@ -46,13 +48,13 @@ def run(context: StudyContext) -> Findings:
     )
 
 
-def rules_of(grid: dict) -> list[tuple[str, str, callable]]:
+def rules_of(grid: dict) -> list[tuple[str, str, Callable[[np.ndarray], int]]]:
     """Return every (rule name, monitor, stop function of the monitored error) the grid names."""
-    rules = []
+    rules: list[tuple[str, str, Callable[[np.ndarray], int]]] = []
     for monitor in MONITORS:
-        rules += [(f"patience {p} on {monitor}", monitor, lambda error, p=p: stop_by_patience(error, p))
+        rules += [(f"patience {p} on {monitor}", monitor, functools.partial(stop_by_patience, patience=p))
                   for p in grid["patiences"]]
-        rules += [(f"GL > {a:g} on {monitor}", monitor, lambda error, a=a: stop_by_generalization_loss(error, a))
+        rules += [(f"GL > {a:g} on {monitor}", monitor, functools.partial(stop_by_generalization_loss, alpha=a))
                   for a in grid["gl_alphas"]]
     return rules
 
@@ -114,7 +116,7 @@ def outcome_table(stops: pd.DataFrame) -> pd.DataFrame:
     comparison, and against the checkpoint one per checkpoint they share; a rule that restores its checkpoint on
     every seed compares identical weights, which is no test and is left out of the family.
     """
-    comparisons = {}  # (reference, restored epochs, reference epochs) -> the rules that make it
+    comparisons: dict[tuple, list[str]] = {}  # (reference, restored epochs, reference epochs) -> the rules that make it
     for rule, mine in stops.groupby("rule", sort=False):
         restored = tuple(mine["restored_epoch"])
         for reference, epochs in (("end", tuple(mine["stop_epoch"] + mine["epochs_saved"])),

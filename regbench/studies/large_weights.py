@@ -28,7 +28,7 @@ FULL = Preset(
 )
 QUICK = Preset(config={**QUICK_CONFIG, "planted": 10}, seeds=2,
                grid={"settings": {"l1": ("l1", (1e-4,)), "dropout": ("rate", (0.5,))}, "outlier_factor": 10})
-SWEEPS = {}
+SWEEPS: dict[str, str] = {}  # the options this study sets itself: none
 NEEDS = {"architecture": ("mlp", "it reads each input pixel's outgoing weights in the first dense layer"),
          "dataset": ("mnist", "it plants pixels in a row that is blank in every MNIST image")}
 RATIOS = {  # measured per run -> what the report calls it; compared as paired log ratios

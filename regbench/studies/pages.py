@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from regbench import report
 from regbench.config import STUDY_FIELDS, RunConfig, with_added_defaults
@@ -34,7 +35,7 @@ def write_study(out: Path, name: str, claim: str, question: str, context: StudyC
     wall = time.perf_counter() - started
     runs = findings.tables["runs"]
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    training = {"wall_seconds": wall, "runs_trained": context.trained, "date": now, "command": command}
+    training: dict[str, Any] = {"wall_seconds": wall, "runs_trained": context.trained, "date": now, "command": command}
     if context.trained == 0:  # a re-render: keep the wall time of the invocation that trained the runs
         training = _earlier_training(out, name, context) or training
     images = {key: report.png(figure) for key, figure in findings.figures.items()}
@@ -62,7 +63,7 @@ found the rest in the run store. This report was written by `{command}` in {wall
 {grid}
 
 Data: {context.images.description}, from `{context.images.source}` (fingerprint {context.base.data}). Runs are kept in the run store
-`{context.store.path}` and reused by every later study or comparison with the same settings.
+`{context.opened_store.path}` and reused by every later study or comparison with the same settings.
 """
     manifest = {
         **context.identity(name), "claim": claim, "question": question, "verdict": findings.verdict,
