@@ -44,8 +44,8 @@ def main() -> None:
     from regbench.store import RunStore
 
     splits = Splits(load_images(args.data))
-    base = RunConfig(train_size=len(splits.get(None).y_train), backend="jax", device="cpu", data=splits.images.fingerprint,
-                     schedule="cosine")
+    base = RunConfig(train_size=len(splits.get(None).y_train), backend="jax", device="cpu",
+                     data=splits.images.fingerprint, schedule="cosine")
     arms = [(f"cosine {epochs}", replace(base, epochs=epochs)) for epochs in budgets]
     arms.append((f"constant {budgets[-1]}", replace(base, epochs=budgets[-1], schedule="constant")))
     configs = [replace(config, seed=seed) for _, config in arms for seed in range(args.seeds)]

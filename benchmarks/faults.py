@@ -123,7 +123,8 @@ def bad_inputs(work: Path) -> tuple[int, int]:
 
 
 def file_faults(work: Path) -> tuple[int, int]:
-    """Try the bad files and places (a foreign database as store, /proc as output, a gzip as data); return (tried, clear)."""
+    """Try the bad files and places (a foreign database as store, /proc as output, a gzip as data); return (tried,
+    clear)."""
     foreign, gzipped = work / "someone-elses.sqlite", work / "mnist.npz.gz"
     with sqlite3.connect(foreign) as db:
         db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
@@ -185,7 +186,8 @@ def main() -> None:
             (f"--jobs {jobs}: resumed runs identical to an uninterrupted sweep", "yes" if identical else "NO"),
             (f"--jobs {jobs}: backend that trained the runs", ", ".join(sorted(backends))),
             (f"--jobs {jobs}: store integrity_check", ", ".join(sorted(integrity))),
-            (f"--jobs {jobs}: worker processes left running 15 s after their client was killed", str(result["orphans"])),
+            (f"--jobs {jobs}: worker processes left running 15 s after their client was killed",
+             str(result["orphans"])),
         ]
         failed |= bool(lost or twice or exits != [0] or not identical or integrity != {"ok"} or backends != {"jax"}
                        or result["survived"] != landed or result["orphans"])

@@ -1,6 +1,7 @@
 """One speed lever, timed on full MNIST in this process (run by speed.py; prints one JSON line).
 
-Usage: python levers.py MNIST_NPZ tf-fit THREADS | tf-epoch | jax-fit | jax-fused | jax-together RUNS | tf-run new|shared
+Usage: python levers.py MNIST_NPZ LEVER, LEVER one of
+    tf-fit THREADS | tf-epoch | jax-fit | jax-fused | jax-together RUNS | tf-run new|shared
 Times the second epoch (the first compiles) of the default model; seconds per model-epoch, training only.
 tf-fit is Keras' `fit` on the epoch's shuffled arrays; tf-epoch is regbench's TensorFlow epoch (one thread): `fit` of
 batches gathered from the training tensors.

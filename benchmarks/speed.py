@@ -263,7 +263,8 @@ def main_table(rows: list[dict], floor: dict, reference: dict) -> str:
 
 
 def targets_table(rows: list[dict], floor: dict, reference: dict, seeds: int, epochs: int) -> tuple[str, bool]:
-    """Render every regbench row against each target; return the table and whether some row of each backend meets all."""
+    """Render every regbench row against each target; return the table and whether some row of each backend meets
+    all."""
     a_mean, a_sd = spread(reference["baseline_acc"])
     floor_per_model_epoch = max(floor["compute_floor"], floor["optimizer_floor"])
     lines = [f"| setup | speed-up over (a) (TF: 2x, JAX: 6x) | `compare --technique dropout --seeds {seeds}` wall "
@@ -286,7 +287,8 @@ def targets_table(rows: list[dict], floor: dict, reference: dict, seeds: int, ep
                      f"{memory:.2f}x{marks[2]} | {abs(mean - a_mean) * 100:.2f} pp apart, spread "
                      f"{max(sd, a_sd) * 100:.2f} pp{marks[3]} | {'yes' if all(checks) else 'no'} |")
     lines.append("")
-    lines.append(f"The floor of {seeds * 2} runs of {epochs} epochs: {floor_per_model_epoch * seeds * 2 * epochs:.1f} s "
+    lines.append(f"The floor of {seeds * 2} runs of {epochs} epochs: "
+                 f"{floor_per_model_epoch * seeds * 2 * epochs:.1f} s "
                  f"({floor_per_model_epoch:.3f} s per model-epoch, the larger of the two floors below). The 4x target "
                  "is set for the fastest backend (JAX); TensorFlow's figure is shown for comparison.")
     return "\n".join(lines), all(met_by_backend.values())
@@ -417,7 +419,8 @@ def warm_table(rows: list[dict]) -> str:
         target = WARM_TARGETS[row["epochs"]][row["backend"]] if row["call"] > 1 else None
         met = "–" if target is None else ("yes" if row["ratio"] >= target else "NO")
         what = "first (start-up, data, compile)" if row["call"] == 1 else "warm"
-        lines.append(f"| {row['backend']}{', jobs=2' if row.get('jobs', 1) > 1 else ''}, call {row['call']}: {what} | {row['epochs']} | {row['wall']:.1f} | "
+        jobs = ", jobs=2" if row.get("jobs", 1) > 1 else ""
+        lines.append(f"| {row['backend']}{jobs}, call {row['call']}: {what} | {row['epochs']} | {row['wall']:.1f} | "
                      f"{row['ratio']:.2f}x | {'–' if target is None else f'>= {target:g}x'} | {met} |")
     return "\n".join(lines)
 
@@ -460,7 +463,8 @@ def jobs_table(rows: list[dict], startup: dict) -> str:
         before = REPLACED_JOBS_2.get(row["row"])
         if before:
             lines.append(f"| {row['row']} | {before['before']} | {before['s_per_model_epoch']:.3f} | "
-                         f"{row['s_per_model_epoch']:.3f} | {row['s_per_model_epoch'] / before['s_per_model_epoch']:.2f}x"
+                         f"{row['s_per_model_epoch']:.3f} | "
+                         f"{row['s_per_model_epoch'] / before['s_per_model_epoch']:.2f}x"
                          f" | {before['peak_rss'] / 2**30:.2f} GiB | {row['peak_rss'] / 2**30:.2f} GiB | "
                          f"{row['peak_pss'] / 2**30:.2f} GiB |")
     lines += ["", "TensorFlow's `--jobs 2` is a local Dask cluster of two one-core worker processes; JAX's is two runs "

@@ -192,8 +192,9 @@ def _run_options(command_defaults: bool):
         click.option("--architecture", type=click.Choice(ARCHITECTURES), default=default("mlp"),
                      show_default=command_defaults, help=hint.strip() or None),
         click.option("--hidden", type=_IntList(1), default=None,
-                     help="Hidden dense widths [default: " + ("128,64 for mlp; 128 for the cnn's head" if command_defaults
-                                                          else "the study's; 128 for the cnn's head") + "]."),
+                     help="Hidden dense widths [default: "
+                     + ("128,64 for mlp; 128 for the cnn's head" if command_defaults
+                        else "the study's; 128 for the cnn's head") + "]."),
         click.option("--activation", type=click.Choice(ACTIVATIONS), default=default("relu"),
                      show_default=command_defaults, help=hint.strip() or None),
         click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None, help=preset.strip()),
@@ -423,20 +424,23 @@ def report(directory):
     started = time.perf_counter()
     summary, files = rebuild_report(directory)
     click.echo(format_summary(summary))
-    click.echo(f"wrote {len(files)} files to {directory}/ (REPORT.md, report.html) in {time.perf_counter() - started:.1f} s")
+    click.echo(f"wrote {len(files)} files to {directory}/ (REPORT.md, report.html) in "
+               f"{time.perf_counter() - started:.1f} s")
 
 
 @cli.command()
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--store", type=click.Path(dir_okay=False), default=str(DEFAULT_STORE), show_default=True,
-              help="The run store the comparison was made from (its runs are also checked against it, if it holds them).")
+              help="The run store the comparison was made from (its runs are also checked against it, if it holds "
+                   "them).")
 @click.option("--rerun", type=click.IntRange(0), default=0, show_default=True,
               help="Also retrain this many random runs from their recorded configuration and compare every number "
                    "but timings.")
 @click.option("--data", type=click.Path(), default=None,
               help="The comparison's images (an .npz or a directory of idx files), for --rerun.")
 def verify(directory, store, rerun, data):
-    """Check a compare DIRECTORY: recompute its tables and report from its runs, match the store; exit 1 on a difference."""
+    """Check a compare DIRECTORY: recompute its tables and report from its runs, match the store; exit 1 on a
+    difference."""
     from regbench.outputs import read_comparison
 
     written, manifest = read_comparison(Path(directory))

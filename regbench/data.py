@@ -1,4 +1,5 @@
-"""The dataset registry; load, validate, identify, split and subset a dataset's images (the only module that reads data)."""
+"""The dataset registry; load, validate, identify, split and subset a dataset's images (the only module that reads
+data)."""
 
 from __future__ import annotations
 
@@ -136,7 +137,8 @@ class Split:
 
 
 def validate_arrays(arrays: dict, source: str, dataset: Dataset) -> None:
-    """Raise UsageError naming `source` unless `arrays` hold images of `dataset`'s shape and classes in Keras' layout."""
+    """Raise UsageError naming `source` unless `arrays` hold images of `dataset`'s shape and classes in Keras'
+    layout."""
     missing = [key for key in EXPECTED_KEYS if key not in arrays]
     if missing:
         raise UsageError(
@@ -307,8 +309,8 @@ def _remember(path: Path, images: Images) -> None:
 
 
 _MAGIC = [(b"PK\x03\x04", "zip"), (b"PK\x05\x06", "an empty zip archive"), (b"\x1f\x8b", "a gzip file"),
-          (b"\x93NUMPY", "a single .npy array"), (b"\x80", "a Python pickle"), (b"SQLite format 3", "an SQLite database"),
-          (b"BZh", "a bzip2 file"), (b"\xfd7zXZ", "an xz file")]
+          (b"\x93NUMPY", "a single .npy array"), (b"\x80", "a Python pickle"),
+          (b"SQLite format 3", "an SQLite database"), (b"BZh", "a bzip2 file"), (b"\xfd7zXZ", "an xz file")]
 
 
 def _file_kind(path: Path) -> str:

@@ -60,7 +60,8 @@ def require(target: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise UsageError(f"--{target} needs {module}, which is not installed: pip install 'regbench[{extra}]'") from None
+        raise UsageError(f"--{target} needs {module}, which is not installed: pip install "
+                         f"'regbench[{extra}]'") from None
 
 
 def load_comparison(directory: Path, store_path: Path) -> Comparison:

@@ -15,8 +15,9 @@ from regbench.variants import RescaledDense, variant_of
 class GhostBatchNormalization(keras.layers.BatchNormalization):
     """BatchNormalization whose training statistics come from groups of `group` consecutive images of each batch
     (ghost batch normalization; TensorFlow 1's virtual_batch_size). The moving statistics average the groups'
-    means and their variances times n/(n − 1) (n values per group and channel), so that inference normalizes with unbiased estimates whatever the
-    group size (the biased variance of 4 images is 3/4 of the population's on average)."""
+    means and their variances times n/(n − 1) (n values per group and channel), so that inference normalizes with
+    unbiased estimates whatever the group size (the biased variance of 4 images is 3/4 of the population's on average).
+    """
 
     def __init__(self, group: int, **options):
         super().__init__(**options)

@@ -191,7 +191,8 @@ def check_same_comparison(out: Path, identity: dict, force: bool) -> None:
         return  # nothing there that regbench wrote (or nothing readable): a missing manifest is new results
     wanted = json.loads(json.dumps(nan_to_none(identity)))
     if isinstance(earlier.get("config"), dict) and "config" in wanted:  # fields added since mean their defaults
-        earlier["config"], wanted["config"] = with_added_defaults(earlier["config"]), with_added_defaults(wanted["config"])
+        earlier["config"] = with_added_defaults(earlier["config"])
+        wanted["config"] = with_added_defaults(wanted["config"])
     if "protocol" in wanted and "study" not in earlier:
         earlier.setdefault("protocol", LEGACY_PROTOCOL)
         earlier.setdefault("baseline", {BASELINE: {}})

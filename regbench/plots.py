@@ -280,7 +280,8 @@ def sensitivity(tuning: pd.DataFrame, tune: dict, title: str) -> Figure:
             axes.plot(chosen[f"param_{name}"].iloc[0], chosen[metric].mean() * scale, "*", markersize=15,
                       color="black", label="chosen")
         if len(baseline):
-            axes.axhline(baseline.mean(), color="#4d4d4d", linestyle="--", linewidth=1, label="none, no regularization (mean)")
+            axes.axhline(baseline.mean(), color="#4d4d4d", linestyle="--", linewidth=1,
+                         label="none, no regularization (mean)")
         search = searches[setting][name]
         axes.set(xscale="log" if search["scale"] == "log" else "linear", xlabel=name, ylabel=unit, title=setting)
         axes.xaxis.set_minor_formatter(NullFormatter())  # a range within a decade: no crowd of minor labels

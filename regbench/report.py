@@ -160,7 +160,8 @@ def rebuild_report(directory: str | Path) -> tuple[pd.DataFrame, list[Path]]:
 
 
 def rebuild_study_page(directory: Path) -> dict | None:
-    """Re-render a study directory's report.html from its REPORT.md and figures; return its manifest (None: no study)."""
+    """Re-render a study directory's report.html from its REPORT.md and figures; return its manifest (None: no
+    study)."""
     try:
         manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -170,7 +171,8 @@ def rebuild_study_page(directory: Path) -> dict | None:
     try:
         body = (directory / "REPORT.md").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"{directory}/REPORT.md: cannot be read ({error}); rerun `{manifest.get('command')}`") from None
+        raise UsageError(f"{directory}/REPORT.md: cannot be read ({error}); rerun "
+                         f"`{manifest.get('command')}`") from None
     names = re.findall(r"\]\(([\w.-]+)\.png\)", body)
     missing = [name for name in names if not (directory / f"{name}.png").is_file()]
     if missing:
@@ -199,8 +201,9 @@ def comparison_title(manifest: Manifest) -> str:
         trained = sorted(looks[-1]["seeds"] for looks in sequential["looks"].values())
         seeds = (f"{trained[0]} to {trained[-1]} seeds per arm, added until decided" if trained[0] != trained[-1]
                  else f"{plural(trained[0], 'seed')} per arm, added until decided")
-    return (f"{config['architecture']} {widths} {config['activation']}, {training_images(manifest, config['train_size'])}"
-            f", {seeds}; {config['optimizer']} lr {config['lr']:g}{schedule}, "
+    return (f"{config['architecture']} {widths} {config['activation']}, "
+            f"{training_images(manifest, config['train_size'])}, {seeds}; "
+            f"{config['optimizer']} lr {config['lr']:g}{schedule}, "
             f"batch {config['batch_size']}, {plural(config['epochs'], 'epoch')} max{measured}, "
             f"{config['backend']}/{config['device']}")
 
@@ -695,7 +698,8 @@ def report_markdown(manifest: Manifest, runs: pd.DataFrame, epochs: pd.DataFrame
                       for name, params in manifest["techniques"].items()]
     if reference != BASELINE:
         technique_rows.insert(0, [f"{reference} (baseline)", describe_params(reference_params) or "–"])
-    run_rows = [[technique, ", ".join(f"`{run_id}`" for run_id in ids)] for technique, ids in manifest["run_ids"].items()]
+    run_rows = [[technique, ", ".join(f"`{run_id}`" for run_id in ids)]
+                for technique, ids in manifest["run_ids"].items()]
     pairs = int(summary["pairs"].max()) if summary["pairs"].notna().any() else 0
     margin = stats.analysis_of(manifest)["margin"]
     diverged = runs[runs["status"] != "ok"]

@@ -402,7 +402,8 @@ def parse_setting(text: str) -> tuple[str, ...]:
 
 def applicable(architecture: str) -> list[str]:
     """Return every technique but the baseline that applies to `architecture` (what `--technique all` means)."""
-    return [name for name, technique in TECHNIQUES.items() if name != BASELINE and architecture in technique.architectures]
+    return [name for name, technique in TECHNIQUES.items()
+            if name != BASELINE and architecture in technique.architectures]
 
 
 def check_architecture(settings, architecture: str) -> None:
@@ -410,8 +411,9 @@ def check_architecture(settings, architecture: str) -> None:
     for names in settings:
         for name in names:
             if architecture not in get_technique(name).architectures:
-                raise UsageError(f"technique {name} needs --architecture {' or '.join(get_technique(name).architectures)}"
-                                 f"; it does not apply to the {architecture}")
+                needed = " or ".join(get_technique(name).architectures)
+                raise UsageError(f"technique {name} needs --architecture {needed}; it does not apply to the "
+                                 f"{architecture}")
 
 
 def compared_params(settings: list[tuple[str, ...]]) -> dict[str, Param]:
@@ -480,7 +482,8 @@ def check_groups(settings, batch_size: int, train_size: int) -> None:
     last = train_size % batch_size or batch_size
     for name, params in settings:
         group = dict(params).get("group")
-        if group is not None and "ghost-batchnorm" in technique_of(name).split("+") and (batch_size % group or last % group):
+        ghost = "ghost-batchnorm" in technique_of(name).split("+")
+        if group is not None and ghost and (batch_size % group or last % group):
             raise UsageError(f"ghost-batchnorm group={group:g} must divide the batch size {batch_size} and the last "
                              f"batch of an epoch ({last} of {train_size} images); choose a divisor of both")
 

@@ -575,7 +575,8 @@ def _measure(model, config: RunConfig, split: Split, known: dict | None = None) 
     for part, x, y in (("val", split.x_val, split.y_val), ("test", split.x_test, split.y_test),
                        ("train", split.x_train, split.y_train)):
         if f"{part}_accuracy" not in measured:
-            measured[f"{part}_crossentropy"], measured[f"{part}_accuracy"] = epoch_runner().evaluate(model, config, x, y)
+            crossentropy, accuracy = epoch_runner().evaluate(model, config, x, y)
+            measured[f"{part}_crossentropy"], measured[f"{part}_accuracy"] = crossentropy, accuracy
     measured["gap"] = measured["train_accuracy"] - measured["test_accuracy"]
     return measured
 

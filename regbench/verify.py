@@ -127,7 +127,8 @@ def verify_comparison(directory: Path, written: RunTables, manifest: Manifest, s
             key = ["run_id", "epoch"] if name == "epochs" else ["run_id", "bin_low"] if name == "weights" else "run_id"
             result.problems += _differences(f"{name}.csv", mine[mine["run_id"].isin(held)], getattr(stored, name),
                                             key, labels=("in the file", "in the store"))
-        result.checked.append(f"runs.csv, epochs.csv and weights.csv against the {len(held)} of its runs in {store_path}")
+        result.checked.append(f"runs.csv, epochs.csv and weights.csv against the {len(held)} of its runs in "
+                              f"{store_path}")
     if len(held) < len(named):
         result.unchecked.append(f"{len(named) - len(held)} of {len(named)} runs against a store ({store_path} "
                                 "does not hold them; pass --store to name the one the comparison was made with)")

@@ -51,7 +51,8 @@ def test_compare_writes_every_output_and_a_rerun_trains_nothing(runner, tmp_path
     assert manifest["config"]["train_size"] == 200 and manifest["seeds"] == [0, 1]
     assert manifest["protocol"] == {"name": "course", "select": "final"}  # the default protocol: final weights
     assert {"python", "keras", "numpy", "tensorflow", "regbench"} <= set(manifest["versions"])
-    assert manifest["device"]["kind"] == "cpu" and manifest["techniques"] == {"dropout": {"input_rate": 0.0, "rate": 0.5}}
+    assert manifest["device"]["kind"] == "cpu"
+    assert manifest["techniques"] == {"dropout": {"input_rate": 0.0, "rate": 0.5}}
     assert "4 runs trained, 0 reused" in first.stdout
     assert ("[run 4/4] dropout input_rate=0 rate=0.5 seed 1 (200 images, batch 32, mlp 128-64) epoch 1/1"
             in first.stderr and "left" in first.stderr)
@@ -61,14 +62,16 @@ def test_compare_writes_every_output_and_a_rerun_trains_nothing(runner, tmp_path
     assert again.stdout.splitlines()[:3] == first.stdout.splitlines()[:3]  # the same summary table
     assert f"{out}/ is up to date: its 15 files were made from these runs, options and code" in again.stdout
     # Every run stored and nothing changed: no backend, statistics or figures are loaded.
-    arguments = ["compare", "--technique", "dropout", *TINY, "--out", str(out), "--store", str(tmp_path / "store.sqlite")]
+    arguments = ["compare", "--technique", "dropout", *TINY, "--out", str(out),
+                 "--store", str(tmp_path / "store.sqlite")]
     assert loaded(arguments, 0, ("keras", "tensorflow", "jax", "scipy", "matplotlib")) == []
     written = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
     (out / "cost.png").unlink()  # a file gone, or changed, is written again, with the rest
     redone = compare(runner, tmp_path, "--technique", "dropout", *TINY)
     assert "0 runs trained, 4 reused; wrote 15 files" in redone.stdout and (out / "cost.png").exists()
     (out / "REPORT.md").write_text((out / "REPORT.md").read_text() + " ")
-    assert "0 runs trained, 4 reused; wrote 15 files" in compare(runner, tmp_path, "--technique", "dropout", *TINY).stdout
+    again = compare(runner, tmp_path, "--technique", "dropout", *TINY)
+    assert "0 runs trained, 4 reused; wrote 15 files" in again.stdout
     assert all((out / name).stat().st_mtime_ns > mtime for name, mtime in written.items())
 
     shared = compare(runner, tmp_path, "--technique", "dropout,l2", *TINY, out="two")
@@ -332,7 +335,8 @@ def test_protocol_presets_are_resolved_recorded_and_overridden(runner, tmp_path)
     epochs = pd.read_csv(tmp_path / "out" / "epochs.csv")
     best = epochs.groupby("run_id")["val_accuracy"].max()  # the best epoch's weights, measured again
     assert np.allclose(runs.set_index("run_id").loc[best.index, "best_val_accuracy"], best, atol=1e-6)
-    assert "its selected epoch (the epoch of highest validation accuracy" in (tmp_path / "out" / "REPORT.md").read_text()
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "its selected epoch (the epoch of highest validation accuracy" in report
     # the course protocol on the same store: other runs (a constant learning rate), none of them stored
     course = compare(runner, tmp_path, *tiny, "--epochs", "3", "--dry-run", out="course")
     assert course.exit_code == 0 and course.stdout.count("  to train\n") == 4, course.output

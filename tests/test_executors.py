@@ -157,8 +157,8 @@ def test_runs_in_threads_train_at_once_are_stored_as_they_end_and_stop_together(
     assert time.monotonic() - started < 5 and len(epochs_after) <= 10  # not the 500 epochs each had left
     assert most[0] == 2 and not training  # two at a time, and every lane ended
     assert store.finished([config.run_id for config in todo]) == {short.run_id} and store.claims() == {}
-    assert stop == "error" or lines[-1] == ("interrupted: 1 of 4 runs stored, 3 left (the runs in progress are lost); rerun the same "
-                         "command to resume")
+    assert stop == "error" or lines[-1] == ("interrupted: 1 of 4 runs stored, 3 left (the runs in progress are lost); "
+                                            "rerun the same command to resume")
 
 
 def test_tensorflow_jobs_2_matches_one_process_and_survives_a_killed_worker(tmp_path):

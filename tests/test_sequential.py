@@ -38,7 +38,8 @@ def test_error_rates_hold_under_the_stopping_rule(skewed):
     decided = np.mean([look.verdict.decided for arms in null for look in arms.values()])
     assert decided > 0.9, decided  # and the rule does decide: equivalent, mostly within the 40 seeds
     at_margin = [sequential_verdicts([1.0, 1.0, -1.0], skewed, rng) for _ in range(runs)]
-    false_equivalent = np.mean([any(look.verdict.kind is Kind.EQUIVALENT for look in arms.values()) for arms in at_margin])
+    false_equivalent = np.mean([any(look.verdict.kind is Kind.EQUIVALENT for look in arms.values())
+                                for arms in at_margin])
     assert false_equivalent <= 0.05, false_equivalent
 
 

@@ -81,7 +81,8 @@ def test_a_file_that_is_not_a_run_store_is_refused_and_left_byte_for_byte(tmp_pa
         db.execute("CREATE TABLE runs (run_id TEXT PRIMARY KEY, config TEXT)")
         db.execute("PRAGMA user_version = 1")
     for path, message in ((foreign, "not a regbench run store (an SQLite database of another application)"),
-                          (ours_in_name, "not a regbench run store of version 1 (it holds runs, not the tables of this")):
+                          (ours_in_name,
+                           "not a regbench run store of version 1 (it holds runs, not the tables of this")):
         before = path.read_bytes()
         for create in (True, False):
             with pytest.raises(UsageError, match=re.escape(message)):

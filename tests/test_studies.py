@@ -150,7 +150,8 @@ def test_seed_slopes_take_one_slope_per_seed():
     (["study", "batchnorm-noise", "--quick", "--batch-size", "64"], "study batchnorm-noise sets --batch-size itself"),
     (["study", "dropout-scaling", "--quick", "--activation", "tanh"], "study dropout-scaling sets --activation itself"),
     (["study", "large-weights", "--quick", "--architecture", "cnn"], "study large-weights needs --architecture mlp"),
-    (["study", "strength", "--quick", "--config", "/no/such/study.toml"], "--config /no/such/study.toml: cannot be read"),
+    (["study", "strength", "--quick", "--config", "/no/such/study.toml"],
+     "--config /no/such/study.toml: cannot be read"),
 ])
 def test_study_mistakes_exit_2_with_one_line(runner, tmp_path, args, message):
     """Every study is checked before any trains: nothing is trained or written."""

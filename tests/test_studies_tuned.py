@@ -63,7 +63,8 @@ def test_early_stopping_counts_rules_restoring_the_same_weights_once():
     def rows(rule, restored, checkpoint, gains):
         return [{"seed": seed, "rule": rule, "restored_epoch": r, "stop_epoch": 10, "epochs_saved": 0,
                  "checkpoint_epoch": c, "test_accuracy_restored": 0.9 + g, "test_accuracy_at_end": 0.9,
-                 "test_accuracy_at_checkpoint": 0.9 + g} for seed, (r, c, g) in enumerate(zip(restored, checkpoint, gains))]
+                 "test_accuracy_at_checkpoint": 0.9 + g}
+                for seed, (r, c, g) in enumerate(zip(restored, checkpoint, gains))]
 
     stops = pd.DataFrame(rows("patience 3", [4, 5, 6], [4, 5, 6], [0.01, 0.02, 0.03])
                          + rows("patience 5", [4, 5, 6], [4, 5, 6], [0.01, 0.02, 0.03])

@@ -24,7 +24,8 @@ CATALOGUE = {  # name -> (the claim, the question it answers)
     "weight-decay": ("L2 regularization is weight decay",
                      "Do an L2 penalty and decoupled weight decay train the same weights, under SGD and under Adam?"),
     "dropout-scaling": ("dropout behaves differently in training and testing; test-time activations must be scaled",
-                        "What do dropout's scaling rules do to activations and accuracy, and what if one is forgotten?"),
+                        "What do dropout's scaling rules do to activations and accuracy, and what if one is "
+                        "forgotten?"),
     "batchnorm-noise": ("BatchNorm regularizes through the noise of mini-batch statistics",
                         "How noisy are batch statistics, and does BatchNorm's benefit shrink as the batch grows?"),
     "large-weights": ("a few neurons with very large weights: L1, L2 or dropout?",

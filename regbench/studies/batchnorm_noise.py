@@ -124,7 +124,8 @@ def _trend_text(trend: pd.Series) -> str:
     """Say which way a metric moves as the groups grow (less noise), from its slope across seeds."""
     slope = report.effect_text(trend["diff_mean"], trend["adj_ci_low"], trend["adj_ci_high"], digits=3)
     if trend["holm_p"] < stats.ALPHA:
-        return f"{'rises' if trend['diff_mean'] > 0 else 'falls'} significantly as the groups grow ({slope} per doubling)"
+        direction = "rises" if trend["diff_mean"] > 0 else "falls"
+        return f"{direction} significantly as the groups grow ({slope} per doubling)"
     return f"shows no detectable trend with the group size ({slope} per doubling)"
 
 
@@ -149,19 +150,22 @@ def verdict(noise: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, ru
     noise_rises = accuracy_trend["holm_p"] < stats.ALPHA and accuracy_trend["diff_mean"] < 0
     gap_shrinks = gap_trend["holm_p"] < stats.ALPHA and gap_trend["diff_mean"] > 0
     claim = ("supported: more noise (smaller groups) gives higher test accuracy" if noise_rises else
-             "contradicted: more noise (smaller groups) gives lower test accuracy" if accuracy_trend["holm_p"] < stats.ALPHA
-             else "not shown: the test accuracy does not detectably follow the noise")
+             "contradicted: more noise (smaller groups) gives lower test accuracy"
+             if accuracy_trend["holm_p"] < stats.ALPHA else
+             "not shown: the test accuracy does not detectably follow the noise")
     ok = stats.successful(runs)
     means = ok.groupby("arm")["test_accuracy"].mean()
     return (
-        f"The first BatchNorm layer's group mean strays from the population mean by {small['mean_error_over_sigma']:.3f} σ "
+        "The first BatchNorm layer's group mean strays from the population mean by "
+        f"{small['mean_error_over_sigma']:.3f} σ "
         f"at g = {g_small} and {large['mean_error_over_sigma']:.3f} σ at g = {g_large} (measured / predicted σ/√g: "
         f"{noise['mean_error_over_predicted'].min():.2f}–{noise['mean_error_over_predicted'].max():.2f}); the group "
         f"variance by {small['var_error_over_sigma2']:.3f} σ² and {large['var_error_over_sigma2']:.3f} σ². With batch, "
         f"steps and learning rate fixed, {by_group}. Test accuracy {_trend_text(accuracy_trend)}; the gap "
         f"{_trend_text(gap_trend)}{' (noise narrows it)' if gap_shrinks else ''}{where}. The claim that the noise "
         "regularizes "
-        f"is {claim}. The noise-free control (exact training-set statistics as constants: {means.get(CONTROL, np.nan) * 100:.2f}%"
+        f"is {claim}. The noise-free control (exact training-set statistics as constants: "
+        f"{means.get(CONTROL, np.nan) * 100:.2f}%"
         f" test accuracy, {_text(control)} against the baseline) also lacks the gradient through the statistics, so a "
         "gap between it and every group size measures that gradient as much as the noise; the trend across group "
         "sizes, which share it, isolates the noise. One model, data size and budget: the effect may differ "
@@ -179,8 +183,8 @@ def body(noise: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, runs:
     arm_rows = [[arm, len(mine), f"{mine['test_accuracy'].mean() * 100:.2f} ± {mine['test_accuracy'].std() * 100:.2f}",
                  f"{mine['train_accuracy'].mean() * 100:.2f}", f"{mine['gap'].mean() * 100:.2f}"]
                 for arm, mine in ok.groupby("arm", sort=False)]
-    effect_rows = [[METRICS[row.metric], row.arm, row.against, row.pairs, _text(row._asdict()), report.p_text(row.holm_p)]
-                   for row in effects.itertuples()]
+    effect_rows = [[METRICS[row.metric], row.arm, row.against, row.pairs, _text(row._asdict()),
+                    report.p_text(row.holm_p)] for row in effects.itertuples()]
     trend_rows = [[METRICS[row.metric], row.pairs, _text(row._asdict(), 3), report.p_text(row.holm_p)]
                   for row in trends.itertuples()]
     return f"""## Results
@@ -235,7 +239,8 @@ def figure(noise: pd.DataFrame, effects: pd.DataFrame) -> Figure:
     g = noise["group"]
     left.plot(g, noise["mean_error_over_sigma"], "o-", color="#1f77b4", label="rms error of group mean / σ (measured)")
     left.plot(g, 1 / np.sqrt(g), "--", color="#1f77b4", label="1/√g (theory)")
-    left.plot(g, noise["var_error_over_sigma2"], "s-", color="#d62728", label="rms error of group variance / σ² (measured)")
+    left.plot(g, noise["var_error_over_sigma2"], "s-", color="#d62728",
+              label="rms error of group variance / σ² (measured)")
     left.set(xscale="log", yscale="log", xlabel="group size g", ylabel="relative noise", title="Group statistics")
     accuracy = effects[(effects["metric"] == "test_accuracy") & effects["group"].notna()]
     for against, colour in ((BASELINE, "#2ca02c"), (CONTROL, "#9467bd")):

@@ -114,16 +114,19 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tun
 def _ends(effects: pd.DataFrame, trends: list[str]) -> str:
     """Name each arm's trend with the arm's paired effect at the smallest and at the largest width."""
     by_width = effects.pivot(index="width", columns="arm", values="diff_mean")
-    return ", ".join(f"{trend} ({report.span_text(by_width[trend.removesuffix(' − baseline')], lambda w: f'width {w}')})"
-                     for trend in trends)
+    def span(trend: str) -> str:
+        return report.span_text(by_width[trend.removesuffix(" − baseline")], lambda width: f"width {width}")
+
+    return ", ".join(f"{trend} ({span(trend)})" for trend in trends)
 
 
 def body(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tuned: dict,
          context: StudyContext) -> str:
     """Render the figure and the tables."""
     ok = stats.successful(runs)
-    arm_rows = [[width, f"{mine['parameter_count'].iloc[0]:,}", arm, len(rows), f"{rows['test_accuracy'].mean() * 100:.2f}",
-                 f"{rows['train_accuracy'].mean() * 100:.2f}", f"{rows['gap'].mean() * 100:.2f}"]
+    arm_rows = [[width, f"{mine['parameter_count'].iloc[0]:,}", arm, len(rows),
+                 f"{rows['test_accuracy'].mean() * 100:.2f}", f"{rows['train_accuracy'].mean() * 100:.2f}",
+                 f"{rows['gap'].mean() * 100:.2f}"]
                 for width, mine in ok.groupby("width") for arm, rows in mine.groupby("arm", sort=False)]
     effect_rows = [[row.width, row.arm, row.pairs, report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high),
                     report.p_text(row.holm_p)] for row in effects.itertuples()]

@@ -19,8 +19,9 @@ from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContex
 from regbench.techniques import BASELINE, resolve_params
 from regbench.tune import TuneRequest, plan_tuning, search_all
 
-FIRST_WAVE_TECHNIQUES = ("l1", "l2", "weight-decay", "dropout", "batchnorm", "early-stopping", "max-norm")  # every technique
-# there was when the study's committed results were made (those added since would add hours to a full run)
+# Every technique there was when the study's committed results were made (those added since would add hours to a
+# full run).
+FIRST_WAVE_TECHNIQUES = ("l1", "l2", "weight-decay", "dropout", "batchnorm", "early-stopping", "max-norm")
 FULL = Preset(
     config={"train_size": 32_000},
     seeds=5,
@@ -65,7 +66,8 @@ def run(context: StudyContext) -> Findings:
         body=body(runs, effects, trends, chosen, grid),
         tables={"runs": runs, "effects_by_size": effects, "trends": trends,
                 "tuned": pd.DataFrame([{"train_size": size, "technique": technique, "params": dict(params)}
-                                       for size, settings in chosen.items() for technique, params in settings.items()])},
+                                       for size, settings in chosen.items()
+                                       for technique, params in settings.items()])},
         figures={"effect_and_gap_by_size": figure(runs, effects, techniques)},
     )
 

@@ -59,7 +59,8 @@ def run(context: StudyContext) -> Findings:
             inverted, classic = (_configs(context, rate, activation, "adam", name) for name in ("inverted", "classic"))
             configs += inverted + classic
             models = context.models(inverted + classic)
-            for seed, inverted_model, classic_model in zip(context.seeds, models[:len(inverted)], models[len(inverted):]):
+            for seed, inverted_model, classic_model in zip(context.seeds, models[:len(inverted)],
+                                                           models[len(inverted):]):
                 context.echo(f"measuring {activation} rate {rate:g} seed {seed}: activations and "
                              f"{grid['mc_samples']} Monte-Carlo passes per model")
                 rows += measure(rate, seed, inverted_model, classic_model, split.x_test, split.y_test,
@@ -224,7 +225,8 @@ def step_table(context: StudyContext, configs: list) -> pd.DataFrame:
         for steps in [n for n in context.grid["checkpoints"] if n * batch <= len(order)]:
             part = order[done * batch:steps * batch]
             for model in models.values():
-                model.fit(split.x_train[part], split.y_train[part], batch_size=batch, epochs=1, shuffle=False, verbose=0)
+                model.fit(split.x_train[part], split.y_train[part], batch_size=batch, epochs=1, shuffle=False,
+                          verbose=0)
             done = steps
             inverted = _weights(models["inverted"])
             rows.append({"optimizer": optimizer, "steps": steps,
@@ -251,8 +253,13 @@ def verdict(summary: pd.DataFrame, equivalence: pd.DataFrame, steps: pd.DataFram
         f"{row.classic_test_crossentropy:.3f} → {row.classic_forgot_test_crossentropy:.3f}, ECE "
         f"{row.classic_test_ece:.3f} → {row.classic_forgot_test_ece:.3f}" for row in first.itertuples())
     costly = first[(first["cost_holm_p"] < stats.ALPHA) & (first["forgetting_cost"] < 0)]
-    costs = ", ".join(f"{activation}: {'a significant accuracy cost at rate ' + ', '.join(f'{r:g}' for r in mine['rate']) if len(mine) else 'no significant accuracy cost'}"
-                      for activation, mine in ((a, costly[costly["activation"] == a]) for a in grid["activations"]))
+    def cost(rates: pd.Series) -> str:
+        if not len(rates):
+            return "no significant accuracy cost"
+        return "a significant accuracy cost at rate " + ", ".join(f"{rate:g}" for rate in rates)
+
+    costs = ", ".join(f"{activation}: {cost(costly.loc[costly['activation'] == activation, 'rate'])}"
+                      for activation in grid["activations"])
     changed = first.pivot_table(index="rate", columns="activation", values="forgot_argmax_agreement")
     if {"relu", "sigmoid"} <= set(changed):
         fewer = bool((changed["relu"] >= changed["sigmoid"]).all())
@@ -274,7 +281,8 @@ def verdict(summary: pd.DataFrame, equivalence: pd.DataFrame, steps: pd.DataFram
     same = bool((steps["matched_over_control"] <= ROUNDING_FACTOR).all())
     apart = "; ".join(f"{optimizer}: matched {rows['classic_matched_apart'].iloc[-1]:.1e}, plain classic "
                       f"{rows['classic_apart'].iloc[-1]:.1e}, rounding control {rows['control_apart'].iloc[-1]:.1e} "
-                      f"after {rows['steps'].iloc[-1]} steps" for optimizer, rows in steps.groupby("optimizer", sort=False))
+                      f"after {rows['steps'].iloc[-1]} steps"
+                      for optimizer, rows in steps.groupby("optimizer", sort=False))
     return (
         f"Inverted dropout keeps the mean activation after the first dropout layer equal between training and "
         f"inference (relu: {ratios}). Classic dropout evaluated without its factor p: {forgot}. Forgetting p: "
@@ -284,8 +292,9 @@ def verdict(summary: pd.DataFrame, equivalence: pd.DataFrame, steps: pd.DataFram
         + ("classic dropout with each following kernel used as stored / p stays within "
            f"{ROUNDING_FACTOR}x of the rounding control at every checkpoint under every optimizer, so it is inverted "
            "dropout up to rounding, while plain classic dropout is not: the two differ only by that kernel's starting "
-           "scale (×p) and step size (×p² under SGD, ×p under Adam), as derived above. Over a whole run any rounding is "
-           "amplified, so the stored runs' weights part further (table), the matched pair's no more than rounding does."
+           "scale (×p) and step size (×p² under SGD, ×p under Adam), as derived above. Over a whole run any rounding "
+           "is amplified, so the stored runs' weights part further (table), the matched pair's no more than rounding "
+           "does."
            if same else f"the matched formulation leaves the rounding control's {ROUNDING_FACTOR}x at some checkpoint: "
            "the derivation is not borne out by these runs (see the table).")
     )
@@ -293,13 +302,14 @@ def verdict(summary: pd.DataFrame, equivalence: pd.DataFrame, steps: pd.DataFram
 
 def body(summary: pd.DataFrame, equivalence: pd.DataFrame, steps: pd.DataFrame, grid: dict) -> str:
     """Render the derivation, the figure and the tables."""
-    ratio_rows = [[row.activation, f"{row.rate:g}", f"{row.keep:g}", row.layer, f"{row.inverted_train_over_inference:.4f}",
-                   f"{row.classic_train_over_inference:.4f}", f"{row.classic_forgot_inference_over_train:.4f}",
-                   f"{1 / row.keep:.4f}"] for row in summary.itertuples()]
+    ratio_rows = [[row.activation, f"{row.rate:g}", f"{row.keep:g}", row.layer,
+                   f"{row.inverted_train_over_inference:.4f}", f"{row.classic_train_over_inference:.4f}",
+                   f"{row.classic_forgot_inference_over_train:.4f}", f"{1 / row.keep:.4f}"]
+                  for row in summary.itertuples()]
     first = summary[summary["layer"] == 1]
     score_rows = [[row.activation, f"{row.rate:g}", row.seeds,
-                   *(f"{getattr(row, f'{rule}_test_accuracy') * 100:.2f} / {getattr(row, f'{rule}_test_crossentropy'):.3f}"
-                     f" / {getattr(row, f'{rule}_test_ece'):.3f}"
+                   *(f"{getattr(row, f'{rule}_test_accuracy') * 100:.2f} / "
+                     f"{getattr(row, f'{rule}_test_crossentropy'):.3f} / {getattr(row, f'{rule}_test_ece'):.3f}"
                      for rule in ("inverted", "inverted_mc", "classic", "classic_forgot", "classic_mc")),
                    f"{row.forgot_argmax_agreement:.2%}",
                    report.effect_text(row.forgetting_cost, row.cost_ci_low, row.cost_ci_high),
@@ -343,7 +353,8 @@ dropout layer used as stored / p) are trained from the same start on the same ba
 Weights are compared in the inverted convention (a classic kernel times p): equal weights mean the same function.
 The accuracy differences are paired by seed and Holm-corrected across the {len(equivalence)} comparisons.
 
-Step by step from one start (the first seed's initial weights, masks and batches), against a rounding control (inverted dropout from initial weights moved by one float32 ulp): max |ΔW| / max |W| from inverted
+Step by step from one start (the first seed's initial weights, masks and batches), against a rounding control \
+(inverted dropout from initial weights moved by one float32 ulp): max |ΔW| / max |W| from inverted
 dropout, in its convention.
 
 {report.markdown_table(["optimizer", "steps", "classic", "classic, matched", "rounding control", "matched / control"],
@@ -351,8 +362,9 @@ dropout, in its convention.
 
 Whole runs, where training amplifies any rounding:
 
-{report.markdown_table(["optimizer", "formulation", "max |ΔW| / max |W| vs inverted", "predictions agree (min over seeds)",
-                        "pairs", "test acc − inverted, pp [Holm CI]"], formulation_rows)}
+{report.markdown_table(["optimizer", "formulation", "max |ΔW| / max |W| vs inverted",
+                        "predictions agree (min over seeds)", "pairs", "test acc − inverted, pp [Holm CI]"],
+                       formulation_rows)}
 """
 
 

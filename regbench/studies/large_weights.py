@@ -84,7 +84,8 @@ def measure(model: keras.Model, split, live: np.ndarray, planted: int) -> dict:
     live_weights = np.concatenate([kernels[0][live].ravel(), *(kernel.ravel() for kernel in kernels[1:])])
     return {"planted_over_median": float(np.median(pixel_norms[index]) / np.median(pixel_norms[others])),
             "planted_largest_over_median": float(pixel_norms[index].max() / np.median(pixel_norms[others])),
-            "planted_weight_over_median": float(np.abs(kernels[0][index]).max() / np.median(np.abs(kernels[0][others]))),
+            "planted_weight_over_median": float(np.abs(kernels[0][index]).max()
+                                                / np.median(np.abs(kernels[0][others]))),
             "largest_unit_over_median": float(max(unit_ratios)),
             "reliance": _accuracy(model, without, split.y_test) - _accuracy(model, split.x_test, split.y_test),
             "sparsity": float(np.mean(np.abs(live_weights) < NEAR_ZERO))}
@@ -142,7 +143,8 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, chosen: dict, context: St
     else:
         situation = (f"The situation does not arise: the planted pixels' outgoing weights have {norms} and {weights}, "
                      f"below {factor}x in some baseline run")
-    situation += f"; the baseline loses {baseline['reliance'].mean() * 100:.2f} pp of test accuracy to the planted noise"
+    situation += (f"; the baseline loses {baseline['reliance'].mean() * 100:.2f} pp of test accuracy to the planted "
+                  "noise")
     by = effects.set_index(["technique", "measure"])
     parts = []
     for technique, arm in chosen.items():
@@ -188,8 +190,9 @@ def body(runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame, chose
                          f"{row.val_accuracy_mean * 100:.2f}", f"{row.test_accuracy_mean * 100:.2f}",
                          f"{m['planted_over_median']:.2f}", f"{m['planted_largest_over_median']:.2f}",
                          f"{m['largest_unit_over_median']:.2f}", f"{m['reliance'] * 100:.2f}", f"{m['sparsity']:.1%}"])
-    effect_rows = [[row.arm, {**RATIOS, **DIFFERENCES}[row.measure], row.pairs, _effect_text(row._asdict(), row.measure),
-                    report.p_text(row.holm_p)] for row in effects.itertuples()]
+    effect_rows = [[row.arm, {**RATIOS, **DIFFERENCES}[row.measure], row.pairs,
+                    _effect_text(row._asdict(), row.measure), report.p_text(row.holm_p)]
+                   for row in effects.itertuples()]
     row, columns = planted_pixels(context.base.planted)
     return f"""## Results
 

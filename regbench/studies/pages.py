@@ -62,7 +62,8 @@ found the rest in the run store. This report was written by `{command}` in {wall
 
 {grid}
 
-Data: {context.images.description}, from `{context.images.source}` (fingerprint {context.base.data}). Runs are kept in the run store
+Data: {context.images.description}, from `{context.images.source}` (fingerprint {context.base.data}). \
+Runs are kept in the run store
 `{context.opened_store.path}` and reused by every later study or comparison with the same settings.
 """
     manifest = {

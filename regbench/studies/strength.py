@@ -128,7 +128,8 @@ def verdict(table: pd.DataFrame, sweeps: dict) -> str:
 def body(table: pd.DataFrame, sweeps: dict) -> str:
     """Render the figure and the table of every arm."""
     rows = [[row.technique + (" **(chosen)**" if row.chosen_on_validation else ""), row.runs,
-             f"{row.val_accuracy_mean * 100:.2f}", f"{row.test_accuracy_mean * 100:.2f} ± {row.test_accuracy_sd * 100:.2f}",
+             f"{row.val_accuracy_mean * 100:.2f}",
+             f"{row.test_accuracy_mean * 100:.2f} ± {row.test_accuracy_sd * 100:.2f}",
              f"{row.train_accuracy_mean * 100:.2f}", f"{row.gap_mean * 100:.2f}", f"{row.weights_l2_mean:.1f}",
              "(baseline)" if row.technique == BASELINE else
              report.effect_text(row.train_accuracy_diff, row.train_adj_ci_low, row.train_adj_ci_high),

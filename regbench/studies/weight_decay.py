@@ -151,7 +151,8 @@ def divergence(context: StudyContext, setting: str) -> list[dict]:
         rows.append({"optimizer": setting, "steps": checkpoint, "l2_vs_decay_max": decay_max,
                      "l2_vs_decay_norm": decay_norm, "l2_vs_ulp_control_max": control[0][0],
                      "l2_vs_reordered_max": max(value for value, _ in control[1:]), "control_envelope_max": envelope,
-                     "control_envelope_norm": max(norm for _, norm in control), "decay_over_control": decay_max / envelope,
+                     "control_envelope_norm": max(norm for _, norm in control),
+                     "decay_over_control": decay_max / envelope,
                      "rounding_allowance": max(checkpoint * ONE_STEP_ROUNDING, ROUNDING_FACTOR * envelope)})
     return rows
 
@@ -259,11 +260,13 @@ def verdict(weights: pd.DataFrame, steps: pd.DataFrame, accuracy: pd.DataFrame, 
             f"{last['steps']:,} (the rounding controls' envelope: {first['control_envelope_max']:.1e} and "
             f"{last['control_envelope_max']:.1e}): "
             + (f"within rounding at all {len(mine)} horizons, the same method up to float32 rounding" if same[setting]
-               else f"beyond rounding at {len(beyond)} of {len(mine)} horizons, first after {_steps(beyond['steps'].iloc[0])} "
+               else f"beyond rounding at {len(beyond)} of {len(mine)} horizons, first after "
+                    f"{_steps(beyond['steps'].iloc[0])} "
                     f"({beyond['l2_vs_decay_max'].iloc[0] / beyond['rounding_allowance'].iloc[0]:.3g}x what "
                     "rounding allows): more than rounding")
             + f"; {shrink}; test accuracy L2 − decoupled "
-            f"{report.effect_text(acc['diff_mean'], acc['eq_ci_low'], acc['eq_ci_high'], digits=3)}, {_equivalence(acc)}")
+            f"{report.effect_text(acc['diff_mean'], acc['eq_ci_low'], acc['eq_ci_high'], digits=3)}, "
+            f"{_equivalence(acc)}")
     names = [name for name, value in same.items() if value]
     conclusion = (f"L2 is decoupled weight decay for {' and '.join(names)} only" if names and len(names) < len(same)
                   else "L2 and decoupled decay are the same under every optimizer here" if names
@@ -323,7 +326,8 @@ those weights with |w_0| > 1e-3.
 ### Step by step to the full horizon, against a rounding control (first seed)
 
 Models trained in this process from one start on the run's batches, epoch after epoch: L2, decoupled decay,
-and {1 + grid['reordered_controls']} rounding controls: L2 again from initial weights each moved by one float32 ulp, and L2 again
+and {1 + grid['reordered_controls']} rounding controls: L2 again from initial weights each moved by one float32 ulp, \
+and L2 again
 {grid['reordered_controls']} times with the images inside each batch in another order (the same batches and the same
 mathematics, summed in another order: a different rounding at every step, as two equal methods have). Training
 amplifies any rounding, at times abruptly: when one image's input to a ReLU unit crosses zero in one run and not
@@ -366,7 +370,8 @@ def figure(steps: pd.DataFrame, final: dict) -> Figure:
     panels = np.atleast_1d(fig.subplots(1, len(final) + 1))
     colours = plots.arm_colours(list(final))
     for setting, rows in steps.groupby("optimizer", sort=False):
-        panels[0].plot(rows["steps"], rows["l2_vs_decay_max"], "o-", color=colours[setting], label=f"{setting}: L2 vs decay")
+        panels[0].plot(rows["steps"], rows["l2_vs_decay_max"], "o-", color=colours[setting],
+                       label=f"{setting}: L2 vs decay")
         panels[0].plot(rows["steps"], rows["control_envelope_max"], "s:", color=colours[setting],
                        label=f"{setting}: rounding controls' envelope")
     budget = np.unique(steps["steps"])
