@@ -43,7 +43,7 @@ def main() -> None:
     from regbench.runner import train_missing
     from regbench.store import RunStore
 
-    splits = Splits(load_images(args.data))
+    splits = Splits(load_images(path=args.data))
     base = RunConfig(train_size=len(splits.get(None).y_train), backend="jax", device="cpu",
                      data=splits.images.fingerprint, schedule="cosine")
     arms = [(f"cosine {epochs}", replace(base, epochs=epochs)) for epochs in budgets]

@@ -29,9 +29,10 @@ RERUN_SEED = 0  # picks which runs --rerun retrains
 # How far a retrained run may land from the stored one on another CPU (other kernels round differently,
 # and training amplifies it): 2.5x the largest differences benchmarks/rounding.py measured under narrower
 # kernels (benchmarks/ROUNDING.md). Epoch counts are not compared there: a best epoch moved by 5 of 10.
-CROSS_CPU_TOLERANCE = {"accuracy": 0.005,  # accuracies and gap, absolute (0.5 pp; measured up to 0.21 pp)
-                       "crossentropy": 0.03,  # cross-entropies and penalty, absolute nats (measured up to 0.013)
-                       "relative": 0.25}  # weight statistics, relative (measured up to 11%, max |w|)
+# 2.5 times the largest difference benchmarks/rounding.py measured (ROUNDING.md, two runs of 6 retrained runs each)
+CROSS_CPU_TOLERANCE = {"accuracy": 0.01,  # accuracies and gap, absolute (1 pp; measured up to 0.382 pp)
+                       "crossentropy": 0.04,  # cross-entropies and penalty, absolute nats (measured up to 0.0149)
+                       "relative": 0.3}  # weight statistics, relative (measured up to 12.1%, near-zero fraction)
 NOT_COMPARED_ACROSS_CPUS = {"best_epoch", "epochs_run", "diverged_epoch"}
 _PARAM_KINDS = {param.name: param.kind for technique in TECHNIQUES.values() for param in technique.params}
 
