@@ -39,9 +39,9 @@ def main() -> None:
     from regbench.config import RunConfig
     from regbench.data import Splits, load_images
     from regbench.executor import executor_for
-    from regbench.report import markdown_table
     from regbench.runner import train_missing
     from regbench.store import RunStore
+    from regbench.wording import markdown_table
 
     splits = Splits(load_images(path=args.data))
     base = RunConfig(train_size=len(splits.get(None).y_train), backend="jax", device="cpu",

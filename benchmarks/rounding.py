@@ -77,7 +77,7 @@ def main() -> None:
     if options.child:
         print(json.dumps(retrain(Path(options.child[0]), options.child[1:])))
         return
-    from regbench.report import markdown_table
+    from regbench.wording import markdown_table
 
     stored = pd.read_csv(options.dir / "runs.csv").set_index("run_id", drop=False)
     chosen = list(np.random.default_rng(options.seed).choice(stored.index.to_numpy(), options.runs, replace=False))

@@ -1,16 +1,13 @@
-"""REPORT.md and a self-contained report.html from a comparison's tables and figures."""
+"""REPORT.md and a self-contained report.html from a comparison's tables and figures (the wording they share
+with the studies' reports is regbench.wording's)."""
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import math
 import re
 from pathlib import Path
 
-import markdown
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -31,6 +28,18 @@ from regbench.outputs import (
 from regbench.store import RunTables
 from regbench.techniques import BASELINE, describe_params
 from regbench.verdicts import SWITCHED_OFF, Kind, Verdict, kind_of
+from regbench.wording import (
+    decimal,
+    holm_confidence,
+    markdown_table,
+    p_text,
+    p_value,
+    plural,
+    png,
+    points,
+    points_interval,
+    report_html,
+)
 
 FIGURE_CAPTIONS = dict(zip(COMPARISON_FIGURES, (  # in COMPARISON_FIGURES' order
     "Validation (solid) and training (dashed, inference mode) accuracy and cross-entropy per epoch.",
@@ -184,11 +193,6 @@ def rebuild_study_page(directory: Path) -> dict | None:
     return manifest
 
 
-def plural(count: int, noun: str) -> str:
-    """Write a count with its noun, singular for one: '1 epoch', '10 epochs'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
 def comparison_title(manifest: Manifest) -> str:
     """Say what was compared, on what: model, data size, optimizer, budget and seeds."""
     config = with_added_defaults(manifest["config"])
@@ -267,82 +271,8 @@ def budget_paragraph(epochs: pd.DataFrame, config: dict, protocol: dict, referen
     return (f"Budget ({protocol['name']} protocol, {plural(config['epochs'], 'epoch')} at a {schedule} learning rate): "
             "over "
             f"the last 10% of its epochs ({plateau['first']}-{plateau['last']}) the baseline's validation accuracy "
-            f"moved by {_pp(plateau['change'])} pp on average (first to last of them; SD within a run "
-            f"{_pp(plateau['sd'], False)} pp), mean {_pp(plateau['mean'], False)}%.")
-
-
-def png(figure: Figure) -> bytes:
-    """Render a figure as PNG bytes."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
-
-
-def _pp(value, signed: bool = True) -> str:
-    """Format a fraction as percentage points ('+0.12'), or an en dash when missing."""
-    return "–" if pd.isna(value) else f"{value * 100:{'+' if signed else ''}.2f}"
-
-
-def _p(value) -> str:
-    """Format a p-value."""
-    return "–" if pd.isna(value) else ("<0.0001" if value < 1e-4 else f"{value:.4f}")
-
-
-def p_text(value) -> str:
-    """Write 'p = 0.0123' or 'p < 0.0001'."""
-    text = _p(value)
-    return f"p {text[0]} {text[1:]}" if text.startswith("<") else f"p = {text}"
-
-
-def _number(value, digits: int = 2) -> str:
-    """Format a number, or an en dash when missing."""
-    return "–" if pd.isna(value) else f"{value:.{digits}f}"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """Render a Markdown table (a '|' inside a cell is escaped)."""
-    def cells(values) -> str:
-        return "| " + " | ".join(str(value).replace("|", "\\|") for value in values) + " |"
-
-    lines = [cells(header), "|" + "---|" * len(header)] + [cells(row) for row in rows]
-    return "\n".join(lines)
-
-
-def effect_text(mean, low, high, digits: int = 2, scale: float = 100.0, unit: str = " pp") -> str:
-    """Write an effect with its interval, '+0.12 pp [-0.05, +0.29]' (fractions as percentage points by default;
-    scale=1, unit='' for plain numbers), saying so where there is no effect or no interval."""
-    if pd.isna(mean):
-        return "no paired difference (no successful pair)"
-    if pd.isna(low) or pd.isna(high):
-        return f"{mean * scale:+.{digits}f}{unit} [no interval: one pair, or no spread]"
-    return f"{mean * scale:+.{digits}f}{unit} [{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
-
-
-def slope_text(row: pd.Series, per: str) -> str:
-    """Write a slope of stats.trend_family `per` unit of x ('tenfold images') with its Holm interval, and its
-    direction, or that no trend is detectable."""
-    text = effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"])
-    if row["holm_p"] < stats.ALPHA:
-        return f"{text} per {per}, {'rising' if row['diff_mean'] > 0 else 'falling'}"
-    return f"{text} per {per}, no detectable trend"
-
-
-def span_text(effects: pd.Series, where) -> str:
-    """Write a trend's two ends, 'from -4.65 pp at width 8 to +0.09 pp at width 2048', from mean effects (fractions)
-    indexed by the trend's x; `where` names an x."""
-    ordered = effects.sort_index()
-    return (f"from {ordered.iloc[0] * 100:+.2f} pp at {where(ordered.index[0])} to "
-            f"{ordered.iloc[-1] * 100:+.2f} pp at {where(ordered.index[-1])}")
-
-
-def _interval(low, high) -> str:
-    """Format an interval of fractions in percentage points, e.g. '[-0.12, +0.30]'."""
-    return f"[{_pp(low)}, {_pp(high)}]"
-
-
-def _level(alpha, sides: int = 1) -> str:
-    """Format the confidence of an interval at Holm's level, e.g. '97.5%'."""
-    return "–" if pd.isna(alpha) else f"{(1 - sides * alpha) * 100:.4g}%"
+            f"moved by {points(plateau['change'])} pp on average (first to last of them; SD within a run "
+            f"{points(plateau['sd'], False)} pp), mean {points(plateau['mean'], False)}%.")
 
 
 def compiling_note(summary: pd.DataFrame) -> str:
@@ -359,16 +289,16 @@ def summary_table(summary: pd.DataFrame) -> str:
     rows = []
     for index, row in summary.iterrows():
         arm = [row["technique"], f"{row['runs']}" + (f" ({row['diverged']} diverged)" if row["diverged"] else ""),
-               f"{_pp(row['test_accuracy_mean'], False)} ± {_pp(row['test_accuracy_sd'], False)}"]
+               f"{points(row['test_accuracy_mean'], False)} ± {points(row['test_accuracy_sd'], False)}"]
         if index == 0:
-            rows.append(arm + ["(baseline)"] + [""] * 9 + [f"{_number(row['time_ratio'])}x"])
+            rows.append(arm + ["(baseline)"] + [""] * 9 + [f"{decimal(row['time_ratio'])}x"])
             continue
         rows.append(arm + [
-            _pp(row["test_accuracy_diff"]), _interval(row["diff_ci_low"], row["diff_ci_high"]),
-            f"{_interval(row['adj_ci_low'], row['adj_ci_high'])} ({_level(row['holm_level'])})",
-            f"{_interval(row['eq_ci_low'], row['eq_ci_high'])} ({_level(row['tost_level'], 2)})",
-            _p(row["t_p"]), _p(row["holm_p"]), _p(row["tost_holm_p"]), _number(row["cohens_dz"]),
-            f"**{row['verdict']}**", _pp(row["gap_diff"]), f"{_number(row['time_ratio'])}x",
+            points(row["test_accuracy_diff"]), points_interval(row["diff_ci_low"], row["diff_ci_high"]),
+            f"{points_interval(row['adj_ci_low'], row['adj_ci_high'])} ({holm_confidence(row['holm_level'])})",
+            f"{points_interval(row['eq_ci_low'], row['eq_ci_high'])} ({holm_confidence(row['tost_level'], 2)})",
+            p_value(row["t_p"]), p_value(row["holm_p"]), p_value(row["tost_holm_p"]), decimal(row["cohens_dz"]),
+            f"**{row['verdict']}**", points(row["gap_diff"]), f"{decimal(row['time_ratio'])}x",
         ])
     header = ["technique", "runs", "test acc % (mean ± SD)", "Δ test acc (pp)", "95% CI (t, unadjusted)",
               "CI at Holm's level (tests 0)", "CI at Holm's level (tests ±margin)", "p (paired t)", "p (Holm)",
@@ -392,14 +322,15 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
         return (f"{name}: fewer than 2 successful pairs ({row['pairs']}), so no interval or test can be given; "
                 "run more seeds.")
     margin = f"±{row['margin'] * 100:g} pp"
-    text = (f"{name}: over {row['pairs']} paired seeds, test accuracy changed by {_pp(row['test_accuracy_diff'])} "
-            f"percentage points (95% CI {_pp(row['diff_ci_low'])} to {_pp(row['diff_ci_high'])}, unadjusted; paired "
+    text = (f"{name}: over {row['pairs']} paired seeds, test accuracy changed by {points(row['test_accuracy_diff'])} "
+            f"percentage points (95% CI {points(row['diff_ci_low'])} to {points(row['diff_ci_high'])}, unadjusted; "
+            "paired "
             f"t-test {p_text(row['t_p'])}, Holm-adjusted {p_text(row['holm_p'])}, Wilcoxon "
-            f"{p_text(row['wilcoxon_p'])}; d_z = {_number(row['cohens_dz'])}). ")
-    test_zero = (f"the {_level(row['holm_level'])} interval at the level Holm tested it, "
-                 f"{_interval(row['adj_ci_low'], row['adj_ci_high'])}")
-    test_margin = (f"the {_level(row['tost_level'], 2)} interval at the level Holm tested equivalence, "
-                   f"{_interval(row['eq_ci_low'], row['eq_ci_high'])}")
+            f"{p_text(row['wilcoxon_p'])}; d_z = {decimal(row['cohens_dz'])}). ")
+    test_zero = (f"the {holm_confidence(row['holm_level'])} interval at the level Holm tested it, "
+                 f"{points_interval(row['adj_ci_low'], row['adj_ci_high'])}")
+    test_margin = (f"the {holm_confidence(row['tost_level'], 2)} interval at the level Holm tested equivalence, "
+                   f"{points_interval(row['eq_ci_low'], row['eq_ci_high'])}")
     if verdict.kind in (Kind.HELPS, Kind.HURTS):
         text += (f"Verdict: it **{verdict}** on this setup: {test_zero}, excludes 0, and equivalence within "
                  f"{margin} is not shown (TOST, Holm-adjusted {p_text(row['tost_holm_p'])}). ")
@@ -416,28 +347,29 @@ def technique_paragraph(row: pd.Series, params: dict, family: int) -> str:
         text += (f"Verdict: **inconclusive**: {reason}, and {test_margin}, is not inside {margin}; neither an "
                  "effect nor its absence is shown. ")
         if pd.notna(row["min_detectable_effect"]):
-            detectable = _pp(row["min_detectable_effect"], False)
+            detectable = points(row["min_detectable_effect"], False)
             level = row.get("mde_alpha", 0.05)  # summaries written before it: the unadjusted 0.05
-            text += (f"If the true SD of the paired differences were the observed {_pp(row['diff_sd'], False)} pp, "
+            text += (f"If the true SD of the paired differences were the observed {points(row['diff_sd'], False)} pp, "
                      f"{row['pairs']} pairs would detect a true difference of {detectable}"
                      f" pp with 80% power at level {level:.4g} (Holm's first step: 0.05 / {family}); that SD is "
-                     f"itself uncertain (95% CI {_pp(row['sd_low'], False)}"
-                     f" to {_pp(row['sd_high'], False)} pp), so the "
-                     f"detectable difference lies between {_pp(row['mde_low'], False)} and "
-                     f"{_pp(row['mde_high'], False)} pp. ")
+                     f"itself uncertain (95% CI {points(row['sd_low'], False)}"
+                     f" to {points(row['sd_high'], False)} pp), so the "
+                     f"detectable difference lies between {points(row['mde_low'], False)} and "
+                     f"{points(row['mde_high'], False)} pp. ")
     if pd.notna(row.get("planning_sd")):
         needed, equivalent = row["seeds_for_target"], row.get("seeds_for_equivalence")
         level = row.get("mde_alpha", 0.05)
-        text += (f"Planning (`--target-effect {_pp(row['target_effect'], False)}`): with the SD's 80% upper confidence "
-                 f"bound, {_pp(row['planning_sd'], False)} pp, and the level the verdict needs ({level:.4g}, Holm's "
+        text += (f"Planning (`--target-effect {points(row['target_effect'], False)}`): with the SD's 80% upper "
+                 "confidence "
+                 f"bound, {points(row['planning_sd'], False)} pp, and the level the verdict needs ({level:.4g}, Holm's "
                  "first step), "
-                 + (f"about {needed} seeds would detect {_pp(row['target_effect'], False)} pp with 80% power"
+                 + (f"about {needed} seeds would detect {points(row['target_effect'], False)} pp with 80% power"
                     if pd.notna(needed) else "more than 1,000 seeds would be needed to detect it")
                  + (f", and about {equivalent} would show equivalence within ±{row['margin'] * 100:g} pp (TOST) "
                     "if the true difference were 0. " if pd.notna(equivalent) else
                     f"; showing equivalence within ±{row['margin'] * 100:g} pp would take more than 1,000. "))
-    text += (f"The generalization gap changed by {_pp(row['gap_diff'])} points, and an epoch took "
-             f"{_number(row['time_ratio'])}x the baseline's time.")
+    text += (f"The generalization gap changed by {points(row['gap_diff'])} points, and an epoch took "
+             f"{decimal(row['time_ratio'])}x the baseline's time.")
     return text
 
 
@@ -451,16 +383,16 @@ def sequential_text(name: str, row: pd.Series, manifest: Manifest) -> str:
     sequential = manifest["sequential"]
     assert sequential is not None  # an arm decided by sequential seeds
     level = sequence_level(sequential)
-    interval = (f"{_interval(row['sequence_low'], row['sequence_high'])} (anytime-valid, {level * 100:.4g}%)"
+    interval = (f"{points_interval(row['sequence_low'], row['sequence_high'])} (anytime-valid, {level * 100:.4g}%)"
                 if pd.notna(row["sequence_low"]) else "an interval not yet bounded (too few pairs, or no spread)")
     if kind_of(row["verdict"]) is Kind.UNDECIDED:
         needed = sequential["looks"][row["technique"]][-1].get("seeds_to_decide")
         estimate = (f"deciding it would take about {needed} seeds, if the mean stayed and the SD were its 80% upper "
                     "confidence bound" if needed else "deciding it would take more than 1,000 seeds")
         return (f"{name}: **undecided** after {row['seeds_trained']:g} seeds, the most allowed: the effect lies within "
-                f"{interval}; the mean difference is {_pp(row['test_accuracy_diff'])} pp; {estimate}.")
+                f"{interval}; the mean difference is {points(row['test_accuracy_diff'])} pp; {estimate}.")
     return (f"{name}: **{row['verdict']}**, decided at look {row['looks']:g} after {row['seeds_trained']:g} seeds: "
-            f"test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline, within {interval}.")
+            f"test accuracy {points(row['test_accuracy_diff'])} pp against the baseline, within {interval}.")
 
 
 def sequential_paragraph(name: str, row: pd.Series, manifest: Manifest) -> str:
@@ -469,13 +401,14 @@ def sequential_paragraph(name: str, row: pd.Series, manifest: Manifest) -> str:
     text = sequential_text(name, row, manifest)
     low, high, margin = row["sequence_low"], row["sequence_high"], row["margin"]
     if kind_of(row["verdict"]) is Kind.UNDECIDED and pd.notna(low):
-        beyond = [f"{_pp(excess, False)} pp {side} {bound}{margin * 100:g}" for excess, side, bound in (
+        beyond = [f"{points(excess, False)} pp {side} {bound}{margin * 100:g}" for excess, side, bound in (
             (-margin - low, "below", "-"), (high - margin, "above", "+")) if excess > 0]
         text += (f" By how much it missed: equivalence needs the sequence inside ±{margin * 100:g} pp, and it reaches "
-                 f"{' and '.join(beyond)}; an effect needs 0 outside it, and 0 lies {_pp(min(high, -low), False)} pp "
+                 f"{' and '.join(beyond)}; an effect needs 0 outside it, and 0 lies "
+                 f"{points(min(high, -low), False)} pp "
                  "inside its nearer end.")
-    return text + (f" The generalization gap changed by {_pp(row['gap_diff'])} points and an epoch took "
-                   f"{_number(row['time_ratio'])}x the baseline's time (means over its pairs).")
+    return text + (f" The generalization gap changed by {points(row['gap_diff'])} points and an epoch took "
+                   f"{decimal(row['time_ratio'])}x the baseline's time (means over its pairs).")
 
 
 def sequential_section(manifest: Manifest) -> str:
@@ -483,7 +416,7 @@ def sequential_section(manifest: Manifest) -> str:
     sequential = manifest["sequential"]
     assert sequential is not None  # a comparison with --seeds auto
     rows = [[arm, "; ".join(f"{look['seeds']} seeds: {look['verdict']}" for look in looks),
-             "not yet bounded" if looks[-1]["low"] is None else _interval(looks[-1]["low"], looks[-1]["high"])]
+             "not yet bounded" if looks[-1]["low"] is None else points_interval(looks[-1]["low"], looks[-1]["high"])]
             for arm, looks in sequential["looks"].items()]
     level = sequence_level(sequential)
     return f"""## Sequential seeds
@@ -517,11 +450,12 @@ def bottom_line(row: pd.Series, params: dict) -> str:
     if pd.isna(row["test_accuracy_diff"]):
         return f"{name}: no successful pair, so no effect can be given."
     if pd.isna(row["diff_ci_low"]):
-        return (f"{name}: test accuracy {_pp(row['test_accuracy_diff'])} pp from one pair, with no interval: "
+        return (f"{name}: test accuracy {points(row['test_accuracy_diff'])} pp from one pair, with no interval: "
                 f"{row['verdict']}.")
-    return (f"{name}: test accuracy {_pp(row['test_accuracy_diff'])} pp against the baseline (95% CI "
-            f"{_interval(row['diff_ci_low'], row['diff_ci_high'])}; {_level(row['holm_level'])} at Holm's level "
-            f"{_interval(row['adj_ci_low'], row['adj_ci_high'])}; {row['pairs']} paired seeds): {row['verdict']}"
+    return (f"{name}: test accuracy {points(row['test_accuracy_diff'])} pp against the baseline (95% CI "
+            f"{points_interval(row['diff_ci_low'], row['diff_ci_high'])}; "
+            f"{holm_confidence(row['holm_level'])} at Holm's level "
+            f"{points_interval(row['adj_ci_low'], row['adj_ci_high'])}; {row['pairs']} paired seeds): {row['verdict']}"
             + (f"; {seeds_to_decide_text(row)}." if kind_of(row["verdict"]) is Kind.INCONCLUSIVE else "."))
 
 
@@ -548,13 +482,13 @@ def tuning_section(manifest: Manifest, tuning: pd.DataFrame) -> str:
     shared = tune.get("shared", [])
 
     def score(value) -> str:
-        return _pp(value, False) + "%" if accuracy else _number(value, 4)
+        return points(value, False) + "%" if accuracy else decimal(value, 4)
 
     def lead(value) -> str:
         if value is None:
             return "–"
         scaled = 100 if accuracy else 1
-        se = "" if value["se"] is None else f" ± {_number(value['se'] * scaled, 3)}"
+        se = "" if value["se"] is None else f" ± {decimal(value['se'] * scaled, 3)}"
         return f"{value['mean'] * scaled:+.3f}{se}" + (" pp" if accuracy else "")
 
     def row(setting: str, searches: dict, choice: dict) -> list[str]:
@@ -635,10 +569,10 @@ def repeats_section(manifest: Manifest) -> str:
         diffs = [r["arms"][label]["test_accuracy_diff"] for r in repeats]
         cells = [("off" if r["arms"][label]["off"] else describe_params(
             {k: v for k, v in (r["arms"][label]["values"] or {}).items() if v is not None}) or "as given")
-                 + f": {_pp(diff)}" if diff is not None else "–" for r, diff in zip(repeats, diffs)]
+                 + f": {points(diff)}" if diff is not None else "–" for r, diff in zip(repeats, diffs)]
         known = [diff for diff in diffs if diff is not None]
-        spread = _pp(float(np.std(known, ddof=1)), False) if len(known) > 1 else "–"
-        rows.append([label, *cells, _pp(float(np.mean(known))) if known else "–", spread])
+        spread = points(float(np.std(known, ddof=1)), False) if len(known) > 1 else "–"
+        rows.append([label, *cells, points(float(np.mean(known))) if known else "–", spread])
     header = ["arm", *(f"repeat {r['repeat'] + 1} (tuning seeds {r['tuning_seeds'][0]}..{r['tuning_seeds'][-1]})"
                        for r in repeats), "mean (pp)", "SD across repeats (pp)"]
     return f"""## Tuning variance
@@ -680,12 +614,12 @@ def report_markdown(manifest: Manifest, runs: pd.DataFrame, epochs: pd.DataFrame
                   for _, row in treated.iterrows()]
     bottom = bottom_lines(manifest, summary)
     other_effects = effects[effects["metric"] != stats.PRIMARY]
-    effect_rows = [[row["technique"], row["metric"], f"{row['pairs']}", _number(row["diff_mean"], 4),
-                    f"[{_number(row['t_ci_low'], 4)}, {_number(row['t_ci_high'], 4)}]", _p(row["t_p"]),
-                    _p(row["holm_p"]), row["verdict"]] for _, row in other_effects.iterrows()]
-    epoch_rows = [[row["technique"], _number(row["best_epoch"], 1), _pp(row["best_val_accuracy"], False),
-                   _number(row["best_val_crossentropy"], 4), _number(row["final_epoch"], 1),
-                   _pp(row["final_val_accuracy"], False), _number(row["final_val_crossentropy"], 4)]
+    effect_rows = [[row["technique"], row["metric"], f"{row['pairs']}", decimal(row["diff_mean"], 4),
+                    f"[{decimal(row['t_ci_low'], 4)}, {decimal(row['t_ci_high'], 4)}]", p_value(row["t_p"]),
+                    p_value(row["holm_p"]), row["verdict"]] for _, row in other_effects.iterrows()]
+    epoch_rows = [[row["technique"], decimal(row["best_epoch"], 1), points(row["best_val_accuracy"], False),
+                   decimal(row["best_val_crossentropy"], 4), decimal(row["final_epoch"], 1),
+                   points(row["final_val_accuracy"], False), decimal(row["final_val_crossentropy"], 4)]
                   for _, row in epochs_table.iterrows()]
     setup_rows = [["protocol", f"`{protocol['name']}`, measured at the `{protocol['select']}` weights"]]
     setup_rows += [[key, f"`{value}`"] for key, value in config.items()
@@ -778,31 +712,4 @@ Techniques and their parameters:
 Every number above is computed from these stored runs (`runs.csv`, `epochs.csv`, `weights.csv`).
 
 {markdown_table(["arm", "run ids"], run_rows)}
-"""
-
-
-def report_html(body: str, images: dict[str, bytes], title: str) -> str:
-    """Render the Markdown report as one HTML page with its figures embedded (no external references)."""
-    content = markdown.markdown(body, extensions=["tables"])
-    for name, data in images.items():  # after the Markdown: its patterns need not scan the figures' bytes
-        content = content.replace(f'src="figure:{name}.png"',
-                                  f'src="data:image/png;base64,{base64.b64encode(data).decode()}"')
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>regbench report: {html.escape(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; line-height: 1.45; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }}
-th {{ background: #f3f3f3; }}
-img {{ max-width: 100%; border: 1px solid #eee; }}
-code {{ font-size: 0.85em; word-break: break-all; }}
-</style>
-</head>
-<body>
-{content}
-</body>
-</html>
 """

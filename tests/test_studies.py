@@ -164,7 +164,7 @@ def test_study_mistakes_exit_2_with_one_line(runner, tmp_path, args, message):
 
 
 def test_one_effect_formatter_says_when_there_is_no_interval():
-    from regbench.report import effect_text
+    from regbench.wording import effect_text
 
     assert effect_text(0.0123, -0.001, 0.02) == "+1.23 pp [-0.10, +2.00]"
     assert effect_text(0.0123, np.nan, np.nan) == "+1.23 pp [no interval: one pair, or no spread]"

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from regbench import plots, report, stats
+from regbench import plots, stats, wording
 from regbench.config import STATISTICS_REFRESH_STEPS
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import BASELINE
@@ -117,12 +117,12 @@ def _effect(effects: pd.DataFrame, metric: str, arm: str, against: str) -> pd.Se
 
 def _text(row, digits: int = 2) -> str:
     """Write an effect with its Holm interval."""
-    return report.effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"], digits)
+    return wording.effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"], digits)
 
 
 def _trend_text(trend: pd.Series) -> str:
     """Say which way a metric moves as the groups grow (less noise), from its slope across seeds."""
-    slope = report.effect_text(trend["diff_mean"], trend["adj_ci_low"], trend["adj_ci_high"], digits=3)
+    slope = wording.effect_text(trend["diff_mean"], trend["adj_ci_low"], trend["adj_ci_high"], digits=3)
     if trend["holm_p"] < stats.ALPHA:
         direction = "rises" if trend["diff_mean"] > 0 else "falls"
         return f"{direction} significantly as the groups grow ({slope} per doubling)"
@@ -184,8 +184,8 @@ def body(noise: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, runs:
                  f"{mine['train_accuracy'].mean() * 100:.2f}", f"{mine['gap'].mean() * 100:.2f}"]
                 for arm, mine in ok.groupby("arm", sort=False)]
     effect_rows = [[METRICS[row.metric], row.arm, row.against, row.pairs, _text(row._asdict()),
-                    report.p_text(row.holm_p)] for row in effects.itertuples()]
-    trend_rows = [[METRICS[row.metric], row.pairs, _text(row._asdict(), 3), report.p_text(row.holm_p)]
+                    wording.p_text(row.holm_p)] for row in effects.itertuples()]
+    trend_rows = [[METRICS[row.metric], row.pairs, _text(row._asdict(), 3), wording.p_text(row.holm_p)]
                   for row in trends.itertuples()]
     return f"""## Results
 
@@ -208,19 +208,19 @@ population values is compared with sampling theory: σ/√g (finite-population c
 variance its spread √((μ₄ − σ⁴(g−3)/(g−1))/g)·(g−1)/g with the biased estimate's offset σ²/g. Medians over
 {noise['units'].iloc[0]} units.
 
-{report.markdown_table(["g", "rms(group mean − μ) / σ", "1/√g", "measured / predicted",
+{wording.markdown_table(["g", "rms(group mean − μ) / σ", "1/√g", "measured / predicted",
                         "rms(group var − σ²) / σ²", "measured / predicted"], noise_rows)}
 
 ### Every arm
 
-{report.markdown_table(["arm", "runs", "test acc % (mean ± SD)", "train acc %", "gap (pp)"], arm_rows)}
+{wording.markdown_table(["arm", "runs", "test acc % (mean ± SD)", "train acc %", "gap (pp)"], arm_rows)}
 
 ### Paired effects
 
 Paired by seed; Holm-corrected across the {len(effects) // len(METRICS)} comparisons of each metric, with the
 interval at the level Holm tested each.
 
-{report.markdown_table(["metric", "arm", "against", "pairs", "difference, pp [Holm CI]", "p (Holm)"], effect_rows)}
+{wording.markdown_table(["metric", "arm", "against", "pairs", "difference, pp [Holm CI]", "p (Holm)"], effect_rows)}
 
 ### Trend with the group size
 
@@ -228,7 +228,7 @@ Each seed's ghost arms give a least-squares slope against log₂ g (per doubling
 seeds (the unit of replication), Holm-corrected across the two metrics. A negative accuracy slope means smaller
 groups, with noisier statistics, test better.
 
-{report.markdown_table(["metric", "seeds", "slope, pp per doubling [Holm CI]", "p (Holm)"], trend_rows)}
+{wording.markdown_table(["metric", "seeds", "slope, pp per doubling [Holm CI]", "p (Holm)"], trend_rows)}
 """
 
 

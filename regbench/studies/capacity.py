@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from regbench import plots, report, stats
+from regbench import plots, stats, wording
 from regbench.config import DEFAULT_TUNE_SEEDS
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import BASELINE, resolve_params
@@ -85,7 +85,7 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tun
     falls = premise["holm_p"] < stats.ALPHA and premise["diff_mean"] < 0
     first, last = baseline.index.min(), baseline.index.max()
     gap_range = (f"the baseline's gap goes from {baseline.loc[first, 'gap'] * 100:.2f} pp (width {first}) to "
-                 f"{baseline.loc[last, 'gap'] * 100:.2f} pp (width {last}), {report.slope_text(premise, PER_TENFOLD)}")
+                 f"{baseline.loc[last, 'gap'] * 100:.2f} pp (width {last}), {wording.slope_text(premise, PER_TENFOLD)}")
     premise_text = (f"The premise holds here: {gap_range}" if holds else
                     f"The premise is not shown: {gap_range}; without a gap that grows with size, the design cannot "
                     "tell whether bigger models need more regularization")
@@ -97,7 +97,7 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tun
                          "widths, another data size or label noise would show whether it appears there")
     arms = [name for name in trend.index if name != "baseline gap"]
     growing = [name for name in arms if trend.loc[name, "holm_p"] < stats.ALPHA and trend.loc[name, "diff_mean"] > 0]
-    by_arm = "; ".join(f"{name}: {report.slope_text(trend.loc[name], PER_TENFOLD)}" for name in arms)
+    by_arm = "; ".join(f"{name}: {wording.slope_text(trend.loc[name], PER_TENFOLD)}" for name in arms)
     rates = ", ".join(f"{w}: {p['dropout']['rate']:.3g}" for w, p in tuned.items() if "dropout" in p)
     return (f"{premise_text}. Paired effect against the same width's baseline, per seed against log10(parameters) "
             f"(Holm-corrected across {len(trends)} trends): {by_arm}. "
@@ -115,7 +115,7 @@ def _ends(effects: pd.DataFrame, trends: list[str]) -> str:
     """Name each arm's trend with the arm's paired effect at the smallest and at the largest width."""
     by_width = effects.pivot(index="width", columns="arm", values="diff_mean")
     def span(trend: str) -> str:
-        return report.span_text(by_width[trend.removesuffix(" − baseline")], lambda width: f"width {width}")
+        return wording.span_text(by_width[trend.removesuffix(" − baseline")], lambda width: f"width {width}")
 
     return ", ".join(f"{trend} ({span(trend)})" for trend in trends)
 
@@ -128,10 +128,10 @@ def body(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, tuned:
                  f"{rows['test_accuracy'].mean() * 100:.2f}", f"{rows['train_accuracy'].mean() * 100:.2f}",
                  f"{rows['gap'].mean() * 100:.2f}"]
                 for width, mine in ok.groupby("width") for arm, rows in mine.groupby("arm", sort=False)]
-    effect_rows = [[row.width, row.arm, row.pairs, report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high),
-                    report.p_text(row.holm_p)] for row in effects.itertuples()]
-    trend_rows = [[row.trend, row.pairs, report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high),
-                   report.p_text(row.holm_p)] for row in trends.itertuples()]
+    effect_rows = [[row.width, row.arm, row.pairs, wording.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high),
+                    wording.p_text(row.holm_p)] for row in effects.itertuples()]
+    trend_rows = [[row.trend, row.pairs, wording.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high),
+                   wording.p_text(row.holm_p)] for row in trends.itertuples()]
     tuned_rows = [[width, technique, ", ".join(f"{k}={v:g}" for k, v in params.items())]
                   for width, settings in tuned.items() for technique, params in settings.items()]
     return f"""## Results
@@ -149,19 +149,19 @@ Each seed gives one least-squares slope against log10(parameters) (of the baseli
 effect on the baseline of the same width); the interval is over seeds, Holm-corrected across the {len(trends)}
 trends.
 
-{report.markdown_table(["trend", "seeds", "slope, pp per tenfold parameters [Holm CI]", "p (Holm)"], trend_rows)}
+{wording.markdown_table(["trend", "seeds", "slope, pp per tenfold parameters [Holm CI]", "p (Holm)"], trend_rows)}
 
 ### Every width and arm
 
-{report.markdown_table(["width", "parameters", "arm", "runs", "test acc %", "train acc %", "gap (pp)"], arm_rows)}
+{wording.markdown_table(["width", "parameters", "arm", "runs", "test acc %", "train acc %", "gap (pp)"], arm_rows)}
 
 ### Paired effects (Holm-corrected across all {len(effects)})
 
-{report.markdown_table(["width", "arm", "pairs", "Δ test acc, pp [Holm CI]", "p (Holm)"], effect_rows)}
+{wording.markdown_table(["width", "arm", "pairs", "Δ test acc, pp [Holm CI]", "p (Holm)"], effect_rows)}
 
 ### Strengths chosen on validation
 
-{report.markdown_table(["width", "technique", "chosen"], tuned_rows)}
+{wording.markdown_table(["width", "technique", "chosen"], tuned_rows)}
 """
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from regbench import plots, report, stats
+from regbench import plots, stats, wording
 from regbench.config import DEFAULT_TUNE_SEEDS
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import BASELINE, resolve_params
@@ -97,7 +97,7 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, gri
     premise = trend.loc["baseline gap"]
     smallest, largest = gaps.index.min(), gaps.index.max()
     premise_text = (f"The baseline's gap is {gaps[smallest] * 100:.1f} pp at {smallest:,} images and "
-                    f"{gaps[largest] * 100:.1f} pp at {largest:,} ({report.slope_text(premise, PER_TENFOLD)})")
+                    f"{gaps[largest] * 100:.1f} pp at {largest:,} ({wording.slope_text(premise, PER_TENFOLD)})")
     techniques = [name for name in trend.index if name != "baseline gap"]
     falling, rising = ([name.split(" ")[0] for name in techniques
                         if trend.loc[name, "holm_p"] < stats.ALPHA and sign * trend.loc[name, "diff_mean"] > 0]
@@ -105,9 +105,9 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, gri
     accuracy = effects[effects["metric"] == "test_accuracy"]
     significant = accuracy[accuracy["holm_p"] < stats.ALPHA]
     helped, hurt = (_cells(significant[sign * significant["diff_mean"] > 0]) for sign in (1, -1))
-    by = "; ".join(f"{name}: {report.slope_text(trend.loc[name], PER_TENFOLD)}" for name in techniques)
+    by = "; ".join(f"{name}: {wording.slope_text(trend.loc[name], PER_TENFOLD)}" for name in techniques)
     by_size = accuracy.pivot(index="train_size", columns="technique", values="diff_mean")
-    ends = {name: report.span_text(by_size[name], lambda size: f"{size:,} images") for name in falling + rising}
+    ends = {name: wording.span_text(by_size[name], lambda size: f"{size:,} images") for name in falling + rising}
     supported = bool(falling) and premise["diff_mean"] < 0 and premise["holm_p"] < stats.ALPHA
     return (f"Every size sees {grid['images_seen']:,} training images, and each technique's strength is tuned on "
             f"validation for each size. {premise_text}. Significant gains after Holm's correction across "
@@ -126,7 +126,7 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, gri
 def _cells(rows: pd.DataFrame) -> str:
     """Name each size-and-technique cell with its effect, or say there is none."""
     return ", ".join(f"{row.technique} at {row.train_size:,} "
-                     f"({report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high)})"
+                     f"({wording.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high)})"
                      for row in rows.itertuples()) or "none"
 
 
@@ -140,12 +140,12 @@ def body(runs: pd.DataFrame, effects: pd.DataFrame, trends: pd.DataFrame, chosen
     accuracy = effects[effects["metric"] == "test_accuracy"].set_index(["train_size", "technique"])
     gap = effects[effects["metric"] == "gap"].set_index(["train_size", "technique"])
     effect_rows = [[f"{size:,}", technique, ", ".join(f"{k}={v:g}" for k, v in chosen[size][technique]) or "–",
-                    row["pairs"], report.effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"]),
-                    report.p_text(row["holm_p"]), f"{gap.loc[(size, technique), 'diff_mean'] * 100:+.2f}",
+                    row["pairs"], wording.effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"]),
+                    wording.p_text(row["holm_p"]), f"{gap.loc[(size, technique), 'diff_mean'] * 100:+.2f}",
                     f"×{row['weight_norm_ratio']:.2f}"]
                    for (size, technique), row in accuracy.iterrows()]
-    trend_rows = [[row.trend, row.pairs, report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high),
-                   report.p_text(row.holm_p)] for row in trends.itertuples()]
+    trend_rows = [[row.trend, row.pairs, wording.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high),
+                   wording.p_text(row.holm_p)] for row in trends.itertuples()]
     return f"""## Results
 
 ![Paired effect and gap against training-set size](figure:effect_and_gap_by_size.png)
@@ -159,19 +159,19 @@ no configuration with the reference comparison (sizes and budgets differ), so th
 
 ### Trends (seeds are the unit)
 
-{report.markdown_table(["trend", "seeds", "slope, pp per tenfold images [Holm CI]", "p (Holm)"], trend_rows)}
+{wording.markdown_table(["trend", "seeds", "slope, pp per tenfold images [Holm CI]", "p (Holm)"], trend_rows)}
 
 ### Paired effects by size
 
 Holm-corrected per metric across all {len(accuracy)} cells; "‖w‖ ratio" is the technique's mean weight norm over
 the baseline's at that size (a technique that leaves it at ×1.00 is hardly acting).
 
-{report.markdown_table(["train size", "technique", "tuned", "pairs", "Δ test acc, pp [Holm CI]", "p (Holm)",
+{wording.markdown_table(["train size", "technique", "tuned", "pairs", "Δ test acc, pp [Holm CI]", "p (Holm)",
                         "Δ gap (pp)", "‖w‖ ratio"], effect_rows)}
 
 ### Every arm
 
-{report.markdown_table(["train size", "arm", "epochs", "runs", "test acc %", "train acc %", "gap (pp)",
+{wording.markdown_table(["train size", "arm", "epochs", "runs", "test acc %", "train acc %", "gap (pp)",
                         "epochs run"], arm_rows)}
 """
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from regbench import plots, report, stats
+from regbench import plots, stats, wording
 from regbench.config import DEFAULT_LR
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import resolve_params
@@ -248,7 +248,7 @@ def verdict(summary: pd.DataFrame, equivalence: pd.DataFrame, steps: pd.DataFram
         f"{row.activation} at rate {row.rate:g}: activations ×{row.classic_forgot_inference_over_train:.2f} "
         f"(1/p = {1 / row.keep:.2f}), top class kept on {row.forgot_argmax_agreement:.1%} of test images, accuracy "
         f"{row.classic_test_accuracy * 100:.2f}% → {row.classic_forgot_test_accuracy * 100:.2f}% "
-        f"({report.effect_text(row.forgetting_cost, row.cost_ci_low, row.cost_ci_high)}"
+        f"({wording.effect_text(row.forgetting_cost, row.cost_ci_low, row.cost_ci_high)}"
         f"{', significant' if row.cost_holm_p < stats.ALPHA else ''}), cross-entropy "
         f"{row.classic_test_crossentropy:.3f} → {row.classic_forgot_test_crossentropy:.3f}, ECE "
         f"{row.classic_test_ece:.3f} → {row.classic_forgot_test_ece:.3f}" for row in first.itertuples())
@@ -276,7 +276,7 @@ def verdict(summary: pd.DataFrame, equivalence: pd.DataFrame, steps: pd.DataFram
     formulations = "; ".join(
         f"{row.formulation} under {row.optimizer}: weights {row.max_weight_difference:.1e} of the largest apart, "
         f"predictions agree on {row.prediction_agreement:.2%}, test accuracy − inverted "
-        f"{report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high, digits=3)}"
+        f"{wording.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high, digits=3)}"
         for row in equivalence.itertuples())
     same = bool((steps["matched_over_control"] <= ROUNDING_FACTOR).all())
     apart = "; ".join(f"{optimizer}: matched {rows['classic_matched_apart'].iloc[-1]:.1e}, plain classic "
@@ -312,13 +312,13 @@ def body(summary: pd.DataFrame, equivalence: pd.DataFrame, steps: pd.DataFrame, 
                      f"{getattr(row, f'{rule}_test_crossentropy'):.3f} / {getattr(row, f'{rule}_test_ece'):.3f}"
                      for rule in ("inverted", "inverted_mc", "classic", "classic_forgot", "classic_mc")),
                    f"{row.forgot_argmax_agreement:.2%}",
-                   report.effect_text(row.forgetting_cost, row.cost_ci_low, row.cost_ci_high),
+                   wording.effect_text(row.forgetting_cost, row.cost_ci_low, row.cost_ci_high),
                    f"{row.inverted_mc_agreement:.2%}"] for row in first.itertuples()]
     step_rows = [[row.optimizer, row.steps, f"{row.classic_apart:.3e}", f"{row.classic_matched_apart:.3e}",
                   f"{row.control_apart:.3e}", f"{row.matched_over_control:.3g}"] for row in steps.itertuples()]
     formulation_rows = [[row.optimizer, row.formulation, f"{row.max_weight_difference:.3e}",
                          f"{row.prediction_agreement:.2%}", row.pairs,
-                         report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high, digits=3)]
+                         wording.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high, digits=3)]
                         for row in equivalence.itertuples()]
     return f"""## Results
 
@@ -331,7 +331,7 @@ mask per image), i.e. what the next layer receives; means over seeds.
 
 ### Mean activation after each dropout layer
 
-{report.markdown_table(["activation", "rate", "keep p", "dropout layer", "inverted: training / inference",
+{wording.markdown_table(["activation", "rate", "keep p", "dropout layer", "inverted: training / inference",
                         "classic: training / inference (×p)", "classic, p forgotten: inference / training",
                         "1/p"], ratio_rows)}
 
@@ -342,7 +342,7 @@ probability). Monte-Carlo (MC): the softmax averaged over {grid['mc_samples']} t
 kept": share of test images whose predicted class is the same with and without the factor p. The cost of
 forgetting p is paired by seed and Holm-corrected across the {len(first)} activation and rate cells.
 
-{report.markdown_table(["activation", "rate", "seeds", "inverted", "inverted, MC", "classic ×p",
+{wording.markdown_table(["activation", "rate", "seeds", "inverted", "inverted, MC", "classic ×p",
                         "classic, p forgotten", "classic, MC", "top class kept", "cost of forgetting p, pp [Holm CI]",
                         "MC agrees with inverted"], score_rows)}
 
@@ -357,12 +357,12 @@ Step by step from one start (the first seed's initial weights, masks and batches
 (inverted dropout from initial weights moved by one float32 ulp): max |ΔW| / max |W| from inverted
 dropout, in its convention.
 
-{report.markdown_table(["optimizer", "steps", "classic", "classic, matched", "rounding control", "matched / control"],
+{wording.markdown_table(["optimizer", "steps", "classic", "classic, matched", "rounding control", "matched / control"],
                        step_rows)}
 
 Whole runs, where training amplifies any rounding:
 
-{report.markdown_table(["optimizer", "formulation", "max |ΔW| / max |W| vs inverted",
+{wording.markdown_table(["optimizer", "formulation", "max |ΔW| / max |W| vs inverted",
                         "predictions agree (min over seeds)", "pairs", "test acc − inverted, pp [Holm CI]"],
                        formulation_rows)}
 """

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from regbench import plots, report, stats
+from regbench import plots, stats, wording
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import BASELINE, resolve_params
 
@@ -162,7 +162,7 @@ def verdict(summary: pd.DataFrame, outcomes: pd.DataFrame, keras: pd.DataFrame, 
         f" of {epochs} epochs)" for monitor, mine in summary.groupby("monitor", sort=False))
     listing = "; ".join(
         f"{row.rules} vs {REFERENCES[row.reference]}: "
-        f"{report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high)} ({_direction(row)})"
+        f"{wording.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high)} ({_direction(row)})"
         for row in outcomes.itertuples())
     ends, checkpoints = (outcomes[outcomes["reference"] == name] for name in REFERENCES)
     better = ends[(ends["holm_p"] < stats.ALPHA) & (ends["diff_mean"] > 0)]
@@ -194,8 +194,8 @@ def body(summary: pd.DataFrame, outcomes: pd.DataFrame, keras: pd.DataFrame, epo
              f"{row.test_accuracy_at_end * 100:.2f}"] for row in summary.itertuples()]
     outcome_rows = [[row.comparison, row.rules, row.restored_epochs, REFERENCES[row.reference], row.reference_epochs,
                      row.pairs,
-                     report.effect_text(row.diff_mean, row.t_ci_low, row.t_ci_high),
-                     report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high), report.p_text(row.holm_p)]
+                     wording.effect_text(row.diff_mean, row.t_ci_low, row.t_ci_high),
+                     wording.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high), wording.p_text(row.holm_p)]
                     for row in outcomes.itertuples()]
     check_rows = [[row.seed, row.replayed_stop, row.keras_stop, f"{row.replayed_test_accuracy * 100:.2f}",
                    f"{row.keras_test_accuracy * 100:.2f}"] for row in keras.itertuples()]
@@ -213,7 +213,7 @@ of the whole run by the same measure, which any run can keep without stopping.
 
 ### Every rule
 
-{report.markdown_table(["rule", "seeds", "stop epoch (range)", "restored epoch", "epochs saved",
+{wording.markdown_table(["rule", "seeds", "stop epoch (range)", "restored epoch", "epochs saved",
                         "test acc % restored", "at the run's checkpoint", f"at epoch {epochs}"], rows)}
 
 ### Distinct outcomes, tested
@@ -223,7 +223,7 @@ a rule whose restored epoch is its run's checkpoint on every seed compares ident
 The {len(outcomes)} distinct comparisons are paired by seed; Holm's step-down correction runs over all of them,
 and its interval is at the level Holm tested each.
 
-{report.markdown_table(["comparison", "rules", "restored epoch per seed", "against", "its epoch per seed", "pairs",
+{wording.markdown_table(["comparison", "rules", "restored epoch per seed", "against", "its epoch per seed", "pairs",
                         "restored − reference, pp [95% CI]", "[Holm CI]", "p (Holm)"], outcome_rows)}
 
 ### The replay against real Keras EarlyStopping
@@ -231,7 +231,7 @@ and its interval is at the level Holm tested each.
 The same seeds trained with `--technique early-stopping` (Keras' callback on validation cross-entropy,
 restore_best_weights):
 
-{report.markdown_table(["seed", "replayed stop", "Keras stop", "replayed restored test acc %",
+{wording.markdown_table(["seed", "replayed stop", "Keras stop", "replayed restored test acc %",
                         "Keras run test acc %"], check_rows)}
 """
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from regbench import plots, report, stats
+from regbench import plots, stats, wording
 from regbench.data import planted_pixels
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext, label_arms
 from regbench.techniques import BASELINE
@@ -116,7 +116,7 @@ def _effect_text(row, measure: str) -> str:
     if measure in RATIOS:
         return (f"×{np.exp(row['diff_mean']):.2f} [{np.exp(row['adj_ci_low']):.2f}, "
                 f"{np.exp(row['adj_ci_high']):.2f}]")
-    return report.effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"])
+    return wording.effect_text(row["diff_mean"], row["adj_ci_low"], row["adj_ci_high"])
 
 
 def _significant(row, lower: bool) -> bool:
@@ -191,7 +191,7 @@ def body(runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame, chose
                          f"{m['planted_over_median']:.2f}", f"{m['planted_largest_over_median']:.2f}",
                          f"{m['largest_unit_over_median']:.2f}", f"{m['reliance'] * 100:.2f}", f"{m['sparsity']:.1%}"])
     effect_rows = [[row.arm, {**RATIOS, **DIFFERENCES}[row.measure], row.pairs,
-                    _effect_text(row._asdict(), row.measure), report.p_text(row.holm_p)]
+                    _effect_text(row._asdict(), row.measure), wording.p_text(row.holm_p)]
                    for row in effects.itertuples()]
     row, columns = planted_pixels(context.base.planted)
     return f"""## Results
@@ -208,7 +208,7 @@ weights among the live ones. Each technique's setting is the one with the highes
 
 ### Every setting (means over seeds)
 
-{report.markdown_table(["arm", "runs", "val acc %", "test acc %", "planted / median", "largest planted / median",
+{wording.markdown_table(["arm", "runs", "val acc %", "test acc %", "planted / median", "largest planted / median",
                         "largest unit / median", "reliance (pp)", "near-zero"], arm_rows)}
 
 ### The chosen settings against the baseline
@@ -216,7 +216,7 @@ weights among the live ones. Each technique's setting is the one with the highes
 Paired by seed; ratios as the geometric mean of treated / baseline. Holm-corrected across the
 {len(effects)} comparisons, each interval at the level Holm tested it.
 
-{report.markdown_table(["arm", "measure", "pairs", "effect [Holm CI]", "p (Holm)"], effect_rows)}
+{wording.markdown_table(["arm", "measure", "pairs", "effect [Holm CI]", "p (Holm)"], effect_rows)}
 """
 
 

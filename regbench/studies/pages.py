@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from regbench import report
+from regbench import wording
 from regbench.config import STUDY_FIELDS, RunConfig, with_added_defaults
 from regbench.outputs import write_outputs
 from regbench.provenance import package_versions
@@ -38,9 +38,9 @@ def write_study(out: Path, name: str, claim: str, question: str, context: StudyC
     training: dict[str, Any] = {"wall_seconds": wall, "runs_trained": context.trained, "date": now, "command": command}
     if context.trained == 0:  # a re-render: keep the wall time of the invocation that trained the runs
         training = _earlier_training(out, name, context) or training
-    images = {key: report.png(figure) for key, figure in findings.figures.items()}
-    setup = report.markdown_table(["setting", "value"], config_rows(context.base, sweeps))
-    grid = report.markdown_table(["study setting", "value"], [[k, str(v)] for k, v in context.grid.items()])
+    images = {key: wording.png(figure) for key, figure in findings.figures.items()}
+    setup = wording.markdown_table(["setting", "value"], config_rows(context.base, sweeps))
+    grid = wording.markdown_table(["study setting", "value"], [[k, str(v)] for k, v in context.grid.items()])
     size = "quick (a first look; too small for conclusions)" if context.quick else "full"
     body = f"""# Study `{name}`: {claim}
 
@@ -73,7 +73,7 @@ Runs are kept in the run store
         "device": device_description(context.base), "versions": package_versions(context.base.backend),
     }
     texts = {"REPORT.md": body.replace("](figure:", "]("),
-             "report.html": report.report_html(body, images, f"study {name}")}
+             "report.html": wording.report_html(body, images, f"study {name}")}
     return write_outputs(out, findings.tables, images, manifest, texts)
 
 

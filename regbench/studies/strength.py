@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from matplotlib.figure import Figure
 
-from regbench import plots, report, stats
+from regbench import plots, stats, wording
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext, label_arms
 from regbench.techniques import BASELINE
 
@@ -87,13 +87,13 @@ def _technique_finding(rows: pd.DataFrame, param: str) -> tuple[str, bool]:
              else "training accuracy moves significantly at no tested strength")
     chosen_text = (f"validation chooses {param}={chosen['strength']:g} ({chosen['val_accuracy_mean'] * 100:.2f}% "
                    f"validation), whose test accuracy differs from the baseline's by "
-                   f"{report.effect_text(chosen['test_accuracy_diff'], chosen['adj_ci_low'], chosen['adj_ci_high'])}"
+                   f"{wording.effect_text(chosen['test_accuracy_diff'], chosen['adj_ci_low'], chosen['adj_ci_high'])}"
                    f" ({chosen['verdict']})")
     where = ("the weakest setting tested" if chosen.name == rows.index[0] else
              "the strongest setting tested" if chosen.name == rows.index[-1] else "an interior setting")
     text = (f"{rows.iloc[0]['swept']}: {onset}; at the strongest, {param}={strongest['strength']:g}, training "
             f"accuracy {strongest['train_accuracy_diff'] * 100:+.2f} pp and test accuracy "
-            f"{report.effect_text(strongest['test_accuracy_diff'], strongest['adj_ci_low'], strongest['adj_ci_high'])}"
+            f"{wording.effect_text(strongest['test_accuracy_diff'], strongest['adj_ci_low'], strongest['adj_ci_high'])}"
             f"{' (both significantly lower: underfitting)' if underfits else ''}; {chosen_text}, {where}")
     return text, underfits
 
@@ -132,8 +132,8 @@ def body(table: pd.DataFrame, sweeps: dict) -> str:
              f"{row.test_accuracy_mean * 100:.2f} ± {row.test_accuracy_sd * 100:.2f}",
              f"{row.train_accuracy_mean * 100:.2f}", f"{row.gap_mean * 100:.2f}", f"{row.weights_l2_mean:.1f}",
              "(baseline)" if row.technique == BASELINE else
-             report.effect_text(row.train_accuracy_diff, row.train_adj_ci_low, row.train_adj_ci_high),
-             "(baseline)" if row.technique == BASELINE else report.effect_text(row.test_accuracy_diff, row.adj_ci_low,
+             wording.effect_text(row.train_accuracy_diff, row.train_adj_ci_low, row.train_adj_ci_high),
+             "(baseline)" if row.technique == BASELINE else wording.effect_text(row.test_accuracy_diff, row.adj_ci_low,
                                                                                 row.adj_ci_high),
              "" if row.technique == BASELINE else row.verdict]
             for row in table.itertuples()]
@@ -152,7 +152,7 @@ Every difference is paired by seed with the baseline; the intervals are Holm-adj
 column is the compare command's (±{table['margin'].dropna().iloc[0] * 100:g} pp equivalence margin). A
 technique "acts" where its training-accuracy difference is significant after the same correction.
 
-{report.markdown_table(["arm", "runs", "val acc %", "test acc % (mean ± SD)", "train acc %", "gap (pp)", "‖w‖₂",
+{wording.markdown_table(["arm", "runs", "val acc %", "test acc % (mean ± SD)", "train acc %", "gap (pp)", "‖w‖₂",
                         "Δ train acc, pp [Holm CI]", "Δ test acc, pp [Holm CI]", "verdict"], rows)}
 """
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from regbench import plots, report, stats
+from regbench import plots, stats, wording
 from regbench.config import DEFAULT_LR, DEFAULT_MARGIN, RunConfig
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext
 from regbench.techniques import BASELINE
@@ -232,8 +232,8 @@ def _equivalence(row) -> str:
     """Say whether a setting's L2 − decoupled test accuracies are shown equivalent within the margin."""
     margin = f"±{row['margin'] * 100:g} pp"
     if row["tost_holm_p"] < stats.ALPHA:
-        return f"equivalent within {margin} (TOST, Holm {report.p_text(row['tost_holm_p'])})"
-    return (f"equivalence within {margin} not shown (TOST, Holm {report.p_text(row['tost_holm_p'])}; more seeds "
+        return f"equivalent within {margin} (TOST, Holm {wording.p_text(row['tost_holm_p'])})"
+    return (f"equivalence within {margin} not shown (TOST, Holm {wording.p_text(row['tost_holm_p'])}; more seeds "
             "would narrow it)")
 
 
@@ -265,7 +265,7 @@ def verdict(weights: pd.DataFrame, steps: pd.DataFrame, accuracy: pd.DataFrame, 
                     f"({beyond['l2_vs_decay_max'].iloc[0] / beyond['rounding_allowance'].iloc[0]:.3g}x what "
                     "rounding allows): more than rounding")
             + f"; {shrink}; test accuracy L2 − decoupled "
-            f"{report.effect_text(acc['diff_mean'], acc['eq_ci_low'], acc['eq_ci_high'], digits=3)}, "
+            f"{wording.effect_text(acc['diff_mean'], acc['eq_ci_low'], acc['eq_ci_high'], digits=3)}, "
             f"{_equivalence(acc)}")
     names = [name for name, value in same.items() if value]
     conclusion = (f"L2 is decoupled weight decay for {' and '.join(names)} only" if names and len(names) < len(same)
@@ -294,8 +294,8 @@ def body(weights: pd.DataFrame, steps: pd.DataFrame, accuracy: pd.DataFrame, gri
                     f"{row.l2_remaining:.4f}", f"{row.wd_remaining:.4f}", f"{row.wd_predicted_remaining:.4f}"]
                    for row in weights.itertuples()]
     accuracy_rows = [[row.optimizer, row.comparison, row.pairs,
-                      report.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high, digits=3),
-                      report.p_text(row.holm_p),
+                      wording.effect_text(row.diff_mean, row.adj_ci_low, row.adj_ci_high, digits=3),
+                      wording.p_text(row.holm_p),
                       _equivalence(row._asdict()) if row.comparison == "L2 − decoupled" else ""]
                      for row in accuracy.itertuples()]
     means = accuracy.drop_duplicates("optimizer")
@@ -338,14 +338,14 @@ roundings add up at most linearly, N·{ONE_STEP_ROUNDING:.1e} after N steps. So 
 rounding when, at every horizon, it stays within the larger of that budget and {ROUNDING_FACTOR}x the controls'
 envelope (the largest of their distances); a different method is far beyond both.
 
-{report.markdown_table(["optimizer", "steps", "max |Δw| / max |w|: L2 vs decay", "same: L2 vs 1-ulp control",
+{wording.markdown_table(["optimizer", "steps", "max |Δw| / max |w|: L2 vs decay", "same: L2 vs 1-ulp control",
                         "same: L2 vs reordered (largest)", "ratio to the envelope", "rounding allows",
                         "‖Δw‖ / ‖w‖: L2 vs decay",
                         "same: controls' envelope"], step_rows)}
 
 ### The stored runs after N steps (first seed)
 
-{report.markdown_table(["optimizer", "epochs", "steps N", "max |Δw| / max |w|", "‖Δw‖ / ‖w‖",
+{wording.markdown_table(["optimizer", "epochs", "steps N", "max |Δw| / max |w|", "‖Δw‖ / ‖w‖",
                         "shrink per step, L2", "predicted", "shrink per step, decay", "predicted",
                         "blank-pixel |w_N/w_0|, L2", "same, decay", "predicted, decay"], weight_rows)}
 
@@ -353,12 +353,12 @@ envelope (the largest of their distances); a different method is far beyond both
 
 Mean test accuracy (%) per arm:
 
-{report.markdown_table(["optimizer", *ARMS], mean_rows)}
+{wording.markdown_table(["optimizer", *ARMS], mean_rows)}
 
 Paired differences; the intervals and p-values are Holm-corrected across all {len(accuracy)} comparisons, and the
 equivalence tests across the {len(means)} L2 − decoupled ones:
 
-{report.markdown_table(["optimizer", "comparison", "pairs", "Δ test acc, pp [Holm CI]", "p (Holm)",
+{wording.markdown_table(["optimizer", "comparison", "pairs", "Δ test acc, pp [Holm CI]", "p (Holm)",
                         "equivalence"], accuracy_rows)}
 """
 
