@@ -70,10 +70,11 @@ bench: $(STAMP)
 # One pytest worker per core and one more (the suite waits much of its time on the processes it starts: 4m25s
 # against 4m45s-5m16s with one per core, on 2 cores); each test file stays on one worker (the studies files share
 # one quick run each), handed out in tests/conftest.py's order (slowest first) rather than by their number of tests.
-test: check
+test: $(STAMP)
 	$(BIN)/python -m pytest -q -n $$(( $$(nproc) + 1 )) --dist loadfile --no-loadscope-reorder
 
-# The linter and the type checker, as configured in pyproject.toml (also run by pre-commit before each commit).
+# The linter and the type checker, as configured in pyproject.toml (make test runs them too, in tests/test_checks.py,
+# beside the other tests; pre-commit runs them before each commit).
 check: $(STAMP)
 	$(BIN)/ruff check regbench tests benchmarks
 	$(BIN)/mypy

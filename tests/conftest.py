@@ -82,9 +82,10 @@ def listeners():
         server.close()
 
 
+# The test files' own share of `make test`, largest first (pytest --durations).
 SLOWEST_FIRST = ["test_faults.py", "test_cli.py", "test_executors.py", "test_cpu_counts.py", "test_studies.py",
                  "test_fused.py", "test_notebook.py", "test_api.py", "test_studies_tuned.py", "test_tune.py",
-                 "test_backend_paths.py"]  # their own share of `make test`, largest first (pytest --durations)
+                 "test_backend_paths.py", "test_checks.py"]
 
 
 def pytest_collection_modifyitems(items):
