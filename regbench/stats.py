@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,34 @@ def trend_family(runs: pd.DataFrame, arm_column: str, arms: list[str], position:
         slopes[f"{arm} − baseline"] = seed_slopes(paired.merge(mine[x].reset_index(), on=["seed", position]), x,
                                                   "effect")
     return effect_family(slopes).rename(columns={"effect": "trend"})
+
+
+def trend_direction(row: pd.Series) -> int:
+    """Return what a trend's row says, as a sign: +1 rising, -1 falling (Holm-significant), 0 none detected."""
+    if not row["holm_p"] < ALPHA:
+        return 0
+    return 1 if row["diff_mean"] > 0 else -1
+
+
+def leave_one_out(family: Callable[[pd.DataFrame], pd.DataFrame], runs: pd.DataFrame, position: str) -> pd.DataFrame:
+    """Fit a trend family (`family`: runs -> one row per trend) again with each value of `position` (a width, a
+    size, a group) left out in turn, where at least two values remain; return the refits, the left-out value in
+    column `left_out`. A trend whose verdict changes when one value is left out rests on that one arm."""
+    values = sorted(runs[position].dropna().unique())
+    if len(values) < 3:
+        return pd.DataFrame(columns=["left_out", "diff_mean", "adj_ci_low", "adj_ci_high", "holm_p"])
+    return pd.concat([family(runs[runs[position] != value]).assign(left_out=value) for value in values],
+                     ignore_index=True)
+
+
+def resting_on(refits: pd.DataFrame, name_column: str, trend: str, direction: int) -> pd.Series | None:
+    """Return the refit of `trend` whose verdict differs from `direction` (the one arm the verdict rests on: the
+    first such left-out value), or None where leaving out any one value keeps the verdict."""
+    mine = refits[refits[name_column] == trend] if len(refits) else refits
+    for _, row in mine.iterrows():
+        if trend_direction(row) != direction:
+            return row
+    return None
 
 
 def t_interval(values, confidence: float = CONFIDENCE) -> tuple:

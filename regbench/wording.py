@@ -75,6 +75,33 @@ def slope_text(row: pd.Series, per: str) -> str:
     return f"{text} per {per}, no detectable trend"
 
 
+def robustness_text(trend: pd.Series, refits: pd.DataFrame, name_column: str, what: str, per: str,
+                    scale: float = 100.0, unit: str = " pp") -> str:
+    """Say whether a trend's verdict survives leaving out any one `what` (a width, a size, a group:
+    stats.leave_one_out), or which one it rests on, with the slope `per` unit of x without it."""
+    if not len(refits):
+        return f"too few {what}s to leave one out"
+    direction = stats.trend_direction(trend)
+    rests = stats.resting_on(refits, name_column, trend[name_column], direction)
+    if rests is None:
+        return f"the same verdict with any one {what} left out"
+    slope = effect_text(rests["diff_mean"], rests["adj_ci_low"], rests["adj_ci_high"], digits=3, scale=scale,
+                        unit=unit)
+    return f"resting on {what} {rests['left_out']:g}: without it {slope} per {per}, {p_text(rests['holm_p'])}"
+
+
+def with_leave_one_out(trends: pd.DataFrame, refits: pd.DataFrame, name_column: str, what: str, per: str,
+                       scale: float = 100.0, unit: str = " pp") -> pd.DataFrame:
+    """Return `trends` with `robust` (whether each verdict is the same with any one `what` left out; True where
+    there are too few to leave one out) and `one_left_out` (robustness_text)."""
+    trends = trends.copy()
+    trends["robust"] = [stats.resting_on(refits, name_column, row[name_column], stats.trend_direction(row)) is None
+                        for _, row in trends.iterrows()]
+    trends["one_left_out"] = [robustness_text(row, refits, name_column, what, per, scale, unit)
+                              for _, row in trends.iterrows()]
+    return trends
+
+
 def span_text(effects: pd.Series, where) -> str:
     """Write a trend's two ends, 'from -4.65 pp at width 8 to +0.09 pp at width 2048', from mean effects (fractions)
     indexed by the trend's x; `where` names an x."""

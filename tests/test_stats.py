@@ -10,9 +10,11 @@ from scipy import stats as scipy_stats
 from regbench.stats import (
     EFFECT_METRICS,
     best_and_final_epochs,
+    effect_family,
     equivalence_p,
     holm,
     holm_levels,
+    leave_one_out,
     mean_confidence_interval,
     min_detectable_effect,
     paired_differences,
@@ -21,9 +23,11 @@ from regbench.stats import (
     planning_sd,
     power,
     sd_bounds,
+    seed_slopes,
     seeds_for,
     summarize,
     t_interval,
+    trend_direction,
 )
 
 
@@ -234,3 +238,28 @@ def test_a_verdict_s_text_reads_back_to_the_same_verdict(text):
     from regbench.verdicts import Verdict
 
     assert str(Verdict.parse(text)) == text
+
+
+def _trend_of_groups(effect_at) -> pd.DataFrame:
+    """A trend family of one slope: 6 seeds' values at groups 4..64 (effect_at(group) plus small noise), per
+    doubling."""
+    from regbench.wording import with_leave_one_out
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame([{"seed": seed, "group": group, "value": effect_at(group) + rng.normal(0, 0.0005)}
+                          for seed in range(6) for group in (4, 8, 16, 32, 64)])
+    table["log2_group"] = np.log2(table["group"])
+
+    def family(kept: pd.DataFrame) -> pd.DataFrame:
+        return effect_family({"value": seed_slopes(kept, "log2_group", "value")}).rename(columns={"effect": "trend"})
+
+    return with_leave_one_out(family(table), leave_one_out(family, table, "group"), "trend", "group", "doubling")
+
+
+def test_a_trend_carried_by_one_arm_is_said_to_rest_on_it():
+    carried = _trend_of_groups(lambda group: -0.01 if group == 4 else 0.0).iloc[0]  # only g = 4 differs
+    assert trend_direction(carried) == 1 and not carried["robust"]
+    assert carried["one_left_out"].startswith("resting on group 4: without it")
+    steady = _trend_of_groups(lambda group: 0.002 * np.log2(group)).iloc[0]  # every doubling alike
+    assert trend_direction(steady) == 1 and steady["robust"]
+    assert steady["one_left_out"] == "the same verdict with any one group left out"
