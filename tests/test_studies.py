@@ -172,14 +172,25 @@ def test_one_effect_formatter_says_when_there_is_no_interval():
     assert effect_text(0.5, 0.25, 0.75, digits=3, scale=1, unit="") == "+0.500 [+0.250, +0.750]"
 
 
-def test_strength_chooses_on_validation_and_pairs_against_the_baseline(quick_studies):
+def test_strength_chooses_on_the_tuning_seeds_validation_and_pairs_against_the_baseline(quick_studies):
     out = quick_studies[0] / "out" / "strength-quick"
     runs, table = pd.read_csv(out / "runs.csv"), pd.read_csv(out / "strength.csv").set_index("technique")
-    validation = runs.groupby("technique")["val_accuracy"].mean().drop("none")
+    tuning = pd.read_csv(out / "tuning_runs.csv")
+    assert not set(tuning["seed"]) & set(runs["seed"])  # the choice's seeds are not the evaluation seeds
+    validation = tuning.groupby("technique")["val_accuracy"].mean().drop("none")
     assert table.index[table["chosen_on_validation"]].tolist() == [validation.idxmax()]
     by_seed = runs.pivot_table(index="seed", columns="technique", values="test_accuracy")
     for arm in validation.index:  # the hand-paired difference
         assert table.loc[arm, "test_accuracy_diff"] == pytest.approx((by_seed[arm] - by_seed["none"]).mean())
+
+
+def test_strength_chooses_each_technique_s_best_on_tuning_means_the_weakest_on_a_tie():
+    from regbench.studies.strength import choices
+
+    sweeps = {"l2": ("l2", (1e-4, 1e-3, 1e-2)), "dropout": ("rate", (0.2, 0.5))}
+    means = pd.Series({"none": 0.99, "l2 l2=0.01": 0.95, "l2 l2=0.001": 0.97, "l2 l2=0.0001": 0.97,
+                       "dropout rate=0.2": 0.90, "dropout rate=0.5": 0.91})
+    assert choices(means, sweeps) == {"l2": "l2 l2=0.0001", "dropout": "dropout rate=0.5"}
 
 
 def test_a_choice_on_validation_never_reads_test_numbers():

@@ -61,12 +61,13 @@ class StudyContext:
         """Return the base configuration with `changes`, once per seed."""
         return [replace(self.base, seed=seed, **changes) for seed in (seeds or self.seeds)]
 
-    def sweep_configs(self, sweeps: dict) -> list[RunConfig]:
-        """Return the baseline and each value of each technique's parameter, {technique: (param, values)}, per seed."""
-        configs = self.configs(technique=BASELINE, technique_params=())
+    def sweep_configs(self, sweeps: dict, seeds: tuple[int, ...] | None = None) -> list[RunConfig]:
+        """Return the baseline and each value of each technique's parameter, {technique: (param, values)}, per seed
+        (the study's seeds unless `seeds` are given, e.g. tuning seeds)."""
+        configs = self.configs(seeds, technique=BASELINE, technique_params=())
         for technique, (param, values) in sweeps.items():
             for value in values:
-                configs += self.configs(technique=technique,
+                configs += self.configs(seeds, technique=technique,
                                         technique_params=resolve_params((technique,), {param: value}))
         return configs
 

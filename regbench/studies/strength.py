@@ -1,4 +1,5 @@
-"""Study strength: sweep each technique's strength densely where it starts to act; choose on validation."""
+"""Study strength: sweep each technique's strength densely where it starts to act; choose each technique's best
+strength on the validation numbers of tuning seeds, apart from the evaluation seeds its effect is measured on."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, stats, wording
+from regbench.config import DEFAULT_TUNE_SEEDS
 from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext, label_arms
 from regbench.techniques import BASELINE
 
@@ -29,22 +31,35 @@ SWEEPS: dict[str, str] = {}  # the options this study sets itself: none
 
 
 def run(context: StudyContext) -> Findings:
-    """Train every strength of every swept technique with the baseline; choose each best on validation."""
+    """Train every strength of every swept technique with the baseline, on the evaluation seeds and on the tuning
+    seeds; choose each technique's best on the tuning seeds' validation numbers alone."""
     sweeps = context.grid["sweeps"]
+    tuning = label_arms(context.runs(context.sweep_configs(sweeps, DEFAULT_TUNE_SEEDS)).runs)
     runs = label_arms(context.runs(context.sweep_configs(sweeps)).runs)
-    table = strength_table(runs, sweeps)
+    table = strength_table(runs, sweeps, stats.successful(tuning).groupby("technique")["val_accuracy"].mean())
     return Findings(
         verdict=verdict(table, sweeps),
         body=body(table, sweeps),
-        tables={"runs": runs, "strength": table},
+        tables={"runs": runs, "tuning_runs": tuning, "strength": table},
         figures={"accuracy_by_strength": figure(table, sweeps)},
     )
 
 
-def strength_table(runs: pd.DataFrame, sweeps: dict) -> pd.DataFrame:
-    """Return one row per arm: means over seeds, the paired test- and training-accuracy differences to the
-    baseline (each Holm-corrected across every arm of the study), its strength, and whether it is its
-    technique's choice on validation."""
+def choices(tuning_means: pd.Series, sweeps: dict) -> dict[str, str]:
+    """Return each swept technique's choice: its arm of highest mean validation accuracy on the tuning seeds
+    (`tuning_means`, by arm; the weakest setting on a tie). Evaluation seeds and test numbers play no part."""
+    chosen = {}
+    for technique in sweeps:
+        mine = sorted((arm for arm in tuning_means.index if arm.split(" ")[0] == technique),
+                      key=lambda arm: _strength(arm, sweeps))
+        chosen[technique] = max(mine, key=lambda arm: tuning_means[arm])  # max keeps the first of equal scores
+    return chosen
+
+
+def strength_table(runs: pd.DataFrame, sweeps: dict, tuning_means: pd.Series) -> pd.DataFrame:
+    """Return one row per arm of the evaluation `runs`: means over seeds, the paired test- and training-accuracy
+    differences to the baseline (each Holm-corrected across every arm of the study), its strength, its mean
+    validation accuracy on the tuning seeds (`tuning_means`) and whether it is its technique's choice there."""
     arms = [arm for arm in dict.fromkeys(runs["technique"]) if arm != BASELINE]
     table = stats.summarize(runs, arms, metrics=stats.STUDY_METRICS)
     train = stats.effect_family({arm: stats.paired_differences(runs, "train_accuracy", arm) for arm in arms})
@@ -55,10 +70,8 @@ def strength_table(runs: pd.DataFrame, sweeps: dict) -> pd.DataFrame:
     table["strength"] = [_strength(arm, sweeps) for arm in table["technique"]]
     weights = stats.successful(runs).groupby("technique")["weights_l2"].mean()
     table["weights_l2_mean"] = table["technique"].map(weights)
-    table["chosen_on_validation"] = False
-    for technique in sweeps:
-        mine = table.loc[table["swept"] == technique, "technique"].tolist()
-        table.loc[table["technique"] == stats.best_on_validation(table, mine), "chosen_on_validation"] = True
+    table["tuning_val_accuracy"] = table["technique"].map(tuning_means)
+    table["chosen_on_validation"] = table["technique"].isin(choices(tuning_means, sweeps).values())
     return table
 
 
@@ -85,8 +98,9 @@ def _technique_finding(rows: pd.DataFrame, param: str) -> tuple[str, bool]:
     onset = (f"training accuracy first moves significantly at {param}={acting.iloc[0]['strength']:g} "
              f"({acting.iloc[0]['train_accuracy_diff'] * 100:+.2f} pp)" if len(acting)
              else "training accuracy moves significantly at no tested strength")
-    chosen_text = (f"validation chooses {param}={chosen['strength']:g} ({chosen['val_accuracy_mean'] * 100:.2f}% "
-                   f"validation), whose test accuracy differs from the baseline's by "
+    chosen_text = (f"validation on the tuning seeds chooses {param}={chosen['strength']:g} "
+                   f"({chosen['tuning_val_accuracy'] * 100:.2f}% there), whose test accuracy on the evaluation seeds "
+                   f"differs from the baseline's by "
                    f"{wording.effect_text(chosen['test_accuracy_diff'], chosen['adj_ci_low'], chosen['adj_ci_high'])}"
                    f" ({chosen['verdict']})")
     where = ("the weakest setting tested" if chosen.name == rows.index[0] else
@@ -128,7 +142,7 @@ def verdict(table: pd.DataFrame, sweeps: dict) -> str:
 def body(table: pd.DataFrame, sweeps: dict) -> str:
     """Render the figure and the table of every arm."""
     rows = [[row.technique + (" **(chosen)**" if row.chosen_on_validation else ""), row.runs,
-             f"{row.val_accuracy_mean * 100:.2f}",
+             f"{row.tuning_val_accuracy * 100:.2f}", f"{row.val_accuracy_mean * 100:.2f}",
              f"{row.test_accuracy_mean * 100:.2f} ± {row.test_accuracy_sd * 100:.2f}",
              f"{row.train_accuracy_mean * 100:.2f}", f"{row.gap_mean * 100:.2f}", f"{row.weights_l2_mean:.1f}",
              "(baseline)" if row.technique == BASELINE else
@@ -143,17 +157,20 @@ def body(table: pd.DataFrame, sweeps: dict) -> str:
 
 ![Validation, test and training accuracy against strength](figure:accuracy_by_strength.png)
 
-Validation (the only numbers a choice reads), test and training accuracy (inference mode) against each
-technique's strength, means over seeds; the baseline's as horizontal lines; the ring marks the setting chosen on
-validation. Grid: {steps}.
+Validation, test and training accuracy (inference mode) against each technique's strength, means over the
+evaluation seeds; the baseline's as horizontal lines; the ring marks the setting chosen on validation. Each choice
+reads only the validation accuracy of the same sweep trained on the tuning seeds
+{', '.join(map(str, DEFAULT_TUNE_SEEDS))}, which the evaluation seeds do not share, so the chosen setting's effect
+on the evaluation seeds carries no winner's curse from the choice. Grid: {steps}.
 
 Every difference is paired by seed with the baseline; the intervals are Holm-adjusted across all
 {len(table) - 1} settings of the study (each at the level Holm's step-down procedure tested it), and the verdict
 column is the compare command's (±{table['margin'].dropna().iloc[0] * 100:g} pp equivalence margin). A
 technique "acts" where its training-accuracy difference is significant after the same correction.
 
-{wording.markdown_table(["arm", "runs", "val acc %", "test acc % (mean ± SD)", "train acc %", "gap (pp)", "‖w‖₂",
-                        "Δ train acc, pp [Holm CI]", "Δ test acc, pp [Holm CI]", "verdict"], rows)}
+{wording.markdown_table(["arm", "runs", "val acc %, tuning seeds", "val acc %", "test acc % (mean ± SD)",
+                         "train acc %", "gap (pp)", "‖w‖₂", "Δ train acc, pp [Holm CI]", "Δ test acc, pp [Holm CI]",
+                         "verdict"], rows)}
 """
 
 
