@@ -27,7 +27,8 @@ from regbench.techniques import resolve_params
 from regbench.train import batch_order, compile_model
 from regbench.variants import ClassicDropout
 
-FULL = Preset(config={"epochs": 10}, seeds=3,
+FULL = Preset(config={"epochs": 10}, seeds=8,  # 8: a 2 pp cost of forgetting p stands out from seed noise (at 3
+              # seeds sigmoid's -2.35 pp mean at rate 0.8 had a 95% interval of [-9.37, +4.67])
               grid={"rates": (0.2, 0.5, 0.8), "activations": ("relu", "sigmoid"), "mc_samples": 50,
                     "equivalence_rate": 0.8, "equivalence_optimizers": ("sgd", "adam"), "checkpoints": (1, 10, 100)})
 QUICK = Preset(config=QUICK_CONFIG, seeds=2,
@@ -253,13 +254,19 @@ def verdict(summary: pd.DataFrame, equivalence: pd.DataFrame, steps: pd.DataFram
         f"{row.classic_test_crossentropy:.3f} → {row.classic_forgot_test_crossentropy:.3f}, ECE "
         f"{row.classic_test_ece:.3f} → {row.classic_forgot_test_ece:.3f}" for row in first.itertuples())
     costly = first[(first["cost_holm_p"] < stats.ALPHA) & (first["forgetting_cost"] < 0)]
-    def cost(rates: pd.Series) -> str:
-        if not len(rates):
-            return "no significant accuracy cost"
-        return "a significant accuracy cost at rate " + ", ".join(f"{rate:g}" for rate in rates)
 
-    costs = ", ".join(f"{activation}: {cost(costly.loc[costly['activation'] == activation, 'rate'])}"
-                      for activation in grid["activations"])
+    def cost(activation: str) -> str:
+        rates = costly.loc[costly["activation"] == activation, "rate"]
+        if len(rates):
+            return "a significant accuracy cost at rate " + ", ".join(f"{rate:g}" for rate in rates)
+        worst = first[first["activation"] == activation].sort_values("forgetting_cost").iloc[0]
+        if not worst["forgetting_cost"] < 0:
+            return f"no accuracy cost (the mean change is at or above 0 at every rate, {worst['seeds']} seeds)"
+        return (f"no accuracy cost detected with {worst['seeds']} seeds, the largest mean "
+                f"{wording.effect_text(worst['forgetting_cost'], worst['cost_ci_low'], worst['cost_ci_high'])} at "
+                f"rate {worst['rate']:g}, an interval that cannot tell a cost of that size from none")
+
+    costs = ", ".join(f"{activation}: {cost(activation)}" for activation in grid["activations"])
     changed = first.pivot_table(index="rate", columns="activation", values="forgot_argmax_agreement")
     if {"relu", "sigmoid"} <= set(changed):
         fewer = bool((changed["relu"] >= changed["sigmoid"]).all())
