@@ -18,13 +18,15 @@ from regbench.experiment import EXPERIMENT_FILE
 from regbench.store import RunTables, check_filesystem, nan_to_none
 from regbench.techniques import BASELINE
 
-REQUIRED_COLUMNS = {
+REQUIRED_COLUMNS = {  # what a results table must hold to be read back
     "runs": {"run_id", "technique", "seed", "status", "test_accuracy", "gap", "epochs_run", "seconds_per_epoch"},
     "epochs": {"run_id", "technique", "epoch", "val_accuracy", "val_crossentropy"},
     "weights": {"run_id", "technique", "bin_low", "bin_high", "count"},
 }
 NUMERIC_COLUMNS = {"seed", "test_accuracy", "gap", "epochs_run", "seconds_per_epoch", "epoch", "val_accuracy",
-                   "val_crossentropy", "bin_low", "bin_high", "count"}
+                   "val_crossentropy", "bin_low", "bin_high", "count"}  # checked cell by cell as numbers
+
+
 class Manifest(TypedDict, total=False):
     """manifest.json: what a comparison was made from and how. A key added later is absent from manifests written
     before it (readers use `.get` for those)."""

@@ -83,5 +83,4 @@ def kind_of(text: str) -> Kind:
     return Verdict.parse(text).kind
 
 
-SWITCHED_OFF = str(Verdict(Kind.SWITCHED_OFF))
-UNDECIDED = str(Verdict(Kind.UNDECIDED))
+SWITCHED_OFF = str(Verdict(Kind.SWITCHED_OFF))  # the verdict a report gives an arm whose tuning chose "off"
