@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # validated best strength under the converged protocol, on MNIST, each with the first wave's techniques (the lists
 # keep the committed results reproducible); (c) the same as (b) for every technique alone on Fashion-MNIST. All three
 # add seeds until each verdict is decided; (b) and (c) also search the learning rate for every arm and the baseline
-# (the committed results/tuned and results/fashion-mnist predate both: 5 seeds, the baseline's learning rate).
+# (the committed results/fashion-mnist predates both: 5 seeds, the baseline's learning rate).
 # Their runs are kept outside the work tree.
 STORE ?= $(HOME)/.cache/regbench/reference.sqlite
 REFERENCE := --technique l1,l2,weight-decay,dropout,batchnorm,early-stopping,max-norm,dropout+l2,batchnorm+dropout \

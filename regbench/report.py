@@ -205,9 +205,13 @@ def comparison_title(manifest: Manifest) -> str:
         trained = sorted(looks[-1]["seeds"] for looks in sequential["looks"].values())
         seeds = (f"{trained[0]} to {trained[-1]} seeds per arm, added until decided" if trained[0] != trained[-1]
                  else f"{plural(trained[0], 'seed')} per arm, added until decided")
+    lr = f"lr {config['lr']:g}"
+    baseline_shared = ((manifest.get("tuned") or {}).get("baseline") or {}).get("shared", {})
+    if "lr" in baseline_shared:  # --tune-shared lr
+        lr = f"lr tuned per arm (baseline {baseline_shared['lr']:g})"
     return (f"{config['architecture']} {widths} {config['activation']}, "
             f"{training_images(manifest, config['train_size'])}, {seeds}; "
-            f"{config['optimizer']} lr {config['lr']:g}{schedule}, "
+            f"{config['optimizer']} {lr}{schedule}, "
             f"batch {config['batch_size']}, {plural(config['epochs'], 'epoch')} max{measured}, "
             f"{config['backend']}/{config['device']}")
 
