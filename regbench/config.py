@@ -28,6 +28,8 @@ ADAMW_IDENTITY = {"adamw_weight_decay": "from the weight-decay technique only"}
 REVISED_TECHNIQUES = {  # techniques whose computation changed, with the key their runs' ids carry since
     "max-norm": {"max_norm_rule": "w * min(1, c / |w|): an exact identity where no norm exceeds c"},
 }  # (runs of Keras' MaxNorm, which scales every column by |w| / (1e-7 + |w|) even below c, keep ids without it)
+PLANTED_IDENTITY = {"planted_validation": "blank"}  # planted runs since validation stopped sharing the test set's
+# planted noise (data.plant_features); runs made before, with noise there too, keep ids without it
 BACKENDS = ("tensorflow", "jax", "torch")
 SCHEDULES = ("constant", "cosine")  # the learning rate over a run: fixed, or Keras' CosineDecay to 0
 SELECTIONS = ("final", "best-val")  # which weights of each run are measured: the last, or the best-validation epoch's
@@ -118,6 +120,8 @@ class RunConfig:
                     if not spec.metadata.get("added") or getattr(self, spec.name) != spec.default}
         if self.optimizer == "adamw":
             identity.update(ADAMW_IDENTITY)
+        if self.planted:
+            identity.update(PLANTED_IDENTITY)
         for technique in self.technique.split("+"):
             identity.update(REVISED_TECHNIQUES.get(technique, {}))
         return identity

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from regbench.config import RunConfig
@@ -20,14 +21,17 @@ def config_for(setting: str, overrides: dict | None = None, **fields) -> RunConf
                      technique="+".join(names), technique_params=params)
 
 
-def quick_studies_on_jax(root, names, *options: str) -> dict:
+def quick_studies_on_jax(root, names, *options: str, oracle: bool = False) -> dict:
     """Run `regbench study NAME --quick [OPTION ...]` for each name, one after another in one JAX process
     (tests/quick_studies.py, where their compiled programs are shared), into root/out/NAME-quick with one run
-    store; return each study's exit code, stdout and stderr."""
+    store (root/oracle/NAME-quick with `oracle`: what choices must not read scrambled); return each study's exit
+    code, stdout and stderr."""
     from tests.conftest import SMALL_MNIST
 
     env = dict(os.environ)
     env.pop("KERAS_BACKEND", None)  # the study's --backend jax chooses
+    if oracle:
+        env["REGBENCH_TEST_ORACLE"] = "1"
     done = subprocess.run([sys.executable, str(Path(__file__).parent / "quick_studies.py"), str(root), str(SMALL_MNIST),
                            *names, "--", *options], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -41,6 +45,19 @@ def run_quick_studies(root, names) -> dict:
     for name, result in results.items():
         assert result["exit_code"] == 0, f"{name}: {result['stdout']}{result['stderr']}"
     return {name: result["stdout"] for name, result in results.items()}
+
+
+def check_choices_blind(root, names) -> None:
+    """Run the quick studies `names` again, already trained, with every test number, every validation number of
+    the evaluation seeds and the test labels scrambled (tests/quick_studies.py); assert that each study's choices
+    (choices.csv) come out the same, and that the scrambling reached it (its evaluation runs' test numbers differ)."""
+    results = quick_studies_on_jax(root, names, oracle=True)
+    for name in names:
+        assert results[name]["exit_code"] == 0, f"{name}: {results[name]['stdout']}{results[name]['stderr']}"
+        plain, scrambled = (root / folder / f"{name}-quick" for folder in ("out", "oracle"))
+        pd.testing.assert_frame_equal(pd.read_csv(plain / "choices.csv"), pd.read_csv(scrambled / "choices.csv"))
+        tests = [pd.read_csv(folder / "runs.csv")["test_accuracy"] for folder in (plain, scrambled)]
+        assert not np.allclose(*tests)
 
 
 def check_quick_report(root, outputs: dict, name: str) -> None:
@@ -57,5 +74,6 @@ def check_quick_report(root, outputs: dict, name: str) -> None:
         assert f"]({figure.name})" in report
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) and (runs["status"] == "ok").all()
-    assert f"Training time of the {len(runs)} runs behind" in report
+    tuning = len(pd.read_csv(out / "tuning_runs.csv")) if (out / "tuning_runs.csv").exists() else 0
+    assert f"Training time of the {len(runs) + tuning} runs behind" in report
 

@@ -11,7 +11,7 @@ import pytest
 
 from regbench.cli import cli
 from regbench.studies import CATALOGUE
-from tests.helpers import check_quick_report, run_quick_studies
+from tests.helpers import check_choices_blind, check_quick_report, run_quick_studies
 
 HERE = ("weight-decay", "dropout-scaling", "batchnorm-noise", "strength")
 
@@ -182,6 +182,12 @@ def test_strength_chooses_on_the_tuning_seeds_validation_and_pairs_against_the_b
     by_seed = runs.pivot_table(index="seed", columns="technique", values="test_accuracy")
     for arm in validation.index:  # the hand-paired difference
         assert table.loc[arm, "test_accuracy_diff"] == pytest.approx((by_seed[arm] - by_seed["none"]).mean())
+
+
+def test_strength_chooses_blind_to_test_numbers_and_evaluation_seeds(quick_studies):
+    root, _ = quick_studies
+    assert [name for name in HERE if (root / "out" / f"{name}-quick" / "choices.csv").exists()] == ["strength"]
+    check_choices_blind(root, ["strength"])
 
 
 def test_strength_chooses_each_technique_s_best_on_tuning_means_the_weakest_on_a_tie():

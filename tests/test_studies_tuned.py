@@ -9,7 +9,7 @@ import pytest
 
 from regbench.cli import cli
 from regbench.studies import CATALOGUE
-from tests.helpers import check_quick_report, quick_studies_on_jax, run_quick_studies
+from tests.helpers import check_choices_blind, check_quick_report, quick_studies_on_jax, run_quick_studies
 from tests.test_studies import HERE as FIRST_HALF
 
 HERE = tuple(name for name in CATALOGUE if name not in FIRST_HALF)  # capacity, data-size, large-weights,
@@ -26,6 +26,13 @@ def quick_studies(tmp_path_factory):
 @pytest.mark.parametrize("name", HERE)
 def test_quick_study_writes_a_report_with_a_verdict_from_its_numbers(quick_studies, name):
     check_quick_report(*quick_studies, name)
+
+
+def test_every_choice_is_made_blind_to_test_numbers_and_evaluation_seeds(quick_studies):
+    root, _ = quick_studies
+    choosing = [name for name in HERE if (root / "out" / f"{name}-quick" / "choices.csv").exists()]
+    assert {"capacity", "data-size", "large-weights"} <= set(choosing)
+    check_choices_blind(root, choosing)
 
 
 def test_early_stopping_replay_matches_keras(quick_studies):
@@ -94,8 +101,8 @@ def test_stopping_rules_on_a_hand_made_curve():
 def test_large_weights_measures_planted_rows_against_the_median_live_pixel(split):
     import keras
 
-    from regbench.data import plant_features, planted_pixels
-    from regbench.studies.large_weights import measure
+    from regbench.data import planted_pixels
+    from regbench.studies.large_weights import weight_measures
     from regbench.train import compile_model
     from tests.helpers import config_for
 
@@ -105,13 +112,13 @@ def test_large_weights_measures_planted_rows_against_the_median_live_pixel(split
     row, columns = planted_pixels(10)
     kernel[np.arange(784).reshape(28, 28)[row, columns]] = 5.0
     first.kernel.assign(kernel)
-    measured = measure(model, plant_features(split, 10), np.ones(784, dtype=bool), 10)
+    measured = weight_measures(model, np.ones(784, dtype=bool), 10)
     assert measured["planted_over_median"] == pytest.approx(10.0)
     assert measured["planted_weight_over_median"] == pytest.approx(10.0)
     assert measured["sparsity"] == 0.0
 
 
-def test_planted_pixels_give_the_label_in_training_and_noise_elsewhere(split):
+def test_planted_pixels_give_the_label_in_training_noise_in_test_and_stay_blank_in_validation(split):
     from regbench.data import plant_features, planted_pixels
 
     planted = plant_features(split, 10)
@@ -119,6 +126,8 @@ def test_planted_pixels_give_the_label_in_training_and_noise_elsewhere(split):
     assert (planted.x_train[:, row, columns].argmax(axis=1) == planted.y_train).all()
     assert planted.x_train[:, row, columns].sum(axis=1).tolist() == [1.0] * len(planted.y_train)
     assert (planted.x_test[:, row, columns].argmax(axis=1) == planted.y_test).mean() < 0.3  # noise, about 1 in 10
+    assert planted.x_test[:, row, columns].sum(axis=1).tolist() == [1.0] * len(planted.y_test)
+    assert np.array_equal(planted.x_val, split.x_val)  # blank, as in every MNIST image: no shortcut, no test noise
     assert np.array_equal(np.delete(planted.x_train.reshape(len(planted.x_train), -1), range(10), axis=1),
                           np.delete(split.x_train.reshape(len(split.x_train), -1), range(10), axis=1))
 
@@ -132,13 +141,42 @@ def test_capacity_trends_are_one_slope_per_seed(quick_studies):
     assert trends.loc["baseline gap", "pairs"] == len(slopes)
 
 
-def test_data_size_shows_every_size_the_same_images_and_pairs_by_seed(quick_studies):
-    from regbench.studies.data_size import QUICK
+def test_data_size_trains_each_size_to_its_validated_budget_and_pairs_by_seed(quick_studies):
+    from regbench.studies.data_size import BUDGET_GAIN, QUICK, epochs_for
 
     out = quick_studies[0] / "out" / "data-size-quick"
     runs, effects = pd.read_csv(out / "runs.csv"), pd.read_csv(out / "effects_by_size.csv")
-    assert set(runs["epochs"] * runs["train_size"]) == {QUICK.grid["images_seen"]}
+    ladder, choices = pd.read_csv(out / "budget_ladder.csv"), pd.read_csv(out / "choices.csv")
+    budgets = choices[choices["choice"] == "epochs"].set_index("train_size")["value"].astype(int)
+    assert {size: set(rows["epochs"]) for size, rows in runs.groupby("train_size")} == {
+        size: {budgets[size]} for size in QUICK.grid["sizes"]}
+    for size, rows in ladder.groupby("train_size"):  # doubling from the first budget until the gain is small
+        assert rows["epochs"].iloc[0] == epochs_for(size, QUICK.grid["first_images_seen"])
+        kept = rows[rows["gain"] < BUDGET_GAIN]
+        assert budgets[size] == (kept["epochs"].iloc[0] if len(kept) else rows["doubled"].iloc[-1])
+    assert (runs["test_accuracy"] == runs["best_test_accuracy"]).all()  # measured at the best-validation epoch
     smallest = QUICK.grid["sizes"][0]
     row = effects[(effects["metric"] == "test_accuracy") & (effects["train_size"] == smallest)].iloc[0]
     mine = runs[runs["train_size"] == smallest].pivot_table(index="seed", columns="technique", values="test_accuracy")
     assert row["diff_mean"] == pytest.approx((mine[row["technique"]] - mine["none"]).mean())
+
+
+def test_large_weights_matches_every_technique_at_the_level_all_reach_on_tuning_validation():
+    from regbench.studies.large_weights import matched
+
+    settings = {"l1": ("l1", (1e-5, 1e-4, 1e-3)), "dropout": ("rate", (0.2, 0.5))}
+    validation = pd.Series({"none": 0.95, "l1 l1=1e-05": 0.96, "l1 l1=0.0001": 0.94, "l1 l1=0.001": 0.90,
+                            "dropout rate=0.2": 0.93, "dropout rate=0.5": 0.94})
+    # dropout's best (0.94) is the level both reach: l1 matches it at 1e-4, not at its own best (1e-5)
+    assert matched(validation, settings) == {"l1": "l1 l1=0.0001", "dropout": "dropout rate=0.5"}
+    tie = validation.copy()
+    tie["l1 l1=1e-05"] = 0.94
+    assert matched(tie, settings)["l1"] == "l1 l1=1e-05"  # the weaker setting on a tie
+
+
+def test_planted_runs_carry_the_validation_rule_in_their_identity():
+    from regbench.config import RunConfig
+
+    planted = RunConfig(planted=10)
+    assert planted.identity()["planted_validation"] == "blank"
+    assert "planted_validation" not in RunConfig().identity()  # unplanted runs keep their ids

@@ -62,10 +62,9 @@ def run(context: StudyContext) -> Findings:
     return Findings(
         verdict=verdict(runs, effects, trends, tuned),
         body=body(runs, effects, trends, tuned, context),
-        tables={"runs": runs, "effects_by_width": effects, "trends": trends,
-                "tuned": pd.DataFrame([{"width": w, "technique": t, **p} for w, ps in tuned.items()
-                                       for t, p in ps.items()])},
+        tables={"runs": runs, "effects_by_width": effects, "trends": trends},
         figures={"gap_and_effect_by_capacity": figure(runs, effects, arms)},
+        choices=pd.DataFrame([{"width": w, "technique": t, **p} for w, ps in tuned.items() for t, p in ps.items()]),
     )
 
 

@@ -98,6 +98,8 @@ class Findings:
     body: str  # Markdown: results, tables and figure references as ![caption](figure:NAME.png)
     tables: dict[str, pd.DataFrame]
     figures: dict[str, Figure]
+    choices: pd.DataFrame | None = None  # every choice the study made (a setting, a budget), each on the tuning
+    # seeds' validation numbers alone: written as choices.csv, which the oracle tests compare
 
 
 def label_arms(runs: pd.DataFrame) -> pd.DataFrame:
@@ -111,3 +113,9 @@ def label_arms(runs: pd.DataFrame) -> pd.DataFrame:
     runs["arm"] = labels
     runs["technique"] = labels.where(runs["technique"] != BASELINE, BASELINE)
     return runs
+
+
+def arm_of(config: RunConfig) -> str:
+    """Return the label label_arms gives a run of `config` ('l2 l2=0.001'; the baseline 'none')."""
+    params = " ".join(f"{name}={value:g}" for name, value in config.technique_params)  # as runs.csv writes them
+    return config.technique if config.technique == BASELINE or not params else f"{config.technique} {params}"

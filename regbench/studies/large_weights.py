@@ -1,8 +1,10 @@
 """Study large-weights: a few input features carry extreme weights; which of L1, L2 and dropout tames them?
 
 The situation is made, not hoped for: a few planted pixels give away the label in every training image and are
-noise in validation and test images (data.plant_features). A model that leans on them grows large outgoing
-weights on those inputs and loses on test. Each technique's strength is chosen on validation only.
+noise in test images (data.plant_features); validation images keep them blank, so a choice made there cannot see
+how the test set punishes the shortcut. A model that leans on the shortcut grows large outgoing weights on those
+inputs and loses on test. The strengths are swept on tuning seeds and each technique's setting is matched on their
+validation accuracy (MATCHING); its effects are measured on the evaluation seeds.
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from regbench import plots, stats, wording
+from regbench.config import DEFAULT_TUNE_SEEDS
 from regbench.data import planted_pixels
-from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext, label_arms
+from regbench.studies.context import QUICK_CONFIG, Findings, Preset, StudyContext, arm_of, label_arms
 from regbench.techniques import BASELINE
 from regbench.train import NEAR_ZERO
 
 FULL = Preset(
-    config={"train_size": 2_000, "epochs": 30, "planted": 10},  # one planted pixel per class
+    # one planted pixel per class; of the pilots' designs (benchmarks/LARGE_WEIGHTS.md) the one whose planted pixels'
+    # outgoing norms come closest to 10x the median live pixel's (8.9-10.1x; 3.1-3.2x at 2,000 images, 30 epochs)
+    config={"train_size": 50_000, "epochs": 40, "lr": 3e-3, "planted": 10},
     seeds=5,
     grid={"settings": {"l1": ("l1", (1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3)),
                        "l2": ("l2", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)),
@@ -27,10 +32,13 @@ FULL = Preset(
           "outlier_factor": 10},
 )
 QUICK = Preset(config={**QUICK_CONFIG, "planted": 10}, seeds=2,
-               grid={"settings": {"l1": ("l1", (1e-4,)), "dropout": ("rate", (0.5,))}, "outlier_factor": 10})
+               grid={"settings": {"l1": ("l1", (1e-4, 1e-2)), "dropout": ("rate", (0.5,))}, "outlier_factor": 10})
 SWEEPS: dict[str, str] = {}  # the options this study sets itself: none
 NEEDS = {"architecture": ("mlp", "it reads each input pixel's outgoing weights in the first dense layer"),
          "dataset": ("mnist", "it plants pixels in a row that is blank in every MNIST image")}
+MATCHING = ("each technique's setting is the one whose mean validation accuracy on the tuning seeds lies closest "
+            "to the highest level every technique reaches at some setting (the lowest of their best means), the "
+            "weaker setting on a tie, so that the techniques are compared at one validation accuracy")
 RATIOS = {  # measured per run -> what the report calls it; compared as paired log ratios
     "planted_over_median": "planted pixels' outgoing ‖w‖₂ / median live pixel's",
     "planted_weight_over_median": "largest planted |w| / median live |w|",
@@ -44,32 +52,52 @@ DIFFERENCES = {  # compared as paired differences
 
 
 def run(context: StudyContext) -> Findings:
-    """Train the baseline and every setting on data with planted features; choose each technique on validation;
-    compare the chosen settings' weights, reliance and accuracy with the baseline's."""
+    """Sweep every setting on the tuning seeds and match each technique's on their validation accuracy; train the
+    baseline and the matched settings on the evaluation seeds and compare their weights, reliance and accuracy."""
     settings = context.grid["settings"]
-    configs = context.sweep_configs(settings)
-    models = context.models(configs)
     split = context.split()
     live = np.any(split.x_train.reshape(len(split.x_train), -1) > 0, axis=0)  # pixels some training image lights
-    measured = pd.DataFrame([{"run_id": config.run_id, **measure(model, split, live, context.base.planted)}
-                             for config, model in zip(configs, models)])
+    sweep = context.sweep_configs(settings, DEFAULT_TUNE_SEEDS)
+    swept = pd.DataFrame([{"run_id": config.run_id, **weight_measures(model, live, context.base.planted)}
+                          for config, model in zip(sweep, context.models(sweep))])  # trains and keeps the weights
+    tuning = label_arms(context.runs(sweep).runs).merge(swept, on="run_id")
+    validation = stats.successful(tuning).groupby("technique")["val_accuracy"].mean()
+    chosen = matched(validation, settings)
+    configs = [config for config in context.sweep_configs(settings) if arm_of(config) in (BASELINE, *chosen.values())]
+    measured = pd.DataFrame([{"run_id": config.run_id, **weight_measures(model, live, context.base.planted),
+                              "reliance": reliance(model, split, context.base.planted)}
+                             for config, model in zip(configs, context.models(configs))])
     runs = label_arms(context.runs(configs).runs).merge(measured, on="run_id")
-    arms = [arm for arm in dict.fromkeys(runs["technique"]) if arm != BASELINE]
-    summary = stats.summarize(runs, arms, metrics=stats.STUDY_METRICS)
-    chosen = {technique: stats.best_on_validation(summary, [arm for arm in arms if arm.split(" ")[0] == technique])
-              for technique in settings}
     effects = effect_table(runs, chosen)
     return Findings(
-        verdict=verdict(runs, effects, chosen, context),
-        body=body(runs, summary, effects, chosen, context),
-        tables={"runs": runs, "arms": summary, "effects": effects},
-        figures={"planted_weights": figure(runs, settings, chosen)},
+        verdict=verdict(runs, effects, chosen, validation, context),
+        body=body(runs, tuning, effects, chosen, context),
+        tables={"runs": runs, "tuning_runs": tuning, "effects": effects},
+        figures={"planted_weights": figure(tuning, settings, chosen)},
+        choices=pd.DataFrame([{"technique": technique, "arm": arm, "tuning_val_accuracy": validation[arm]}
+                              for technique, arm in chosen.items()]),
     )
 
 
-def measure(model: keras.Model, split, live: np.ndarray, planted: int) -> dict:
+def matched(validation: pd.Series, settings: dict) -> dict[str, str]:
+    """Return each technique's arm by MATCHING, from the tuning seeds' mean validation accuracy by arm (labels as
+    label_arms writes them). Evaluation seeds and test numbers play no part."""
+    arms = {technique: [arm for arm in validation.index if arm.split(" ")[0] == technique] for technique in settings}
+    target = min(validation[mine].max() for mine in arms.values())
+    return {technique: min(mine, key=lambda arm: (abs(validation[arm] - target), _strength(arm, settings)))
+            for technique, mine in arms.items()}
+
+
+def _strength(arm: str, settings: dict) -> float:
+    """Return the swept parameter's value in an arm label such as 'l1 l1=0.0001'."""
+    technique = arm.split(" ")[0]
+    name = settings[technique][0]
+    return next(float(part.split("=")[1]) for part in arm.split(" ")[1:] if part.startswith(f"{name}="))
+
+
+def weight_measures(model: keras.Model, live: np.ndarray, planted: int) -> dict:
     """Measure the planted pixels' outgoing weight norms against the other live pixels', the largest hidden unit
-    against its layer's median, the reliance on the planted pixels, and the sparsity of the live weights."""
+    against its layer's median, and the sparsity of the live weights (weights only: no data is read)."""
     kernels = [keras.ops.convert_to_numpy(layer.kernel) for layer in model.layers
                if isinstance(layer, keras.layers.Dense)]
     row, columns = planted_pixels(planted)
@@ -79,16 +107,22 @@ def measure(model: keras.Model, split, live: np.ndarray, planted: int) -> dict:
     pixel_norms = np.linalg.norm(kernels[0], axis=1)
     unit_ratios = [np.linalg.norm(kernel, axis=0).max() / np.median(np.linalg.norm(kernel, axis=0))
                    for kernel in kernels[:-1]]  # hidden layers: each unit's incoming weights, within its own layer
-    without = split.x_test.copy()
-    without[:, row, columns] = 0.0
     live_weights = np.concatenate([kernels[0][live].ravel(), *(kernel.ravel() for kernel in kernels[1:])])
     return {"planted_over_median": float(np.median(pixel_norms[index]) / np.median(pixel_norms[others])),
             "planted_largest_over_median": float(pixel_norms[index].max() / np.median(pixel_norms[others])),
             "planted_weight_over_median": float(np.abs(kernels[0][index]).max()
                                                 / np.median(np.abs(kernels[0][others]))),
             "largest_unit_over_median": float(max(unit_ratios)),
-            "reliance": _accuracy(model, without, split.y_test) - _accuracy(model, split.x_test, split.y_test),
             "sparsity": float(np.mean(np.abs(live_weights) < NEAR_ZERO))}
+
+
+def reliance(model: keras.Model, split, planted: int) -> float:
+    """Return the test accuracy with the planted pixels blank minus with them lit as noise (test images: an
+    evaluation measure, never read by a choice)."""
+    row, columns = planted_pixels(planted)
+    without = split.x_test.copy()
+    without[:, row, columns] = 0.0
+    return _accuracy(model, without, split.y_test) - _accuracy(model, split.x_test, split.y_test)
 
 
 def _accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
@@ -124,7 +158,8 @@ def _significant(row, lower: bool) -> bool:
     return bool(row["holm_p"] < stats.ALPHA and (row["diff_mean"] < 0) == lower)
 
 
-def verdict(runs: pd.DataFrame, effects: pd.DataFrame, chosen: dict, context: StudyContext) -> str:
+def verdict(runs: pd.DataFrame, effects: pd.DataFrame, chosen: dict, validation: pd.Series,
+            context: StudyContext) -> str:
     """Say whether the situation arose, then which chosen technique tames the planted weights, cuts the reliance,
     sparsifies and what it does to test accuracy, from the numbers."""
     ok = stats.successful(runs)
@@ -150,19 +185,23 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, chosen: dict, context: St
     for technique, arm in chosen.items():
         listing = ", ".join(f"{name.replace('_', ' ')} {_effect_text(by.loc[(technique, name)], name)}"
                             for name in [*RATIOS, *DIFFERENCES])
-        arms = [label for label in dict.fromkeys(runs["technique"]) if label.split(" ")[0] == technique]
-        edge = ("" if len(arms) < 2 else " (the weakest setting tested: a weaker one might do better)"
-                if arm == arms[0] else " (the strongest setting tested: a stronger one might do better)"
+        arms = sorted((label for label in validation.index if label.split(" ")[0] == technique),
+                      key=lambda label: _strength(label, context.grid["settings"]))
+        edge = ("" if len(arms) < 2 else " (the weakest setting tested: a weaker one might match better)"
+                if arm == arms[0] else " (the strongest setting tested: a stronger one might match better)"
                 if arm == arms[-1] else "")
-        parts.append(f"{arm}{edge}: {listing}")
+        parts.append(f"{arm}{edge}, validation {validation[arm] * 100:.2f}%: {listing}")
     tamed = [t for t in chosen if _significant(by.loc[(t, "planted_over_median")], lower=True)]
     raised = [t for t in chosen if _significant(by.loc[(t, "planted_over_median")], lower=False)]
     relieved = [t for t in chosen if _significant(by.loc[(t, "reliance")], lower=True)]
     sparser = [t for t in chosen if _significant(by.loc[(t, "sparsity")], lower=False)]
     best = (min(tamed, key=lambda t: by.loc[(t, "planted_over_median"), "diff_mean"]) if tamed else None)
     return (
-        f"{situation}. Chosen on validation (whose planted pixels are noise, as on test), against the baseline "
-        f"(paired by seed, Holm-corrected across {len(effects)} comparisons): " + "; ".join(parts) + ". "
+        f"{situation}. Matched on the validation accuracy of tuning seeds "
+        f"{', '.join(map(str, DEFAULT_TUNE_SEEDS))} (validation images keep the planted pixels blank, so the match "
+        f"cannot see the test set's noise; baseline {validation[BASELINE] * 100:.2f}%), then measured on the "
+        f"evaluation seeds against the baseline (paired by seed, Holm-corrected across {len(effects)} "
+        f"comparisons): " + "; ".join(parts) + ". "
         + (f"{best} tames the planted weights most (their ratio to the median ×"
            f"{np.exp(by.loc[(best, 'planted_over_median'), 'diff_mean']):.2f}); " if best else
            "No chosen setting lowers the planted weights' ratio significantly; ")
@@ -178,40 +217,56 @@ def verdict(runs: pd.DataFrame, effects: pd.DataFrame, chosen: dict, context: St
     )
 
 
-def body(runs: pd.DataFrame, summary: pd.DataFrame, effects: pd.DataFrame, chosen: dict,
+def body(runs: pd.DataFrame, tuning: pd.DataFrame, effects: pd.DataFrame, chosen: dict,
          context: StudyContext) -> str:
     """Render the figure and the tables."""
+    weights = [*RATIOS, "planted_largest_over_median", "sparsity"]
+    sweep = stats.successful(tuning).groupby("technique", sort=False)[["val_accuracy", *weights]].mean()
+    sweep_rows = [[arm + (" **(matched)**" if arm in chosen.values() else ""),
+                   f"{m['val_accuracy'] * 100:.2f}", f"{m['planted_over_median']:.2f}",
+                   f"{m['planted_largest_over_median']:.2f}", f"{m['planted_weight_over_median']:.1f}",
+                   f"{m['largest_unit_over_median']:.2f}", f"{m['sparsity']:.1%}"] for arm, m in sweep.iterrows()]
     ok = stats.successful(runs)
-    means = ok.groupby("technique")[[*RATIOS, "planted_largest_over_median", "reliance", "sparsity"]].mean()
-    arm_rows = []
-    for row in summary.itertuples():
-        m = means.loc[row.technique]
-        arm_rows.append([row.technique + (" **(chosen)**" if row.technique in chosen.values() else ""), row.runs,
-                         f"{row.val_accuracy_mean * 100:.2f}", f"{row.test_accuracy_mean * 100:.2f}",
-                         f"{m['planted_over_median']:.2f}", f"{m['planted_largest_over_median']:.2f}",
-                         f"{m['largest_unit_over_median']:.2f}", f"{m['reliance'] * 100:.2f}", f"{m['sparsity']:.1%}"])
+    means = ok.groupby("technique", sort=False)[["val_accuracy", "test_accuracy", *weights, "reliance"]].mean()
+    arm_rows = [[arm, int((ok["technique"] == arm).sum()), f"{m['val_accuracy'] * 100:.2f}",
+                 f"{m['test_accuracy'] * 100:.2f}", f"{m['planted_over_median']:.2f}",
+                 f"{m['planted_weight_over_median']:.1f}", f"{m['reliance'] * 100:.2f}", f"{m['sparsity']:.1%}"]
+                for arm, m in means.iterrows()]
     effect_rows = [[row.arm, {**RATIOS, **DIFFERENCES}[row.measure], row.pairs,
                     _effect_text(row._asdict(), row.measure), wording.p_text(row.holm_p)]
                    for row in effects.itertuples()]
     row, columns = planted_pixels(context.base.planted)
     return f"""## Results
 
-![Planted weights, reliance and accuracy against strength](figure:planted_weights.png)
+![Planted weights and validation accuracy against strength, tuning seeds](figure:planted_weights.png)
 
 {context.base.planted} planted pixels (row {row}, columns {columns.start}–{columns.stop - 1}, blank in every MNIST
-image): in each training image the pixel of its label's class is lit; in validation and test images a random one
-is. Per run: the planted pixels' outgoing weight norm in the first layer (median over them, and the largest)
-against the median over the other live pixels (pixels some training image lights: always-blank pixels carry only
-their initial weights and are left out); the largest hidden unit's incoming norm against its own layer's median;
-the reliance, test accuracy with the planted pixels blank minus with them as noise; and the share of near-zero
-weights among the live ones. Each technique's setting is the one with the highest mean validation accuracy.
+image): in each training image the pixel of its label's class is lit; in test images a random one is; validation
+images keep them blank. Per run: the planted pixels' outgoing weight norm in the first layer (median over them,
+and the largest) against the median over the other live pixels (pixels some training image lights: always-blank
+pixels carry only their initial weights and are left out); the largest planted single weight against the median
+live weight; the largest hidden unit's incoming norm against its own layer's median; the share of near-zero
+weights among the live ones; and, on the evaluation seeds only, the reliance: test accuracy with the planted
+pixels blank minus with them as noise.
 
-### Every setting (means over seeds)
+The design (all 50,000 training images, 40 epochs at a constant 3e-3) is the one of the pilots in
+benchmarks/LARGE_WEIGHTS.md whose planted pixels' outgoing norms come closest to 10x the median live pixel's.
 
-{wording.markdown_table(["arm", "runs", "val acc %", "test acc %", "planted / median", "largest planted / median",
-                        "largest unit / median", "reliance (pp)", "near-zero"], arm_rows)}
+Matching rule: {MATCHING}. Every setting trains on the tuning seeds {', '.join(map(str, DEFAULT_TUNE_SEEDS))};
+the baseline and the matched settings then train on the evaluation seeds
+{', '.join(map(str, sorted(set(runs['seed']))))}, whose numbers the match never reads.
 
-### The chosen settings against the baseline
+### Every setting, tuning seeds (means; no test number is read)
+
+{wording.markdown_table(["arm", "val acc %", "planted / median", "largest planted / median",
+                        "largest planted |w| / median |w|", "largest unit / median", "near-zero"], sweep_rows)}
+
+### The matched settings and the baseline, evaluation seeds (means)
+
+{wording.markdown_table(["arm", "runs", "val acc %", "test acc %", "planted / median",
+                        "largest planted |w| / median |w|", "reliance (pp)", "near-zero"], arm_rows)}
+
+### The matched settings against the baseline
 
 Paired by seed; ratios as the geometric mean of treated / baseline. Holm-corrected across the
 {len(effects)} comparisons, each interval at the level Holm tested it.
@@ -220,24 +275,25 @@ Paired by seed; ratios as the geometric mean of treated / baseline. Holm-correct
 """
 
 
-def figure(runs: pd.DataFrame, settings: dict, chosen: dict) -> Figure:
-    """Draw the planted weights' ratio, the reliance and test accuracy against strength, one line per technique."""
-    ok = stats.successful(runs)
+def figure(tuning: pd.DataFrame, settings: dict, chosen: dict) -> Figure:
+    """Draw, on the tuning seeds, the planted weights' ratios and validation accuracy against strength, one line
+    per technique, the matched settings circled."""
+    ok = stats.successful(tuning)
     baseline = ok[ok["technique"] == BASELINE]
     colours = plots.arm_colours([BASELINE, *settings])
     fig = Figure(figsize=(16, 4.5))
     panels = fig.subplots(1, 3)
     measures = [("planted_over_median", 1, "planted / median live pixel ‖w‖₂", "log"),
-                ("reliance", 100, "reliance on the planted pixels (pp)", "linear"),
-                ("test_accuracy", 100, "test accuracy (%)", "linear")]
+                ("planted_weight_over_median", 1, "largest planted |w| / median live |w|", "log"),
+                ("val_accuracy", 100, "validation accuracy (%), tuning seeds", "linear")]
     for axes, (name, scale, label, yscale) in zip(panels, measures):
         for technique in settings:
-            arms = [arm for arm in dict.fromkeys(ok["technique"]) if arm.split(" ")[0] == technique]
+            arms = sorted((arm for arm in dict.fromkeys(ok["technique"]) if arm.split(" ")[0] == technique),
+                          key=lambda arm: _strength(arm, settings))
             means = [ok.loc[ok["technique"] == arm, name].mean() * scale for arm in arms]
             axes.plot(range(len(arms)), means, "o-", color=colours[technique], label=technique)
-            if chosen[technique] in arms:
-                pick = arms.index(chosen[technique])
-                axes.plot(pick, means[pick], "o", markersize=13, markerfacecolor="none", color="black")
+            pick = arms.index(chosen[technique])
+            axes.plot(pick, means[pick], "o", markersize=13, markerfacecolor="none", color="black")
         axes.axhline(baseline[name].mean() * scale, color=colours[BASELINE], linestyle="--", label="baseline")
         axes.set(xlabel="strength step (weakest to strongest; see the table)", ylabel=label, yscale=yscale,
                  title=label)

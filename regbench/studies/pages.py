@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from regbench import wording
 from regbench.config import STUDY_FIELDS, RunConfig, with_added_defaults
 from regbench.outputs import write_outputs
@@ -33,7 +35,9 @@ def write_study(out: Path, name: str, claim: str, question: str, context: StudyC
                 command: str, started: float, sweeps: dict) -> list[Path]:
     """Write a study's tables, figures, manifest, REPORT.md and report.html into `out`."""
     wall = time.perf_counter() - started
-    runs = findings.tables["runs"]
+    tuning = findings.tables.get("tuning_runs")  # the runs a study's choices were made on, if it keeps them apart
+    runs = pd.concat([findings.tables["runs"], tuning]) if tuning is not None else findings.tables["runs"]
+    on_tuning = f" ({len(tuning)} of them on tuning seeds)" if tuning is not None else ""
     now = datetime.now(UTC).isoformat(timespec="seconds")
     training: dict[str, Any] = {"wall_seconds": wall, "runs_trained": context.trained, "date": now, "command": command}
     if context.trained == 0:  # a re-render: keep the wall time of the invocation that trained the runs
@@ -49,10 +53,11 @@ def write_study(out: Path, name: str, claim: str, question: str, context: StudyC
 **Verdict.** {findings.verdict}
 
 Size: {size}. Seeds: {", ".join(map(str, context.seeds))}. Training time of the {len(runs)} runs behind
-this report: {format_duration(runs["train_seconds"].sum())} (sum of their epochs' seconds; evaluation and start-up
-come on top). Wall time of the study: {format_duration(training["wall_seconds"])} ({training["wall_seconds"]:.1f} s)
-for `{training["command"]}` on {training["date"]}, which trained {training["runs_trained"]} of these runs and
-found the rest in the run store. This report was written by `{command}` in {wall:.1f} s.
+this report{on_tuning}: {format_duration(runs["train_seconds"].sum())} (sum of their epochs' seconds;
+evaluation and start-up come on top). Wall time of the study: {format_duration(training["wall_seconds"])}
+({training["wall_seconds"]:.1f} s) for `{training["command"]}` on {training["date"]}, which trained
+{training["runs_trained"]} of these runs and found the rest in the run store. This report was written by
+`{command}` in {wall:.1f} s.
 
 {findings.body}
 
@@ -74,7 +79,8 @@ Runs are kept in the run store
     }
     texts = {"REPORT.md": body.replace("](figure:", "]("),
              "report.html": wording.report_html(body, images, f"study {name}")}
-    return write_outputs(out, findings.tables, images, manifest, texts)
+    tables = findings.tables if findings.choices is None else {**findings.tables, "choices": findings.choices}
+    return write_outputs(out, tables, images, manifest, texts)
 
 
 def _earlier_training(out: Path, name: str, context: StudyContext) -> dict | None:

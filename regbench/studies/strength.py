@@ -36,12 +36,15 @@ def run(context: StudyContext) -> Findings:
     sweeps = context.grid["sweeps"]
     tuning = label_arms(context.runs(context.sweep_configs(sweeps, DEFAULT_TUNE_SEEDS)).runs)
     runs = label_arms(context.runs(context.sweep_configs(sweeps)).runs)
-    table = strength_table(runs, sweeps, stats.successful(tuning).groupby("technique")["val_accuracy"].mean())
+    tuning_means = stats.successful(tuning).groupby("technique")["val_accuracy"].mean()
+    table = strength_table(runs, sweeps, tuning_means)
     return Findings(
         verdict=verdict(table, sweeps),
         body=body(table, sweeps),
         tables={"runs": runs, "tuning_runs": tuning, "strength": table},
         figures={"accuracy_by_strength": figure(table, sweeps)},
+        choices=pd.DataFrame([{"technique": technique, "arm": arm, "tuning_val_accuracy": tuning_means[arm]}
+                              for technique, arm in choices(tuning_means, sweeps).items()]),
     )
 
 
