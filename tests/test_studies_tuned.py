@@ -161,17 +161,15 @@ def test_data_size_trains_each_size_to_its_validated_budget_and_pairs_by_seed(qu
     assert row["diff_mean"] == pytest.approx((mine[row["technique"]] - mine["none"]).mean())
 
 
-def test_large_weights_matches_every_technique_at_the_level_all_reach_on_tuning_validation():
-    from regbench.studies.large_weights import matched
+def test_large_weights_takes_each_technique_as_far_as_one_validation_cost_allows_on_tuning_seeds():
+    from regbench.studies.large_weights import MATCHING_COST, matched
 
-    settings = {"l1": ("l1", (1e-5, 1e-4, 1e-3)), "dropout": ("rate", (0.2, 0.5))}
-    validation = pd.Series({"none": 0.95, "l1 l1=1e-05": 0.96, "l1 l1=0.0001": 0.94, "l1 l1=0.001": 0.90,
-                            "dropout rate=0.2": 0.93, "dropout rate=0.5": 0.94})
-    # dropout's best (0.94) is the level both reach: l1 matches it at 1e-4, not at its own best (1e-5)
+    settings = {"l1": ("l1", (1e-5, 1e-4, 1e-3)), "dropout": ("rate", (0.2, 0.5)), "l2": ("l2", (1e-3,))}
+    floor = 0.95 - MATCHING_COST
+    validation = pd.Series({"none": 0.95, "l1 l1=1e-05": 0.96, "l1 l1=0.0001": floor, "l1 l1=0.001": floor - 0.001,
+                            "dropout rate=0.2": 0.99, "dropout rate=0.5": 0.97, "l2 l2=0.001": 0.5})
+    # the strongest setting at most the cost below the baseline; l2 has none, and is not matched
     assert matched(validation, settings) == {"l1": "l1 l1=0.0001", "dropout": "dropout rate=0.5"}
-    tie = validation.copy()
-    tie["l1 l1=1e-05"] = 0.94
-    assert matched(tie, settings)["l1"] == "l1 l1=1e-05"  # the weaker setting on a tie
 
 
 def test_planted_runs_carry_the_validation_rule_in_their_identity():
