@@ -138,6 +138,8 @@ def test_tuning_reads_no_test_label_and_a_rerun_trains_only_what_is_missing(runn
     runs = pd.read_csv(tmp_path / "out" / "runs.csv").set_index("technique")
     assert runs.loc["none", "lr"] == baseline["shared"]["lr"]
     assert runs.loc["dropout", "lr"] == (baseline if chosen["dropout"]["off"] else chosen["dropout"])["shared"]["lr"]
+    title = (tmp_path / "out" / "REPORT.md").read_text().splitlines()[2]  # the line under the heading
+    assert f"lr tuned per arm (baseline {baseline['shared']['lr']:g})" in title
     # successive halving: every trial's first rung is a partial run, stored as one, apart from the whole run
     partial = tuning[tuning["status"] == "partial"]
     assert len(partial) >= 6 and set(partial["epochs_trained"]) == {1}
