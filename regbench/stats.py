@@ -419,13 +419,6 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     return float(error)
 
 
-def best_on_validation(summary: pd.DataFrame, arms: list[str]) -> str:
-    """Return which of `arms` (rows of a summary) has the highest mean validation accuracy, the first listed on a
-    tie: the one rule by which a study chooses a setting (test numbers are never read)."""
-    candidates = summary.set_index("technique").loc[arms, "val_accuracy_mean"]
-    return str(candidates.idxmax())
-
-
 def plateau(epochs: pd.DataFrame) -> dict | None:
     """Return how runs' validation accuracy moved over their last 10% of epochs (at least the last 2):
     the first and last of those epochs, the mean change between them, the mean SD within a run, the mean."""
