@@ -260,7 +260,8 @@ image): in each training image the pixel of its label's class is lit; in test im
 images keep them blank. Per run: the planted pixels' outgoing weight norm in the first layer (median over them,
 and the largest) against the median over the other live pixels (pixels some training image lights: always-blank
 pixels carry only their initial weights and are left out); the largest planted single weight against the median
-live weight; the largest hidden unit's incoming norm against its own layer's median; the share of near-zero
+live weight not near zero (|w| ≥ {NEAR_ZERO:g}: a penalty sends unused weights to 1e-30 and below); the largest
+hidden unit's incoming norm against its own layer's median over the units not near zero; the share of near-zero
 weights among the live ones; and, on the evaluation seeds only, the reliance: test accuracy with the planted
 pixels blank minus with them as noise.
 
