@@ -370,7 +370,7 @@ class RunStore:
         for run_id, config, record, epoch_rows, finished_at in stored:
             config, record = with_added_defaults(json.loads(config)), json.loads(record)
             config["hidden"] = ",".join(str(width) for width in config["hidden"])
-            config["technique_params"] = " ".join(f"{name}={value:g}" for name, value in config["technique_params"])
+            config["technique_params"] = params_text(config["technique_params"])
             key = {"run_id": run_id, "technique": config["technique"], "seed": config["seed"]}
             histogram = record.pop("weight_histogram", None) or []
             runs.append({"run_id": run_id, **config, **record, "finished_at": finished_at})
@@ -380,6 +380,11 @@ class RunStore:
                 for index, count in enumerate(histogram)
             )
         return RunTables(_frame(runs), _frame(epochs), _frame(weights))
+
+
+def params_text(params) -> str:
+    """Write a run's technique parameters as its table's technique_params column holds them: 'l2=0.001 rate=0.5'."""
+    return " ".join(f"{name}={value:g}" for name, value in params)
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:

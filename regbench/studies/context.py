@@ -13,7 +13,7 @@ from regbench.config import RunConfig
 from regbench.data import Images, Split, Splits
 from regbench.executor import Executor
 from regbench.runner import train_missing, trained_models
-from regbench.store import RunStore, RunTables
+from regbench.store import RunStore, RunTables, params_text
 from regbench.techniques import BASELINE, resolve_params
 
 QUICK_CONFIG = {"train_size": 192, "epochs": 1, "hidden": (32,)}  # every --quick starts here: runs are shared;
@@ -117,5 +117,5 @@ def label_arms(runs: pd.DataFrame) -> pd.DataFrame:
 
 def arm_of(config: RunConfig) -> str:
     """Return the label label_arms gives a run of `config` ('l2 l2=0.001'; the baseline 'none')."""
-    params = " ".join(f"{name}={value:g}" for name, value in config.technique_params)  # as runs.csv writes them
+    params = params_text(config.technique_params)
     return config.technique if config.technique == BASELINE or not params else f"{config.technique} {params}"
