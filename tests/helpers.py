@@ -21,17 +21,18 @@ def config_for(setting: str, overrides: dict | None = None, **fields) -> RunConf
                      technique="+".join(names), technique_params=params)
 
 
-def quick_studies_on_jax(root, names, *options: str, oracle: bool = False) -> dict:
+def quick_studies_on_jax(root, names, *options: str, oracle: bool = False, own_validation: tuple = ()) -> dict:
     """Run `regbench study NAME --quick [OPTION ...]` for each name, one after another in one JAX process
     (tests/quick_studies.py, where their compiled programs are shared), into root/out/NAME-quick with one run
-    store (root/oracle/NAME-quick with `oracle`: what choices must not read scrambled); return each study's exit
-    code, stdout and stderr."""
+    store (root/oracle/NAME-quick with `oracle`: what choices must not read scrambled, for the studies in
+    `own_validation` the test set alone); return each study's exit code, stdout and stderr."""
     from tests.conftest import SMALL_MNIST
 
     env = dict(os.environ)
     env.pop("KERAS_BACKEND", None)  # the study's --backend jax chooses
     if oracle:
         env["REGBENCH_TEST_ORACLE"] = "1"
+        env["REGBENCH_TEST_ORACLE_OWN_VALIDATION"] = ",".join(own_validation)
     done = subprocess.run([sys.executable, str(Path(__file__).parent / "quick_studies.py"), str(root), str(SMALL_MNIST),
                            *names, "--", *options], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -47,11 +48,13 @@ def run_quick_studies(root, names) -> dict:
     return {name: result["stdout"] for name, result in results.items()}
 
 
-def check_choices_blind(root, names) -> None:
+def check_choices_blind(root, names, own_validation: tuple = ()) -> None:
     """Run the quick studies `names` again, already trained, with every test number, every validation number of
-    the evaluation seeds and the test labels scrambled (tests/quick_studies.py); assert that each study's choices
-    (choices.csv) come out the same, and that the scrambling reached it (its evaluation runs' test numbers differ)."""
-    results = quick_studies_on_jax(root, names, oracle=True)
+    the evaluation seeds and the test labels scrambled (tests/quick_studies.py; for the studies in `own_validation`,
+    whose per-run rules read each run's own validation curve, the test numbers and labels alone); assert that each
+    study's choices (choices.csv) come out the same, and that the scrambling reached it (its evaluation runs' test
+    numbers differ)."""
+    results = quick_studies_on_jax(root, names, oracle=True, own_validation=own_validation)
     for name in names:
         assert results[name]["exit_code"] == 0, f"{name}: {results[name]['stdout']}{results[name]['stderr']}"
         plain, scrambled = (root / folder / f"{name}-quick" for folder in ("out", "oracle"))

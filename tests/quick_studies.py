@@ -7,7 +7,9 @@ every study stores its runs in ROOT/runs.sqlite.
 With REGBENCH_TEST_ORACLE set, the studies write ROOT/oracle/NAME-quick instead, and everything a choice must not
 read is turned upside down as the study reads it (tests/helpers.py: check_choices_blind): every test number of
 every stored run, every validation number of the evaluation seeds' runs (seeds below the tuning seeds), and the
-test set's labels (permuted).
+test set's labels (permuted). The studies named in REGBENCH_TEST_ORACLE_OWN_VALIDATION (comma-separated) keep their
+evaluation seeds' validation numbers: their choices are per-run rules that read each run's own validation curve by
+design (where early stopping stops), so only the test set is hidden from them.
 """
 
 import json
@@ -19,6 +21,9 @@ from click.testing import CliRunner
 
 from regbench.cli import cli
 from regbench.config import DEFAULT_TUNE_SEEDS
+
+
+HIDDEN = {"evaluation validation": True}  # whether the study running now must not read the evaluation seeds' validation
 
 
 def scramble_what_choices_must_not_read() -> None:
@@ -49,7 +54,7 @@ def scramble_what_choices_must_not_read() -> None:
             return tables
 
         def evaluation(table):
-            return table["seed"] < min(DEFAULT_TUNE_SEEDS)
+            return (table["seed"] < min(DEFAULT_TUNE_SEEDS)) & HIDDEN["evaluation validation"]
 
         return RunTables(scrambled(tables.runs, evaluation), scrambled(tables.epochs, evaluation), tables.weights)
 
@@ -65,8 +70,10 @@ names, options = (rest[:rest.index("--")], rest[rest.index("--") + 1:]) if "--" 
 oracle = bool(os.environ.get("REGBENCH_TEST_ORACLE"))
 if oracle:
     scramble_what_choices_must_not_read()
+own_validation = set(filter(None, os.environ.get("REGBENCH_TEST_ORACLE_OWN_VALIDATION", "").split(",")))
 results = {}
 for name in names:
+    HIDDEN["evaluation validation"] = name not in own_validation
     out = f"{root}/{'oracle' if oracle else 'out'}/{name}-quick"
     result = CliRunner().invoke(cli, ["study", name, "--quick", "--backend", "jax", "--out", out,
                                       "--store", f"{root}/runs.sqlite", "--data", data, *options])

@@ -31,8 +31,8 @@ def test_quick_study_writes_a_report_with_a_verdict_from_its_numbers(quick_studi
 def test_every_choice_is_made_blind_to_test_numbers_and_evaluation_seeds(quick_studies):
     root, _ = quick_studies
     choosing = [name for name in HERE if (root / "out" / f"{name}-quick" / "choices.csv").exists()]
-    assert {"capacity", "data-size", "large-weights"} <= set(choosing)
-    check_choices_blind(root, choosing)
+    assert {"capacity", "data-size", "large-weights", "early-stopping"} <= set(choosing)
+    check_choices_blind(root, choosing, own_validation=("early-stopping",))
 
 
 def test_early_stopping_replay_matches_keras(quick_studies):

@@ -99,7 +99,8 @@ class Findings:
     tables: dict[str, pd.DataFrame]
     figures: dict[str, Figure]
     choices: pd.DataFrame | None = None  # every choice the study made (a setting, a budget), each on the tuning
-    # seeds' validation numbers alone: written as choices.csv, which the oracle tests compare
+    # seeds' validation numbers alone, or for a per-run rule (a stopping epoch) on its own run's validation curve:
+    # written as choices.csv, which the oracle tests compare
 
 
 def label_arms(runs: pd.DataFrame) -> pd.DataFrame:
