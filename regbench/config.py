@@ -28,6 +28,8 @@ ADAMW_IDENTITY = {"adamw_weight_decay": "from the weight-decay technique only"}
 REVISED_TECHNIQUES = {  # techniques whose computation changed, with the key their runs' ids carry since
     "max-norm": {"max_norm_rule": "w * min(1, c / |w|): an exact identity where no norm exceeds c"},
 }  # (runs of Keras' MaxNorm, which scales every column by |w| / (1e-7 + |w|) even below c, keep ids without it)
+STEPS_APART_IDENTITY = {"jax_steps": "one program per step"}  # runs whose JAX steps are programs of their own
+# (RunConfig.steps_apart): convolutions through XLA's fast kernels, other bits than the scanned epoch's before
 PLANTED_IDENTITY = {"planted_validation": "blank"}  # planted runs since validation stopped sharing the test set's
 # planted noise (data.plant_features); runs made before, with noise there too, keep ids without it
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -122,9 +124,23 @@ class RunConfig:
             identity.update(ADAMW_IDENTITY)
         if self.planted:
             identity.update(PLANTED_IDENTITY)
-        for technique in self.technique.split("+"):
-            identity.update(REVISED_TECHNIQUES.get(technique, {}))
+        identity.update(self.revised())
         return identity
+
+    def revised(self) -> dict:
+        """Return the identity keys of the revised computations this run uses (REVISED_TECHNIQUES; steps apart): a
+        run made by the earlier rule has an id without them (legacy_run_id)."""
+        revised = dict(STEPS_APART_IDENTITY) if self.steps_apart else {}
+        for technique in self.technique.split("+"):
+            revised.update(REVISED_TECHNIQUES.get(technique, {}))
+        return revised
+
+    @property
+    def steps_apart(self) -> bool:
+        """Whether JAX trains this run one compiled program per step rather than one per epoch: convolutions on the
+        CPU, where XLA gives its fast (Eigen) kernels only to convolutions outside loops (ConvCanonicalization
+        visits the entry computation alone; jax-ml/jax#12868), so that a scanned cnn epoch ran about 7x slower."""
+        return self.backend == "jax" and self.architecture == "cnn" and self.device == "cpu"
 
     @property
     def run_id(self) -> str:
@@ -132,9 +148,9 @@ class RunConfig:
         return identity_hash(self.identity())
 
     def legacy_run_id(self) -> str:
-        """Return the id this run had before its techniques' revisions (REVISED_TECHNIQUES): a run trained by the
+        """Return the id this run had before the revisions of its computation (revised): a run trained by the
         earlier rule."""
-        revised = {key for name in self.technique.split("+") for key in REVISED_TECHNIQUES.get(name, {})}
+        revised = self.revised()
         return identity_hash({key: value for key, value in self.identity().items() if key not in revised})
 
 

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import jax
@@ -37,27 +37,31 @@ import keras
 import numpy as np
 
 from regbench.backend import jax_cache_dir
-from regbench.config import code_digest
+from regbench.config import RunConfig, code_digest
 
 
 class _Program:
-    """The programs of one model structure: a template model and its compiled scans."""
+    """The programs of one model structure: a template model and its compiled scans (or, for runs whose steps are
+    apart, its compiled step)."""
 
     def __init__(self, key: Hashable, template: keras.Model, batch_size: int, eval_batch_size: int):
         self.template = template
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.steps_apart = isinstance(key, RunConfig) and key.steps_apart  # one program per step, not per epoch
         self.identity = repr((key, batch_size, eval_batch_size))  # names its programs in the program cache
         self.compiled: dict[tuple[str, str], Any] = {}  # (name, the arguments' shapes) -> the program compiled ahead
         self.compiling = threading.Lock()  # runs training at once (--jobs) make each program once
 
     def compile(self, name: str, args: tuple):
-        """Return the program `name` ('epoch' or 'evaluate') compiled for `args`' shapes, made the first time."""
+        """Return the program `name` ('epoch', 'step' or 'evaluate') compiled for `args`' shapes, made the first
+        time."""
         shapes = name, _shapes(args)
         if shapes in self.compiled:  # every epoch after the first: no lock, so a lane compiling waits alone
             return self.compiled[shapes]
         with self.compiling:
             if shapes not in self.compiled:
-                function = self._epoch if name == "epoch" else self._evaluate
+                functions: dict[str, Callable] = {"epoch": self._epoch, "step": self._step, "evaluate": self._evaluate}
+                function = functions[name]
                 exported = _exported(jax.jit(function), args, f"{name} {self.identity}")
                 self.compiled[shapes] = jax.jit(exported.call).lower(*args).compile()
         return self.compiled[shapes]
@@ -74,6 +78,19 @@ class _Program:
         logs = jax.tree.map(lambda values: values[-1], logs)
         if full < len(order):  # the last, smaller batch, as `fit` takes it
             logs, state = self.template.train_step(state, (x[order[full:]], y[order[full:]]))
+        return logs, state
+
+    def _step(self, state, x, y, batch):
+        """Train one step from `state` on x[batch], y[batch]; return (the epoch's logs so far, new state)."""
+        return self.template.train_step(state, (x[batch], y[batch]))
+
+    def steps(self, state, x, y, order: np.ndarray):
+        """Train one epoch from `state` on x[order], one compiled step per batch (as `fit` takes them); return (epoch
+        logs, new state)."""
+        logs = None
+        for start in range(0, len(order), self.batch_size):
+            args = (state, x, y, jnp.asarray(order[start:start + self.batch_size]))
+            logs, state = self.compile("step", args)(*args)
         return logs, state
 
     def _evaluate(self, state, sets):
@@ -192,9 +209,13 @@ def compile_epoch(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array,
     """
     started = time.perf_counter()
     program = _program(key, model, x, y, batch_size, eval_batch_size)
-    order = jax.ShapeDtypeStruct((length or len(y),), jnp.asarray(np.zeros(1, np.int64)).dtype)
+    length, index = length or len(y), jnp.asarray(np.zeros(1, np.int64)).dtype
     state = _state(model, program)
-    program.compile("epoch", (state, x, y, order))
+    if program.steps_apart:  # a step program for the full batches, and one for a smaller last batch
+        for size in {min(batch_size, length), length % batch_size} - {0}:
+            program.compile("step", (state, x, y, jax.ShapeDtypeStruct((size,), index)))
+    else:
+        program.compile("epoch", (state, x, y, jax.ShapeDtypeStruct((length,), index)))
     if measure:
         program.compile("evaluate", _evaluation_args(state, measure))
     return time.perf_counter() - started
@@ -211,9 +232,12 @@ def train_epoch(key: Hashable, model: keras.Model, x: jax.Array, y: jax.Array, o
     """
     program = _program(key, model, x, y, batch_size, eval_batch_size)
     start = _state(model, program)
-    args = (start, x, y, jnp.asarray(order))
     started = time.perf_counter()
-    logs, state = program.compile("epoch", args)(*args)
+    if program.steps_apart:
+        logs, state = program.steps(start, x, y, order)
+    else:
+        args = (start, x, y, jnp.asarray(order))
+        logs, state = program.compile("epoch", args)(*args)
     logs = _as_floats(logs)  # waits for the epoch
     seconds = time.perf_counter() - started
     measured = []

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from regbench import stats
-from regbench.config import REVISED_TECHNIQUES, RunConfig
+from regbench.config import RunConfig
 from regbench.data import load_images, split_images
 from regbench.errors import UsageError
 from regbench.outputs import COMPARISON_FILES, Manifest, read_tuning, run_arms
@@ -219,9 +219,9 @@ def config_from_row(row: dict) -> RunConfig:
     values["resample_data"] = str(values["resample_data"]) == "True"
     config = RunConfig(**values)
     if config.run_id != row["run_id"] and config.legacy_run_id() == row["run_id"]:
-        revised = ", ".join(name for name in config.technique.split("+") if name in REVISED_TECHNIQUES)
-        raise UsageError(f"runs.csv: run {row['run_id']} trained {revised} by an earlier rule than this version's, "
-                         "so this version cannot retrain it (see REVISED_TECHNIQUES in regbench/config.py)")
+        revised = ", ".join(f"{key} ({rule})" for key, rule in config.revised().items())
+        raise UsageError(f"runs.csv: run {row['run_id']} was trained by an earlier rule than this version's "
+                         f"{revised}, so this version cannot retrain it (see RunConfig.revised in regbench/config.py)")
     if config.run_id != row["run_id"]:
         raise UsageError(f"runs.csv: the configuration of run {row['run_id']} cannot be rebuilt from its row "
                          "(its parameters are rounded there); pass the --store that holds it")

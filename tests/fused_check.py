@@ -39,6 +39,7 @@ CHECKS = [("batchnorm+dropout+l2+gaussian-noise+label-smoothing", 0, 1, {"params
           # needs its own
           ("ema+mixup", 0, 2, {"params": {"ema_horizon": 5.0, "mixup_alpha": 0.4}}),  # raw weights train on; each
           # epoch blends its own images
+          ("spatial-dropout", 0, 1, {"architecture": "cnn", "hidden": (16,)}),  # convolutions on the CPU: steps apart
           ("augment+spatial-dropout", 0, 1, {"architecture": "cnn", "hidden": (16,)})]  # rounding apart (test_fused)
 
 

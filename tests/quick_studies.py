@@ -22,7 +22,6 @@ from click.testing import CliRunner
 from regbench.cli import cli
 from regbench.config import DEFAULT_TUNE_SEEDS
 
-
 HIDDEN = {"evaluation validation": True}  # whether the study running now must not read the evaluation seeds' validation
 
 

@@ -21,14 +21,14 @@ def fused_report():
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-ROUNDING_APART = ("augment+spatial-dropout",)  # image transformations and convolutions: XLA compiles them
-# differently inside the scanned epoch than in fit's one-step program (the cnn baseline too), ~1e-6 apart
+ROUNDING_APART = ("augment+spatial-dropout",)  # image transformations: XLA compiles them differently in fit's
+# program than in the epoch's, ~4e-7 apart (the cnn's convolutions, trained one step per program, are bit-exact)
 
 
 def test_fused_epochs_train_the_same_bits_as_keras_fit(fused_report):
     checks = {name: check for name, check in fused_report["fit_vs_fused"].items()
               if not name.startswith(ROUNDING_APART)}
-    assert len(checks) == 5
+    assert len(checks) == 6
     for name, check in checks.items():
         assert check["weights"] == 0.0, name  # every weight, moving statistic and random layer's seed state
         assert check["averaged"] == 0.0, name  # ema: the moving average too (others: the weights again)

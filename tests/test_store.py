@@ -5,6 +5,7 @@ import json
 import math
 import re
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ import pytest
 from conftest import SMALL_MNIST
 from helpers import config_for
 
+from regbench.config import identity_hash
 from regbench.errors import UsageError
 from regbench.outputs import check_output_dir, write_outputs
 from regbench.store import APPLICATION_ID, LAYOUT, RunStore
@@ -262,3 +264,14 @@ def test_a_version_1_store_is_read_as_it_is_and_migrated_in_place_when_written(t
                                       str(SMALL_MNIST), "--store", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "0 runs trained, 4 reused" in result.output
+
+
+def test_jax_cnn_runs_on_the_cpu_say_their_steps_are_programs_apart():
+    from regbench.config import STEPS_APART_IDENTITY
+
+    apart = config_for("none", architecture="cnn", hidden=(16,), backend="jax")
+    assert apart.steps_apart and STEPS_APART_IDENTITY.items() <= apart.identity().items()
+    for scanned in (replace(apart, device="gpu"), replace(apart, backend="tensorflow"),
+                    config_for("none", backend="jax")):
+        assert not scanned.steps_apart and "jax_steps" not in scanned.identity()  # their ids stay as they were
+    assert apart.legacy_run_id() == identity_hash({k: v for k, v in apart.identity().items() if k != "jax_steps"})

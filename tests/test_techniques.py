@@ -292,6 +292,6 @@ def test_a_run_of_keras_maxnorm_cannot_be_retrained_and_verify_says_why():
     runs = pd.read_csv(Path(__file__).parents[1] / "results" / "runs.csv")
     row = runs[runs["technique"] == "max-norm"].iloc[0].to_dict()
     current = config_from_row(row)  # a committed run of this version's rule rebuilds
-    with pytest.raises(UsageError, match="trained max-norm by an earlier rule than this version's"):
+    with pytest.raises(UsageError, match="was trained by an earlier rule than this version's max_norm_rule"):
         config_from_row({**row, "run_id": current.legacy_run_id()})  # the same run under Keras' MaxNorm
     assert config_from_row(runs[runs["technique"] == "l2"].iloc[0].to_dict()).run_id  # other runs still rebuild

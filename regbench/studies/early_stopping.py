@@ -177,7 +177,8 @@ def verdict(summary: pd.DataFrame, outcomes: pd.DataFrame, keras: pd.DataFrame, 
            "epochs" if len(better) else f"No outcome scores significantly better than training all {epochs} epochs")
         + (f"; {len(worse)} score significantly worse than keeping the run's best-validation checkpoint, which needs "
            "no stopping rule, only the full run" if len(worse) else
-           "; none scores detectably worse than keeping the run's best-validation checkpoint" + _cost_left_open(outcomes))
+           "; none scores detectably worse than keeping the run's best-validation checkpoint"
+           + _cost_left_open(outcomes))
         + ". Real Keras EarlyStopping runs stop at "
         + ("the same epochs as the replay." if agree else "other epochs than the replay (see the table).")
         + " This design watches one training setup (a constant learning rate); with a decaying schedule the "
