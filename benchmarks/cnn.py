@@ -1,0 +1,189 @@
+"""The cnn's speed on both backends against a plain Keras convnet script, side by side in one run (issue 39).
+
+Usage (REGBENCH_DATA set to the full mnist.npz):
+    python benchmarks/cnn.py [--train-size 50000] [--epochs 2] [--batch-size 32] [--before GIT-REF]
+
+Each row is a fresh process that trains one model for `--epochs` epochs on the first `--train-size` training images
+with the 10,000 held-out images as validation after every epoch, and times each epoch from its start to the end of
+its validation (the first epoch compiles; the table takes the later ones):
+- a plain Keras script, as a course writes it, on the TensorFlow and on the JAX backend: `fit` with
+  `validation_data`, the same layers as regbench's cnn (conv 32 - pool - conv 64 - pool - dense 128 - dense 10,
+  3x3 convolutions with same padding, 2x2 max-pooling, relu, Adam at 1e-3);
+- regbench's cnn (`train.train_run`) on both backends; its epoch also evaluates the training monitor (up to 10,000
+  training images), which the plain script does not;
+- with `--before`, regbench's rows again on that commit's code (a temporary git worktree).
+Writes benchmarks/CNN.md and CNN.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKENDS = ("tensorflow", "jax")
+
+
+def plain(backend: str, data: str, train_size: int, epochs: int, batch_size: int) -> dict:
+    """Fit the plain convnet in this process (Keras on `backend`); return each epoch's seconds."""
+    os.environ["KERAS_BACKEND"] = backend
+    import keras
+
+    keras.utils.set_random_seed(0)
+    with np.load(data) as arrays:
+        x, y = arrays["x_train"].astype("float32") / 255.0, arrays["y_train"]
+    x_train, y_train, x_val, y_val = x[:train_size], y[:train_size], x[50_000:], y[50_000:]
+    model = keras.Sequential([
+        keras.Input(shape=(28, 28)),
+        keras.layers.Reshape((28, 28, 1)),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(64, 3, padding="same", activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Flatten(),
+        keras.layers.Dense(128, activation="relu"),
+        keras.layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    clock = EpochClock()
+    model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs, validation_data=(x_val, y_val), verbose=0,
+              callbacks=[clock.keras_callback(keras)])
+    return {"epoch_seconds": clock.seconds}
+
+
+def regbench_cnn(backend: str, data: str, train_size: int, epochs: int, batch_size: int) -> dict:
+    """Train regbench's cnn in this process; return each epoch's seconds, with and without its measurements."""
+    from regbench.backend import select_backend
+
+    select_backend(backend, "cpu")
+    from regbench import train
+    from regbench.config import RunConfig
+    from regbench.data import Splits, load_images
+
+    images = load_images("mnist", data)
+    split = Splits.of(images).get(train_size)
+    config = RunConfig(architecture="cnn", hidden=(128,), backend=backend, epochs=epochs, batch_size=batch_size,
+                       train_size=train_size, data=images.fingerprint)
+    clock = EpochClock()
+    training = []
+    train.train_run(config, split, on_epoch=lambda row: (clock.tick(), training.append(row["seconds"])))
+    return {"epoch_seconds": clock.seconds, "training_seconds": training, "steps_apart": config.steps_apart}
+
+
+class EpochClock:
+    """Seconds between the ends of consecutive epochs (the first from the clock's start)."""
+
+    def __init__(self):
+        self.last, self.seconds = time.perf_counter(), []
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self.seconds.append(now - self.last)
+        self.last = now
+
+    def keras_callback(self, keras):
+        clock = self
+
+        class Tick(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                clock.last = time.perf_counter()  # fit's own set-up before the first epoch is not the epoch's
+
+            def on_epoch_end(self, epoch, logs=None):  # after fit's validation
+                clock.tick()
+
+        return Tick()
+
+
+def measure(tree: Path, row: str, backend: str, args) -> dict:
+    """Run one row in a fresh process on the code of `tree`; return what it printed."""
+    environment = {**os.environ, "PYTHONPATH": str(tree)}
+    environment.pop("KERAS_BACKEND", None)
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", row, backend, "--data",
+                           args.data, "--train-size", str(args.train_size), "--epochs", str(args.epochs),
+                           "--batch-size", str(args.batch_size)],
+                          cwd=tree, env=environment, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-size", type=int, default=50_000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--before", help="a git ref whose regbench code to measure too")
+    parser.add_argument("--data", default=os.environ.get("REGBENCH_DATA"))
+    parser.add_argument("--child", nargs=2, metavar=("ROW", "BACKEND"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        row, backend = args.child
+        run = plain if row == "plain" else regbench_cnn
+        print(json.dumps(run(backend, args.data, args.train_size, args.epochs, args.batch_size)))
+        return
+    started = time.perf_counter()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="regbench-before-") as scratch:
+        trees = {"this tree": ROOT}
+        if args.before:
+            before = Path(scratch) / "before"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(before), args.before],
+                           check=True)
+            trees[f"before ({args.before})"] = before
+        try:
+            for backend in BACKENDS:
+                rows.append({"what": f"plain Keras convnet, {backend}", **measure(ROOT, "plain", backend, args)})
+                for label, tree in trees.items():
+                    rows.append({"what": f"regbench cnn, {backend}, {label}",
+                                 **measure(tree, "regbench", backend, args)})
+        finally:
+            if args.before:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=True)
+    write(rows, args, time.perf_counter() - started)
+
+
+def later(seconds: list[float]) -> float:
+    """Return the median seconds of the epochs after the first (the first compiles)."""
+    return float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
+
+
+def write(rows: list[dict], args, seconds: float) -> None:
+    """Write the table to benchmarks/CNN.md and the measurements to CNN.json."""
+    yardstick = later(next(row for row in rows if row["what"] == "plain Keras convnet, tensorflow")["epoch_seconds"])
+    own_fit = {backend: later(next(row for row in rows if row["what"] == f"plain Keras convnet, {backend}")
+                              ["epoch_seconds"]) for backend in BACKENDS}
+    command = (f"python benchmarks/cnn.py --train-size {args.train_size} --epochs {args.epochs} "
+               f"--batch-size {args.batch_size}{' --before ' + args.before if args.before else ''}")
+    lines = [
+        "# The cnn's speed against a plain Keras convnet",
+        "",
+        f"Measured by `{command}` on {time.strftime('%Y-%m-%dT%H:%M:%S%z')}, in {seconds:.0f} s, on this machine "
+        f"({os.cpu_count()} cores). {args.train_size:,} training images, batch {args.batch_size}, validation on the "
+        "10,000 held-out images after every epoch; seconds per epoch from its start to the end of its validation, "
+        "the median of the epochs after the first (which compiles). regbench's epoch also evaluates its training "
+        "monitor; 'training alone' is the epoch's own seconds as runs.csv records them.",
+        "",
+        "| what | s per epoch, with validation | vs plain convnet on TensorFlow | vs Keras' own fit on its backend "
+        "| training alone |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        backend = "jax" if ", jax" in row["what"] else "tensorflow"
+        per_epoch = later(row["epoch_seconds"])
+        alone = f"{later(row['training_seconds']):.2f}" if "training_seconds" in row else ""
+        lines.append(f"| {row['what']} | {per_epoch:.2f} | {per_epoch / yardstick:.2f}x | "
+                     f"{per_epoch / own_fit[backend]:.2f}x | {alone} |")
+    (ROOT / "benchmarks" / "CNN.md").write_text("\n".join(lines) + "\n")
+    (ROOT / "benchmarks" / "CNN.json").write_text(json.dumps({"command": command, "seconds": seconds, "rows": rows},
+                                                             indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
