@@ -109,7 +109,9 @@ def measure(tree: Path, row: str, backend: str, args) -> dict:
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", row, backend, "--data",
                            args.data, "--train-size", str(args.train_size), "--epochs", str(args.epochs),
                            "--batch-size", str(args.batch_size)],
-                          cwd=tree, env=environment, capture_output=True, text=True, check=True)
+                          cwd=tree, env=environment, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{row} on {backend} ({tree}) failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
