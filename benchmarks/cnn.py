@@ -12,7 +12,8 @@ its validation (the first epoch compiles; the table takes the later ones):
 - regbench's cnn (`train.train_run`) on both backends; its epoch also evaluates the training monitor (up to 10,000
   training images), which the plain script does not;
 - with `--before`, regbench's rows again on that commit's code (a temporary git worktree).
-Writes benchmarks/CNN.md and CNN.json.
+Prints the table, the targets and every figure as JSON; benchmarks/speed.py (`make bench`, or `--cnn-only`) keeps
+them in RESULTS.md and RESULTS.json.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def regbench_cnn(backend: str, data: str, train_size: int, epochs: int, batch_si
     clock = EpochClock()
     training = []
     train.train_run(config, split, on_epoch=lambda row: (clock.tick(), training.append(row["seconds"])))
-    return {"epoch_seconds": clock.seconds, "training_seconds": training, "steps_apart": config.steps_apart}
+    return {"epoch_seconds": clock.seconds, "training_seconds": training,
+            "steps_apart": getattr(config, "steps_apart", False)}  # (code before steps apart: none)
 
 
 class EpochClock:
@@ -115,6 +117,74 @@ def measure(tree: Path, row: str, backend: str, args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def measure_rows(data: str, train_size: int = 50_000, epochs: int = 2, batch_size: int = 32,
+                 before: str | None = None) -> list[dict]:
+    """Measure every row, one fresh process each (regbench's rows also on the code of git ref `before`)."""
+    settings = argparse.Namespace(data=data, train_size=train_size, epochs=epochs, batch_size=batch_size)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="regbench-before-") as scratch:
+        trees, worktree = {"this tree": ROOT}, Path(scratch) / "before"
+        if before:
+            trees[f"before ({before})"] = worktree
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(worktree), before],
+                           check=True)
+        try:
+            for backend in BACKENDS:
+                rows.append({"what": f"plain Keras convnet, {backend}", **measure(ROOT, "plain", backend, settings)})
+                for label, tree in trees.items():
+                    rows.append({"what": f"regbench cnn, {backend}, {label}",
+                                 **measure(tree, "regbench", backend, settings)})
+        finally:
+            if before:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=True)
+    return rows
+
+
+def later(seconds: list[float]) -> float:
+    """Return the median seconds of the epochs after the first (the first compiles)."""
+    return float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
+
+
+def table(rows: list[dict]) -> str:
+    """Return the rows as a Markdown table, each against the plain convnet on TensorFlow and Keras' own fit."""
+    plain = {backend: later(next(row for row in rows if row["what"] == f"plain Keras convnet, {backend}")
+                            ["epoch_seconds"]) for backend in BACKENDS}
+    lines = ["| what | s per epoch, with validation | vs plain convnet on TensorFlow | vs Keras' own fit on its "
+             "backend | training alone |", "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        backend = "jax" if ", jax" in row["what"] else "tensorflow"
+        per_epoch = later(row["epoch_seconds"])
+        alone = f"{later(row['training_seconds']):.2f}" if "training_seconds" in row else ""
+        lines.append(f"| {row['what']} | {per_epoch:.2f} | {per_epoch / plain['tensorflow']:.2f}x | "
+                     f"{per_epoch / plain[backend]:.2f}x | {alone} |")
+    return "\n".join(lines)
+
+
+def targets(rows: list[dict]) -> str:
+    """Say, per backend, whether regbench's cnn meets issue 39's two targets (met, or NO)."""
+    plain = {backend: later(next(row for row in rows if row["what"] == f"plain Keras convnet, {backend}")
+                            ["epoch_seconds"]) for backend in BACKENDS}
+    lines = []
+    for backend in BACKENDS:
+        mine = later(next(row for row in rows if row["what"] == f"regbench cnn, {backend}, this tree")["epoch_seconds"])
+        for target, yardstick in (("the plain convnet on TensorFlow", plain["tensorflow"]),
+                                  (f"Keras' own fit on {backend}", plain[backend])):
+            verdict = "met" if mine <= yardstick else "NO"
+            lines.append(f"- {backend}: at least as fast as {target}: {mine:.2f} s against {yardstick:.2f} s per "
+                         f"epoch ({mine / yardstick:.2f}x): {verdict}")
+    return "\n".join(lines)
+
+
+PROTOCOL = ("Each row is a fresh process training one model on {train_size:,} training images (batch {batch_size}, "
+            "{epochs} epochs) with the 10,000 held-out images as validation after every epoch; seconds per epoch "
+            "from its start to the end of its validation, the median of the epochs after the first (which "
+            "compiles). The plain script is Keras' `fit` with `validation_data`, the layers of regbench's cnn "
+            "(conv 32 - pool - conv 64 - pool - dense 128 - dense 10), on the machine's threads; regbench trains "
+            "each run on one thread (its bits do not depend on the core count; `--jobs 2` trains two runs at "
+            "once) and its epoch also evaluates the training monitor (10,000 training images). 'Training alone' "
+            "is the epoch's own seconds as runs.csv records them.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-size", type=int, default=50_000)
@@ -129,62 +199,8 @@ def main() -> None:
         run = plain if row == "plain" else regbench_cnn
         print(json.dumps(run(backend, args.data, args.train_size, args.epochs, args.batch_size)))
         return
-    started = time.perf_counter()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="regbench-before-") as scratch:
-        trees = {"this tree": ROOT}
-        if args.before:
-            before = Path(scratch) / "before"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(before), args.before],
-                           check=True)
-            trees[f"before ({args.before})"] = before
-        try:
-            for backend in BACKENDS:
-                rows.append({"what": f"plain Keras convnet, {backend}", **measure(ROOT, "plain", backend, args)})
-                for label, tree in trees.items():
-                    rows.append({"what": f"regbench cnn, {backend}, {label}",
-                                 **measure(tree, "regbench", backend, args)})
-        finally:
-            if args.before:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], check=True)
-    write(rows, args, time.perf_counter() - started)
-
-
-def later(seconds: list[float]) -> float:
-    """Return the median seconds of the epochs after the first (the first compiles)."""
-    return float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
-
-
-def write(rows: list[dict], args, seconds: float) -> None:
-    """Write the table to benchmarks/CNN.md and the measurements to CNN.json."""
-    yardstick = later(next(row for row in rows if row["what"] == "plain Keras convnet, tensorflow")["epoch_seconds"])
-    own_fit = {backend: later(next(row for row in rows if row["what"] == f"plain Keras convnet, {backend}")
-                              ["epoch_seconds"]) for backend in BACKENDS}
-    command = (f"python benchmarks/cnn.py --train-size {args.train_size} --epochs {args.epochs} "
-               f"--batch-size {args.batch_size}{' --before ' + args.before if args.before else ''}")
-    lines = [
-        "# The cnn's speed against a plain Keras convnet",
-        "",
-        f"Measured by `{command}` on {time.strftime('%Y-%m-%dT%H:%M:%S%z')}, in {seconds:.0f} s, on this machine "
-        f"({os.cpu_count()} cores). {args.train_size:,} training images, batch {args.batch_size}, validation on the "
-        "10,000 held-out images after every epoch; seconds per epoch from its start to the end of its validation, "
-        "the median of the epochs after the first (which compiles). regbench's epoch also evaluates its training "
-        "monitor; 'training alone' is the epoch's own seconds as runs.csv records them.",
-        "",
-        "| what | s per epoch, with validation | vs plain convnet on TensorFlow | vs Keras' own fit on its backend "
-        "| training alone |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for row in rows:
-        backend = "jax" if ", jax" in row["what"] else "tensorflow"
-        per_epoch = later(row["epoch_seconds"])
-        alone = f"{later(row['training_seconds']):.2f}" if "training_seconds" in row else ""
-        lines.append(f"| {row['what']} | {per_epoch:.2f} | {per_epoch / yardstick:.2f}x | "
-                     f"{per_epoch / own_fit[backend]:.2f}x | {alone} |")
-    (ROOT / "benchmarks" / "CNN.md").write_text("\n".join(lines) + "\n")
-    (ROOT / "benchmarks" / "CNN.json").write_text(json.dumps({"command": command, "seconds": seconds, "rows": rows},
-                                                             indent=2) + "\n")
-    print("\n".join(lines))
+    rows = measure_rows(args.data, args.train_size, args.epochs, args.batch_size, args.before)
+    print(PROTOCOL.format(**vars(args)), table(rows), targets(rows), json.dumps(rows), sep="\n\n")
 
 
 if __name__ == "__main__":

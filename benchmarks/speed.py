@@ -1,6 +1,7 @@
 """Speed of regbench against a plain Keras script on full MNIST, side by side in one run.
 
 Usage: python benchmarks/speed.py [--seeds 5] [--epochs 10] [--repeats 1] [--data PATH] [--out FILE] [--short-only]
+                                  [--warm-only] [--cnn-only] [--cnn-before GIT-REF]
 
 Rows: (a) benchmarks/plain_keras.py, one process per seed, as a course runs it (the first half of the seeds timed
 before the regbench rows, the rest after them: its own speed drifts); (b) `regbench
@@ -10,7 +11,7 @@ of one process) where two cores are free; (d) floors measured
 here: the protocol's FLOPs over this machine's sgemm rate, and Adam's bytes per step over the
 memory bandwidth at the optimizer's working-set size. Then the levers one by one, the short
 commands (2 runs x 3 and 10 epochs, JAX cold and warm, fixed costs), regbench.compare called again in one warm
-process, and the targets. Prints the tables and writes them, with the machine and the command, to --out.
+process, the cnn on both backends against a plain Keras convnet (benchmarks/cnn.py), and the targets. Prints the tables and writes them, with the machine and the command, to --out.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+import cnn  # benchmarks/cnn.py: the cnn rows
 import numpy as np
 import pandas as pd
 import psutil
@@ -507,8 +509,21 @@ def main() -> None:
                         help="measure only the short commands, into the figures of --out's last run (RESULTS.json)")
     parser.add_argument("--warm-only", action="store_true",
                         help="measure only regbench.compare in a warm process, into the figures of --out's last run")
+    parser.add_argument("--cnn-only", action="store_true",
+                        help="measure only the cnn against a plain Keras convnet, into the figures of --out's last run")
+    parser.add_argument("--cnn-before", metavar="GIT-REF", help="also measure the cnn rows on this commit's code")
     args = parser.parse_args()
     command = shlex.join(["python", "benchmarks/speed.py", *sys.argv[1:]])
+    if args.cnn_only:
+        if not args.data or not Path(args.data).is_file():
+            parser.error("give the full MNIST file with --data PATH or $REGBENCH_DATA")
+        figures = Path(args.out).with_suffix(".json")
+        measured = json.loads(figures.read_text())
+        measured["cnn"] = cnn_figures(command, args.data, args.cnn_before)
+        figures.write_text(json.dumps(measured, indent=1) + "\n")
+        Path(args.out).write_text(render(measured))
+        print(cnn.table(measured["cnn"]["rows"]), cnn.targets(measured["cnn"]["rows"]), sep="\n\n")
+        return
     if args.warm_only:
         if not args.data or not Path(args.data).is_file():
             parser.error("give the full MNIST file with --data PATH or $REGBENCH_DATA")
@@ -573,17 +588,26 @@ def main() -> None:
              "rows": short_commands(args.data, env)}
     warm = {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "rows": warm_process(args.data, env)}
+    convnet = cnn_figures(command, args.data, args.cnn_before)
     # 2. Keep every figure (JSON), then write the tables with the machine and the command.
     measured = {"command": command,
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
                 "seconds": round(time.perf_counter() - started), "seeds": args.seeds, "epochs": args.epochs,
                 "repeats": args.repeats, "machine": machine_description(), "floors": floor, "rows": rows,
-                "cluster_startup": startup, "levers": lever_rows, "short": short, "warm": warm}
+                "cluster_startup": startup, "levers": lever_rows, "short": short, "warm": warm, "cnn": convnet}
     Path(args.out).with_suffix(".json").write_text(json.dumps(measured, indent=1) + "\n")
     text = render(measured)
     Path(args.out).write_text(text)
     print(text)
     print(f"wrote {args.out} and its figures as JSON beside it")
+
+
+def cnn_figures(command: str, data: str, before: str | None) -> dict:
+    """Measure the cnn on both backends against the plain Keras convnet (benchmarks/cnn.py), full MNIST."""
+    print("the cnn against a plain Keras convnet, both backends ...", flush=True)
+    return {"command": command, "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "settings": {"train_size": TRAIN_IMAGES, "epochs": 2, "batch_size": BATCH},
+            "rows": cnn.measure_rows(data, TRAIN_IMAGES, 2, BATCH, before)}
 
 
 def plain_timing(reference: dict) -> str:
@@ -677,6 +701,12 @@ def render(measured: dict) -> str:
                      "backend's start, reading the data and compiling; later calls reuse them. The plain script "
                      "runs twice (two processes), timed before and after the calls; the ratios are to the mean.",
                      warm_table(warm["rows"])]
+    if measured.get("cnn"):
+        convnet = measured["cnn"]
+        sections += ["## The cnn against a plain Keras convnet",
+                     f"Measured by `{convnet['command']}` on {convnet['date']} (benchmarks/cnn.py). "
+                     + cnn.PROTOCOL.format(**convnet["settings"]),
+                     cnn.table(convnet["rows"]), "Targets (issue 39):", cnn.targets(convnet["rows"])]
     return "\n\n".join(sections) + "\n"
 
 
