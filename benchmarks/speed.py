@@ -11,7 +11,8 @@ of one process) where two cores are free; (d) floors measured
 here: the protocol's FLOPs over this machine's sgemm rate, and Adam's bytes per step over the
 memory bandwidth at the optimizer's working-set size. Then the levers one by one, the short
 commands (2 runs x 3 and 10 epochs, JAX cold and warm, fixed costs), regbench.compare called again in one warm
-process, the cnn on both backends against a plain Keras convnet (benchmarks/cnn.py), and the targets. Prints the tables and writes them, with the machine and the command, to --out.
+process, the cnn on both backends against a plain Keras convnet (benchmarks/cnn.py), and the targets. Prints the
+tables and writes them, with the machine and the command, to --out.
 """
 
 from __future__ import annotations
