@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from regbench.config import MEMORY_COPIES, RunConfig, available_memory, parameter_count
+from regbench.config import MEMORY_COPIES, SLOWER_HERE, RunConfig, available_memory, parameter_count
 from regbench.data import Images, Splits, get_dataset, load_images, training_size
 from regbench.errors import UsageError
 from regbench.executor import Executor
@@ -139,6 +139,7 @@ def run_compare(request: CompareRequest, device: str, echo: Callable[[str], None
     and report."""
     # 1. Check everything a user can get wrong before any training.
     images, base, plan = _checked_plan(request, device)
+    say_if_slower_here(base, echo)
     store = RunStore(request.store)
     splits = Splits.of(images)
     trained, tuned = 0, None
@@ -429,6 +430,13 @@ def _run_seconds(history: pd.DataFrame, config: RunConfig, first: bool) -> float
             per_epoch = float((rest / walled["epochs_run"]).median())  # evaluation, and the run's fixed part spread
             return (training + per_epoch) * config.epochs + warmup
     return None
+
+
+def say_if_slower_here(base: RunConfig, echo: Callable[[str], None]) -> None:
+    """Say in one line when runs like `base` train on a backend measured to be the slower one here (SLOWER_HERE)."""
+    slower = SLOWER_HERE.get((base.backend, base.architecture, base.device))
+    if slower:
+        echo(f"note: {slower}")
 
 
 def train_missing(configs: list[RunConfig], splits: Splits, store: RunStore, echo: Callable[[str], None],

@@ -366,3 +366,14 @@ def test_help_list_and_report_start_without_keras_or_a_backend(tmp_path):
     for args in (["--help"], ["list"]):
         assert loaded(args, 0, (*heavy, "matplotlib")) == []
     assert loaded(["report", str(tmp_path / "missing")], 2, (*heavy[:4], "matplotlib")) == ["matplotlib"]
+
+
+def test_a_combination_measured_slower_here_gets_a_one_line_note():
+    from regbench.config import RunConfig
+    from regbench.runner import say_if_slower_here
+
+    lines: list[str] = []
+    for config in (RunConfig(architecture="cnn", hidden=(16,), backend="jax"), RunConfig(architecture="cnn"),
+                   RunConfig(backend="jax"), RunConfig(architecture="cnn", backend="jax", device="gpu")):
+        say_if_slower_here(config, lines.append)
+    assert len(lines) == 1 and lines[0].startswith("note: on a CPU the cnn takes about") and "tensorflow" in lines[0]

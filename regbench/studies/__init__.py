@@ -105,6 +105,7 @@ def plan_study(name: str, options: dict, seeds: int | None, quick: bool, out: Pa
 
 def run_study(planned: PlannedStudy, command: str) -> tuple[Findings, list[Path]]:
     """Run a planned study (training only what the store lacks) and write its report; return findings and files."""
+    from regbench.runner import say_if_slower_here
     from regbench.store import RunStore
     from regbench.studies.pages import write_study
 
@@ -112,6 +113,7 @@ def run_study(planned: PlannedStudy, command: str) -> tuple[Findings, list[Path]
     started = time.perf_counter()
     claim, question = CATALOGUE[planned.name]
     planned.context.echo(f"study {planned.name}: {question}")
+    say_if_slower_here(planned.context.base, planned.context.echo)
     findings = planned.module.run(planned.context)
     files = write_study(planned.out, planned.name, claim, question, planned.context, findings, command, started,
                         planned.module.SWEEPS)
