@@ -24,7 +24,8 @@ from regbench.store import RunStore, RunTables
 from regbench.techniques import TECHNIQUES, technique_of
 
 TIMING = {"train_seconds", "seconds_per_epoch", "seconds", "finished_at", "warmup_seconds", "wall_seconds",  # vary
-          "seconds_per_epoch_mean", "seconds_per_epoch_sd", "time_ratio"}
+          "seconds_per_epoch_mean", "seconds_per_epoch_sd", "time_ratio",
+          "warmup_in_epochs"}  # whether a run's compile fell in its epochs: whether its process had compiled it before
 RERUN_SEED = 0  # picks which runs --rerun retrains
 # How far a retrained run may land from the stored one on another CPU (other kernels round differently,
 # and training amplifies it): 2.5x the largest differences benchmarks/rounding.py measured under narrower
