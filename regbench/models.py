@@ -45,6 +45,20 @@ class GhostBatchNormalization(keras.layers.BatchNormalization):
         return {**super().get_config(), "group": self.group}
 
 
+class MaxPooling2D(keras.layers.MaxPooling2D):
+    """Keras' MaxPooling2D; on JAX, 2x2 windows of even-sized images pool through regbench.jax_ops.max_pool_2x2,
+    whose numbers and gradient are Keras' own (tested) without XLA's slow CPU select-and-scatter."""
+
+    def call(self, inputs):
+        height, width = inputs.shape[1:3]
+        if (keras.backend.backend() != "jax" or self.pool_size != (2, 2) or self.strides != (2, 2)
+                or self.padding != "valid" or self.data_format != "channels_last" or height % 2 or width % 2):
+            return super().call(inputs)
+        from regbench.jax_ops import max_pool_2x2  # imports jax, which other backends' processes never load
+
+        return max_pool_2x2(inputs)
+
+
 def layer_seed(run_seed: int, slot: int) -> int:
     """Return the seed of the weighted layer (or dropout) in position `slot` of a run.
 
@@ -126,7 +140,7 @@ class _Builder:
             x = self.hooks.normalization(self, x)
         x = keras.layers.Activation(self.config.activation)(x)
         if pool:
-            x = self.apply(self.hooks.after_block, keras.layers.MaxPooling2D(2)(x))
+            x = self.apply(self.hooks.after_block, MaxPooling2D(2)(x))
         return self.apply(self.hooks.after_hidden, x)
 
     def dense(self, units: int, activation: str | None = None):

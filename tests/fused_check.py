@@ -13,7 +13,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from helpers import config_for  # noqa: E402
 
-from regbench import fused  # noqa: E402
+from regbench import fused, jax_ops  # noqa: E402
 from regbench.data import read_images, split_images  # noqa: E402
 from regbench.train import (  # noqa: E402
     EVAL_BATCH_SIZE,
@@ -149,4 +149,19 @@ for index in range(6):
     fused.train_epoch(program_key(config), fresh(config), x, y, batch_order(0, 0, 300), 32, EVAL_BATCH_SIZE)
     mappings.append(len(Path("/proc/self/maps").read_text().splitlines()))
 report["programs_dropped"] = {"kept": len(fused._PROGRAMS), "mappings": mappings}
+# The cnn's 2x2 max-pooling on JAX (regbench.jax_ops) against Keras' own: the same numbers and the same gradient,
+# ties included (relu's zeros, and a tie at a positive maximum), bit for bit, signed zeros too
+pooled = {}
+rng = np.random.default_rng(0)
+for shape in ((4, 28, 28, 8), (4, 14, 14, 16)):
+    images = jax.numpy.asarray(np.maximum(rng.standard_normal(shape), 0).astype(np.float32))
+    images = images.at[0, 0, 0, 0].set(1.0).at[0, 0, 1, 0].set(1.0).at[0, 1, 1, 0].set(1.0)
+    upstream = jax.numpy.asarray(rng.standard_normal((shape[0], shape[1] // 2, shape[2] // 2, shape[3]))
+                                 .astype(np.float32))
+    results = []
+    for pool in (lambda images: keras.ops.max_pool(images, 2, 2), jax_ops.max_pool_2x2):
+        values, backward = jax.vjp(jax.jit(pool), images)
+        results.append([np.asarray(values).view(np.uint32), np.asarray(backward(upstream)[0]).view(np.uint32)])
+    pooled[str(shape)] = [bool(np.array_equal(mine, keras_own)) for mine, keras_own in zip(*results)]
+report["max_pool"] = pooled
 print(json.dumps(report))

@@ -65,3 +65,9 @@ def test_programs_beyond_those_kept_are_dropped_and_their_compiled_code_freed(fu
     assert dropped["kept"] == 2  # PROGRAMS_KEPT, lowered for the check
     grown = dropped["mappings"][-1] - dropped["mappings"][1]  # four structures more, each ~500 mappings if kept
     assert grown < 400, dropped["mappings"]
+
+
+def test_the_cnn_s_max_pooling_on_jax_gives_keras_numbers_and_gradient_bit_for_bit(fused_report):
+    assert len(fused_report["max_pool"]) == 2
+    for shape, (values, gradient) in fused_report["max_pool"].items():
+        assert values and gradient, shape
