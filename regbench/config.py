@@ -34,10 +34,9 @@ PLANTED_IDENTITY = {"planted_validation": "blank"}  # planted runs since validat
 # planted noise (data.plant_features); runs made before, with noise there too, keep ids without it
 BACKENDS = ("tensorflow", "jax", "torch")
 SLOWER_HERE = {  # (backend, architecture, device) -> what benchmarks/RESULTS.md measured there (2026-12-07: the cnn
-    # at 31.29 s per epoch on JAX, 20.12 s on TensorFlow), said once per command
-    ("jax", "cnn", "cpu"): "on a CPU the cnn takes about 1.5x the time per epoch on JAX that it takes on TensorFlow "
-                           "(XLA's CPU kernels for the max-pooling gradient and the convolutions; docs: Speed): "
-                           "--backend tensorflow is the faster here",
+    # at 22.69 s per epoch on JAX, 19.63 s on TensorFlow), said once per command
+    ("jax", "cnn", "cpu"): "on a CPU the cnn takes about 1.2x the time per epoch on JAX that it takes on TensorFlow "
+                           "(XLA's CPU convolutions; docs: Speed): --backend tensorflow is the faster here",
 }
 SCHEDULES = ("constant", "cosine")  # the learning rate over a run: fixed, or Keras' CosineDecay to 0
 SELECTIONS = ("final", "best-val")  # which weights of each run are measured: the last, or the best-validation epoch's
