@@ -34,7 +34,7 @@ PLANTED_IDENTITY = {"planted_validation": "blank"}  # planted runs since validat
 # planted noise (data.plant_features); runs made before, with noise there too, keep ids without it
 BACKENDS = ("tensorflow", "jax", "torch")
 SLOWER_HERE = {  # (backend, architecture, device) -> what benchmarks/RESULTS.md measured there (2026-12-07: the cnn
-    # at 22.69 s per epoch on JAX, 19.63 s on TensorFlow), said once per command
+    # at 22.69 and 21.89 s per epoch on JAX, 19.63 and 18.57 s on TensorFlow), said once per command
     ("jax", "cnn", "cpu"): "on a CPU the cnn takes about 1.2x the time per epoch on JAX that it takes on TensorFlow "
                            "(XLA's CPU convolutions; docs: Speed): --backend tensorflow is the faster here",
 }
