@@ -167,10 +167,15 @@ def later(seconds: list[float]) -> float:
     return float(np.median(seconds[1:] if len(seconds) > 1 else seconds))
 
 
+def plain_seconds(rows: list[dict]) -> dict[str, float]:
+    """Return the plain convnet's seconds per epoch on each backend."""
+    return {backend: later(next(row for row in rows if row["what"] == f"plain Keras convnet, {backend}")
+                           ["epoch_seconds"]) for backend in BACKENDS}
+
+
 def table(rows: list[dict]) -> str:
     """Return the rows as a Markdown table, each against the plain convnet on TensorFlow and Keras' own fit."""
-    plain = {backend: later(next(row for row in rows if row["what"] == f"plain Keras convnet, {backend}")
-                            ["epoch_seconds"]) for backend in BACKENDS}
+    plain = plain_seconds(rows)
     lines = ["| what | s per epoch, with validation | vs plain convnet on TensorFlow | vs Keras' own fit on its "
              "backend | training alone |", "| --- | --- | --- | --- | --- |"]
     for row in rows:
@@ -184,8 +189,7 @@ def table(rows: list[dict]) -> str:
 
 def targets(rows: list[dict]) -> str:
     """Say, per backend, whether regbench's cnn meets issue 39's two targets (met, or NO)."""
-    plain = {backend: later(next(row for row in rows if row["what"] == f"plain Keras convnet, {backend}")
-                            ["epoch_seconds"]) for backend in BACKENDS}
+    plain = plain_seconds(rows)
     lines = []
     for backend in BACKENDS:
         setups = {row["what"]: later(row["epoch_seconds"]) for row in rows
