@@ -21,7 +21,7 @@ backend = "tensorflow" if lever.startswith("tf") else "jax"
 select_backend(backend, "cpu", tf_threads=int(rest[0]) if lever == "tf-fit" else 1)
 
 from regbench import train  # noqa: E402
-from regbench.config import RunConfig  # noqa: E402
+from regbench.config import EVAL_BATCH_SIZE, RunConfig  # noqa: E402
 from regbench.data import load_images, split_images  # noqa: E402
 
 split = split_images(load_images(path=path))
@@ -53,7 +53,7 @@ for epoch in range(2):
     else:
         from together import train_epoch_together  # benchmarks/together.py, beside this script
 
-        train_epoch_together(train.program_key(configs[0]), models, x, y, orders, 32, train.EVAL_BATCH_SIZE)
+        train_epoch_together(train.program_key(configs[0]), models, x, y, orders, 32, EVAL_BATCH_SIZE)
     seconds.append(time.perf_counter() - started)
 print(json.dumps({"lever": lever, "runs": runs, "seconds_per_model_epoch": seconds[-1] / runs,
                   "first_epoch_seconds": seconds[0]}))

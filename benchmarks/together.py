@@ -57,7 +57,7 @@ def main() -> None:
     import jax
 
     from regbench import train
-    from regbench.config import RunConfig
+    from regbench.config import EVAL_BATCH_SIZE, RunConfig
     from regbench.data import load_images, split_images
 
     split = split_images(load_images(args.data))
@@ -92,10 +92,10 @@ def main() -> None:
         # 2. Together: one program, the runs stacked on a leading axis.
         models = fresh_models()
         key = train.program_key(configs[0])
-        train_epoch_together(key, models, x, y, orders(0), 32, train.EVAL_BATCH_SIZE)
+        train_epoch_together(key, models, x, y, orders(0), 32, EVAL_BATCH_SIZE)
         started = time.perf_counter()
         for epoch in range(1, args.epochs + 1):
-            train_epoch_together(key, models, x, y, orders(epoch), 32, train.EVAL_BATCH_SIZE)
+            train_epoch_together(key, models, x, y, orders(epoch), 32, EVAL_BATCH_SIZE)
         together = count * args.epochs / (time.perf_counter() - started)
         print(f"| {count} | {alone:.2f} | {together:.2f} | {together / alone:.2f}x |", flush=True)
 

@@ -23,7 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from regbench.config import EVAL_BATCH_SIZE, MEASURED, WEIGHT_BIN_EDGES, RunConfig
+from regbench.config import MEASURED, WEIGHT_BIN_EDGES, RunConfig
 from regbench.data import Split, get_dataset
 from regbench.models import SEED_SLOTS, build_model, layer_seed
 from regbench.provenance import run_provenance
@@ -277,7 +277,7 @@ class EpochRunner:
 
     def evaluate(self, model: keras.Model, config: RunConfig, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         """Return (cross-entropy, accuracy) of `model` in inference mode; the penalty is left out."""
-        logs = model.evaluate(x, y, batch_size=EVAL_BATCH_SIZE, verbose=0, return_dict=True)
+        logs = model.evaluate(x, y, batch_size=config.eval_batch_size, verbose=0, return_dict=True)
         return float(logs["crossentropy"]), float(logs["accuracy"])
 
     def release_epoch_data(self) -> None:
@@ -329,7 +329,7 @@ class TensorFlowEpochs(EpochRunner):
     def evaluate(self, model: keras.Model, config: RunConfig, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         import tensorflow as tf
 
-        logs = model.evaluate(tf.data.Dataset.from_tensor_slices((x, y)).batch(EVAL_BATCH_SIZE), verbose=0,
+        logs = model.evaluate(tf.data.Dataset.from_tensor_slices((x, y)).batch(config.eval_batch_size), verbose=0,
                               return_dict=True)
         return float(logs["crossentropy"]), float(logs["accuracy"])
 
@@ -369,8 +369,8 @@ class JaxEpochs(EpochRunner):
         from regbench import fused
 
         key = program_key(config)
-        warmup = fused.compile_epoch(key, model, x, y, config.batch_size, EVAL_BATCH_SIZE, len(order), measure)
-        logs, seconds, measured = fused.train_epoch(key, model, x, y, order, config.batch_size, EVAL_BATCH_SIZE,
+        warmup = fused.compile_epoch(key, model, x, y, config.batch_size, config.eval_batch_size, len(order), measure)
+        logs, seconds, measured = fused.train_epoch(key, model, x, y, order, config.batch_size, config.eval_batch_size,
                                                     measure)
         results = [(each["crossentropy"], each["accuracy"]) for each in measured] if measure else None
         return logs, warmup, warmup + seconds, results
@@ -378,7 +378,7 @@ class JaxEpochs(EpochRunner):
     def evaluate(self, model: keras.Model, config: RunConfig, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         from regbench import fused
 
-        logs = fused.evaluate(program_key(config), model, x, y, config.batch_size, EVAL_BATCH_SIZE)
+        logs = fused.evaluate(program_key(config), model, x, y, config.batch_size, config.eval_batch_size)
         return float(logs["crossentropy"]), float(logs["accuracy"])
 
 

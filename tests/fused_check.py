@@ -14,9 +14,9 @@ import numpy as np  # noqa: E402
 from helpers import config_for  # noqa: E402
 
 from regbench import fused, jax_ops  # noqa: E402
+from regbench.config import EVAL_BATCH_SIZE  # noqa: E402
 from regbench.data import read_images, split_images  # noqa: E402
 from regbench.train import (  # noqa: E402
-    EVAL_BATCH_SIZE,
     KeepRawWeights,
     batch_order,
     compile_model,

@@ -105,9 +105,9 @@ def test_tensorflow_epochs_from_tensors_train_the_bits_of_fit_on_the_shuffled_ar
         assert logs == {name: values[0] for name, values in history.items()}
     for mine, theirs in zip(ours.variables, by_fit.variables):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs))
-    repeats = -(-train.EVAL_BATCH_SIZE // len(split.y_val)) + 1  # full evaluation batches and a smaller last one
+    repeats = -(-config.eval_batch_size // len(split.y_val)) + 1  # full evaluation batches and a smaller last one
     x_eval, y_eval = np.concatenate([split.x_val] * repeats), np.concatenate([split.y_val] * repeats)
-    expected = by_fit.evaluate(x_eval, y_eval, batch_size=train.EVAL_BATCH_SIZE, verbose=0, return_dict=True)
+    expected = by_fit.evaluate(x_eval, y_eval, batch_size=config.eval_batch_size, verbose=0, return_dict=True)
     assert runner.evaluate(ours, config, x_eval, y_eval) == (expected["crossentropy"], expected["accuracy"])
 
 

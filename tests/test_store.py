@@ -271,6 +271,7 @@ def test_jax_cnn_runs_on_the_cpu_say_their_steps_are_programs_apart():
 
     apart = config_for("none", architecture="cnn", hidden=(16,), backend="jax")
     assert apart.steps_apart and STEPS_APART_IDENTITY.items() <= apart.identity().items()
+    assert apart.eval_batch_size == 256 and config_for("none", backend="jax").eval_batch_size == 2048
     for scanned in (replace(apart, device="gpu"), replace(apart, backend="tensorflow"),
                     config_for("none", backend="jax")):
         assert not scanned.steps_apart and "jax_steps" not in scanned.identity()  # their ids stay as they were
