@@ -87,10 +87,12 @@ class _Program:
     def steps(self, state, x, y, order: np.ndarray):
         """Train one epoch from `state` on x[order], one compiled step per batch (as `fit` takes them); return (epoch
         logs, new state)."""
-        logs = None
+        logs, programs = None, {}  # batch length -> its compiled step, looked up once per epoch
         for start in range(0, len(order), self.batch_size):
-            args = (state, x, y, jnp.asarray(order[start:start + self.batch_size]))
-            logs, state = self.compile("step", args)(*args)
+            batch = jnp.asarray(order[start:start + self.batch_size])
+            if len(batch) not in programs:
+                programs[len(batch)] = self.compile("step", (state, x, y, batch))
+            logs, state = programs[len(batch)](state, x, y, batch)
         return logs, state
 
     def _evaluate(self, state, sets):
