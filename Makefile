@@ -19,8 +19,8 @@ TUNED := --technique l1,l2,weight-decay,dropout,batchnorm,early-stopping,max-nor
 FASHION := --dataset fashion-mnist --technique all --protocol converged --tune --tune-shared lr --seeds auto --backend jax \
 	--out results/fashion-mnist
 CNN := --dataset fashion-mnist --architecture cnn --technique augment,spatial-dropout,dropout,batchnorm,label-smoothing,mixup \
-	--train-size 5000 --protocol converged --epochs 20 --tune --trials 8 --tune-shared lr --seeds auto --max-seeds 20 \
-	--backend tensorflow --out results/cnn-fashion-mnist
+	--train-size 5000 --protocol converged --epochs 20 --tune --trials 6 --race-seeds 4 --tune-shared lr \
+	--seeds auto --max-seeds 15 --backend tensorflow --out results/cnn-fashion-mnist
 # The reference runs, compressed in the repository: a machine without $(STORE) starts from them, so that `make report`
 # re-renders what is stored and trains only what is missing (a long regeneration resumes on a new machine).
 SNAPSHOT := results/store/reference.sqlite.gz
