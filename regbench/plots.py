@@ -135,9 +135,12 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
         for low, high, width in (("diff_ci_low", "diff_ci_high", 1), (*thick, 3.5)):
             if pd.notna(row[low]):  # one pair gives no interval
                 ends = float(row[low]) * 100, float(row[high]) * 100
-                shown = [min(max(end, -limit), limit) for end in ends]  # inside the axis
-                axes.errorbar(mean, position, xerr=[[mean - shown[0]], [shown[1] - mean]], fmt="none", ecolor=colour,
-                              capsize=3 if width == 1 else 0, elinewidth=width, alpha=0.6 if width > 1 else 1)
+                low_end, high_end = (min(max(end, -limit), limit) for end in ends)  # inside the axis
+                # Centred on the interval, not the mean: a confidence sequence (the running intersection of
+                # every look's) need not contain the last look's mean.
+                axes.errorbar((low_end + high_end) / 2, position, xerr=(high_end - low_end) / 2, fmt="none",
+                              ecolor=colour, capsize=3 if width == 1 else 0, elinewidth=width,
+                              alpha=0.6 if width > 1 else 1)
                 beyond[-1] += [ends[0]] if ends[0] < -limit else []
                 beyond[1] += [ends[1]] if ends[1] > limit else []
         for sign, outside in beyond.items():

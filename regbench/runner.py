@@ -265,8 +265,9 @@ def _analysed_looks(request: CompareRequest, runs: pd.DataFrame, looks: dict) ->
     from regbench.sequential import analyse
 
     differences, pair_looks = {}, {}
+    measured = stats.selected(runs, request.select)  # every run at its selected weights, as the report measures it
     for label, seeds in looks.items():
-        paired = stats.paired_differences(runs, stats.PRIMARY, label, request.baseline[0])
+        paired = stats.paired_differences(measured, stats.PRIMARY, label, request.baseline[0])
         differences[label] = paired.to_numpy()
         pair_looks[label] = [int(paired.index.isin(request.seeds[:count]).sum()) for count in seeds]  # ok pairs
     return analyse(differences, pair_looks, stats.analysis_of({"analysis": request.analysis})["margin"]), differences

@@ -106,6 +106,15 @@ def test_forest_plot_keeps_to_the_data_and_marks_an_interval_that_runs_off():
                                                                           for line in text.splitlines())
 
 
+def test_forest_plot_draws_a_confidence_sequence_that_excludes_the_last_mean():
+    summary = summary_table()  # a running intersection of looks' sequences can lie wholly to one side of the mean
+    summary["sequence_low"], summary["sequence_high"] = [np.nan, 0.0045, np.nan], [np.nan, 0.006, np.nan]
+    axes = paired_differences_plot(summary, "tiny").axes[0]
+    bars = [collection.get_segments()[0] for collection in axes.collections if collection.get_segments()]
+    ends = sorted((round(float(bar[0][0]), 6), round(float(bar[1][0]), 6)) for bar in bars)
+    assert (0.45, 0.6) in ends and (0.1, 0.7) in ends  # the thick sequence and the thin 95% interval, as given
+
+
 def test_arms_past_the_palette_keep_distinct_colour_and_marker_pairs():
     arms = [f"l2:l2={index}" for index in range(1, 45)]
     colours, markers = arm_colours(arms), arm_markers(arms)

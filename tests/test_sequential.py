@@ -106,3 +106,13 @@ def test_bad_sequential_options_are_refused_in_one_line(runner, tmp_path, option
                                  "--store", str(tmp_path / "store.sqlite"), *options])
     assert result.exit_code == 2 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_seeds_auto_decides_on_the_weights_the_report_measures(runner, tmp_path):
+    """Under --select best-val the looks pair each run's best-validation test accuracy, as the summary does."""
+    _, manifest = _auto(runner, tmp_path, "--epochs", "4", "--lr", "0.05", "--select", "best-val")
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert (runs["best_test_accuracy"] != runs["test_accuracy"]).any()  # the two measurements differ here
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("technique")
+    for arm, sequence in manifest["sequential"]["looks"].items():
+        assert sequence[-1]["mean"] == pytest.approx(summary.loc[arm, "test_accuracy_diff"], abs=1e-12)
