@@ -296,9 +296,10 @@ def sensitivity(tuning: pd.DataFrame, tune: dict, title: str) -> Figure:
     budget = (f"{tune['trials']} trials per setting by successive halving, the best raced on up to "
               f"{len(tune['race_seeds'])} tuning seeds" if "race_seeds" in tune else
               f"{tune['trials']} trials x {len(tune['seeds'])} tuning seeds per setting")
+    wrapped = title.replace("; ", ";\n", 1)  # three panels across are narrower than the title
     figure.suptitle(f"Tuning: validation {tune['metric']} (at each run's selected weights) against each searched "
                     f"parameter\n({budget})\n"
-                    f"{title}", fontsize="medium")
+                    f"{wrapped}", fontsize="medium")
     return figure
 
 
