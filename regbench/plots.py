@@ -19,6 +19,7 @@ _BAND = "mean over seeds\n(band: min to max)"
 _MARKERS = ("o", "s", "^", "D", "v", "P")  # one per round of the palette's colours
 REACH = 4  # the forest plot shows intervals up to this many times the largest |mean| or margin
 VERDICT_WIDTH = 30  # characters per line of a verdict written in a figure
+TITLE_CHARS_PER_INCH = 11  # a title line's characters per inch of figure width, at the suptitle's font size
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -72,6 +73,13 @@ def _style_legend(axes) -> None:
     axes.plot([], [], "k--", label="training, inference mode (dashed)")
 
 
+def _fitted(title: str, figure: Figure) -> str:
+    """The run's description in lines that fit the figure: the model and data, then the training, each wrapped."""
+    width = int(figure.get_figwidth() * TITLE_CHARS_PER_INCH)
+    parts = title.replace("; ", ";\n", 1).split("\n")
+    return "\n".join(textwrap.fill(part, width, break_on_hyphens=False) for part in parts)
+
+
 def learning_curves(epochs: pd.DataFrame, techniques: list[str], title: str, baseline: str = BASELINE) -> Figure:
     """Plot validation (solid) and training (dashed) accuracy and cross-entropy per epoch, per arm."""
     figure = Figure(figsize=(12, 5.6), layout="constrained")
@@ -89,7 +97,7 @@ def learning_curves(epochs: pd.DataFrame, techniques: list[str], title: str, bas
     handles, labels = accuracy.get_legend_handles_labels()
     figure.legend(handles, labels, title=_BAND.replace("\n", " "), loc="outside lower center",
                   ncols=min(6, len(labels)), fontsize="small")
-    figure.suptitle(f"Learning curves\n{title}", fontsize="medium")
+    figure.suptitle(f"Learning curves\n{_fitted(title, figure)}", fontsize="medium")
     return figure
 
 
@@ -104,7 +112,7 @@ def gap_curves(epochs: pd.DataFrame, techniques: list[str], title: str, baseline
     axes.set(ylabel="training minus validation accuracy (percentage points)")
     _epoch_axes(axes)
     axes.legend(title=_BAND, loc="upper left", bbox_to_anchor=(1.01, 1))
-    figure.suptitle(f"Generalization gap per epoch (training accuracy in inference mode)\n{title}",
+    figure.suptitle(f"Generalization gap per epoch (training accuracy in inference mode)\n{_fitted(title, figure)}",
                     fontsize="medium")
     return figure
 
@@ -171,8 +179,7 @@ def paired_differences_plot(summary: pd.DataFrame, title: str) -> Figure:
                   "verdicts: Holm-adjusted tests of 0 and of equivalence within the margin"))
     axes.set(xlabel=f"test accuracy: arm minus {baseline_name(summary['technique'].iloc[0])}, same seed "
                     f"(percentage points)\n{explained}")
-    wrapped = title.replace("; ", ";\n", 1)  # the model and data, then the training: the figure is narrower
-    figure.suptitle(f"Paired test-accuracy difference\n{wrapped}", fontsize="medium")
+    figure.suptitle(f"Paired test-accuracy difference\n{_fitted(title, figure)}", fontsize="medium")
     axes.grid(axis="x", alpha=0.3)
     return figure
 
@@ -219,7 +226,7 @@ def weight_histograms(weights: pd.DataFrame, runs: pd.DataFrame, techniques: lis
         axes.set_visible(False)
     figure.supxlabel("|w| of kernel weights (log scale; the first bin holds |w| < 1e-6)")
     figure.supylabel("weights, summed over seeds (log scale)")
-    figure.suptitle(f"Final kernel weight magnitudes per arm\n{title}", fontsize="medium")
+    figure.suptitle(f"Final kernel weight magnitudes per arm\n{_fitted(title, figure)}", fontsize="medium")
     return figure
 
 
@@ -245,8 +252,7 @@ def cost_plot(summary: pd.DataFrame, runs: pd.DataFrame, title: str) -> Figure:
         axes.set_xlim(0, max([1.0, *ratios.dropna()]) * 1.35)
         axes.grid(axis="x", alpha=0.3)
     panels[0].set_yticks(positions, techniques)
-    wrapped = title.replace("; ", ";\n", 1)  # long arm labels leave the title less room
-    figure.suptitle(f"Cost: training time per arm (mean over seeds)\n{wrapped}", fontsize="medium")
+    figure.suptitle(f"Cost: training time per arm (mean over seeds)\n{_fitted(title, figure)}", fontsize="medium")
     return figure
 
 
@@ -296,10 +302,9 @@ def sensitivity(tuning: pd.DataFrame, tune: dict, title: str) -> Figure:
     budget = (f"{tune['trials']} trials per setting by successive halving, the best raced on up to "
               f"{len(tune['race_seeds'])} tuning seeds" if "race_seeds" in tune else
               f"{tune['trials']} trials x {len(tune['seeds'])} tuning seeds per setting")
-    wrapped = title.replace("; ", ";\n", 1)  # three panels across are narrower than the title
     figure.suptitle(f"Tuning: validation {tune['metric']} (at each run's selected weights) against each searched "
                     f"parameter\n({budget})\n"
-                    f"{wrapped}", fontsize="medium")
+                    f"{_fitted(title, figure)}", fontsize="medium")
     return figure
 
 

@@ -165,7 +165,7 @@ def edit_csv(path, column, row, value):
     table.to_csv(path, index=False)
 
 
-@pytest.mark.parametrize("comparison", ["", "tuned", "fashion-mnist"])
+@pytest.mark.parametrize("comparison", ["", "tuned", "fashion-mnist", "cnn-fashion-mnist"])
 def test_committed_reference_results_verify_from_a_clone(runner, tmp_path, comparison):
     """What a user can check on a fresh clone, with no store: each committed comparison recomputes exactly."""
     results = Path(__file__).parents[1] / "results" / comparison

@@ -1,5 +1,7 @@
 """Every figure draws from a small synthetic table and says what it shows."""
 
+import io
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -141,3 +143,14 @@ def test_cost_plot_gives_ratios_to_the_baseline():
 def test_colours_are_stable_across_figures():
     assert arm_colours(["dropout", "l2"])["dropout"] == arm_colours(["dropout"])["dropout"]
     assert arm_colours(["l2"])["none"] == arm_colours(["dropout"])["none"]
+
+
+def test_a_long_run_description_fits_within_the_forest_plot():
+    title = ("cnn 128 relu, 5,000 Fashion-MNIST training images, 10 to 15 seeds per arm, added until decided; adam lr "
+             "tuned per arm (baseline 0.00266) cosine, batch 32, 20 epochs max, measured at the highest-val-acc "
+             "epoch, tensorflow/cpu")
+    figure = paired_differences_plot(summary_table(), title)
+    figure.savefig(io.BytesIO(), format="png")  # lays the figure out
+    heading = next(text for text in figure.texts if text.get_text().startswith("Paired test-accuracy difference"))
+    extent = heading.get_window_extent()
+    assert 0 <= extent.x0 and extent.x1 <= figure.bbox.width
