@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed
 # validated best strength under the converged protocol, on MNIST, each with the first wave's techniques (the lists
 # keep the committed results reproducible); (c) the same as (b) for every technique alone on Fashion-MNIST; (d) the
 # cnn with the techniques made for it and those that hurt the MLP, on 5,000 Fashion-MNIST images for 20 epochs (what
-# fits 2 hours on 2 cores: 2 h 0 min 13 s on an empty store; the cnn is faster on TensorFlow on a CPU). All four add seeds until each verdict is decided;
-# (b), (c) and (d) also search the learning rate for every arm and the baseline.
+# fits 2 hours on 2 cores: 2 h 0 min 13 s on an empty store; the cnn is faster on TensorFlow on a CPU). All four add
+# seeds until each verdict is decided; (b), (c) and (d) also search the learning rate for every arm and the baseline.
 # Their runs are kept outside the work tree.
 STORE ?= $(HOME)/.cache/regbench/reference.sqlite
 REFERENCE := --technique l1,l2,weight-decay,dropout,batchnorm,early-stopping,max-norm,dropout+l2,batchnorm+dropout \
